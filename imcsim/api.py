@@ -1,0 +1,136 @@
+"""Python API: build the hardware of a config, run its workload, cost it, report.
+
+    loaded = load_config("configs/sas_mram_repnet.yaml")
+    report = run(loaded)
+    write_report(report, "out/sas_mram_repnet")
+
+The CLI (:mod:`imcsim.cli`) is a thin shell over these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from imcsim import REPORT_SCHEMA_VERSION, __version__
+from imcsim.circuits import BitSerialMacro, CapacityError, build_circuit
+from imcsim.config import LoadedConfig, _origin_finder
+from imcsim.cost import CostResult, cost
+from imcsim.devices import MemoryDevice, build_device
+from imcsim.errors import InputError, PhysicsError
+from imcsim.report import Report
+from imcsim.sim import TRAINING_PHASES, tally_ops
+from imcsim.units import SECONDS_PER_YEAR
+from imcsim.workloads.continual import run_continual
+
+
+
+@dataclass(frozen=True)
+class HardwareModel:
+    device: MemoryDevice
+    macro: BitSerialMacro
+
+
+def build_hardware(loaded: LoadedConfig) -> HardwareModel:
+    """Device -> cell costs -> macro action costs. Physics problems name file and key."""
+    where = _origin_finder(loaded.origins, str(loaded.path))
+    cfg = loaded.config
+    try:
+        device = build_device(cfg.device)
+    except PhysicsError as err:
+        key = f"device.{err.key}" if err.key else "device"
+        raise InputError(err.message, file=where(key), key=key) from None
+    macro = build_circuit(cfg.circuit, device)
+    return HardwareModel(device, macro)
+
+
+def torch_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA was asked for but torch sees no CUDA device; use auto or cpu", key="run.torch_device")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def run(loaded: LoadedConfig, progress: Callable[[str, int, int], None] | None = None) -> Report:
+    """Run a loaded config end to end and return its :class:`Report`."""
+    cfg = loaded.config
+    hw = build_hardware(loaded)
+    if cfg.run.mode != "functional":
+        raise InputError("only 'functional' runs are available for this workload", key="run.mode")
+    dev = torch_device(cfg.run.torch_device)
+    try:
+        result = run_continual(cfg.workload, hw.macro, cfg.seed, dev, progress)
+    except CapacityError as err:
+        raise InputError(f"{err}; raise it or choose a smaller workload", file=str(loaded.path),
+                         key="circuit.array.n_subarrays") from None
+    tally = tally_ops(result.ops)
+    macro = hw.macro
+    t_cycle = macro.t_cycle_s
+    train = cost(tally.counts(TRAINING_PHASES), macro.actions,
+                 {p: tally.cycles_by_phase.get(p, 0) for p in TRAINING_PHASES}, t_cycle)
+    deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": tally.cycles_by_phase.get("deploy", 0)},
+                  t_cycle)
+    steps = sum(result.steps_per_task)
+    all_cells = sum(s.values.size * 8 for s in macro.stored.values())
+    ws = tally.write_stats(all_cells)
+    step_latency = train.total_latency_s / steps if steps else 0.0
+    max_per_step = ws.max_writes / steps if steps else 0.0
+    lifetime_steps = hw.device.endurance_cycles / max_per_step if max_per_step > 0 else math.inf
+    metrics: dict[str, float] = {
+        "accuracy_source": result.source_accuracy,
+        "accuracy_average": result.average_accuracy,
+        "forgetting": result.forgetting,
+        "trainable_params": result.trainable_params,
+        "training_steps": steps,
+        "energy_train_j": train.total_energy_j,
+        "energy_per_step_j": train.total_energy_j / steps if steps else 0.0,
+        "energy_deploy_j": deploy.total_energy_j,
+        "latency_train_s": train.total_latency_s,
+        "latency_per_step_s": step_latency,
+        **{f"latency_{p}_s": train.latency_s.get(p, 0.0) for p in TRAINING_PHASES},
+        "cells_written": ws.cells_written,
+        "writes_max_per_cell": ws.max_writes,
+        "writes_mean_per_cell": ws.mean_writes,
+        "writes_max_per_cell_per_step": max_per_step,
+        "endurance_cycles": hw.device.endurance_cycles,
+        "lifetime_steps": lifetime_steps,
+        "lifetime_years": lifetime_steps * step_latency / SECONDS_PER_YEAR,
+        "area_m2": macro.area_m2(),
+        "subarrays_used": macro.subarrays_used,
+        "utilization": macro.utilization(),
+        "cycle_time_s": t_cycle,
+    }
+    per_task = []
+    for name, steps_i in zip(result.task_names, result.steps_per_task, strict=True):
+        c = cost(tally.counts_by_task[name], macro.actions, {"all": tally.cycles_by_task[name]}, t_cycle)
+        pulses = sum(n for (comp, action), n in c.counts.items()
+                     if comp == hw.device.component and action.endswith("_pulse"))
+        per_task.append({"task": name, "steps": steps_i, "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
+                         "write_pulses": int(pulses)})
+    tables = {
+        "tasks": result.task_names,
+        "accuracy_matrix": result.accuracy.tolist(),
+        "per_task": per_task,
+        "write_histogram": [list(p) for p in ws.histogram],
+        "writes_max_per_layer": ws.per_layer_max,
+        "device_figures": {k: v for k, (v, _) in hw.device.figures().items()},
+    }
+    return Report(
+        schema_version=REPORT_SCHEMA_VERSION,
+        imcsim_version=__version__,
+        name=cfg.name,
+        config_hash=loaded.config_hash,
+        seed=cfg.seed,
+        config=loaded.resolved,
+        metrics=metrics,
+        costs={"train": train, "deploy": deploy},
+        action_descriptions={f"{c}.{a}": spec.description for (c, a), spec in macro.actions.items()},
+        tables=tables,
+    )
+
+
+__all__ = ["CostResult", "HardwareModel", "build_hardware", "run"]

@@ -1,0 +1,20 @@
+"""Circuits: the bit-serial digital IMC macro built from a device's cell costs."""
+
+from imcsim.circuits.macro import BitSerialMacro, BitSerialMacroCard, CapacityError, OpRecord
+
+CARD_KINDS = {
+    "bitserial_macro": BitSerialMacroCard,
+}
+
+DESCRIPTIONS = {
+    "bitserial_macro": "bit-serial digital IMC macro: AND-sensing subarrays, counters, adder tree, shift-add",
+}
+
+
+def build_circuit(card, device) -> BitSerialMacro:
+    if isinstance(card, BitSerialMacroCard):
+        return BitSerialMacro(card, device)
+    raise TypeError(f"no circuit model for card type {type(card).__name__}")
+
+
+__all__ = ["CARD_KINDS", "DESCRIPTIONS", "BitSerialMacro", "CapacityError", "OpRecord", "build_circuit"]

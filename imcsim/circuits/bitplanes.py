@@ -1,0 +1,115 @@
+"""Exact INT8 arithmetic through bit planes, and the operand activity it implies.
+
+Signed INT8 in two's complement: ``a = -2^7 a_7 + sum_{i<7} 2^i a_i`` with bit
+planes ``a_i`` in {0, 1}. A product of two INT8 matrices is therefore
+
+    A @ B = sum_{i,j} s_i s_j 2^(i+j) popcount_k(A_i[m, k] AND B_j[k, n])
+
+with ``s_7 = -1`` and ``s_i = +1`` otherwise. :func:`bitplane_matmul_reference`
+evaluates exactly that sum (slow; the definition, used in tests).
+:func:`int8_matmul` returns the identical integers fast: it multiplies in
+float32 over chunks of at most 1024 along K, where every partial sum is an
+integer of magnitude <= 1024 * 128 * 128 = 2^24 and therefore exact in float32,
+and accumulates the chunks in int64.
+
+:func:`plane_activity` measures what drives the action counts of a
+bit-serial pass: the ones in each bit plane of the streamed operand, and the
+number of (vector, row tile, plane) passes that hold at least one 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+N_BITS = 8
+EXACT_CHUNK_K = 1024  # 1024 * 2^7 * 2^7 = 2^24: every float32 partial sum is exact
+PLANE_SIGNS = np.array([1, 1, 1, 1, 1, 1, 1, -1], dtype=np.int64)
+
+
+def _as_int8_tensor(x) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.dtype != torch.int8:
+        raise TypeError(f"expected int8 operands, got {t.dtype}")
+    return t
+
+
+def int8_matmul(a, b) -> torch.Tensor:
+    """Exact ``a @ b`` for int8 ``a`` (M x K) and ``b`` (K x N), as int32."""
+    a = _as_int8_tensor(a)
+    b = _as_int8_tensor(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"shapes do not multiply: {tuple(a.shape)} @ {tuple(b.shape)}")
+    k = a.shape[1]
+    af = a.to(torch.float32)
+    bf = b.to(torch.float32)
+    if k <= EXACT_CHUNK_K:
+        return (af @ bf).to(torch.int32)
+    out = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int64, device=a.device)
+    for start in range(0, k, EXACT_CHUNK_K):
+        stop = min(start + EXACT_CHUNK_K, k)
+        out += (af[:, start:stop] @ bf[start:stop]).to(torch.int64)
+    return out.to(torch.int32)
+
+
+def bit_planes(x) -> np.ndarray:
+    """Two's-complement bit planes of an int8 array: shape ``(8, *x.shape)``, plane 0 = LSB."""
+    u = np.asarray(x, dtype=np.int8).view(np.uint8)
+    return np.stack([(u >> i) & 1 for i in range(N_BITS)]).astype(np.uint8)
+
+
+def from_bit_planes(planes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`bit_planes`."""
+    weights = (PLANE_SIGNS * (1 << np.arange(N_BITS))).reshape((N_BITS,) + (1,) * (planes.ndim - 1))
+    return (planes.astype(np.int64) * weights).sum(axis=0).astype(np.int8)
+
+
+def bitplane_matmul_reference(a, b) -> np.ndarray:
+    """``a @ b`` evaluated literally as the signed, shifted sum of AND-popcounts."""
+    pa = bit_planes(a).astype(np.int64)  # (8, M, K)
+    pb = bit_planes(b).astype(np.int64)  # (8, K, N)
+    out = np.zeros((pa.shape[1], pb.shape[2]), dtype=np.int64)
+    for i in range(N_BITS):
+        for j in range(N_BITS):
+            popcount = pa[i] @ pb[j]  # popcount over k of (a_i AND b_j)
+            out += PLANE_SIGNS[i] * PLANE_SIGNS[j] * (1 << (i + j)) * popcount
+    return out
+
+
+@dataclass(frozen=True)
+class PlaneActivity:
+    """Activity of a streamed int8 operand (M vectors of length K) in row tiles of R.
+
+    ``ones_per_plane[i]``: number of 1 bits in plane i over the whole operand
+    (rows driven high in that plane). ``active_passes``: (vector, row tile,
+    plane) triples with at least one 1. ``total_passes``: all such triples.
+    """
+
+    ones_per_plane: tuple[int, ...]
+    active_passes: int
+    total_passes: int
+
+    @property
+    def ones(self) -> int:
+        return int(sum(self.ones_per_plane))
+
+
+def plane_activity(x: torch.Tensor, rows_per_tile: int) -> PlaneActivity:
+    """Measure :class:`PlaneActivity` of int8 ``x`` (M x K) for tiles of ``rows_per_tile`` rows."""
+    x = _as_int8_tensor(x)
+    m, k = x.shape
+    n_tiles = -(-k // rows_per_tile)
+    u = x.view(torch.uint8)
+    pad = n_tiles * rows_per_tile - k
+    if pad:
+        u = torch.nn.functional.pad(u, (0, pad))
+    u = u.reshape(m, n_tiles, rows_per_tile)
+    ones = []
+    active = 0
+    for i in range(N_BITS):
+        plane = (u >> i) & 1
+        ones.append(int(plane.sum()))
+        active += int(plane.amax(dim=2).sum()) if ones[-1] else 0
+    return PlaneActivity(tuple(ones), active, m * n_tiles * N_BITS)

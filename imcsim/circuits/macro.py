@@ -1,0 +1,404 @@
+"""Bit-serial digital IMC macro: card, per-action costs, and counted GEMM execution.
+
+Organisation (weight stationary). A stored INT8 matrix W (K x N) occupies K
+rows and 8N one-bit columns, tiled onto subarrays of ``rows x cols`` cells.
+A streamed INT8 operand is applied bit-serially, one two's-complement plane
+at a time; a 1 bit activates a *line* of stored cells, 0 bits are skipped.
+
+* Forward, ``X @ W`` (X: M x K): an active bit of x[m, k] activates row k; the
+  sense amplifiers read its 8N cells (AND with the input bit), and per-column
+  counters accumulate the popcount. After each plane the 8 weight-bit column
+  counts are combined with their signed shifts (adder tree) and
+  shift-accumulated with the plane's weight.
+* Input gradient by transposable read, ``dY @ W^T`` (dY: M x N): an active bit
+  of dy[m, n] activates the 8 bit-columns of weight column n one after the
+  other; each reads K cells along the rows.
+
+``rows_per_sense`` lines are sensed in one cycle (1 for MRAM, whose sense
+amplifiers resolve one cell per column at a time). Counts therefore follow the
+real operand activity, and the functional result is exact
+(:func:`imcsim.circuits.bitplanes.int8_matmul`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from imcsim.actions import ActionCost, ActionSpec, ActionTable
+from imcsim.circuits.bitplanes import N_BITS, int8_matmul
+from imcsim.devices.base import MemoryDevice
+from imcsim.params import AreaM2, EnergyJ, FrequencyHz, LengthM, Params, VoltageV
+
+ACC_BITS = 32  # width of output accumulators (INT32 partial sums)
+# A binary counter increment toggles 1 + 1/2 + 1/4 + ... < 2 bits on average.
+COUNTER_TOGGLES_PER_INCREMENT = 2.0
+
+
+class ComponentParams(Params):
+    """A peripheral's cost at its reference node; scaled to the macro's node.
+
+    Energy scales with switched capacitance (proportional to F) and V^2; area
+    with F^2 (first-order CMOS scaling, Dennard et al., IEEE JSSC 9(5), 1974).
+    """
+
+    energy_j: EnergyJ = Field(alias="energy", ge=0.0, le=1e-9, description="energy per action")
+    area_m2: AreaM2 = Field(alias="area", ge=0.0, le=1e-6, description="area per instance")
+    node_m: LengthM = Field(alias="node", gt=1e-9, le=500e-9, description="reference technology node")
+    vdd_v: VoltageV = Field(alias="vdd", gt=0.1, le=5.0, description="reference supply voltage")
+
+    def scaled(self, node_m: float, vdd_v: float) -> tuple[float, float]:
+        """(energy J, area m^2) at ``node_m`` and ``vdd_v``."""
+        s = node_m / self.node_m
+        return self.energy_j * s * (vdd_v / self.vdd_v) ** 2, self.area_m2 * s * s
+
+
+class TechnologyParams(Params):
+    node_m: LengthM = Field(alias="node", gt=1e-9, le=500e-9)
+    vdd_v: VoltageV = Field(alias="vdd", gt=0.1, le=5.0)
+    clock_hz: FrequencyHz = Field(alias="clock", gt=1e6, le=1e10)
+
+
+class ArrayParams(Params):
+    rows: int = Field(ge=2, le=1 << 16, description="cells per column of one subarray")
+    cols: int = Field(ge=8, le=1 << 16, description="cells per row of one subarray")
+    n_subarrays: int = Field(ge=1, le=1 << 24, description="subarrays in the macro")
+    rows_per_sense: int = Field(1, ge=1, le=1 << 16, description="lines sensed together in one cycle")
+    write_drivers_per_subarray: int = Field(1, ge=1, le=1 << 12)
+
+
+class DataflowParams(Params):
+    skip_zero_planes: bool = Field(True, description="skip all-zero input planes (no cycle spent)")
+    input_grad: Literal["transposable_read", "digital"] = "transposable_read"
+    weight_grad: Literal["digital"] = "digital"
+
+
+class PeripheralParams(Params):
+    sense_amp: ComponentParams = Field(description="one sense of one column")
+    full_adder: ComponentParams = Field(description="one 1-bit full-adder operation")
+    register_bit: ComponentParams = Field(description="one bit read or written in a buffer register")
+    wordline_cell: ComponentParams = Field(description="driving a line: energy per cell on the line")
+    write_driver: ComponentParams = Field(description="driver overhead of one write pulse")
+
+
+class DigitalParams(Params):
+    mac_int8: ComponentParams = Field(description="one INT8 multiply with INT32 accumulate")
+    fp32_update: ComponentParams = Field(description="one FP32 SGD update of one parameter (mul + add)")
+    sram_bit: ComponentParams = Field(description="one bit read or written in the master-weight SRAM")
+    macs_per_cycle: int = Field(ge=1, le=1 << 20)
+
+
+class BitSerialMacroCard(Params):
+    """A bit-serial digital IMC macro card (``kind: bitserial_macro``)."""
+
+    kind: Literal["bitserial_macro"]
+    description: str
+    references: dict[str, str]
+    technology: TechnologyParams
+    array: ArrayParams
+    dataflow: DataflowParams = DataflowParams()
+    peripherals: PeripheralParams
+    digital: DigitalParams
+
+
+@dataclass
+class OpRecord:
+    """One counted operation of the op stream (a GEMM phase, a write-back, digital work)."""
+
+    phase: str
+    layer: str
+    kind: str
+    counts: Counter = field(default_factory=Counter)
+    cycles: int = 0
+    shape: tuple[int, ...] = ()
+    cell_writes: np.ndarray | None = None
+    task: str = ""
+
+
+@dataclass
+class StoredMatrix:
+    """An INT8 matrix held in the array: its layout and current bits."""
+
+    name: str
+    values: np.ndarray  # int8, K x N
+    row_tiles: int
+    col_tiles: int
+
+
+class BitSerialMacro:
+    """A macro built from a card and a device model; executes and counts GEMMs."""
+
+    def __init__(self, card: BitSerialMacroCard, device: MemoryDevice):
+        self.card = card
+        self.device = device
+        tech = card.technology
+        self.t_cycle_s = max(1.0 / tech.clock_hz, device.actions()["read"].cost.latency_s)
+        self._scaled = {
+            name: getattr(group, name).scaled(tech.node_m, tech.vdd_v)
+            for group in (card.peripherals, card.digital)
+            for name in type(group).model_fields
+            if isinstance(getattr(group, name), ComponentParams)
+        }
+        self.actions = self._build_actions()
+        self.stored: dict[str, StoredMatrix] = {}
+
+    # --- costs ----------------------------------------------------------------
+
+    def energy(self, name: str) -> float:
+        return self._scaled[name][0]
+
+    def area(self, name: str) -> float:
+        return self._scaled[name][1]
+
+    @property
+    def counter_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.card.array.rows + 1)))
+
+    def _build_actions(self) -> ActionTable:
+        a = self.card.array
+        e_fa = self.energy("full_adder")
+        t = self.t_cycle_s
+        dev = self.device
+        entries: dict[tuple[str, str], ActionSpec] = {}
+        for action, spec in dev.actions().items():
+            entries[(dev.component, action)] = spec
+        wd = self.energy("write_driver")
+        for action in dev.actions():
+            if action.endswith("_pulse"):
+                entries[("write_driver", action)] = ActionSpec(
+                    ActionCost(wd, 0.0), f"driver overhead of one {action.replace('_', ' ')}"
+                )
+        combine_bits = (N_BITS - 1) * (self.counter_bits + N_BITS)
+        entries.update(
+            {
+                ("sense_amp", "sense"): ActionSpec(ActionCost(self.energy("sense_amp"), t), "one column sensed"),
+                ("row_driver", "activate_row"): ActionSpec(
+                    ActionCost(self.energy("wordline_cell") * a.cols, 0.0), "one row line driven across a subarray"
+                ),
+                ("col_driver", "activate_col"): ActionSpec(
+                    ActionCost(self.energy("wordline_cell") * a.rows, 0.0), "one bit-column driven down a subarray"
+                ),
+                ("column_counter", "increment"): ActionSpec(
+                    ActionCost(e_fa * COUNTER_TOGGLES_PER_INCREMENT, 0.0),
+                    "a sensed AND result of 1 increments a column popcount counter",
+                ),
+                ("adder_tree", "combine"): ActionSpec(
+                    ActionCost(e_fa * combine_bits, 0.0), "8 weight-bit counts of one output combined with shifts"
+                ),
+                ("shift_add", "accumulate"): ActionSpec(
+                    ActionCost(e_fa * ACC_BITS, 0.0), "one plane result shifted into a 32-bit accumulator"
+                ),
+                ("psum", "add"): ActionSpec(ActionCost(e_fa * ACC_BITS, 0.0), "32-bit partial sum across row tiles"),
+                ("input_buffer", "read_bit"): ActionSpec(ActionCost(self.energy("register_bit"), 0.0), "one bit"),
+                ("output_buffer", "write_bit"): ActionSpec(ActionCost(self.energy("register_bit"), 0.0), "one bit"),
+                ("digital", "mac_int8"): ActionSpec(ActionCost(self.energy("mac_int8"), 0.0), "INT8 MAC"),
+                ("digital", "fp32_update"): ActionSpec(
+                    ActionCost(self.energy("fp32_update"), 0.0), "FP32 SGD update of one parameter"
+                ),
+                ("sram", "read_bit"): ActionSpec(ActionCost(self.energy("sram_bit"), 0.0), "master weight bit"),
+                ("sram", "write_bit"): ActionSpec(ActionCost(self.energy("sram_bit"), 0.0), "master weight bit"),
+            }
+        )
+        return ActionTable(entries)
+
+    # --- mapping --------------------------------------------------------------
+
+    def tiles_for(self, k: int, n: int) -> tuple[int, int]:
+        a = self.card.array
+        bits_per_weight = math.ceil(N_BITS / self.device.bits_per_cell)
+        return math.ceil(k / a.rows), math.ceil(n * bits_per_weight / a.cols)
+
+    def store(self, name: str, w_int8: np.ndarray) -> OpRecord:
+        """Program a K x N INT8 matrix into fresh subarrays (counted as deployment writes)."""
+        w = np.asarray(w_int8, dtype=np.int8)
+        rt, ct = self.tiles_for(*w.shape)
+        used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name != name)
+        if used + rt * ct > self.card.array.n_subarrays:
+            raise CapacityError(
+                f"weights need {used + rt * ct} subarrays but the macro has {self.card.array.n_subarrays}"
+            )
+        self.stored[name] = StoredMatrix(name, np.zeros_like(w), rt, ct)
+        return self.write_back(name, w, phase="deploy")
+
+    @property
+    def subarrays_used(self) -> int:
+        return sum(s.row_tiles * s.col_tiles for s in self.stored.values())
+
+    def utilization(self) -> float:
+        """Fraction of the cells of the used subarrays that hold weight bits."""
+        a = self.card.array
+        used = self.subarrays_used
+        if used == 0:
+            return 0.0
+        bits = sum(s.values.size * N_BITS for s in self.stored.values())
+        return bits / (used * a.rows * a.cols)
+
+    def area_m2(self) -> float:
+        """Macro area: cell arrays, per-column peripherals, and the digital unit."""
+        a = self.card.array
+        per_col = self.area("sense_amp") + self.counter_bits * self.area("full_adder")
+        per_sub = (
+            a.rows * a.cols * self.device.area_per_bit_m2
+            + a.cols * per_col
+            + a.write_drivers_per_subarray * self.area("write_driver")
+            + (a.cols // N_BITS) * ACC_BITS * (self.area("full_adder") + self.area("register_bit"))
+        )
+        digital = self.card.digital.macs_per_cycle * self.area("mac_int8")
+        return a.n_subarrays * per_sub + digital
+
+    # --- execution ------------------------------------------------------------
+
+    def _stream_counts(
+        self, x: torch.Tensor, line_len: int, cells_per_line: int, lines_per_bit: int, n_out: int, phase: str,
+        layer: str, other_tiles: int, stored_ones: torch.Tensor,
+    ) -> OpRecord:
+        """Counts of streaming int8 ``x`` (M x line_len) bit-serially against stored lines.
+
+        ``stored_ones[l]`` is the number of 1 cells a 1 bit of ``x[:, l]`` meets (summed over
+        the lines it activates): each such AND result increments a column counter.
+        """
+        a = self.card.array
+        m = x.shape[0]
+        # Lines are rows (forward: a.rows per subarray) or bit-columns (transposed: a.cols).
+        lines_per_tile = a.rows if lines_per_bit == 1 else a.cols
+        tile_len = max(1, lines_per_tile // lines_per_bit)
+        tiles_along = math.ceil(line_len / tile_len)
+        u = x.view(torch.uint8)
+        pad = tiles_along * tile_len - line_len
+        if pad:
+            u = torch.nn.functional.pad(u, (0, pad))
+        u = u.reshape(m, tiles_along, tile_len)
+        ones = 0
+        sense_cycles_per_tile = torch.zeros(tiles_along, dtype=torch.int64)
+        active_passes = 0
+        rps = a.rows_per_sense
+        for i in range(N_BITS):
+            plane_ones = ((u >> i) & 1).sum(dim=2, dtype=torch.int64)  # (M, tiles)
+            total = int(plane_ones.sum())
+            if total == 0 and self.card.dataflow.skip_zero_planes:
+                continue
+            ones += total
+            cycles = (plane_ones + rps - 1) // rps * lines_per_bit
+            sense_cycles_per_tile += cycles.sum(dim=0)
+            active_passes += int((plane_ones > 0).sum()) if self.card.dataflow.skip_zero_planes else m * tiles_along
+        lines = ones * lines_per_bit
+        sensed = int(sense_cycles_per_tile.sum()) * cells_per_line
+        rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, line_len, n_out))
+        dev = self.device.component
+        line_action = ("row_driver", "activate_row") if lines_per_bit == 1 else ("col_driver", "activate_col")
+        rec.counts[line_action] = lines * other_tiles
+        rec.counts[(dev, "read")] = lines * cells_per_line
+        rec.counts[("sense_amp", "sense")] = sensed
+        popcounts = _popcount8(x).sum(dim=0, dtype=torch.int64)  # ones of each x column over M and planes
+        rec.counts[("column_counter", "increment")] = int((popcounts * stored_ones).sum())
+        rec.counts[("adder_tree", "combine")] = active_passes * n_out
+        rec.counts[("shift_add", "accumulate")] = active_passes * n_out
+        rec.counts[("psum", "add")] = m * n_out * (tiles_along - 1)
+        rec.counts[("input_buffer", "read_bit")] = m * line_len * N_BITS
+        rec.counts[("output_buffer", "write_bit")] = m * n_out * ACC_BITS
+        # Tiles along the stream run in parallel subarrays; the slowest one sets the time,
+        # plus one cycle per plane pass for the combine/accumulate pipeline to drain.
+        rec.cycles = int(sense_cycles_per_tile.max()) + 1 if ones else 0
+        return rec
+
+    def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward") -> tuple[torch.Tensor, OpRecord]:
+        """``x @ W`` with W stored under ``name``: exact int32 result and its counts."""
+        s = self.stored[name]
+        w = torch.from_numpy(s.values)
+        y = int8_matmul(x_int8, w)
+        k, n = s.values.shape
+        rec = self._stream_counts(
+            x_int8, line_len=k, cells_per_line=n * N_BITS, lines_per_bit=1, n_out=n, phase=phase, layer=name,
+            other_tiles=s.col_tiles, stored_ones=_popcount8(w).sum(dim=1, dtype=torch.int64),
+        )
+        return y, rec
+
+    def backward_input(self, dy_int8: torch.Tensor, name: str) -> tuple[torch.Tensor, OpRecord]:
+        """``dy @ W^T`` for W stored under ``name``, per the card's input-gradient dataflow."""
+        s = self.stored[name]
+        w = torch.from_numpy(s.values)
+        dx = int8_matmul(dy_int8, w.t().contiguous())
+        k, n = s.values.shape
+        if self.card.dataflow.input_grad == "transposable_read":
+            rec = self._stream_counts(
+                dy_int8, line_len=n, cells_per_line=k, lines_per_bit=N_BITS, n_out=k, phase="input_grad",
+                layer=name, other_tiles=s.row_tiles, stored_ones=_popcount8(w).sum(dim=0, dtype=torch.int64),
+            )
+        else:
+            m = dy_int8.shape[0]
+            rec = self._digital_gemm(m, n, k, phase="input_grad", layer=name)
+            rec.counts[(self.device.component, "read")] += k * n * N_BITS
+            rec.counts[("sense_amp", "sense")] += k * n * N_BITS
+            rec.counts[("row_driver", "activate_row")] += k * s.col_tiles
+            rec.cycles += math.ceil(k / s.row_tiles) if s.row_tiles else 0
+        return dx, rec
+
+    def _digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str) -> OpRecord:
+        rec = OpRecord(phase=phase, layer=layer, kind="digital", shape=(m, k, n))
+        rec.counts[("digital", "mac_int8")] = m * k * n
+        rec.counts[("input_buffer", "read_bit")] = (m * k + k * n) * N_BITS
+        rec.counts[("output_buffer", "write_bit")] = m * n * ACC_BITS
+        rec.cycles = math.ceil(m * k * n / self.card.digital.macs_per_cycle)
+        return rec
+
+    def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str) -> tuple[torch.Tensor, OpRecord]:
+        """``x^T @ dy`` (K x N) in the near-memory digital unit."""
+        dw = int8_matmul(x_int8.t().contiguous(), dy_int8)
+        m, k = x_int8.shape
+        n = dy_int8.shape[1]
+        return dw, self._digital_gemm(m, k, n, phase="weight_grad", layer=name)
+
+    def update_digital(self, name: str, n_params: int) -> OpRecord:
+        """Counted FP32 optimizer step on ``n_params`` master weights kept in SRAM."""
+        rec = OpRecord(phase="update", layer=name, kind="digital", shape=(n_params,))
+        rec.counts[("digital", "fp32_update")] = n_params
+        rec.counts[("sram", "read_bit")] = n_params * 32
+        rec.counts[("sram", "write_bit")] = n_params * 32
+        rec.cycles = math.ceil(n_params / self.card.digital.macs_per_cycle)
+        return rec
+
+    def write_back(self, name: str, new_int8: np.ndarray, phase: str = "update") -> OpRecord:
+        """Rewrite the stored matrix to ``new_int8``; only changed cells are written."""
+        s = self.stored[name]
+        new = np.asarray(new_int8, dtype=np.int8)
+        k, n = new.shape
+        old_bits = _cell_bits(s.values)
+        new_bits = _cell_bits(new)
+        ev = self.device.count_writes(old_bits, new_bits)
+        rec = OpRecord(phase=phase, layer=name, kind="write", shape=(k, n), cell_writes=ev.cell_writes)
+        comp = self.device.component
+        for action, count in ev.counts.items():
+            rec.counts[(comp, action)] = count
+            if action.endswith("_pulse"):
+                rec.counts[("write_driver", action)] = count
+        # Write latency: pulses of a subarray are issued by its write drivers one after another.
+        drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
+        pulse_time = sum(self.actions[(comp, a)].cost.latency_s * c for a, c in ev.counts.items())
+        rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
+        s.values[...] = new
+        return rec
+
+
+class CapacityError(ValueError):
+    """The workload's stored weights do not fit in the macro's subarrays."""
+
+
+_POPCOUNT_TABLE = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.uint8)
+
+
+def _popcount8(x: torch.Tensor) -> torch.Tensor:
+    """Number of 1 bits in each int8 element's two's-complement pattern."""
+    return _POPCOUNT_TABLE[x.view(torch.uint8).long()]
+
+
+def _cell_bits(w: np.ndarray) -> np.ndarray:
+    """Cell contents of a K x N int8 matrix laid out as K rows of 8N bit cells (LSB first)."""
+    u = w.view(np.uint8)
+    bits = (u[..., None] >> np.arange(N_BITS, dtype=np.uint8)) & 1
+    return bits.reshape(w.shape[0], w.shape[1] * N_BITS)

@@ -1,0 +1,184 @@
+"""Command line: a thin shell over :mod:`imcsim.api`.
+
+    imcsim run CONFIG [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR]
+    imcsim validate CONFIG [--set ...] [--library DIR]
+    imcsim list devices|circuits|workloads|configs [--library DIR]
+    imcsim device CARD [--set KEY=VALUE ...] [--library DIR]
+    imcsim --version
+
+Exit codes: 0 success, 2 bad input (one line on stderr naming file and key),
+1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from imcsim import __version__
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imcsim", description="Simulate in-memory-computing hardware that learns on the device.")
+    p.add_argument("--version", action="version", version=f"imcsim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. device.write.t_set=2ns (repeatable)")
+        sp.add_argument("--library", metavar="DIR", help="folder holding devices/, circuits/, workloads/")
+
+    r = sub.add_parser("run", help="run a config end to end and write its report")
+    r.add_argument("config", help="run config YAML")
+    r.add_argument("--out", metavar="DIR", help="output folder (default: out/<config name>)")
+    r.add_argument("--seed", type=int, help="random seed (overrides the config's)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    common(r)
+
+    v = sub.add_parser("validate", help="check a config and its cards without running")
+    v.add_argument("config")
+    common(v)
+
+    ls = sub.add_parser("list", help="list cards or configs with a one-line description")
+    ls.add_argument("what", choices=["devices", "circuits", "workloads", "configs"])
+    ls.add_argument("--library", metavar="DIR", help="folder holding devices/, circuits/, workloads/, configs/")
+
+    d = sub.add_parser("device", help="print the figures a device card derives")
+    d.add_argument("card", help="device card name or path")
+    common(d)
+    return p
+
+
+def _cmd_run(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from imcsim.api import run
+    from imcsim.config import load_config
+    from imcsim.report import render_summary, write_report
+
+    loaded = load_config(args.config, args.overrides, seed=args.seed, library=args.library)
+    out = Path(args.out) if args.out else Path("out") / loaded.config.name
+    console = Console(stderr=True)
+    if args.quiet:
+        report = run(loaded)
+    else:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("training", total=None)
+
+            def progress(name: str, done: int, total: int) -> None:
+                bar.update(task, description=f"training {name}", completed=done, total=total)
+
+            report = run(loaded, progress)
+    write_report(report, out)
+    if not args.quiet:
+        render_summary(report, Console())
+        print(f"report written to {out}/ (report.json, counts.csv, summary.txt)")
+    return EXIT_OK
+
+
+def _cmd_validate(args) -> int:
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+
+    loaded = load_config(args.config, args.overrides, library=args.library)
+    build_hardware(loaded)
+    print(f"{args.config}: valid (config {loaded.config_hash}; cards: "
+          + ", ".join(f"{k}={v}" for k, v in loaded.cards.items()) + ")")
+    return EXIT_OK
+
+
+def _cmd_list(args) -> int:
+    from imcsim.config import SECTIONS, find_library, list_cards, read_yaml
+    from imcsim.errors import InputError
+
+    lib = find_library(Path.cwd(), Path(args.library) if args.library else None)
+    if lib is None:
+        raise InputError("no devices/, circuits/ or workloads/ folder here or above; give --library DIR")
+    if args.what == "configs":
+        paths = sorted((lib / "configs").glob("*.yaml"))
+    else:
+        section = {"devices": "device", "circuits": "circuit", "workloads": "workload"}[args.what]
+        assert section in SECTIONS
+        paths = list_cards(lib, section)
+    if not paths:
+        print(f"no {args.what} in {lib}")
+    for p in paths:
+        try:
+            desc = str(read_yaml(p).get("description", "")).strip()
+        except InputError as err:
+            desc = f"(unreadable: {err.message})"
+        print(f"{p.stem:<40} {desc}")
+    return EXIT_OK
+
+
+def _cmd_device(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from imcsim.config import SCHEMA_VERSION, find_library, validate_model
+    from imcsim.config import _resolve_card_path, _strip_sources, parse_set, read_yaml, _apply_set, _origin_finder
+    from imcsim.devices import CARD_KINDS, build_device
+    from imcsim.errors import InputError, PhysicsError
+    from imcsim.units import format_si
+
+    lib = find_library(Path.cwd(), Path(args.library) if args.library else None)
+    path = _resolve_card_path("device", args.card, Path.cwd() / "x.yaml", lib, "command line")
+    raw = read_yaml(path)
+    shown = str(path)
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"must be {SCHEMA_VERSION}", file=shown, key="schema_version")
+    body = _strip_sources({k: v for k, v in raw.items() if k != "schema_version"}, raw.get("references") or {}, shown, "")
+    origins: dict[str, str] = {}
+    for item in args.overrides:
+        parts, value = parse_set(item)
+        _apply_set(body, parts, value, origins)
+    where = _origin_finder(origins, shown)
+    kind = body.get("kind")
+    if kind not in CARD_KINDS:
+        raise InputError(f"must be one of {sorted(CARD_KINDS)} (got {kind!r})", file=shown, key="kind")
+    card = validate_model(CARD_KINDS[kind], body, "", where)
+    try:
+        dev = build_device(card)
+    except PhysicsError as err:
+        raise InputError(err.message, file=where(err.key or ""), key=err.key) from None
+    t = Table(title=f"{path.stem}: {card.description}")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    for name, (value, unit) in dev.figures().items():
+        t.add_row(name, format_si(value, unit) if unit else f"{value:.3g}")
+    Console().print(t)
+    return EXIT_OK
+
+
+COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "list": _cmd_list, "device": _cmd_device}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from imcsim.errors import InputError
+
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as err:
+        print(f"imcsim: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("imcsim: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an internal error: say so, show where with IMCSIM_DEBUG=1
+        if os.environ.get("IMCSIM_DEBUG"):
+            traceback.print_exc()
+        print(f"imcsim: internal error: {type(err).__name__}: {err} (set IMCSIM_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,453 @@
+"""Run configs: YAML -> strict, typed :class:`RunConfig`, validated once.
+
+A run config composes three cards and run options::
+
+    schema_version: 1
+    name: sas_mram_repnet
+    seed: 0
+    device:   {card: sas_mram_4mtj_zhang_tcad2024, write: {t_set: 2 ns}}
+    circuit:  {card: bitserial_macro_28nm}
+    workload: {card: repnet_digits_tiny}
+
+Card resolution rule: in section ``device`` (``circuit``, ``workload``), a
+``card`` value that names a file (contains ``/`` or ends in ``.yaml``) is a
+path relative to the config file; otherwise it is a card name looked up as
+``LIBRARY/devices/NAME.yaml`` (``circuits/``, ``workloads/``), where LIBRARY
+is ``--library DIR`` if given, else the nearest folder at or above the config
+file that has a ``devices``, ``circuits`` or ``workloads`` folder.
+
+Every other key in a section overrides the card field of the same dotted
+path (presets plus per-field overrides). ``--set a.b.c=VALUE`` overrides any
+key of the config after that. In cards, a value may carry its source as a
+trailing tag, ``100 nm [zhang2024]``; the tag must name an entry of the
+card's ``references``.
+
+Every error is an :class:`~imcsim.errors.InputError` naming the file that
+set the offending value and the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from imcsim import units
+from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
+from imcsim.devices import CARD_KINDS as DEVICE_KINDS
+from imcsim.errors import InputError
+from imcsim.params import Params, field_dim
+from imcsim.workloads import CARD_KINDS as WORKLOAD_KINDS
+
+SCHEMA_VERSION = 1
+SECTIONS: dict[str, tuple[str, Mapping[str, type[Params]]]] = {
+    "device": ("devices", DEVICE_KINDS),
+    "circuit": ("circuits", CIRCUIT_KINDS),
+    "workload": ("workloads", WORKLOAD_KINDS),
+}
+_SOURCE_TAG = re.compile(r"^(.*?)\s*\[([A-Za-z0-9_.\-]+)\]\s*$")
+
+
+class RunOptions(Params):
+    """Section ``run``: how the workload executes."""
+
+    mode: Literal["functional", "cost_only"] = Field(
+        "functional", description="functional: real data and training; cost_only: shapes and activity statistics only"
+    )
+    torch_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where functional training runs (auto: CUDA when present)"
+    )
+
+
+class RunConfig(Params):
+    """A fully resolved, validated run config."""
+
+    schema_version: Literal[1]
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**32)
+    device: Any
+    circuit: Any
+    workload: Any
+    run: RunOptions = RunOptions()
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config plus where each of its values came from."""
+
+    config: RunConfig
+    path: Path
+    cards: dict[str, str]
+    resolved: dict[str, Any]
+    origins: dict[str, str] = field(repr=False)
+
+    @property
+    def config_hash(self) -> str:
+        """SHA-256 of the resolved config (canonical JSON), first 16 hex digits."""
+        blob = json.dumps(self.resolved, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --- YAML and library --------------------------------------------------------
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a one-line InputError."""
+    shown = _display(path)
+    if not path.is_file():
+        raise InputError("no such file", file=shown)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise InputError(f"{where}{problem}", file=shown) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read: {err}", file=shown) from None
+    if not isinstance(data, dict):
+        raise InputError("must be a YAML mapping of keys to values", file=shown)
+    return data
+
+
+def find_library(start: Path, explicit: Path | None = None) -> Path | None:
+    """The card library for a config at ``start`` (see the module docstring)."""
+    if explicit is not None:
+        return explicit
+    here = start.resolve()
+    here = here if here.is_dir() else here.parent
+    for folder in (here, *here.parents):
+        if any((folder / sub).is_dir() for sub, _ in SECTIONS.values()):
+            return folder
+    return None
+
+
+def list_cards(library: Path, section: str) -> list[Path]:
+    sub, _ = SECTIONS[section]
+    return sorted((library / sub).glob("*.yaml")) if (library / sub).is_dir() else []
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path | None, shown: str) -> Path:
+    key = f"{section}.card"
+    if not isinstance(card, str) or not card.strip():
+        raise InputError("must be a card name or a path to a card file", file=shown, key=key)
+    if "/" in card or card.endswith((".yaml", ".yml")):
+        path = (config_path.parent / card).resolve()
+        if not path.is_file():
+            raise InputError(f"no card file at {path}", file=shown, key=key)
+        return path
+    sub, _ = SECTIONS[section]
+    if library is None:
+        raise InputError(
+            f"card '{card}' cannot be resolved: no {sub}/ folder at or above the config; "
+            "give --library DIR or a path to the card file",
+            file=shown,
+            key=key,
+        )
+    path = library / sub / f"{card}.yaml"
+    if not path.is_file():
+        names = [p.stem for p in list_cards(library, section)]
+        raise InputError(
+            f"no card '{card}' in {library / sub}{_did_you_mean(card, names)} (available: {', '.join(names) or 'none'})",
+            file=shown,
+            key=key,
+        )
+    return path
+
+
+# --- trees ---------------------------------------------------------------
+
+
+def _strip_sources(tree: Any, refs: Mapping[str, str], shown: str, prefix: str) -> Any:
+    """Remove ``[ref]`` tags from card leaves, checking each names a reference."""
+    if isinstance(tree, dict):
+        return {k: _strip_sources(v, refs, shown, f"{prefix}.{k}" if prefix else str(k)) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_strip_sources(v, refs, shown, f"{prefix}[{i}]") for i, v in enumerate(tree)]
+    if isinstance(tree, str) and prefix.split(".")[0] not in ("references", "description"):
+        m = _SOURCE_TAG.match(tree)
+        if m:
+            value, ref = m.group(1), m.group(2)
+            if ref not in refs:
+                raise InputError(
+                    f"source tag [{ref}] names no entry of 'references'{_did_you_mean(ref, list(refs))}",
+                    file=shown,
+                    key=prefix,
+                )
+            return yaml.safe_load(value) if value else value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any], origin: str, origins: dict[str, str], prefix: str) -> None:
+    for k, v in over.items():
+        key = f"{prefix}.{k}"
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v, origin, origins, key)
+        else:
+            base[k] = copy.deepcopy(v)
+            origins[key] = origin
+
+
+def _record(tree: Any, origin: str, origins: dict[str, str], prefix: str) -> None:
+    origins[prefix] = origin
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            _record(v, origin, origins, f"{prefix}.{k}")
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """``'device.write.t_set=2 ns'`` -> (['device', 'write', 't_set'], '2 ns')."""
+    if "=" not in item:
+        raise InputError(f"--set '{item}': expected KEY=VALUE, e.g. device.write.t_set=2ns")
+    key, _, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise InputError(f"--set '{item}': key must be dotted names, e.g. circuit.array.rows")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, origins: dict[str, str]) -> None:
+    node = tree
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise InputError(f"--set: '{'.'.join(parts[: i + 1])}' holds a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+    _record(value, "--set", origins, ".".join(parts))
+
+
+# --- validation -----------------------------------------------------------
+
+
+def _aliases(model: type[BaseModel]) -> dict[str, str]:
+    return {(f.alias or name): name for name, f in model.model_fields.items()}
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        m = _nested_model(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def _check_keys(model: type[BaseModel], data: Any, prefix: str, where) -> None:
+    """Reject unknown keys before pydantic, with a did-you-mean and the valid keys."""
+    if not isinstance(data, dict):
+        return
+    aliases = _aliases(model)
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in aliases:
+            valid = sorted(aliases)
+            raise InputError(
+                f"unknown key '{key}'{_did_you_mean(str(key), valid)} (valid: {', '.join(valid)})",
+                file=where(dotted),
+                key=dotted,
+            )
+        info = model.model_fields[aliases[key]]
+        origin = typing.get_origin(info.annotation)
+        sub = _nested_model(info.annotation)
+        if sub is not None and origin not in (dict, list):
+            _check_keys(sub, value, dotted, where)
+        elif origin is list and sub is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_keys(sub, item, f"{dotted}[{i}]", where)
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel], str] | None:
+    """Follow an error location through nested models to (model, field name)."""
+    current = model
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            continue
+        aliases = _aliases(current)
+        name = aliases.get(part, part)
+        if name not in current.model_fields:
+            return None
+        if i == len(loc) - 1:
+            return current, name
+        sub = _nested_model(current.model_fields[name].annotation)
+        if sub is None:
+            return None
+        current = sub
+    return None
+
+
+def _bound_text(bound: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    found = _model_at(model, loc)
+    dim = field_dim(*found) if found else None
+    if dim is not None and isinstance(bound, int | float):
+        return units.format_si(float(bound), units.DIM_SYMBOLS.get(dim, ""))
+    return str(bound)
+
+
+def _message(err: Mapping[str, Any], model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    got_text = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        bound = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {_bound_text(bound, model, loc)}{got_text}"
+    if kind == "missing":
+        return "missing (required)"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}{got_text}"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "value_error":
+        return msg
+    return f"{msg[0].lower()}{msg[1:]}{got_text}"
+
+
+def validate_model(model: type[BaseModel], data: Any, prefix: str, where) -> Any:
+    """Validate ``data`` as ``model``; raise a one-line InputError on the first problem."""
+    _check_keys(model, data, prefix, where)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        err = errors[0]
+        loc = tuple(err["loc"])
+        dotted = ".".join([prefix] if prefix else []) + "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc
+        )
+        dotted = dotted.lstrip(".") or prefix
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InputError(_message(err, model, loc) + more, file=where(dotted), key=dotted) from None
+
+
+def _origin_finder(origins: Mapping[str, str], default: str):
+    def where(dotted: str) -> str:
+        key = re.sub(r"\[\d+\]", "", dotted)
+        while key:
+            if key in origins:
+                return origins[key]
+            key = key.rpartition(".")[0]
+        return default
+
+    return where
+
+
+def _validate_section(
+    section: str, tree: dict[str, Any], where, library: Path | None
+) -> Params:
+    _, kinds = SECTIONS[section]
+    kind = tree.get("kind")
+    if kind not in kinds:
+        hint = _did_you_mean(str(kind), list(kinds)) if isinstance(kind, str) else ""
+        raise InputError(
+            f"must be one of {sorted(kinds)}{hint} (got {kind!r})", file=where(f"{section}.kind"), key=f"{section}.kind"
+        )
+    return validate_model(kinds[kind], tree, section, where)
+
+
+def load_config(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    seed: int | None = None,
+    library: str | Path | None = None,
+) -> LoadedConfig:
+    """Load, resolve and validate a run config. Raises InputError on any problem."""
+    path = Path(path)
+    shown = _display(path)
+    raw = read_yaml(path)
+    lib = find_library(path, Path(library) if library else None)
+    origins: dict[str, str] = {}
+    tree: dict[str, Any] = {}
+    cards: dict[str, str] = {}
+    top_valid = sorted(_aliases(RunConfig))
+    for key, value in raw.items():
+        if key not in top_valid:
+            raise InputError(
+                f"unknown key '{key}'{_did_you_mean(str(key), top_valid)} (valid: {', '.join(top_valid)})",
+                file=shown,
+                key=str(key),
+            )
+        if key in SECTIONS:
+            if not isinstance(value, dict) or "card" not in value:
+                raise InputError("must be a mapping with a 'card' key (a card name or path)", file=shown, key=key)
+            card_path = _resolve_card_path(key, value["card"], path, lib, shown)
+            card_raw = read_yaml(card_path)
+            card_shown = _display(card_path)
+            if card_raw.get("schema_version") != SCHEMA_VERSION:
+                raise InputError(
+                    f"must be {SCHEMA_VERSION} (got {card_raw.get('schema_version')!r})",
+                    file=card_shown,
+                    key="schema_version",
+                )
+            refs = card_raw.get("references") or {}
+            if not isinstance(refs, dict):
+                raise InputError("must be a mapping of key -> citation", file=card_shown, key="references")
+            body = {k: v for k, v in card_raw.items() if k != "schema_version"}
+            body = _strip_sources(body, refs, card_shown, "")
+            _record(body, card_shown, origins, key)
+            section_over = {k: v for k, v in value.items() if k != "card"}
+            _merge(body, section_over, shown, origins, key)
+            tree[key] = body
+            cards[key] = card_shown
+        else:
+            tree[key] = copy.deepcopy(value)
+            _record(value, shown, origins, key)
+    for item in overrides or []:
+        parts, value = parse_set(item)
+        if parts[0] in SECTIONS and parts[0] not in tree:
+            raise InputError(f"--set {'.'.join(parts)}: section '{parts[0]}' has no card in the config")
+        _apply_set(tree, parts, value, origins)
+    if seed is not None:
+        tree["seed"] = seed
+        origins["seed"] = "--seed"
+    where = _origin_finder(origins, shown)
+    if tree.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(
+            f"must be {SCHEMA_VERSION} (got {tree.get('schema_version')!r})", file=where("schema_version"), key="schema_version"
+        )
+    typed: dict[str, Any] = {}
+    for section in SECTIONS:
+        if section not in tree:
+            raise InputError("missing (required): give a mapping with a 'card' key", file=shown, key=section)
+        typed[section] = _validate_section(section, tree[section], where, lib)
+    rest = {k: v for k, v in tree.items() if k not in SECTIONS}
+    base = validate_model(RunConfig, {**rest, **{s: {} for s in SECTIONS}}, "", where)
+    config = base.model_copy(update=typed)
+    resolved = {
+        **{k: v for k, v in base.model_dump(mode="json", by_alias=True).items() if k not in SECTIONS},
+        **{s: typed[s].model_dump(mode="json", by_alias=True) for s in SECTIONS},
+        "cards": cards,
+    }
+    return LoadedConfig(config=config, path=path, cards=cards, resolved=resolved, origins=origins)

@@ -1,0 +1,74 @@
+"""What every memory device model offers to the circuit layer.
+
+A device model is built from a validated card (a :class:`~imcsim.params.Params`
+subclass with a ``kind``). It exposes:
+
+* ``actions()``: the per-action costs of its cell actions (read one bit,
+  write pulses), each derived from the card's physical parameters;
+* ``area_per_bit_m2``: silicon area per stored bit, write circuitry included;
+* ``count_writes(old_bits, new_bits)``: the data-dependent write actions and
+  per-cell switching events needed to turn stored bits ``old`` into ``new``;
+* ``figures()``: the derived figures an architect inspects (name -> (value, unit)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from pydantic import Field
+
+from imcsim.actions import ActionSpec
+from imcsim.params import CurrentPerWidthAPerM, LengthM, Number, Params, VoltageV
+
+
+@dataclass(frozen=True)
+class WriteEvents:
+    """Result of :meth:`MemoryDevice.count_writes`.
+
+    ``counts`` maps action name -> number of times it happens (pulses,
+    verify reads, ...). ``cell_writes`` has the shape of the cells written and
+    holds, per cell, how many write events stressed it (for endurance).
+    """
+
+    counts: Mapping[str, int]
+    cell_writes: np.ndarray
+
+
+class MemoryDevice(Protocol):
+    kind: str
+    component: str
+    bits_per_cell: int
+    area_per_bit_m2: float
+
+    def actions(self) -> dict[str, ActionSpec]: ...
+
+    def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents: ...
+
+    def figures(self) -> dict[str, tuple[float, str]]: ...
+
+
+class TransistorParams(Params):
+    """Card section ``transistor``: the CMOS access/write device of a cell.
+
+    The write transistor is sized to carry the largest write current at
+    ``i_on_per_width``; at that current it drops ``v_drop`` (so its on
+    resistance is ``v_drop / I``). Its area follows a 1T1R layout rule,
+    ``(W / F + 1) * cell_height_f * F^2``.
+    """
+
+    feature_size_m: LengthM = Field(alias="feature_size", gt=1e-9, le=500e-9, description="technology node F")
+    i_on_per_width_a_per_m: CurrentPerWidthAPerM = Field(
+        alias="i_on_per_width", gt=10.0, le=5000.0, description="saturation drive current per width (e.g. '1 mA/um')"
+    )
+    v_drop_v: VoltageV = Field(alias="v_drop", gt=0.0, le=1.0, description="voltage drop across the on transistor")
+    cell_height_f: Number = Field(alias="cell_height_f", gt=1.0, le=50.0, description="cell height in F")
+
+    def width_for_current_m(self, i_a: float) -> float:
+        return max(i_a / self.i_on_per_width_a_per_m, self.feature_size_m)
+
+    def area_for_current_m2(self, i_a: float) -> float:
+        f = self.feature_size_m
+        return (self.width_for_current_m(i_a) / f + 1.0) * self.cell_height_f * f * f

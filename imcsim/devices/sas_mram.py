@@ -1,0 +1,294 @@
+"""SAS-MRAM: STT-assisted SOT MRAM with N MTJs on one shared heavy-metal line.
+
+The seed system (Zhang et al., IEEE TCAD 2024) puts N = 4 MTJs (100 nm x 50 nm)
+on one heavy-metal (HM) strip driven by one write transistor. A group write is
+
+1. a *reset* pulse: SOT current ``i_reset`` through the strip for ``t_reset``
+   switches every MTJ of the group to the parallel (0) state; then
+2. a *set* pulse: a sub-critical SOT current ``i_set_sot`` for ``t_set`` while
+   an STT current ``i_stt`` flows through the selected MTJs only; the torques
+   add, so only the selected MTJs switch to the antiparallel (1) state.
+
+Torque superposition is modelled linearly: the effective drive of a selected
+MTJ is ``i_set_sot / I_c0,SOT + i_stt / I_c0,STT``; unselected MTJs see only
+``i_set_sot / I_c0,SOT`` (their half-select disturb probability is reported).
+
+Energies are the electrical work of each pulse: ``I^2 R_HM t`` in the strip
+plus ``I V_drop t`` in the write transistor, and ``I_stt^2 R_P t`` in each
+selected MTJ. Reads pass V_read across one MTJ (through the shared
+transistor), so one transistor per group serves reads and writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from imcsim.actions import ActionCost, ActionSpec
+from imcsim.errors import PhysicsError
+from imcsim.devices.base import TransistorParams, WriteEvents
+from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
+from imcsim.devices.switching import thermal_switch_probability, write_error_rate
+from imcsim.params import (
+    Number,
+    CurrentA,
+    CurrentDensityAPerM2,
+    LengthM,
+    Params,
+    ResistivityOhmM,
+    TimeS,
+)
+
+
+class HeavyMetalParams(Params):
+    """Card section ``heavy_metal``: the shared SOT write line."""
+
+    material: str = Field(description="heavy-metal name, for the record")
+    resistivity_ohm_m: ResistivityOhmM = Field(alias="resistivity", gt=1e-8, le=1e-5)
+    thickness_m: LengthM = Field(alias="thickness", gt=0.5e-9, le=50e-9)
+    width_m: LengthM = Field(alias="width", gt=5e-9, le=2e-6)
+    pitch_m: LengthM = Field(alias="pitch", gt=5e-9, le=2e-6, description="strip length per MTJ")
+    jc0_sot_a_per_m2: CurrentDensityAPerM2 = Field(
+        alias="jc0_sot", gt=1e9, le=1e14, description="SOT critical current density"
+    )
+    tau_d_s: TimeS = Field(alias="tau_d", gt=1e-13, le=1e-7, description="precessional time constant")
+
+
+class GroupWriteParams(Params):
+    """Card section ``write``: the two pulses of a group write."""
+
+    n_mtj: int = Field(ge=1, le=64, description="MTJs sharing one HM line and write transistor")
+    i_reset_a: CurrentA = Field(alias="i_reset", gt=0.0, le=5e-3)
+    t_reset_s: TimeS = Field(alias="t_reset", gt=1e-12, le=1e-6)
+    i_set_sot_a: CurrentA = Field(alias="i_set_sot", gt=0.0, le=5e-3)
+    i_stt_a: CurrentA = Field(alias="i_stt", gt=0.0, le=1e-3)
+    t_set_s: TimeS = Field(alias="t_set", gt=1e-12, le=1e-6)
+
+
+class SASMRAMCard(Params):
+    """A SAS-MRAM device card (``kind: sas_mram``)."""
+
+    kind: Literal["sas_mram"]
+    description: str
+    references: dict[str, str]
+    mtj: MTJParams
+    read: ReadParams
+    heavy_metal: HeavyMetalParams
+    write: GroupWriteParams
+    transistor: TransistorParams
+    endurance_cycles: Number = Field(alias="endurance", gt=1.0, le=1e20, description="write cycles a cell survives")
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> SASMRAMCard:
+        if self.heavy_metal.width_m < self.mtj.width_m:
+            raise ValueError(
+                f"heavy_metal.width ({self.heavy_metal.width_m:.3g} m) must cover the MTJ width "
+                f"({self.mtj.width_m:.3g} m)"
+            )
+        if self.heavy_metal.pitch_m < self.mtj.length_m:
+            raise ValueError(
+                f"heavy_metal.pitch ({self.heavy_metal.pitch_m:.3g} m) must be >= the MTJ length "
+                f"({self.mtj.length_m:.3g} m) so pillars do not overlap"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class SASMRAM:
+    """Derived SAS-MRAM group model. Build with :meth:`from_card`."""
+
+    card: SASMRAMCard
+    mtj: MTJ
+    r_hm_ohm: float
+    ic0_sot_a: float
+    kind: str = "sas_mram"
+    component: str = "sas_group"
+    bits_per_cell: int = 1
+
+    @classmethod
+    def from_card(cls, card: SASMRAMCard) -> SASMRAM:
+        hm, w = card.heavy_metal, card.write
+        length = hm.pitch_m * w.n_mtj
+        r_hm = hm.resistivity_ohm_m * length / (hm.width_m * hm.thickness_m)
+        dev = cls(
+            card=card,
+            mtj=MTJ.from_params(card.mtj),
+            r_hm_ohm=r_hm,
+            ic0_sot_a=hm.jc0_sot_a_per_m2 * hm.width_m * hm.thickness_m,
+        )
+        dev._check_physics()
+        return dev
+
+    # --- physics checks -----------------------------------------------------
+
+    def _check_physics(self) -> None:
+        w = self.card.write
+        if w.i_set_sot_a >= self.ic0_sot_a:
+            raise PhysicsError(
+                f"must stay below the SOT critical current {self.ic0_sot_a * 1e6:.0f} uA "
+                f"(got {w.i_set_sot_a * 1e6:.0f} uA), or unselected MTJs switch too",
+                key="write.i_set_sot",
+            )
+        if w.i_reset_a <= self.ic0_sot_a:
+            raise PhysicsError(
+                f"must exceed the SOT critical current {self.ic0_sot_a * 1e6:.0f} uA "
+                f"(got {w.i_reset_a * 1e6:.0f} uA) for a deterministic reset",
+                key="write.i_reset",
+            )
+
+    # --- derived write figures -----------------------------------------------
+
+    @property
+    def endurance_cycles(self) -> float:
+        return self.card.endurance_cycles
+
+    @property
+    def r_write_transistor_ohm(self) -> float:
+        return self.card.transistor.v_drop_v / self.card.write.i_reset_a
+
+    def _pulse_energy_j(self, i_a: float, t_s: float) -> float:
+        tr = self.card.transistor
+        return i_a * i_a * self.r_hm_ohm * t_s + i_a * tr.v_drop_v * t_s
+
+    @property
+    def e_reset_j(self) -> float:
+        w = self.card.write
+        return self._pulse_energy_j(w.i_reset_a, w.t_reset_s)
+
+    @property
+    def e_set_sot_j(self) -> float:
+        w = self.card.write
+        return self._pulse_energy_j(w.i_set_sot_a, w.t_set_s)
+
+    @property
+    def e_stt_per_bit_j(self) -> float:
+        w = self.card.write
+        return w.i_stt_a**2 * self.mtj.r_p_ohm * w.t_set_s
+
+    @property
+    def v_hm_reset_v(self) -> float:
+        return self.card.write.i_reset_a * self.r_hm_ohm
+
+    def group_write_energy_j(self, n_set: int) -> float:
+        """Energy of rewriting one group so that ``n_set`` of its bits end at 1."""
+        if n_set <= 0:
+            return self.e_reset_j
+        return self.e_reset_j + self.e_set_sot_j + n_set * self.e_stt_per_bit_j
+
+    def mean_write_energy_per_bit_j(self) -> float:
+        """Expected energy per bit of a group write with uniformly random data."""
+        n = self.card.write.n_mtj
+        e = sum(comb(n, k) * self.group_write_energy_j(k) for k in range(n + 1)) / 2**n
+        return e / n
+
+    @property
+    def t_group_write_s(self) -> float:
+        w = self.card.write
+        return w.t_reset_s + w.t_set_s
+
+    def reset_wer(self) -> float:
+        w, m = self.card.write, self.card.mtj
+        return float(
+            write_error_rate(w.i_reset_a / self.ic0_sot_a, w.t_reset_s, m.delta, m.tau0_s, self.card.heavy_metal.tau_d_s)
+        )
+
+    def set_wer(self) -> float:
+        w, m = self.card.write, self.card.mtj
+        drive = w.i_set_sot_a / self.ic0_sot_a + w.i_stt_a / self.mtj.ic0_stt_a
+        return float(write_error_rate(drive, w.t_set_s, m.delta, m.tau0_s, self.card.heavy_metal.tau_d_s))
+
+    def half_select_disturb(self) -> float:
+        w, m = self.card.write, self.card.mtj
+        return float(thermal_switch_probability(w.i_set_sot_a / self.ic0_sot_a, w.t_set_s, m.delta, m.tau0_s))
+
+    @property
+    def area_per_bit_m2(self) -> float:
+        """Group area (one write transistor + N MTJ sites on the strip) per bit."""
+        c = self.card
+        f = c.transistor.feature_size_m
+        tr = c.transistor.area_for_current_m2(c.write.i_reset_a)
+        site = c.heavy_metal.pitch_m * (c.heavy_metal.width_m + 2.0 * f)
+        return (tr + c.write.n_mtj * site) / c.write.n_mtj
+
+    # --- interface for the circuit layer ------------------------------------
+
+    def actions(self) -> dict[str, ActionSpec]:
+        w = self.card.write
+        return {
+            "read": ActionSpec(
+                ActionCost(self.mtj.read_energy_j(self.card.read), self.card.read.t_read_s),
+                "one MTJ read at V_read (cell energy only)",
+            ),
+            "reset_pulse": ActionSpec(
+                ActionCost(self.e_reset_j, w.t_reset_s), "SOT reset of one group through the HM line"
+            ),
+            "set_pulse": ActionSpec(
+                ActionCost(self.e_set_sot_j, w.t_set_s), "sub-critical SOT pulse of a group set"
+            ),
+            "stt_assist": ActionSpec(
+                ActionCost(self.e_stt_per_bit_j, 0.0), "STT current through one selected MTJ during a set"
+            ),
+        }
+
+    def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents:
+        """Group writes needed to turn ``old_bits`` into ``new_bits``.
+
+        Both arrays hold 0/1 cells with shape ``(..., n_cells_per_row)``; cells of a
+        row are grouped ``n_mtj`` at a time (the last group may be partial). Only
+        groups with a changed bit are rewritten; a rewritten group switches every
+        bit that was 1 (reset) and every bit that ends at 1 (set).
+        """
+        n = self.card.write.n_mtj
+        old = np.asarray(old_bits, dtype=np.uint8)
+        new = np.asarray(new_bits, dtype=np.uint8)
+        if old.shape != new.shape:
+            raise ValueError(f"old and new bits differ in shape: {old.shape} vs {new.shape}")
+        cols = old.shape[-1]
+        pad = (-cols) % n
+        if pad:
+            widths = [(0, 0)] * (old.ndim - 1) + [(0, pad)]
+            old = np.pad(old, widths)
+            new = np.pad(new, widths)
+        g_old = old.reshape(*old.shape[:-1], -1, n)
+        g_new = new.reshape(*new.shape[:-1], -1, n)
+        changed = (g_old != g_new).any(axis=-1)
+        any_set = g_new.any(axis=-1)
+        stt = (changed[..., None] & (g_new == 1)).sum()
+        switches = changed[..., None] * (g_old.astype(np.int32) + g_new.astype(np.int32))
+        cell_writes = switches.reshape(*old.shape)[..., :cols]
+        return WriteEvents(
+            counts={
+                "reset_pulse": int(changed.sum()),
+                "set_pulse": int((changed & any_set).sum()),
+                "stt_assist": int(stt),
+            },
+            cell_writes=cell_writes,
+        )
+
+    def figures(self) -> dict[str, tuple[float, str]]:
+        rd = self.card.read
+        return {
+            "mtj_area": (self.mtj.area_m2, "m^2"),
+            "r_p": (self.mtj.r_p_ohm, "Ohm"),
+            "r_ap_at_read": (self.mtj.r_ap_at(rd.v_read_v), "Ohm"),
+            "sense_margin": (self.mtj.sense_margin_a(rd.v_read_v), "A"),
+            "read_energy_per_bit": (self.mtj.read_energy_j(rd), "J"),
+            "read_disturb_probability": (self.mtj.read_disturb_probability(rd), ""),
+            "retention": (self.mtj.retention_s(), "s"),
+            "r_heavy_metal": (self.r_hm_ohm, "Ohm"),
+            "ic0_sot": (self.ic0_sot_a, "A"),
+            "ic0_stt": (self.mtj.ic0_stt_a, "A"),
+            "reset_energy_per_group": (self.e_reset_j, "J"),
+            "set_sot_energy_per_group": (self.e_set_sot_j, "J"),
+            "stt_energy_per_set_bit": (self.e_stt_per_bit_j, "J"),
+            "write_energy_per_bit_random_data": (self.mean_write_energy_per_bit_j(), "J"),
+            "group_write_latency": (self.t_group_write_s, "s"),
+            "reset_write_error_rate": (self.reset_wer(), ""),
+            "set_write_error_rate": (self.set_wer(), ""),
+            "half_select_disturb_probability": (self.half_select_disturb(), ""),
+            "area_per_bit": (self.area_per_bit_m2, "m^2"),
+        }

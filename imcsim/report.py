@@ -1,0 +1,195 @@
+"""Report: the frozen, structured result of a run (SI units), its files and its console view.
+
+Files written by :func:`write_report` (atomically: into a temporary sibling
+folder, then renamed into place, so an interrupted run never leaves a folder
+that looks complete):
+
+* ``report.json``: schema version, imcsim version, config hash, seed, the
+  fully resolved config, metrics (SI), cost breakdowns, accuracy matrix;
+* ``counts.csv``: component, action, phase group, count, energy (J);
+* ``summary.txt``: the console summary, rendered from the same data.
+
+Tables and text are rendered from the structured data; nothing parses text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from imcsim.cost import CostResult
+from imcsim.units import format_si
+
+# Metric name suffix -> unit used when rendering it.
+_SUFFIX_UNITS = {"_j": "J", "_s": "s", "_m2": "m^2", "_w": "W"}
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a run found. All quantities in SI units."""
+
+    schema_version: int
+    imcsim_version: str
+    name: str
+    config_hash: str
+    seed: int
+    config: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    costs: Mapping[str, CostResult]
+    action_descriptions: Mapping[str, str] = field(default_factory=dict)
+    tables: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "imcsim_version": self.imcsim_version,
+            "name": self.name,
+            "config_hash": self.config_hash,
+            "seed": self.seed,
+            "config": self.config,
+            "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
+            "costs": {
+                group: {
+                    "energy_j": {f"{c}.{a}": e for (c, a), e in cr.energy_j.items()},
+                    "counts": {f"{c}.{a}": n for (c, a), n in cr.counts.items()},
+                    "latency_s": dict(cr.latency_s),
+                    "total_energy_j": cr.total_energy_j,
+                    "total_latency_s": cr.total_latency_s,
+                }
+                for group, cr in self.costs.items()
+            },
+            "actions": dict(self.action_descriptions),
+            "tables": _jsonable(self.tables),
+        }
+
+    def counts_rows(self) -> list[tuple[str, str, str, int, float]]:
+        rows = []
+        for group, cr in self.costs.items():
+            for (comp, action), n in cr.counts.items():
+                rows.append((comp, action, group, int(n), float(cr.energy_j.get((comp, action), 0.0))))
+        return rows
+
+
+def _json_number(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return _json_number(obj)
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def render_metric(name: str, value: float) -> str:
+    for suffix, unit in _SUFFIX_UNITS.items():
+        if name.endswith(suffix):
+            return format_si(value, unit)
+    if isinstance(value, float) and name.startswith(("accuracy", "forgetting", "utilization")):
+        return f"{100 * value:.1f} %"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_summary(report: Report, console: Console | None = None) -> str:
+    """Console summary in human units, rendered from the structured report."""
+    buf = io.StringIO()
+    out = console or Console(file=buf, width=100, force_terminal=False, color_system=None)
+    m = report.metrics
+    head = Table(title=f"imcsim {report.imcsim_version}: {report.name} (seed {report.seed}, config {report.config_hash})",
+                 show_header=True, header_style="bold")
+    head.add_column("metric")
+    head.add_column("value", justify="right")
+    for k, v in m.items():
+        head.add_row(k, render_metric(k, v))
+    out.print(head)
+    acc = report.tables.get("accuracy_matrix")
+    if acc:
+        tasks = report.tables["tasks"]
+        t = Table(title="accuracy after each task (rows) on each task (columns)")
+        t.add_column("after")
+        for name in tasks:
+            t.add_column(name, justify="right")
+        for name, row in zip(tasks, acc, strict=True):
+            t.add_row(name, *("" if (v is None or (isinstance(v, float) and math.isnan(v))) else f"{100 * v:.1f} %" for v in row))
+        out.print(t)
+    per_task = report.tables.get("per_task")
+    if per_task:
+        t = Table(title="hardware cost of training each task")
+        for col in ("task", "steps", "energy", "latency", "write pulses"):
+            t.add_column(col, justify="right")
+        for row in per_task:
+            t.add_row(row["task"], str(row["steps"]), format_si(row["energy_j"], "J"),
+                      format_si(row["latency_s"], "s"), str(row["write_pulses"]))
+        out.print(t)
+    train = report.costs.get("train")
+    if train is not None and train.total_energy_j > 0:
+        t = Table(title="training energy by component")
+        t.add_column("component")
+        t.add_column("energy", justify="right")
+        t.add_column("share", justify="right")
+        total = train.total_energy_j
+        for comp, e in train.energy_by_component_j().items():
+            t.add_row(comp, format_si(e, "J"), f"{100 * e / total:.1f} %")
+        out.print(t)
+    return buf.getvalue() if console is None else ""
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_report(report: Report, out_dir: str | Path, extra_files: Mapping[str, bytes] | None = None) -> Path:
+    """Write the report files into ``out_dir`` atomically; returns the folder.
+
+    An existing ``out_dir`` is replaced only once the new folder is complete.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write_text(tmp / "report.json", json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n")
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["component", "action", "group", "count", "energy_j"])
+        for row in report.counts_rows():
+            w.writerow([row[0], row[1], row[2], row[3], repr(row[4])])
+        _write_text(tmp / "counts.csv", buf.getvalue())
+        _write_text(tmp / "summary.txt", render_summary(report))
+        for name, blob in (extra_files or {}).items():
+            (tmp / name).write_bytes(blob)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old.rmdir()
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,216 @@
+"""INT8 training layers whose GEMMs run on the IMC macro.
+
+Conv and linear layers quantize their operands per tensor (symmetric scale),
+send the INT8 GEMMs to the macro (which returns exact INT32 results and the
+counted actions), and rescale. Backward quantizes the incoming error the same
+way (optionally with stochastic rounding), computes the input gradient on the
+macro and the weight gradient in the near-memory digital unit. A frozen layer
+(``requires_grad=False``) issues no weight-gradient op and is never rewritten.
+
+Weights: an FP32 master copy lives in the digital unit's SRAM; the macro holds
+its INT8 image under a per-layer scale fixed when the layer is deployed. After
+each optimizer step :meth:`IMCModule.sync` requantizes the master and rewrites
+only the cells whose bits changed.
+
+Without a :class:`Hardware` context attached (``hw=None``) the layers compute
+in plain float; that is how a backbone is pretrained before deployment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imcsim.circuits.macro import BitSerialMacro, OpRecord
+
+QMAX = 127
+WEIGHT_HEADROOM = 1.25  # master weights may grow 25 % past their deployed range before clipping
+
+
+@dataclass
+class Hardware:
+    """The macro plus the op stream being recorded."""
+
+    macro: BitSerialMacro
+    ops: list[OpRecord] = field(default_factory=list)
+    recording: bool = True
+    task: str = ""
+    stochastic_rounding: bool = False
+    generator: torch.Generator | None = None
+
+    def emit(self, rec: OpRecord) -> None:
+        if self.recording:
+            rec.task = self.task
+            self.ops.append(rec)
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor | float | None = None, *, stochastic: bool = False,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+    """Symmetric per-tensor INT8 quantization: returns (int8 tensor, scale)."""
+    if scale is None:
+        amax = float(x.detach().abs().max()) if x.numel() else 0.0
+        scale = amax / QMAX if amax > 0 else 1.0
+    scale = float(scale)
+    v = x.detach() / scale
+    if stochastic:
+        noise = torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+        v = torch.floor(v + noise)
+    else:
+        v = torch.round(v)
+    return v.clamp_(-128, QMAX).to(torch.int8), scale
+
+
+class _IMCMatmul(torch.autograd.Function):
+    """y = x @ W on the macro, with W stored under ``module.name``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, module):
+        hw: Hardware = module.hw
+        x_q, sx = quantize(x)
+        y_int, rec = hw.macro.forward(x_q.cpu(), module.name)
+        hw.emit(rec)
+        ctx.module = module
+        ctx.sx = sx
+        ctx.save_for_backward(x_q if weight.requires_grad else None)
+        return y_int.to(x.device, torch.float32) * (sx * module.w_scale)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        module = ctx.module
+        hw: Hardware = module.hw
+        (x_q,) = ctx.saved_tensors
+        g_q, sg = quantize(grad_y, stochastic=hw.stochastic_rounding, generator=hw.generator)
+        g_q = g_q.cpu()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            dx_int, rec = hw.macro.backward_input(g_q, module.name)
+            hw.emit(rec)
+            grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
+        if x_q is not None:
+            dw_int, rec = hw.macro.weight_grad(x_q.cpu(), g_q, module.name)
+            hw.emit(rec)
+            grad_w = dw_int.to(grad_y.device, torch.float32) * (ctx.sx * sg)
+        return grad_x, grad_w, None
+
+
+class IMCModule(nn.Module):
+    """Common part of IMC linear and conv layers: a K x N weight stored on the macro."""
+
+    hw: Hardware | None
+    name: str
+    w_scale: float
+
+    def _init_imc(self, name: str) -> None:
+        self.name = name
+        self.hw = None
+        self.w_scale = 1.0
+
+    def weight_matrix(self) -> torch.Tensor:
+        """The weight as the K x N matrix the macro stores."""
+        raise NotImplementedError
+
+    def deploy(self, hw: Hardware) -> None:
+        """Fix the INT8 scale and program the weight into the macro (counted as deployment)."""
+        self.hw = hw
+        w = self.weight_matrix().detach()
+        amax = float(w.abs().max())
+        headroom = WEIGHT_HEADROOM if self.weight.requires_grad else 1.0
+        self.w_scale = amax * headroom / QMAX if amax > 0 else 1.0 / QMAX
+        w_q, _ = quantize(w, self.w_scale)
+        hw.emit(hw.macro.store(self.name, w_q.cpu().numpy()))
+
+    def sync(self) -> None:
+        """Rewrite the stored INT8 image of the master weight; only changed cells are written."""
+        hw = self.hw
+        w_q, _ = quantize(self.weight_matrix().detach(), self.w_scale)
+        hw.emit(hw.macro.write_back(self.name, w_q.cpu().numpy()))
+        if self.weight.requires_grad:
+            hw.emit(hw.macro.update_digital(self.name, self.weight.numel()))
+
+    def _matmul(self, x2d: torch.Tensor) -> torch.Tensor:
+        if self.hw is None:
+            return x2d @ self.weight_matrix()
+        return _IMCMatmul.apply(x2d, self.weight_matrix(), self)
+
+
+class IMCLinear(IMCModule):
+    """Linear layer ``y = x W^T + b`` with W (out x in) stored as K=in x N=out."""
+
+    def __init__(self, in_features: int, out_features: int, name: str, bias: bool = True):
+        super().__init__()
+        self._init_imc(name)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+
+    def weight_matrix(self) -> torch.Tensor:
+        return self.weight.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._matmul(x)
+        return y + self.bias if self.bias is not None else y
+
+
+class IMCConv2d(IMCModule):
+    """Conv through im2col: unfold the input, one GEMM per group with W (C/g*k*k x out/g)."""
+
+    def __init__(self, cin: int, cout: int, k: int, name: str, stride: int = 1, groups: int = 1,
+                 bias: bool = False):
+        super().__init__()
+        if cin % groups or cout % groups:
+            raise ValueError(f"{name}: channels {cin}->{cout} not divisible by groups={groups}")
+        self._init_imc(name)
+        self.cin, self.cout, self.k, self.stride, self.groups = cin, cout, k, stride, groups
+        self.padding = k // 2
+        self.weight = nn.Parameter(torch.empty(cout, cin // groups, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+
+    def weight_matrix(self) -> torch.Tensor:
+        # Block-diagonal over groups is never materialised; groups are stacked along N
+        # and each group's GEMM sees its own K rows (see forward).
+        g = self.groups
+        w = self.weight.reshape(g, self.cout // g, -1)  # (g, out/g, K)
+        return w.transpose(1, 2).reshape(-1, self.cout // g) if g > 1 else w[0].t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        cols = F.unfold(x, self.k, padding=self.padding, stride=self.stride)  # (B, C*k*k, L)
+        ho = (h + 2 * self.padding - self.k) // self.stride + 1
+        wo = (w + 2 * self.padding - self.k) // self.stride + 1
+        g = self.groups
+        kk = cols.shape[1] // g
+        x2d = cols.transpose(1, 2).reshape(-1, g, kk)  # (B*L, g, K)
+        if g == 1:
+            y = self._matmul(x2d[:, 0])
+        else:
+            # The stored matrix stacks the groups' K x (out/g) blocks along rows; a
+            # block-diagonal input row (m, i) meets only group i's rows, so the product
+            # row (m, i) is group i's output and zero inputs activate no rows.
+            y = self._matmul(_block_diag_input(x2d)).reshape(-1, self.cout)
+        y = y.reshape(b, ho * wo, self.cout).transpose(1, 2).reshape(b, self.cout, ho, wo)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+def _block_diag_input(x2d: torch.Tensor) -> torch.Tensor:
+    """(M, g, K) -> (M*g, g*K) with group i's inputs in block i and zeros elsewhere."""
+    m, g, k = x2d.shape
+    out = x2d.new_zeros(m, g, g, k)
+    idx = torch.arange(g)
+    out[:, idx, idx] = x2d
+    return out.reshape(m * g, g * k)
+
+
+def imc_modules(model: nn.Module) -> list[IMCModule]:
+    return [m for m in model.modules() if isinstance(m, IMCModule)]
+
+
+def int8_image(module: IMCModule) -> np.ndarray:
+    """The INT8 matrix the macro holds for ``module`` (for tests and inspection)."""
+    return module.hw.macro.stored[module.name].values.copy()
