@@ -55,10 +55,18 @@ def torch_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def run(loaded: LoadedConfig, progress: Callable[[str, int, int], None] | None = None) -> Report:
-    """Run a loaded config end to end and return its :class:`Report`."""
+def run(
+    loaded: LoadedConfig,
+    progress: Callable[[str, int, int], None] | None = None,
+    hardware: HardwareModel | None = None,
+) -> Report:
+    """Run a loaded config end to end and return its :class:`Report`.
+
+    ``hardware`` (from :func:`build_hardware`) is built here when not given; it is
+    stateful (the macro holds the stored weights), so use a fresh one per run.
+    """
     cfg = loaded.config
-    hw = build_hardware(loaded)
+    hw = hardware or build_hardware(loaded)
     if cfg.run.mode != "functional":
         raise InputError("only 'functional' runs are available for this workload", key="run.mode")
     dev = torch_device(cfg.run.torch_device)

@@ -58,15 +58,16 @@ def _cmd_run(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from imcsim.api import run
+    from imcsim.api import build_hardware, run
     from imcsim.config import load_config
     from imcsim.report import render_summary, write_report
 
     loaded = load_config(args.config, args.overrides, seed=args.seed, library=args.library)
+    hardware = build_hardware(loaded)  # fail on unphysical cards before any progress output
     out = Path(args.out) if args.out else Path("out") / loaded.config.name
     console = Console(stderr=True)
     if args.quiet:
-        report = run(loaded)
+        report = run(loaded, hardware=hardware)
     else:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
@@ -75,7 +76,7 @@ def _cmd_run(args) -> int:
             def progress(name: str, done: int, total: int) -> None:
                 bar.update(task, description=f"training {name}", completed=done, total=total)
 
-            report = run(loaded, progress)
+            report = run(loaded, progress, hardware)
     write_report(report, out)
     if not args.quiet:
         render_summary(report, Console())

@@ -1,0 +1,74 @@
+"""Exact INT8 arithmetic through bit planes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from imcsim.circuits.bitplanes import (
+    bit_planes,
+    bitplane_matmul_reference,
+    from_bit_planes,
+    int8_matmul,
+    plane_activity,
+)
+
+int8s = st.integers(-128, 127)
+
+
+@st.composite
+def operand_pair(draw, max_dim=9):
+    m = draw(st.integers(1, max_dim))
+    k = draw(st.integers(1, max_dim))
+    n = draw(st.integers(1, max_dim))
+    a = draw(arrays(np.int8, (m, k), elements=int8s))
+    b = draw(arrays(np.int8, (k, n), elements=int8s))
+    return a, b
+
+
+@given(operand_pair())
+@settings(max_examples=150, deadline=None)
+def test_bitplane_sum_equals_integer_matmul(pair):
+    a, b = pair
+    expected = a.astype(np.int64) @ b.astype(np.int64)
+    assert np.array_equal(bitplane_matmul_reference(a, b), expected)
+    assert np.array_equal(int8_matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy(), expected)
+
+
+def test_extremes_minus_128_and_zero():
+    a = np.full((3, 5), -128, dtype=np.int8)
+    b = np.full((5, 2), -128, dtype=np.int8)
+    assert (int8_matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy() == 5 * 16384).all()
+    assert (bitplane_matmul_reference(a, b) == 5 * 16384).all()
+    z = np.zeros((3, 5), dtype=np.int8)
+    assert (int8_matmul(torch.from_numpy(z), torch.from_numpy(b)).numpy() == 0).all()
+
+
+def test_long_k_is_exact_beyond_float32_mantissa():
+    # K = 3000 with all -128 gives 3000 * 16384 = 49,152,000 > 2^24: float32 alone would round.
+    k = 3000
+    a = torch.full((2, k), -128, dtype=torch.int8)
+    b = torch.full((k, 3), -128, dtype=torch.int8)
+    a[0, 7] = 3  # break the symmetry so rounding would show
+    out = int8_matmul(a, b)
+    ref = a.long() @ b.long()
+    assert torch.equal(out.long(), ref)
+
+
+@given(arrays(np.int8, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=int8s))
+def test_bit_planes_roundtrip(x):
+    assert np.array_equal(from_bit_planes(bit_planes(x)), x)
+
+
+def test_plane_activity_counts_ones_and_active_passes():
+    # Two vectors, K = 3, one row tile of 4 rows.
+    x = torch.tensor([[1, 0, 3], [0, 0, 0]], dtype=torch.int8)
+    act = plane_activity(x, rows_per_tile=4)
+    assert act.ones_per_plane == (2, 1, 0, 0, 0, 0, 0, 0)
+    assert act.active_passes == 2  # vector 0: planes 0 and 1; vector 1: none
+    assert act.total_passes == 2 * 1 * 8
+    neg = plane_activity(torch.tensor([[-1]], dtype=torch.int8), rows_per_tile=1)
+    assert neg.ones == 8  # -1 is all ones in two's complement

@@ -1,0 +1,93 @@
+"""SAS-MRAM and MTJ physics: values by hand, monotonic properties, write counting."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from imcsim.devices.switching import (
+    precessional_error_rate,
+    thermal_switch_probability,
+    write_error_rate,
+)
+
+
+def test_sas_mram_derived_values_by_hand(hardware):
+    dev = hardware.device
+    c = dev.card
+    area = math.pi / 4 * 100e-9 * 50e-9
+    assert dev.mtj.area_m2 == pytest.approx(area)
+    r_p = 10e-12 / area  # RA = 10 Ohm um^2
+    assert dev.mtj.r_p_ohm == pytest.approx(r_p)
+    assert dev.mtj.r_ap0_ohm == pytest.approx(r_p * 2.5)  # TMR 150 %
+    # beta-W strip: 200 uOhm cm * (4 x 150 nm) / (60 nm x 4 nm) = 5 kOhm
+    assert dev.r_hm_ohm == pytest.approx(2e-6 * 600e-9 / (60e-9 * 4e-9))
+    assert dev.ic0_sot_a == pytest.approx(4e11 * 60e-9 * 4e-9)
+    # reset pulse: I^2 R t + I V_drop t
+    i, t = c.write.i_reset_a, c.write.t_reset_s
+    assert dev.e_reset_j == pytest.approx(i * i * dev.r_hm_ohm * t + i * 0.15 * t)
+    assert dev.e_stt_per_bit_j == pytest.approx(c.write.i_stt_a**2 * r_p * c.write.t_set_s)
+    # group write energy grows with the number of set bits
+    energies = [dev.group_write_energy_j(k) for k in range(5)]
+    assert energies == sorted(energies) and energies[0] == pytest.approx(dev.e_reset_j)
+
+
+def test_sas_group_write_counting(hardware):
+    dev = hardware.device
+    old = np.array([[1, 0, 0, 0, 1, 1, 0, 0]], dtype=np.uint8)
+    new = np.array([[1, 0, 0, 0, 0, 1, 1, 0]], dtype=np.uint8)
+    ev = dev.count_writes(old, new)
+    # group 0 unchanged: not written; group 1 changed: one reset, one set, 2 STT bits
+    assert ev.counts == {"reset_pulse": 1, "set_pulse": 1, "stt_assist": 2}
+    # reset switches the bits that were 1 (4, 5); set switches bits ending at 1 (5, 6)
+    assert ev.cell_writes.tolist() == [[0, 0, 0, 0, 1, 2, 1, 0]]
+    same = dev.count_writes(old, old)
+    assert same.counts == {"reset_pulse": 0, "set_pulse": 0, "stt_assist": 0}
+    assert not same.cell_writes.any()
+    cleared = dev.count_writes(old, np.zeros_like(old))
+    assert cleared.counts == {"reset_pulse": 2, "set_pulse": 0, "stt_assist": 0}
+
+
+ratios = st.floats(0.0, 4.0)
+times = st.floats(1e-11, 1e-6)
+
+
+@given(ratios, ratios, times, times, st.floats(20, 100))
+def test_stronger_or_longer_pulse_never_raises_wer(i1, i2, t1, t2, delta):
+    lo_i, hi_i = sorted((i1, i2))
+    lo_t, hi_t = sorted((t1, t2))
+    w = lambda i, t: float(write_error_rate(i, t, delta, 1e-9, 1e-10))  # noqa: E731
+    assert w(hi_i, lo_t) <= w(lo_i, lo_t) + 1e-15
+    assert w(lo_i, hi_t) <= w(lo_i, lo_t) + 1e-15
+    assert 0.0 <= w(lo_i, lo_t) <= 1.0
+
+
+def test_switching_regimes():
+    # Far below critical, a short pulse essentially never switches.
+    assert thermal_switch_probability(0.3, 1e-9, 60, 1e-9) < 1e-15
+    # Below critical the precessional channel does not act.
+    assert precessional_error_rate(0.9, 1e-9, 60, 1e-10) == 1.0
+    # Well above critical and long enough, the error rate is tiny.
+    assert write_error_rate(3.0, 2e-9, 60, 1e-9, 1e-10) < 1e-12
+
+
+@given(st.floats(0.5, 3.0), st.floats(0.5, 3.0))
+def test_higher_tmr_never_lowers_sense_margin(t1, t2):
+    from imcsim.devices.mtj import MTJ, MTJParams
+
+    base = dict(length="100 nm", width="50 nm", ra="10 Ohm*um^2", v_half="0.5 V", delta=60,
+                jc0_stt="3.9e6 A/cm^2", tau0="1 ns")
+    lo, hi = sorted((t1, t2))
+    m_lo = MTJ.from_params(MTJParams.model_validate({**base, "tmr": lo}))
+    m_hi = MTJ.from_params(MTJParams.model_validate({**base, "tmr": hi}))
+    assert m_hi.sense_margin_a(0.25) >= m_lo.sense_margin_a(0.25)
+
+
+def test_all_action_energies_non_negative(hardware):
+    for key, spec in hardware.macro.actions.items():
+        assert spec.cost.energy_j >= 0, key
+        assert spec.cost.latency_s >= 0, key
