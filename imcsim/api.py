@@ -27,7 +27,6 @@ from imcsim.units import SECONDS_PER_YEAR
 from imcsim.workloads.continual import run_continual
 
 
-
 @dataclass(frozen=True)
 class HardwareModel:
     device: MemoryDevice

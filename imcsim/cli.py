@@ -123,8 +123,17 @@ def _cmd_device(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from imcsim.config import SCHEMA_VERSION, find_library, validate_model
-    from imcsim.config import _resolve_card_path, _strip_sources, parse_set, read_yaml, _apply_set, _origin_finder
+    from imcsim.config import (
+        SCHEMA_VERSION,
+        _apply_set,
+        _origin_finder,
+        _resolve_card_path,
+        _strip_sources,
+        find_library,
+        parse_set,
+        read_yaml,
+        validate_model,
+    )
     from imcsim.devices import CARD_KINDS, build_device
     from imcsim.errors import InputError, PhysicsError
     from imcsim.units import format_si
@@ -135,7 +144,8 @@ def _cmd_device(args) -> int:
     shown = str(path)
     if raw.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"must be {SCHEMA_VERSION}", file=shown, key="schema_version")
-    body = _strip_sources({k: v for k, v in raw.items() if k != "schema_version"}, raw.get("references") or {}, shown, "")
+    body = _strip_sources({k: v for k, v in raw.items() if k != "schema_version"}, raw.get("references") or {}, shown,
+                          "")
     origins: dict[str, str] = {}
     for item in args.overrides:
         parts, value = parse_set(item)

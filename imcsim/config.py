@@ -182,12 +182,16 @@ def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path
 
 
 def _strip_sources(tree: Any, refs: Mapping[str, str], shown: str, prefix: str) -> Any:
-    """Remove ``[ref]`` tags from card leaves, checking each names a reference."""
+    """Remove ``[ref]`` tags from card leaves, checking each names a reference.
+
+    ``prefix`` is the dotted location of ``tree`` (the section name for a whole card).
+    """
     if isinstance(tree, dict):
         return {k: _strip_sources(v, refs, shown, f"{prefix}.{k}" if prefix else str(k)) for k, v in tree.items()}
     if isinstance(tree, list):
         return [_strip_sources(v, refs, shown, f"{prefix}[{i}]") for i, v in enumerate(tree)]
-    if isinstance(tree, str) and prefix.split(".")[0] not in ("references", "description"):
+    if isinstance(tree, str) and prefix.rpartition(".")[2] not in ("references", "description") and \
+            ".references." not in f".{prefix}.":
         m = _SOURCE_TAG.match(tree)
         if m:
             value, ref = m.group(1), m.group(2)
@@ -239,6 +243,7 @@ def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, origins: dict
         nxt = node.get(p)
         if nxt is None:
             nxt = node[p] = {}
+            origins[".".join(parts[: i + 1])] = "--set"
         if not isinstance(nxt, dict):
             raise InputError(f"--set: '{'.'.join(parts[: i + 1])}' holds a value, not a section")
         node = nxt
@@ -309,8 +314,11 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseMo
 def _bound_text(bound: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     found = _model_at(model, loc)
     dim = field_dim(*found) if found else None
-    if dim is not None and isinstance(bound, int | float):
-        return units.format_si(float(bound), units.DIM_SYMBOLS.get(dim, ""))
+    symbol = units.DIM_SYMBOLS.get(dim) if dim is not None else None
+    if symbol and isinstance(bound, int | float):
+        return units.format_si(float(bound), symbol)
+    if isinstance(bound, int | float):
+        return f"{bound:g}"
     return str(bound)
 
 
@@ -367,6 +375,8 @@ def _validate_section(
     section: str, tree: dict[str, Any], where, library: Path | None
 ) -> Params:
     _, kinds = SECTIONS[section]
+    if not isinstance(tree, dict):
+        raise InputError(f"must be a mapping of card fields (got {tree!r})", file=where(section), key=section)
     kind = tree.get("kind")
     if kind not in kinds:
         hint = _did_you_mean(str(kind), list(kinds)) if isinstance(kind, str) else ""
@@ -415,7 +425,7 @@ def load_config(
             if not isinstance(refs, dict):
                 raise InputError("must be a mapping of key -> citation", file=card_shown, key="references")
             body = {k: v for k, v in card_raw.items() if k != "schema_version"}
-            body = _strip_sources(body, refs, card_shown, "")
+            body = _strip_sources(body, refs, card_shown, key)
             _record(body, card_shown, origins, key)
             section_over = {k: v for k, v in value.items() if k != "card"}
             _merge(body, section_over, shown, origins, key)

@@ -10,6 +10,7 @@ class InputError(Exception):
     """
 
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
+        message = " ".join(str(message).split("\n"))  # always one line
         self.file = file
         self.key = key
         self.message = message

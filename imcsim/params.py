@@ -64,4 +64,6 @@ CurrentPerWidthAPerM = Annotated[float, _quantity(units.MAGNETIZATION)]  # A/m, 
 class Params(BaseModel):
     """Base of every card and config section: unknown keys are errors, values frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=False, strict=True, allow_inf_nan=False
+    )

@@ -187,7 +187,7 @@ def parse_quantity(text: str | float | int) -> Quantity:
         return Quantity(float(text), DIMENSIONLESS)
     m = _QUANTITY_RE.match(str(text))
     if not m:
-        raise UnitError(f"cannot read '{text}' as a number with a unit")
+        raise UnitError(f"cannot read {text!r} as a number with a unit")
     number = float(m.group(1))
     scale, dim = parse_unit(m.group(2))
     return Quantity(number * scale, dim)
@@ -207,14 +207,14 @@ def to_si(text: str | float | int, dim: Dim) -> float:
         q = parse_quantity(text)
         if q.dim != DIMENSIONLESS and q.dim != dim:
             raise UnitError(
-                f"expected {DIM_NAMES.get(dim, 'a quantity')}, got '{text}' "
+                f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {text!r} "
                 f"({DIM_NAMES.get(q.dim, 'another dimension')})"
             )
         if q.dim == DIMENSIONLESS and str(text).strip().endswith("%") and dim != DIMENSIONLESS:
-            raise UnitError(f"expected {DIM_NAMES.get(dim, 'a quantity')}, got '{text}'")
+            raise UnitError(f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {text!r}")
         value = q.value
     if not math.isfinite(value):
-        raise UnitError(f"expected a finite number, got '{text}'")
+        raise UnitError(f"expected a finite number, got {text!r}")
     return value
 
 
@@ -249,12 +249,12 @@ def format_si(value: float, unit: str, digits: int = 3) -> str:
             return f"{value * 1e6:.{digits}g} mm^2"
         return f"{value * 1e12:.{digits}g} um^2"
     if value == 0 or not math.isfinite(value):
-        return f"{value:g} {unit}"
+        return f"{value:g} {unit}".rstrip()
     if unit == "s" and abs(value) >= SECONDS_PER_YEAR:
         return f"{value / SECONDS_PER_YEAR:.{digits}g} years"
     mag = abs(value)
     for scale, prefix in _RENDER_PREFIXES:
         if mag >= scale * 0.9995:
-            return f"{value / scale:.{digits}g} {prefix}{unit}"
+            return f"{value / scale:.{digits}g} {prefix}{unit}".rstrip()
     scale, prefix = _RENDER_PREFIXES[-1]
-    return f"{value / scale:.{digits}g} {prefix}{unit}"
+    return f"{value / scale:.{digits}g} {prefix}{unit}".rstrip()

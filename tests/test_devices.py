@@ -33,7 +33,8 @@ def test_sas_mram_derived_values_by_hand(hardware):
     assert dev.e_stt_per_bit_j == pytest.approx(c.write.i_stt_a**2 * r_p * c.write.t_set_s)
     # group write energy grows with the number of set bits
     energies = [dev.group_write_energy_j(k) for k in range(5)]
-    assert energies == sorted(energies) and energies[0] == pytest.approx(dev.e_reset_j)
+    assert energies == sorted(energies)
+    assert energies[0] == pytest.approx(dev.e_reset_j)
 
 
 def test_sas_group_write_counting(hardware):

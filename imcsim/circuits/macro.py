@@ -32,6 +32,7 @@ import torch
 from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec, ActionTable
+from imcsim.circuits.activity import popcount8, stream_activity
 from imcsim.circuits.bitplanes import N_BITS, int8_matmul
 from imcsim.devices.base import MemoryDevice
 from imcsim.params import AreaM2, EnergyJ, FrequencyHz, LengthM, Params, VoltageV
@@ -256,7 +257,7 @@ class BitSerialMacro:
 
     def _stream_counts(
         self, x: torch.Tensor, line_len: int, cells_per_line: int, lines_per_bit: int, n_out: int, phase: str,
-        layer: str, other_tiles: int, stored_ones: torch.Tensor,
+        layer: str, other_tiles: int, stored_ones: np.ndarray,
     ) -> OpRecord:
         """Counts of streaming int8 ``x`` (M x line_len) bit-serially against stored lines.
 
@@ -269,53 +270,41 @@ class BitSerialMacro:
         lines_per_tile = a.rows if lines_per_bit == 1 else a.cols
         tile_len = max(1, lines_per_tile // lines_per_bit)
         tiles_along = math.ceil(line_len / tile_len)
-        u = x.view(torch.uint8)
-        pad = tiles_along * tile_len - line_len
-        if pad:
-            u = torch.nn.functional.pad(u, (0, pad))
-        u = u.reshape(m, tiles_along, tile_len)
-        ones = 0
-        sense_cycles_per_tile = torch.zeros(tiles_along, dtype=torch.int64)
-        active_passes = 0
-        rps = a.rows_per_sense
-        for i in range(N_BITS):
-            plane_ones = ((u >> i) & 1).sum(dim=2, dtype=torch.int64)  # (M, tiles)
-            total = int(plane_ones.sum())
-            if total == 0 and self.card.dataflow.skip_zero_planes:
-                continue
-            ones += total
-            cycles = (plane_ones + rps - 1) // rps * lines_per_bit
-            sense_cycles_per_tile += cycles.sum(dim=0)
-            active_passes += int((plane_ones > 0).sum()) if self.card.dataflow.skip_zero_planes else m * tiles_along
+        plane_ones, active_passes, cycles_per_tile, increments = stream_activity(
+            x.numpy().view(np.uint8), tile_len, a.rows_per_sense, lines_per_bit, stored_ones,
+            self.card.dataflow.skip_zero_planes,
+        )
+        ones = int(plane_ones.sum())
         lines = ones * lines_per_bit
-        sensed = int(sense_cycles_per_tile.sum()) * cells_per_line
         rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, line_len, n_out))
         dev = self.device.component
         line_action = ("row_driver", "activate_row") if lines_per_bit == 1 else ("col_driver", "activate_col")
         rec.counts[line_action] = lines * other_tiles
         rec.counts[(dev, "read")] = lines * cells_per_line
-        rec.counts[("sense_amp", "sense")] = sensed
-        popcounts = _popcount8(x).sum(dim=0, dtype=torch.int64)  # ones of each x column over M and planes
-        rec.counts[("column_counter", "increment")] = int((popcounts * stored_ones).sum())
-        rec.counts[("adder_tree", "combine")] = active_passes * n_out
-        rec.counts[("shift_add", "accumulate")] = active_passes * n_out
+        rec.counts[("sense_amp", "sense")] = int(cycles_per_tile.sum()) * cells_per_line
+        rec.counts[("column_counter", "increment")] = int(increments)
+        rec.counts[("adder_tree", "combine")] = int(active_passes) * n_out
+        rec.counts[("shift_add", "accumulate")] = int(active_passes) * n_out
         rec.counts[("psum", "add")] = m * n_out * (tiles_along - 1)
         rec.counts[("input_buffer", "read_bit")] = m * line_len * N_BITS
         rec.counts[("output_buffer", "write_bit")] = m * n_out * ACC_BITS
         # Tiles along the stream run in parallel subarrays; the slowest one sets the time,
-        # plus one cycle per plane pass for the combine/accumulate pipeline to drain.
-        rec.cycles = int(sense_cycles_per_tile.max()) + 1 if ones else 0
+        # plus one cycle for the combine/accumulate pipeline to drain.
+        rec.cycles = int(cycles_per_tile.max()) + 1 if active_passes else 0
         return rec
 
-    def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward") -> tuple[torch.Tensor, OpRecord]:
-        """``x @ W`` with W stored under ``name``: exact int32 result and its counts."""
+    def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True
+                ) -> tuple[torch.Tensor, OpRecord | None]:
+        """``x @ W`` with W stored under ``name``: exact int32 result and its counts (if ``count``)."""
         s = self.stored[name]
         w = torch.from_numpy(s.values)
         y = int8_matmul(x_int8, w)
+        if not count:
+            return y, None
         k, n = s.values.shape
         rec = self._stream_counts(
             x_int8, line_len=k, cells_per_line=n * N_BITS, lines_per_bit=1, n_out=n, phase=phase, layer=name,
-            other_tiles=s.col_tiles, stored_ones=_popcount8(w).sum(dim=1, dtype=torch.int64),
+            other_tiles=s.col_tiles, stored_ones=popcount8(s.values.view(np.uint8)).sum(axis=1),
         )
         return y, rec
 
@@ -328,7 +317,7 @@ class BitSerialMacro:
         if self.card.dataflow.input_grad == "transposable_read":
             rec = self._stream_counts(
                 dy_int8, line_len=n, cells_per_line=k, lines_per_bit=N_BITS, n_out=k, phase="input_grad",
-                layer=name, other_tiles=s.row_tiles, stored_ones=_popcount8(w).sum(dim=0, dtype=torch.int64),
+                layer=name, other_tiles=s.row_tiles, stored_ones=popcount8(s.values.view(np.uint8)).sum(axis=0),
             )
         else:
             m = dy_int8.shape[0]
@@ -387,14 +376,6 @@ class BitSerialMacro:
 
 class CapacityError(ValueError):
     """The workload's stored weights do not fit in the macro's subarrays."""
-
-
-_POPCOUNT_TABLE = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.uint8)
-
-
-def _popcount8(x: torch.Tensor) -> torch.Tensor:
-    """Number of 1 bits in each int8 element's two's-complement pattern."""
-    return _POPCOUNT_TABLE[x.view(torch.uint8).long()]
 
 
 def _cell_bits(w: np.ndarray) -> np.ndarray:

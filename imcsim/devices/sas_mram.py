@@ -26,18 +26,18 @@ from math import comb
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec
-from imcsim.errors import PhysicsError
 from imcsim.devices.base import TransistorParams, WriteEvents
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
 from imcsim.devices.switching import thermal_switch_probability, write_error_rate
+from imcsim.errors import PhysicsError
 from imcsim.params import (
-    Number,
     CurrentA,
     CurrentDensityAPerM2,
     LengthM,
+    Number,
     Params,
     ResistivityOhmM,
     TimeS,
@@ -82,20 +82,6 @@ class SASMRAMCard(Params):
     transistor: TransistorParams
     endurance_cycles: Number = Field(alias="endurance", gt=1.0, le=1e20, description="write cycles a cell survives")
 
-    @model_validator(mode="after")
-    def _check_geometry(self) -> SASMRAMCard:
-        if self.heavy_metal.width_m < self.mtj.width_m:
-            raise ValueError(
-                f"heavy_metal.width ({self.heavy_metal.width_m:.3g} m) must cover the MTJ width "
-                f"({self.mtj.width_m:.3g} m)"
-            )
-        if self.heavy_metal.pitch_m < self.mtj.length_m:
-            raise ValueError(
-                f"heavy_metal.pitch ({self.heavy_metal.pitch_m:.3g} m) must be >= the MTJ length "
-                f"({self.mtj.length_m:.3g} m) so pillars do not overlap"
-            )
-        return self
-
 
 @dataclass(frozen=True)
 class SASMRAM:
@@ -126,7 +112,19 @@ class SASMRAM:
     # --- physics checks -----------------------------------------------------
 
     def _check_physics(self) -> None:
-        w = self.card.write
+        c = self.card
+        if c.heavy_metal.width_m < c.mtj.width_m:
+            raise PhysicsError(
+                f"must cover the MTJ width {c.mtj.width_m * 1e9:.0f} nm (got {c.heavy_metal.width_m * 1e9:.0f} nm)",
+                key="heavy_metal.width",
+            )
+        if c.heavy_metal.pitch_m < c.mtj.length_m:
+            raise PhysicsError(
+                f"must be >= the MTJ length {c.mtj.length_m * 1e9:.0f} nm so pillars do not overlap "
+                f"(got {c.heavy_metal.pitch_m * 1e9:.0f} nm)",
+                key="heavy_metal.pitch",
+            )
+        w = c.write
         if w.i_set_sot_a >= self.ic0_sot_a:
             raise PhysicsError(
                 f"must stay below the SOT critical current {self.ic0_sot_a * 1e6:.0f} uA "

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
@@ -41,14 +41,15 @@ class TaskSpec(Params):
     classes: list[int] = Field(min_length=2, description="digit classes 0..9 in this task")
     transform: Literal["none", "rotate90", "invert", "noise"] = "none"
 
-    @model_validator(mode="after")
-    def _check_classes(self) -> TaskSpec:
-        bad = [c for c in self.classes if not 0 <= c <= 9]
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, classes: list[int]) -> list[int]:
+        bad = [c for c in classes if not 0 <= c <= 9]
         if bad:
             raise ValueError(f"classes must be digits 0..9 (got {bad})")
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError("classes must not repeat")
-        return self
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"classes must not repeat (got {classes})")
+        return classes
 
 
 class ModelSpec(Params):
@@ -58,8 +59,18 @@ class ModelSpec(Params):
 
 
 class RepNetSpec(Params):
-    side_blocks: list[int] = Field(description="backbone blocks (0 = stem) that get a side module")
+    side_blocks: list[int] = Field(description="tiny_cnn blocks (0 = stem .. 3) that get a side module")
     width: int = Field(16, ge=2, le=1024, description="channels inside a side module")
+
+    @field_validator("side_blocks")
+    @classmethod
+    def _check_blocks(cls, blocks: list[int]) -> list[int]:
+        bad = [b for b in blocks if not 0 <= b < 4]
+        if bad:
+            raise ValueError(f"side_blocks must be tiny_cnn block indices 0..3 (got {bad})")
+        if len(set(blocks)) != len(blocks):
+            raise ValueError(f"side_blocks must not repeat (got {blocks})")
+        return blocks
 
 
 class TrainSpec(Params):
@@ -91,15 +102,13 @@ class ContinualCard(Params):
     train: TrainSpec
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
 
-    @model_validator(mode="after")
-    def _check(self) -> ContinualCard:
-        names = [t.name for t in self.tasks]
+    @field_validator("tasks")
+    @classmethod
+    def _unique_names(cls, tasks: list[TaskSpec]) -> list[TaskSpec]:
+        names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique (got {names})")
-        bad = [b for b in self.repnet.side_blocks if not 0 <= b < 4]
-        if bad:
-            raise ValueError(f"repnet.side_blocks must be block indices 0..3 of tiny_cnn (got {bad})")
-        return self
+        return tasks
 
 
 @dataclass

@@ -63,6 +63,6 @@ def make_task(
         noise = torch.from_numpy(rng.normal(0.0, 0.3, size=x.shape).astype(np.float32))
         x = (x + noise).clamp(0.0, 1.0)
     order = rng.permutation(len(y))
-    n_test = max(1, int(round(test_fraction * len(y))))
+    n_test = max(1, round(test_fraction * len(y)))
     test, train = order[:n_test], order[n_test:]
     return TaskData(name, tuple(classes), x[train], y[train], x[test], y[test])

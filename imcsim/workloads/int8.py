@@ -71,8 +71,9 @@ class _IMCMatmul(torch.autograd.Function):
     def forward(ctx, x, weight, module):
         hw: Hardware = module.hw
         x_q, sx = quantize(x)
-        y_int, rec = hw.macro.forward(x_q.cpu(), module.name)
-        hw.emit(rec)
+        y_int, rec = hw.macro.forward(x_q.cpu(), module.name, count=hw.recording)
+        if rec is not None:
+            hw.emit(rec)
         ctx.module = module
         ctx.sx = sx
         ctx.save_for_backward(x_q if weight.requires_grad else None)

@@ -1,0 +1,46 @@
+"""Regenerate the golden files of the shipped configs: python tests/golden/regenerate.py
+
+A golden file holds what a config's hardware derives (device figures, per-action
+energies and latencies, macro area) and the metrics of a short functional run
+(the smoke settings in SMOKE_SETTINGS). Review the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE_SETTINGS = [
+    "workload.train.epochs=1",
+    "workload.pretrain.epochs=2",
+]
+
+
+def golden_for(config: Path) -> dict:
+    from imcsim.api import build_hardware, run
+    from imcsim.config import load_config
+
+    loaded = load_config(config, SMOKE_SETTINGS)
+    hw = build_hardware(loaded)
+    derived = {
+        "device_figures": {k: v for k, (v, _) in hw.device.figures().items()},
+        "actions": {f"{c}.{a}": [s.cost.energy_j, s.cost.latency_s] for (c, a), s in hw.macro.actions.items()},
+        "area_m2": hw.macro.area_m2(),
+    }
+    report = run(loaded, hardware=hw)
+    return {"config": config.name, "smoke_settings": SMOKE_SETTINGS, "derived": derived,
+            "metrics": dict(report.metrics)}
+
+
+def main() -> int:
+    for config in sorted((ROOT / "configs").glob("*.yaml")):
+        out = Path(__file__).parent / f"{config.stem}.json"
+        out.write_text(json.dumps(golden_for(config), indent=2, sort_keys=True) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

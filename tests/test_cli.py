@@ -1,0 +1,136 @@
+"""CLI smoke tests: every shipped config, every README command, golden files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+GOLDEN = ROOT / "tests" / "golden"
+sys.path.insert(0, str(GOLDEN))
+from regenerate import SMOKE_SETTINGS, golden_for  # noqa: E402
+
+
+def imcsim(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    exe = shutil.which("imcsim")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "imcsim.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _readme_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_runs_from_the_cli(config, tmp_path):
+    sets = [x for s in SMOKE_SETTINGS for x in ("--set", s)]
+    res = imcsim("run", str(config), "--quiet", "--out", str(tmp_path / "out"), *sets)
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["config"]["name"] == config.stem
+    assert report["metrics"]["energy_train_j"] > 0
+    assert (tmp_path / "out" / "counts.csv").read_text().startswith("component,action,group,count,energy_j")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_golden(config):
+    golden = json.loads((GOLDEN / f"{config.stem}.json").read_text())
+    now = golden_for(config)
+    for section in ("device_figures", "actions"):
+        assert now["derived"][section].keys() == golden["derived"][section].keys()
+        for key, value in golden["derived"][section].items():
+            assert now["derived"][section][key] == pytest.approx(value, rel=1e-9), key
+    assert now["derived"]["area_m2"] == pytest.approx(golden["derived"]["area_m2"], rel=1e-9)
+    m, g = now["metrics"], golden["metrics"]
+    assert m.keys() == g.keys()
+    for key in ("trainable_params", "training_steps", "subarrays_used", "utilization", "endurance_cycles"):
+        assert m[key] == g[key], key
+    for key in ("energy_train_j", "energy_per_step_j", "latency_train_s", "energy_deploy_j"):
+        assert m[key] == pytest.approx(g[key], rel=0.05), key
+    for key in ("accuracy_average", "accuracy_source"):
+        assert m[key] == pytest.approx(g[key], abs=0.1), key
+
+
+def test_readme_setup_commands_are_exact_and_ci_runs_the_test_command():
+    blocks = _readme_blocks()
+    assert blocks[0] == "pip install -e . && imcsim run configs/sas_mram_repnet.yaml"
+    assert blocks[1] == "pip install -e '.[test]' && python -m pytest"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert blocks[1] in ci.splitlines()
+
+
+def test_readme_reference_commands(tmp_path):
+    assert imcsim("--version").stdout.startswith("imcsim ")
+    res = imcsim("validate", "configs/sas_mram_repnet.yaml")
+    assert res.returncode == 0
+    assert "valid" in res.stdout
+    for what in ("devices", "circuits", "workloads", "configs"):
+        res = imcsim("list", what)
+        assert res.returncode == 0
+        folder = ROOT / what
+        for card in folder.glob("*.yaml"):
+            assert card.stem in res.stdout
+    res = imcsim("device", "sas_mram_4mtj_zhang_tcad2024")
+    assert res.returncode == 0
+    assert "write_energy_per_bit_random_data" in res.stdout
+    res = imcsim("device", "sas_mram_4mtj_zhang_tcad2024", "--set", "write.t_reset=3ns")
+    assert res.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "configs/nope.yaml"], "configs/nope.yaml: no such file"),
+        (["validate", "configs/sas_mram_repnet.yaml", "--set", "device.mtj.tmr=-1"], "device.mtj.tmr"),
+        (["validate", "configs/sas_mram_repnet.yaml", "--set", "circuit.array.rows=1"], "circuit.array.rows"),
+        (["run", "configs/sas_mram_repnet.yaml", "--set", "device.write.i_set_sot=150uA"], "device.write.i_set_sot"),
+        (["device", "nosuchcard"], "no card 'nosuchcard'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
+    res = imcsim(*args, "--library", str(ROOT)) if args[0] == "device" else imcsim(*args)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    res = imcsim("run", "configs/sas_mram_repnet.yaml", "--out", str(out), "--set", "device.mtj.delta=0")
+    assert res.returncode == 2
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_same_seed_same_report():
+    from imcsim.api import run
+    from imcsim.config import load_config
+
+    sets = [*SMOKE_SETTINGS, "workload.pretrain.epochs=1", "workload.tasks=[{name: t, classes: [5, 6, 7]}]"]
+    a = run(load_config(CONFIGS[0], sets, seed=3)).to_json()
+    b = run(load_config(CONFIGS[0], sets, seed=3)).to_json()
+    assert a == b
+    c = run(load_config(CONFIGS[0], sets, seed=4)).to_json()
+    assert c["metrics"] != a["metrics"]
+
+
+@pytest.mark.slow
+def test_readme_main_run_as_written():
+    """The README's first command (after installing): the full default run."""
+    cmd = _readme_blocks()[0].split("&&", 1)[1].split()
+    assert cmd[0] == "imcsim"
+    res = imcsim(*cmd[1:], timeout=900)
+    assert res.returncode == 0, res.stderr
+    report = json.loads((ROOT / "out" / "sas_mram_repnet" / "report.json").read_text())
+    assert report["metrics"]["accuracy_source"] > 0.9
+    assert report["metrics"]["accuracy_average"] > 0.3  # chance is 0.1-0.2 per task

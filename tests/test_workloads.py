@@ -1,0 +1,129 @@
+"""INT8 training layers on the macro, Rep-Net initialisation, frozen layers, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imcsim.workloads.int8 import Hardware, IMCConv2d, IMCLinear, imc_modules, int8_image, quantize
+from imcsim.workloads.models import RepNet, TinyCNN
+
+
+def test_quantize_roundtrip_within_half_step():
+    x = torch.randn(100)
+    q, s = quantize(x)
+    assert q.dtype == torch.int8
+    assert (q.float() * s - x).abs().max() <= s / 2 + 1e-7
+
+
+def test_stochastic_rounding_is_unbiased():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((20000,), 0.3)
+    q, _s = quantize(x, 1.0, stochastic=True, generator=g)
+    assert set(q.unique().tolist()) == {0, 1}
+    assert q.float().mean().item() == pytest.approx(0.3, abs=0.02)
+
+
+def test_int8_linear_close_to_float(hardware):
+    torch.manual_seed(0)
+    layer = IMCLinear(40, 7, name="fc")
+    x = torch.randn(16, 40)
+    ref = F.linear(x, layer.weight, layer.bias)
+    layer.deploy(Hardware(hardware.macro))
+    y = layer(x)
+    # error bounded by the two quantization steps (per-tensor scales)
+    err = (y - ref).abs().max().item()
+    assert err < 0.05 * ref.abs().max().item()
+    assert not torch.equal(y, ref)  # it really went through INT8
+
+
+def test_int8_conv_matches_float_conv_including_groups(hardware):
+    torch.manual_seed(1)
+    hw = Hardware(hardware.macro)
+    for groups in (1, 2):
+        conv = IMCConv2d(4, 6, 3, name=f"c{groups}", stride=2, groups=groups)
+        x = torch.randn(2, 4, 9, 9)
+        ref = F.conv2d(x, conv.weight, stride=2, padding=1, groups=groups)
+        conv.deploy(hw)
+        y = conv(x)
+        assert y.shape == ref.shape
+        assert (y - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+
+
+def test_repnet_starts_as_the_backbone():
+    torch.manual_seed(2)
+    backbone = TinyCNN(width=8)
+    plain = RepNet(backbone, [], 4, 16)
+    plain.add_head("t", 5)
+    rep = RepNet(backbone, [0, 1, 3], 8, 16)
+    rep.heads = plain.heads
+    rep.eval()
+    plain.eval()
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(rep(x, "t"), plain(x, "t"), atol=1e-6)
+    assert len(rep.sides) == 3
+
+
+def test_frozen_layers_issue_no_weight_grad_and_no_writes(hardware):
+    torch.manual_seed(3)
+    hw = Hardware(hardware.macro)
+    frozen = IMCLinear(12, 12, name="frozen")
+    frozen.weight.requires_grad_(False)
+    frozen.bias.requires_grad_(False)
+    trained = IMCLinear(12, 3, name="trained")
+    for m in (frozen, trained):
+        m.deploy(hw)
+    hw.ops.clear()
+    opt = torch.optim.SGD(trained.parameters(), lr=0.5)
+    x = torch.randn(8, 12)
+    for _ in range(3):
+        opt.zero_grad()
+        trained(F.relu(frozen(x))).sum().backward()
+        opt.step()
+        frozen.sync()
+        trained.sync()
+    phases = {(op.layer, op.phase) for op in hw.ops}
+    assert ("trained", "weight_grad") in phases
+    assert ("frozen", "weight_grad") not in phases
+    assert ("frozen", "input_grad") not in phases  # nothing upstream needs it
+    frozen_writes = [op for op in hw.ops if op.layer == "frozen" and op.kind == "write"]
+    assert all(not op.cell_writes.any() for op in frozen_writes)
+    trained_writes = sum(int(op.cell_writes.sum()) for op in hw.ops if op.layer == "trained" and op.kind == "write")
+    assert trained_writes > 0
+
+
+def test_int8_training_learns_a_small_task(hardware):
+    """INT8 training on the macro lowers the loss and clearly beats chance."""
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(4)
+    d = load_digits()
+    mask = d.target < 4
+    x = torch.tensor(d.data[mask] / 16.0, dtype=torch.float32)
+    y = torch.tensor(d.target[mask])
+    hw = Hardware(hardware.macro)
+    l1, l2 = IMCLinear(64, 32, name="l1"), IMCLinear(32, 4, name="l2")
+    for m in (l1, l2):
+        m.deploy(hw)
+    opt = torch.optim.SGD([*l1.parameters(), *l2.parameters()], lr=0.1, momentum=0.9)
+    losses = []
+    for _epoch in range(4):
+        for idx in torch.randperm(len(y)).split(32):
+            opt.zero_grad()
+            loss = F.cross_entropy(l2(F.relu(l1(x[idx]))), y[idx])
+            loss.backward()
+            opt.step()
+            l1.sync()
+            l2.sync()
+            losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    with torch.no_grad():
+        acc = (l2(F.relu(l1(x))).argmax(1) == y).float().mean().item()
+    assert acc > 0.8  # chance is 0.25
+    # the macro holds the INT8 image of the trained master weights
+    q, _ = quantize(l1.weight_matrix().detach(), l1.w_scale)
+    assert np.array_equal(int8_image(l1), q.numpy())
+    assert len(imc_modules(torch.nn.ModuleList([l1, l2]))) == 2
