@@ -93,7 +93,7 @@ class ContinualCard(Params):
 
     kind: Literal["continual_learning"]
     description: str
-    references: dict[str, str] = {}
+    references: dict[str, str] = Field(default_factory=dict)
     model: ModelSpec = ModelSpec()
     method: Method = "repnet"
     repnet: RepNetSpec

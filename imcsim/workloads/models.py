@@ -101,7 +101,7 @@ class RepNet(nn.Module):
         for i, block in enumerate(self.backbone.blocks):
             inp = h
             h = block(inp)
-            side = self.sides.get(str(i), None)
+            side = self.sides[str(i)] if str(i) in self.sides else None  # noqa: SIM401 (ModuleDict has no .get)
             if side is not None:
                 h = h + side(inp, tuple(h.shape[-2:]))
         return F.adaptive_avg_pool2d(h, 1).flatten(1)
