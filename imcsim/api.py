@@ -17,7 +17,7 @@ import torch
 
 from imcsim import REPORT_SCHEMA_VERSION, __version__
 from imcsim.circuits import BitSerialMacro, CapacityError, build_circuit
-from imcsim.config import LoadedConfig, _origin_finder
+from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost
 from imcsim.devices import MemoryDevice, build_device
 from imcsim.errors import InputError, PhysicsError
@@ -35,13 +35,12 @@ class HardwareModel:
 
 def build_hardware(loaded: LoadedConfig) -> HardwareModel:
     """Device -> cell costs -> macro action costs. Physics problems name file and key."""
-    where = _origin_finder(loaded.origins, str(loaded.path))
     cfg = loaded.config
     try:
         device = build_device(cfg.device)
     except PhysicsError as err:
         key = f"device.{err.key}" if err.key else "device"
-        raise InputError(err.message, file=where(key), key=key) from None
+        raise InputError(err.message, file=loaded.where(key), key=key) from None
     macro = build_circuit(cfg.circuit, device)
     return HardwareModel(device, macro)
 
@@ -72,8 +71,8 @@ def run(
     try:
         result = run_continual(cfg.workload, hw.macro, cfg.seed, dev, progress)
     except CapacityError as err:
-        raise InputError(f"{err}; raise it or choose a smaller workload", file=str(loaded.path),
-                         key="circuit.array.n_subarrays") from None
+        key = "circuit.array.n_subarrays"
+        raise InputError(f"{err}; raise it or choose a smaller workload", file=loaded.where(key), key=key) from None
     tally = tally_ops(result.ops)
     macro = hw.macro
     t_cycle = macro.t_cycle_s

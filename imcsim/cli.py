@@ -123,43 +123,18 @@ def _cmd_device(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from imcsim.config import (
-        SCHEMA_VERSION,
-        _apply_set,
-        _origin_finder,
-        _resolve_card_path,
-        _strip_sources,
-        find_library,
-        parse_set,
-        read_yaml,
-        validate_model,
-    )
-    from imcsim.devices import CARD_KINDS, build_device
+    from imcsim.config import load_card
+    from imcsim.devices import build_device
     from imcsim.errors import InputError, PhysicsError
     from imcsim.units import format_si
 
-    lib = find_library(Path.cwd(), Path(args.library) if args.library else None)
-    path = _resolve_card_path("device", args.card, Path.cwd() / "x.yaml", lib, "command line")
-    raw = read_yaml(path)
-    shown = str(path)
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"must be {SCHEMA_VERSION}", file=shown, key="schema_version")
-    body = _strip_sources({k: v for k, v in raw.items() if k != "schema_version"}, raw.get("references") or {}, shown,
-                          "")
-    origins: dict[str, str] = {}
-    for item in args.overrides:
-        parts, value = parse_set(item)
-        _apply_set(body, parts, value, origins)
-    where = _origin_finder(origins, shown)
-    kind = body.get("kind")
-    if kind not in CARD_KINDS:
-        raise InputError(f"must be one of {sorted(CARD_KINDS)} (got {kind!r})", file=shown, key="kind")
-    card = validate_model(CARD_KINDS[kind], body, "", where)
+    card, where = load_card("device", args.card, args.overrides, library=args.library)
     try:
         dev = build_device(card)
     except PhysicsError as err:
-        raise InputError(err.message, file=where(err.key or ""), key=err.key) from None
-    t = Table(title=f"{path.stem}: {card.description}")
+        key = f"device.{err.key}" if err.key else "device"
+        raise InputError(err.message, file=where(key), key=key) from None
+    t = Table(title=f"{args.card}: {card.description}")
     t.add_column("figure")
     t.add_column("value", justify="right")
     for name, (value, unit) in dev.figures().items():

@@ -92,6 +92,10 @@ class LoadedConfig:
     resolved: dict[str, Any]
     origins: dict[str, str] = field(repr=False)
 
+    def where(self, dotted: str) -> str:
+        """The file (or ``--set``/``--seed``) that set the value at ``dotted``."""
+        return _origin_finder(self.origins, _display(self.path))(dotted)
+
     @property
     def config_hash(self) -> str:
         """SHA-256 of the resolved config (canonical JSON), first 16 hex digits."""
@@ -237,18 +241,21 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, origins: dict[str, str]) -> None:
+def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, origins: dict[str, str],
+               prefix: str = "") -> None:
+    """Set ``tree[parts...] = value``; origins are recorded under ``prefix.parts``."""
+    dotted = [prefix] if prefix else []
     node = tree
     for i, p in enumerate(parts[:-1]):
         nxt = node.get(p)
         if nxt is None:
             nxt = node[p] = {}
-            origins[".".join(parts[: i + 1])] = "--set"
+            origins[".".join(dotted + parts[: i + 1])] = "--set"
         if not isinstance(nxt, dict):
             raise InputError(f"--set: '{'.'.join(parts[: i + 1])}' holds a value, not a section")
         node = nxt
     node[parts[-1]] = value
-    _record(value, "--set", origins, ".".join(parts))
+    _record(value, "--set", origins, ".".join(dotted + parts))
 
 
 # --- validation -----------------------------------------------------------
@@ -413,19 +420,7 @@ def load_config(
             if not isinstance(value, dict) or "card" not in value:
                 raise InputError("must be a mapping with a 'card' key (a card name or path)", file=shown, key=key)
             card_path = _resolve_card_path(key, value["card"], path, lib, shown)
-            card_raw = read_yaml(card_path)
-            card_shown = _display(card_path)
-            if card_raw.get("schema_version") != SCHEMA_VERSION:
-                raise InputError(
-                    f"must be {SCHEMA_VERSION} (got {card_raw.get('schema_version')!r})",
-                    file=card_shown,
-                    key="schema_version",
-                )
-            refs = card_raw.get("references") or {}
-            if not isinstance(refs, dict):
-                raise InputError("must be a mapping of key -> citation", file=card_shown, key="references")
-            body = {k: v for k, v in card_raw.items() if k != "schema_version"}
-            body = _strip_sources(body, refs, card_shown, key)
+            body, card_shown = _read_card(card_path, key)
             _record(body, card_shown, origins, key)
             section_over = {k: v for k, v in value.items() if k != "card"}
             _merge(body, section_over, shown, origins, key)
@@ -461,3 +456,37 @@ def load_config(
         "cards": cards,
     }
     return LoadedConfig(config=config, path=path, cards=cards, resolved=resolved, origins=origins)
+
+
+def _read_card(path: Path, section: str) -> tuple[dict[str, Any], str]:
+    """A card file's body with source tags stripped (``schema_version`` checked and removed)."""
+    raw = read_yaml(path)
+    shown = _display(path)
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"must be {SCHEMA_VERSION} (got {raw.get('schema_version')!r})", file=shown,
+                         key="schema_version")
+    refs = raw.get("references") or {}
+    if not isinstance(refs, dict):
+        raise InputError("must be a mapping of key -> citation", file=shown, key="references")
+    body = {k: v for k, v in raw.items() if k != "schema_version"}
+    return _strip_sources(body, refs, shown, section), shown
+
+
+def load_card(section: str, card: str, overrides: list[str] | None = None, *,
+              library: str | Path | None = None) -> tuple[Params, Any]:
+    """Load one card by name or path (relative to the working folder), with ``--set``-style
+    overrides given relative to the card (``write.t_set=2ns``).
+
+    Returns the validated card and a ``where(dotted_key) -> file`` function for errors.
+    """
+    base = Path.cwd() / "_"
+    lib = find_library(base, Path(library) if library else None)
+    path = _resolve_card_path(section, card, base, lib, "command line")
+    body, shown = _read_card(path, section)
+    origins: dict[str, str] = {}
+    _record(body, shown, origins, section)
+    for item in overrides or []:
+        parts, value = parse_set(item)
+        _apply_set(body, parts, value, origins, prefix=section)
+    where = _origin_finder(origins, shown)
+    return _validate_section(section, body, where, lib), where
