@@ -37,7 +37,7 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
     """Device -> cell costs -> macro action costs. Physics problems name file and key."""
     cfg = loaded.config
     try:
-        device = build_device(cfg.device)
+        device = build_device(cfg.device, seed=cfg.seed)
     except PhysicsError as err:
         key = f"device.{err.key}" if err.key else "device"
         raise InputError(err.message, file=loaded.where(key), key=key) from None
@@ -85,7 +85,10 @@ def run(
     ws = tally.write_stats(all_cells)
     step_latency = train.total_latency_s / steps if steps else 0.0
     max_per_step = ws.max_writes / steps if steps else 0.0
-    lifetime_steps = hw.device.endurance_cycles / max_per_step if max_per_step > 0 else math.inf
+    endurance = hw.device.endurance_cycles
+    lifetime_steps = endurance / max_per_step if max_per_step > 0 and math.isfinite(endurance) else math.inf
+    leak_w = getattr(hw.device, "leakage_per_bit_w", 0.0) * macro.card.array.rows * macro.card.array.cols * \
+        macro.subarrays_used
     metrics: dict[str, float] = {
         "accuracy_source": result.source_accuracy,
         "accuracy_average": result.average_accuracy,
@@ -95,6 +98,7 @@ def run(
         "energy_train_j": train.total_energy_j,
         "energy_per_step_j": train.total_energy_j / steps if steps else 0.0,
         "energy_deploy_j": deploy.total_energy_j,
+        "energy_array_leakage_train_j": leak_w * train.total_latency_s,
         "latency_train_s": train.total_latency_s,
         "latency_per_step_s": step_latency,
         **{f"latency_{p}_s": train.latency_s.get(p, 0.0) for p in TRAINING_PHASES},

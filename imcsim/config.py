@@ -409,6 +409,18 @@ def load_config(
     tree: dict[str, Any] = {}
     cards: dict[str, str] = {}
     top_valid = sorted(_aliases(RunConfig))
+    # `--set device.card=NAME` swaps a section's card before cards are resolved.
+    card_sets: dict[str, Any] = {}
+    rest_sets: list[str] = []
+    for item in overrides or []:
+        parts, value = parse_set(item)
+        if len(parts) == 2 and parts[0] in SECTIONS and parts[1] == "card":
+            card_sets[parts[0]] = value
+        else:
+            rest_sets.append(item)
+    for section, card in card_sets.items():
+        current = raw.get(section)
+        raw[section] = {**(current if isinstance(current, dict) else {}), "card": card}
     for key, value in raw.items():
         if key not in top_valid:
             raise InputError(
@@ -419,7 +431,8 @@ def load_config(
         if key in SECTIONS:
             if not isinstance(value, dict) or "card" not in value:
                 raise InputError("must be a mapping with a 'card' key (a card name or path)", file=shown, key=key)
-            card_path = _resolve_card_path(key, value["card"], path, lib, shown)
+            card_file = "--set" if key in card_sets else shown
+            card_path = _resolve_card_path(key, value["card"], path, lib, card_file)
             body, card_shown = _read_card(card_path, key)
             _record(body, card_shown, origins, key)
             section_over = {k: v for k, v in value.items() if k != "card"}
@@ -429,7 +442,7 @@ def load_config(
         else:
             tree[key] = copy.deepcopy(value)
             _record(value, shown, origins, key)
-    for item in overrides or []:
+    for item in rest_sets:
         parts, value = parse_set(item)
         if parts[0] in SECTIONS and parts[0] not in tree:
             raise InputError(f"--set {'.'.join(parts)}: section '{parts[0]}' has no card in the config")

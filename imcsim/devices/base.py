@@ -42,6 +42,8 @@ class MemoryDevice(Protocol):
     component: str
     bits_per_cell: int
     area_per_bit_m2: float
+    endurance_cycles: float  # write cycles a cell survives (inf when unlimited)
+    leakage_per_bit_w: float  # static power per stored bit
 
     def actions(self) -> dict[str, ActionSpec]: ...
 
@@ -72,3 +74,12 @@ class TransistorParams(Params):
     def area_for_current_m2(self, i_a: float) -> float:
         f = self.feature_size_m
         return (self.width_for_current_m(i_a) / f + 1.0) * self.cell_height_f * f * f
+
+
+def flipped_bits(old_bits: np.ndarray, new_bits: np.ndarray) -> np.ndarray:
+    """0/1 array of the cells whose bit changes (shapes must match)."""
+    old = np.asarray(old_bits, dtype=np.uint8)
+    new = np.asarray(new_bits, dtype=np.uint8)
+    if old.shape != new.shape:
+        raise ValueError(f"old and new bits differ in shape: {old.shape} vs {new.shape}")
+    return (old != new).astype(np.int32)

@@ -31,31 +31,15 @@ from pydantic import Field
 from imcsim.actions import ActionCost, ActionSpec
 from imcsim.devices.base import TransistorParams, WriteEvents
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
+from imcsim.devices.sot import HeavyMetalParams, pulse_energy_j
 from imcsim.devices.switching import thermal_switch_probability, write_error_rate
 from imcsim.errors import PhysicsError
 from imcsim.params import (
     CurrentA,
-    CurrentDensityAPerM2,
-    LengthM,
     Number,
     Params,
-    ResistivityOhmM,
     TimeS,
 )
-
-
-class HeavyMetalParams(Params):
-    """Card section ``heavy_metal``: the shared SOT write line."""
-
-    material: str = Field(description="heavy-metal name, for the record")
-    resistivity_ohm_m: ResistivityOhmM = Field(alias="resistivity", gt=1e-8, le=1e-5)
-    thickness_m: LengthM = Field(alias="thickness", gt=0.5e-9, le=50e-9)
-    width_m: LengthM = Field(alias="width", gt=5e-9, le=2e-6)
-    pitch_m: LengthM = Field(alias="pitch", gt=5e-9, le=2e-6, description="strip length per MTJ")
-    jc0_sot_a_per_m2: CurrentDensityAPerM2 = Field(
-        alias="jc0_sot", gt=1e9, le=1e14, description="SOT critical current density"
-    )
-    tau_d_s: TimeS = Field(alias="tau_d", gt=1e-13, le=1e-7, description="precessional time constant")
 
 
 class GroupWriteParams(Params):
@@ -97,14 +81,12 @@ class SASMRAM:
 
     @classmethod
     def from_card(cls, card: SASMRAMCard) -> SASMRAM:
-        hm, w = card.heavy_metal, card.write
-        length = hm.pitch_m * w.n_mtj
-        r_hm = hm.resistivity_ohm_m * length / (hm.width_m * hm.thickness_m)
+        hm = card.heavy_metal
         dev = cls(
             card=card,
             mtj=MTJ.from_params(card.mtj),
-            r_hm_ohm=r_hm,
-            ic0_sot_a=hm.jc0_sot_a_per_m2 * hm.width_m * hm.thickness_m,
+            r_hm_ohm=hm.resistance_ohm(card.write.n_mtj),
+            ic0_sot_a=hm.ic0_a,
         )
         dev._check_physics()
         return dev
@@ -141,6 +123,11 @@ class SASMRAM:
     # --- derived write figures -----------------------------------------------
 
     @property
+    def leakage_per_bit_w(self) -> float:
+        """Non-volatile cells hold data unpowered: no array leakage."""
+        return 0.0
+
+    @property
     def endurance_cycles(self) -> float:
         return self.card.endurance_cycles
 
@@ -149,8 +136,7 @@ class SASMRAM:
         return self.card.transistor.v_drop_v / self.card.write.i_reset_a
 
     def _pulse_energy_j(self, i_a: float, t_s: float) -> float:
-        tr = self.card.transistor
-        return i_a * i_a * self.r_hm_ohm * t_s + i_a * tr.v_drop_v * t_s
+        return pulse_energy_j(i_a, t_s, self.r_hm_ohm, self.card.transistor.v_drop_v)
 
     @property
     def e_reset_j(self) -> float:
