@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("device", help="print the figures a device card derives")
     d.add_argument("card", help="device card name or path")
+    d.add_argument("--plot", nargs="?", const="", metavar="FILE",
+                   help="also write a PNG: switching curves (MRAM) or the pulse-count histogram (ReRAM); "
+                        "default FILE is <card>_device.png")
     common(d)
     return p
 
@@ -140,7 +143,24 @@ def _cmd_device(args) -> int:
     for name, (value, unit) in dev.figures().items():
         t.add_row(name, format_si(value, unit) if unit else f"{value:.3g}")
     Console().print(t)
+    if args.plot is not None:
+        out = Path(args.plot or f"{Path(args.card).stem}_device.png")
+        _device_plot(dev, out, f"{Path(args.card).stem}: {card.description}")
+        print(f"plot written to {out}")
     return EXIT_OK
+
+
+def _device_plot(dev, out: Path, title: str) -> None:
+    from imcsim import plots
+    from imcsim.errors import InputError
+
+    if hasattr(dev, "write_path"):
+        plots.plot_switching(dev.write_path(), out, title)
+    elif hasattr(dev, "pulse_samples"):
+        plots.plot_pulse_histogram(dev.pulse_samples(), out, title)
+    else:
+        raise InputError(f"no plot for a {dev.kind} device (plots cover spin-torque and ReRAM cells)",
+                         key="--plot")
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "list": _cmd_list, "device": _cmd_device}

@@ -435,6 +435,7 @@ def load_config(
             card_path = _resolve_card_path(key, value["card"], path, lib, card_file)
             body, card_shown = _read_card(card_path, key)
             _record(body, card_shown, origins, key)
+            origins[f"{key}.card"] = card_file
             section_over = {k: v for k, v in value.items() if k != "card"}
             _merge(body, section_over, shown, origins, key)
             tree[key] = body

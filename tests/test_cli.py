@@ -134,3 +134,23 @@ def test_readme_main_run_as_written():
     report = json.loads((ROOT / "out" / "sas_mram_repnet" / "report.json").read_text())
     assert report["metrics"]["accuracy_source"] > 0.9
     assert report["metrics"]["accuracy_average"] > 0.3  # chance is 0.1-0.2 per task
+
+
+def test_device_plot_writes_a_png(tmp_path):
+    out = tmp_path / "sas.png"
+    res = imcsim("device", "sas_mram_4mtj_zhang_tcad2024", "--plot", str(out))
+    assert res.returncode == 0, res.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 10_000
+
+
+def test_set_card_swaps_the_device(tmp_path):
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+
+    loaded = load_config(CONFIGS[0], ["device.card=stt_mram_1t1mtj_nvsim", "device.write.t_write=20ns"])
+    assert loaded.cards["device"].endswith("stt_mram_1t1mtj_nvsim.yaml")
+    assert loaded.where("device.card") == "--set"
+    hw = build_hardware(loaded)
+    assert hw.device.kind == "stt_mram"
+    assert hw.device.card.write.t_write_s == pytest.approx(20e-9)

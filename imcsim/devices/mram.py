@@ -25,7 +25,7 @@ from imcsim.actions import ActionCost, ActionSpec
 from imcsim.devices.base import TransistorParams, WriteEvents, flipped_bits
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
 from imcsim.devices.sot import HeavyMetalParams, pulse_energy_j
-from imcsim.devices.switching import write_error_rate
+from imcsim.devices.switching import WritePath
 from imcsim.errors import PhysicsError
 from imcsim.params import CurrentA, Number, Params, TimeS
 
@@ -90,6 +90,10 @@ class _BitwiseMRAM:
         flips = flipped_bits(old_bits, new_bits)
         return WriteEvents(counts={"write_pulse": int(flips.sum())}, cell_writes=flips)
 
+    def wer(self) -> float:
+        path = self.write_path()
+        return float(path.wer(path.i_op_a, path.t_op_s))
+
     def _common_figures(self) -> dict[str, tuple[float, str]]:
         rd, w = self.card.read, self.card.write
         return {
@@ -138,9 +142,10 @@ class STTMRAM(_BitwiseMRAM):
         w = self.card.write
         return pulse_energy_j(w.i_write_a, w.t_write_s, self.r_write_ohm, self.card.transistor.v_drop_v)
 
-    def wer(self) -> float:
+    def write_path(self) -> WritePath:
         w, m = self.card.write, self.card.mtj
-        return float(write_error_rate(w.i_write_a / self.mtj.ic0_stt_a, w.t_write_s, m.delta, m.tau0_s, w.tau_d_s))
+        return WritePath("STT write (through the MTJ)", self.mtj.ic0_stt_a, w.i_write_a, w.t_write_s, m.delta,
+                         m.tau0_s, w.tau_d_s)
 
     @property
     def area_per_bit_m2(self) -> float:
@@ -180,9 +185,10 @@ class SOTMRAM(_BitwiseMRAM):
         w = self.card.write
         return pulse_energy_j(w.i_write_a, w.t_write_s, self.r_hm_ohm, self.card.transistor.v_drop_v)
 
-    def wer(self) -> float:
+    def write_path(self) -> WritePath:
         w, m, hm = self.card.write, self.card.mtj, self.card.heavy_metal
-        return float(write_error_rate(w.i_write_a / hm.ic0_a, w.t_write_s, m.delta, m.tau0_s, hm.tau_d_s))
+        return WritePath("SOT write (heavy-metal strip)", hm.ic0_a, w.i_write_a, w.t_write_s, m.delta, m.tau0_s,
+                         hm.tau_d_s)
 
     @property
     def area_per_bit_m2(self) -> float:

@@ -32,7 +32,7 @@ from imcsim.actions import ActionCost, ActionSpec
 from imcsim.devices.base import TransistorParams, WriteEvents
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
 from imcsim.devices.sot import HeavyMetalParams, pulse_energy_j
-from imcsim.devices.switching import thermal_switch_probability, write_error_rate
+from imcsim.devices.switching import WritePath, thermal_switch_probability, write_error_rate
 from imcsim.errors import PhysicsError
 from imcsim.params import (
     CurrentA,
@@ -184,6 +184,12 @@ class SASMRAM:
         w, m = self.card.write, self.card.mtj
         drive = w.i_set_sot_a / self.ic0_sot_a + w.i_stt_a / self.mtj.ic0_stt_a
         return float(write_error_rate(drive, w.t_set_s, m.delta, m.tau0_s, self.card.heavy_metal.tau_d_s))
+
+    def write_path(self) -> WritePath:
+        """The SOT reset path through the shared heavy-metal line."""
+        w, m = self.card.write, self.card.mtj
+        return WritePath("SOT reset (shared line)", self.ic0_sot_a, w.i_reset_a, w.t_reset_s, m.delta, m.tau0_s,
+                         self.card.heavy_metal.tau_d_s)
 
     def half_select_disturb(self) -> float:
         w, m = self.card.write, self.card.mtj

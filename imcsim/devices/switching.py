@@ -19,6 +19,8 @@ or stronger pulse never raises the write error rate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 BOLTZMANN_J_PER_K = 1.380649e-23  # exact, SI 2019 definition
@@ -60,3 +62,19 @@ def write_error_rate(i_ratio, t_s, delta, tau0_s, tau_d_s):
 def retention_time_s(delta, tau0_s):
     """Mean time before a thermally activated flip at zero current: tau0 * exp(Delta)."""
     return tau0_s * np.exp(delta)
+
+
+@dataclass(frozen=True)
+class WritePath:
+    """A spin-torque write path at its operating point, for plots and inspection."""
+
+    label: str
+    ic0_a: float
+    i_op_a: float
+    t_op_s: float
+    delta: float
+    tau0_s: float
+    tau_d_s: float
+
+    def wer(self, i_a, t_s):
+        return write_error_rate(np.asarray(i_a) / self.ic0_a, t_s, self.delta, self.tau0_s, self.tau_d_s)

@@ -1,0 +1,146 @@
+"""Every shipped card validates, builds, and cites a source for every physical number;
+device models reproduce published values (tests/data/mtj_published.csv)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from imcsim.config import SECTIONS, _read_card, validate_model
+from imcsim.devices import CARD_KINDS, build_device
+from imcsim.devices.mtj import MTJ, MTJParams
+from imcsim.units import SECONDS_PER_YEAR
+
+ROOT = Path(__file__).resolve().parents[1]
+PHYSICAL_CARDS = sorted((ROOT / "devices").glob("*.yaml")) + sorted((ROOT / "circuits").glob("*.yaml"))
+ALL_CARDS = [(sec, p) for sec, (sub, _) in SECTIONS.items() for p in sorted((ROOT / sub).glob("*.yaml"))]
+TAG = re.compile(r"\[([A-Za-z0-9_.\-]+)\]\s*$")
+NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _leaves(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, tree
+
+
+@pytest.mark.parametrize("path", PHYSICAL_CARDS, ids=lambda p: p.stem)
+def test_every_physical_number_cites_a_reference(path):
+    raw = yaml.safe_load(path.read_text())
+    refs = raw["references"]
+    assert refs, "a card needs references"
+    for key, value in _leaves({k: v for k, v in raw.items() if k not in ("schema_version", "references")}):
+        if isinstance(value, bool) or key in ("kind", "description"):
+            continue
+        if isinstance(value, int | float) or (isinstance(value, str) and NUMBER.match(value)):
+            m = TAG.search(str(value))
+            assert m, f"{path.name}: {key} = {value!r} has no [reference] tag"
+            assert m.group(1) in refs, f"{path.name}: {key} cites unknown [{m.group(1)}]"
+
+
+@pytest.mark.parametrize(("section", "path"), ALL_CARDS, ids=lambda x: getattr(x, "stem", x))
+def test_every_card_validates_and_builds(section, path):
+    body, shown = _read_card(path, section)
+    _, kinds = SECTIONS[section]
+    card = validate_model(kinds[body["kind"]], body, section, lambda _k: shown)
+    if section == "device":
+        dev = build_device(card)
+        for name, (value, _unit) in dev.figures().items():
+            assert value >= 0, name
+        for action, spec in dev.actions().items():
+            assert spec.cost.energy_j >= 0 and spec.cost.latency_s >= 0, action
+        assert dev.area_per_bit_m2 > 0
+
+
+def _device(name: str, *sets: str):
+    from imcsim.config import load_card
+
+    card, _ = load_card("device", str(ROOT / "devices" / f"{name}.yaml"), list(sets))
+    return build_device(card)
+
+
+def _published_rows():
+    lines = [ln for ln in (ROOT / "tests" / "data" / "mtj_published.csv").read_text().splitlines()
+             if not ln.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+@pytest.mark.parametrize("row", _published_rows(), ids=lambda r: f"{r['case']}-{r['quantity']}")
+def test_models_reproduce_published_values(row):
+    base = dict(length="40 nm", width="40 nm", ra="10 Ohm*um^2", tmr=1.0, v_half="0.5 V", delta=40,
+                jc0_stt="3.9e6 A/cm^2", tau0="1 ns")
+    case, q = row["case"], row["quantity"]
+    expected, tol = float(row["expected"]), float(row["rel_tol"])
+    if case == "ikeda_40nm":
+        got = MTJ.from_params(MTJParams.model_validate(base)).ic0_stt_a
+    elif case == "nvsim_3k_6k":
+        area = math.pi / 4 * 40e-9 * 40e-9
+        mtj = MTJ.from_params(MTJParams.model_validate({**base, "ra": 3000 * area}))
+        got = getattr(mtj, q)
+    elif case == "sot_card":
+        dev = _device("sot_mram_2t1mtj_imec")
+        if q == "e_write_below_j":
+            assert dev.e_write_j < expected
+            return
+        got = dev.r_hm_ohm
+    elif case == "delta40":
+        got = MTJ.from_params(MTJParams.model_validate(base)).retention_s() / SECONDS_PER_YEAR
+    else:
+        raise AssertionError(f"unknown case {case}")
+    assert got == pytest.approx(expected, rel=tol)
+
+
+def test_stt_and_sot_write_only_flipped_bits():
+    old = np.array([[0, 1, 1, 0]], dtype=np.uint8)
+    new = np.array([[1, 1, 0, 0]], dtype=np.uint8)
+    for name in ("stt_mram_1t1mtj_nvsim", "sot_mram_2t1mtj_imec"):
+        ev = _device(name).count_writes(old, new)
+        assert ev.counts == {"write_pulse": 2}
+        assert ev.cell_writes.tolist() == [[1, 0, 1, 0]]
+
+
+def test_sram_rewrites_whole_words():
+    dev = _device("sram_6t_28nm")
+    old = np.zeros((1, 16), dtype=np.uint8)
+    new = old.copy()
+    new[0, 9] = 1  # one bit of the second byte
+    ev = dev.count_writes(old, new)
+    assert ev.counts == {"write_bit": 8}
+    assert ev.cell_writes[0, :8].sum() == 0
+    assert ev.cell_writes[0, 8:].sum() == 8
+    assert math.isinf(dev.endurance_cycles)
+    # C_BL V_dd^2 for 128 cells x 0.16 fF at 0.9 V
+    assert dev.e_write_j == pytest.approx(128 * 0.16e-15 * 0.81)
+
+
+def test_same_mtj_three_ways_orders_as_expected():
+    """SAS shares one transistor: densest; STT pushes current through the MTJ: costliest write."""
+    sas, stt, sot = (_device(n) for n in ("sas_mram_4mtj_zhang_tcad2024", "stt_mram_1t1mtj_nvsim",
+                                           "sot_mram_2t1mtj_imec"))
+    assert sas.area_per_bit_m2 < stt.area_per_bit_m2 < sot.area_per_bit_m2
+    assert sot.e_write_j < stt.e_write_j
+    assert sas.mean_write_energy_per_bit_j() < stt.e_write_j
+
+
+def test_device_parameter_moves_the_figures():
+    base = _device("sot_mram_2t1mtj_imec")
+    thicker = _device("sot_mram_2t1mtj_imec", "heavy_metal.thickness=8nm", "write.i_write=400uA")
+    assert thicker.r_hm_ohm == pytest.approx(base.r_hm_ohm / 2)
+    assert thicker.card.heavy_metal.ic0_a == pytest.approx(2 * base.card.heavy_metal.ic0_a)
+
+
+def test_card_kinds_registry_matches_descriptions():
+    from imcsim.devices import DESCRIPTIONS
+
+    assert set(CARD_KINDS) == set(DESCRIPTIONS)
