@@ -59,7 +59,8 @@ def test_every_card_validates_and_builds(section, path):
         for name, (value, _unit) in dev.figures().items():
             assert value >= 0, name
         for action, spec in dev.actions().items():
-            assert spec.cost.energy_j >= 0 and spec.cost.latency_s >= 0, action
+            assert spec.cost.energy_j >= 0, action
+            assert spec.cost.latency_s >= 0, action
         assert dev.area_per_bit_m2 > 0
 
 
