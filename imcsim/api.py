@@ -41,7 +41,11 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
     except PhysicsError as err:
         key = f"device.{err.key}" if err.key else "device"
         raise InputError(err.message, file=loaded.where(key), key=key) from None
-    macro = build_circuit(cfg.circuit, device)
+    try:
+        macro = build_circuit(cfg.circuit, device)
+    except PhysicsError as err:
+        key = f"circuit.{err.key}" if err.key else "circuit"
+        raise InputError(err.message, file=loaded.where(key), key=key) from None
     return HardwareModel(device, macro)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -34,7 +35,7 @@ def plot_switching(path, out: Path, title: str) -> Path:
     ax2.set_ylabel("write error rate")
     ax2.set_ylim(1e-30, 2)
     ax2.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -50,7 +51,7 @@ def plot_pulse_histogram(pulses_by_distance: dict[int, np.ndarray], out: Path, t
         ax.hist(pulses, bins=bins, histtype="step", label=f"{d} level(s): mean {pulses.mean():.1f}")
     ax.set_xlabel("pulses per transition")
     ax.set_ylabel("cells")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -136,12 +136,19 @@ def test_readme_main_run_as_written():
     assert report["metrics"]["accuracy_average"] > 0.3  # chance is 0.1-0.2 per task
 
 
-def test_device_plot_writes_a_png(tmp_path):
-    out = tmp_path / "sas.png"
-    res = imcsim("device", "sas_mram_4mtj_zhang_tcad2024", "--plot", str(out))
+@pytest.mark.parametrize("card", ["sas_mram_4mtj_zhang_tcad2024", "reram_hfox_neurosim"])
+def test_device_plot_writes_a_png(tmp_path, card):
+    out = tmp_path / "plot.png"
+    res = imcsim("device", card, "--plot", str(out))
     assert res.returncode == 0, res.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 10_000
+
+
+def test_device_plot_refused_for_sram(tmp_path):
+    res = imcsim("device", "sram_6t_28nm", "--plot", str(tmp_path / "x.png"))
+    assert res.returncode == 2
+    assert "no plot for a sram device" in res.stderr
 
 
 def test_set_card_swaps_the_device(tmp_path):

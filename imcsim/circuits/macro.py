@@ -35,6 +35,7 @@ from imcsim.actions import ActionCost, ActionSpec, ActionTable
 from imcsim.circuits.activity import popcount8, stream_activity
 from imcsim.circuits.bitplanes import N_BITS, int8_matmul
 from imcsim.devices.base import MemoryDevice
+from imcsim.errors import PhysicsError
 from imcsim.params import AreaM2, EnergyJ, FrequencyHz, LengthM, Params, VoltageV
 
 ACC_BITS = 32  # width of output accumulators (INT32 partial sums)
@@ -136,6 +137,12 @@ class BitSerialMacro:
     """A macro built from a card and a device model; executes and counts GEMMs."""
 
     def __init__(self, card: BitSerialMacroCard, device: MemoryDevice):
+        if device.bits_per_cell != 1:
+            raise PhysicsError(
+                f"a bit-serial digital macro senses one bit per cell; the device stores {device.bits_per_cell} "
+                "bits per cell (use a 1-bit device card or an analog crossbar)",
+                key="kind",
+            )
         self.card = card
         self.device = device
         tech = card.technology

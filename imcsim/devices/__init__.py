@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from imcsim.devices.base import MemoryDevice, WriteEvents
 from imcsim.devices.mram import SOTMRAM, STTMRAM, SOTMRAMCard, STTMRAMCard
+from imcsim.devices.reram import ReRAM, ReRAMCard
 from imcsim.devices.sas_mram import SASMRAM, SASMRAMCard
 from imcsim.devices.sram import SRAM, SRAMCard
 
@@ -16,6 +17,7 @@ CARD_KINDS = {
     "stt_mram": STTMRAMCard,
     "sot_mram": SOTMRAMCard,
     "sram": SRAMCard,
+    "reram": ReRAMCard,
 }
 
 DESCRIPTIONS = {
@@ -23,6 +25,7 @@ DESCRIPTIONS = {
     "stt_mram": "STT-MRAM 1T1MTJ: write current through the MTJ",
     "sot_mram": "SOT-MRAM 2T1MTJ: write current through a heavy-metal strip under the MTJ",
     "sram": "6T SRAM: bitline-capacitance read/write energy, leakage, area in F^2",
+    "reram": "ReRAM 1T1R: multi-level conductance, stochastic write-and-verify programming",
 }
 
 _BUILDERS = {
@@ -38,6 +41,8 @@ def build_device(card, seed: int = 0) -> MemoryDevice:
 
     ``seed`` feeds devices with stochastic behaviour (ReRAM programming).
     """
+    if isinstance(card, ReRAMCard):
+        return ReRAM.from_card(card, seed=seed)
     builder = _BUILDERS.get(type(card))
     if builder is None:
         raise TypeError(f"no device model for card type {type(card).__name__}")

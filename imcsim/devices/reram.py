@@ -20,17 +20,18 @@ al., Nanoscale Res. Lett.). Starting from the old level's conductance:
 3. stop when ``|G - G_target| <= tolerance * spacing`` (spacing = G_1 - G_0);
    after ``max_pulses`` pulses stop anyway and count a write failure.
 
-Energies are the Joule work in the cell at the applied voltage, as in NVSim's
-voltage-mode cells: a pulse of voltage V and width t on a cell of conductance
-G costs ``V^2 G t``, with G the conductance before the pulse; a verify read
+Energies are the Joule work in the cell at the applied voltage (voltage-mode
+pulses): a pulse of voltage V and width t on a cell of conductance G costs
+``V^2 G t``, with G the conductance before the pulse; a verify read
 costs ``V_read^2 G t_read`` with G the conductance just programmed. Access
 transistor and driver losses belong to the circuit layer.
 
 Random numbers are counter-based: each :meth:`ReRAM.program` call draws one
 64-bit key from the device's seeded :class:`numpy.random.Generator`; the noise
-of pulse k of cell i comes from a SplitMix64 stream seeded by hashing (key, i),
-turned into a normal variate by Doornik's ziggurat. Results therefore depend only on the seed and the
-sequence of calls, not on how the cells are split across threads.
+of pulse k of cell i is the k-th draw of a SplitMix64 stream seeded by hashing
+(key, i), turned into a normal variate by Doornik's ziggurat. Results
+therefore depend only on the seed and the sequence of calls, not on how the
+cells are split across threads.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ from imcsim.params import ConductanceS, LengthM, Number, Params, TimeS, VoltageV
 
 # Monte Carlo size behind figures() and the expected action energies.
 FIGURE_CELLS = 20_000
-# A call programming at least this many changed cells is split across threads.
+# A call programming at least this many cells is split across threads.
 _PARALLEL_MIN_CELLS = 65_536
 # Largest probability, under perfectly aimed pulses, that a write to an interior
-# level fails; a card above it cannot be programmed (see ReRAM._check_physics).
+# level fails; a card above it cannot be programmed (see _check_physics).
 MAX_IDEAL_FAILURE = 0.5
 
 
@@ -451,10 +452,26 @@ class ReRAM:
         pad = (-b.shape[-1]) % k
         if pad:
             b = np.pad(b, [(0, 0)] * (b.ndim - 1) + [(0, pad)])
-        grouped = b.reshape(*b.shape[:-1], -1, k).astype(np.int32)
+        grouped = b.reshape(*b.shape[:-1], b.shape[-1] // k, k).astype(np.int32)
         return (grouped << np.arange(k, dtype=np.int32)).sum(axis=-1, dtype=np.int32)
 
     # --- costs and figures ---------------------------------------------------------
+
+    def pulse_samples(self, cells: int = 20_000) -> dict[int, np.ndarray]:
+        """Pulses per transition for upward moves of each level distance, from level 0.
+
+        Uses a generator seeded from the card (not the device's), so the samples are
+        the same every time for the same card.
+        """
+        rng = np.random.default_rng(_card_seed(self.card) + 1)
+        spacing = self.level_spacing_siemens
+        out: dict[int, np.ndarray] = {}
+        for d in range(1, self.card.cell.levels):
+            old = np.zeros(cells, dtype=np.int32)
+            new = np.full(cells, d, dtype=np.int32)
+            key = np.uint64(rng.integers(0, 2**64, dtype=np.uint64))
+            out[d] = _program(self.card, spacing, old, new, key).pulses
+        return out
 
     @cached_property
     def _stats(self) -> _ProgrammingStats:
@@ -511,6 +528,8 @@ class ReRAM:
         energies match :meth:`program`'s exact energies in expectation for
         uniformly random data. A plain ``read`` is costed at the mean level
         conductance (g_min + g_max) / 2. Latencies: pulse widths and t_read.
+        ``write_fail`` is free: it marks a failed write whose pulses and reads
+        are already counted, so that every key of :meth:`count_writes` has a cost.
         """
         s = self._stats
         set_p, reset_p, r = self.card.set_pulse, self.card.reset_pulse, self.card.read
@@ -530,6 +549,10 @@ class ReRAM:
             "verify_read": ActionSpec(
                 ActionCost(self.read_energy_j(s.g_mean_verify_siemens), r.t_read_s),
                 "one verify read after a programming pulse",
+            ),
+            "write_fail": ActionSpec(
+                ActionCost(0.0, 0.0),
+                "a cell still outside its window after max_pulses (its pulses and reads are costed above)",
             ),
         }
 
