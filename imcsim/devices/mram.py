@@ -97,13 +97,7 @@ class _BitwiseMRAM:
     def _common_figures(self) -> dict[str, tuple[float, str]]:
         rd, w = self.card.read, self.card.write
         return {
-            "mtj_area": (self.mtj.area_m2, "m^2"),
-            "r_p": (self.mtj.r_p_ohm, "Ohm"),
-            "r_ap_at_read": (self.mtj.r_ap_at(rd.v_read_v), "Ohm"),
-            "sense_margin": (self.mtj.sense_margin_a(rd.v_read_v), "A"),
-            "read_energy_per_bit": (self.mtj.read_energy_j(rd), "J"),
-            "read_disturb_probability": (self.mtj.read_disturb_probability(rd), ""),
-            "retention": (self.mtj.retention_s(), "s"),
+            **self.mtj.read_figures(rd),
             "write_energy_per_flipped_bit": (self.e_write_j, "J"),
             "write_latency": (w.t_write_s, "s"),
             "write_error_rate": (self.wer(), ""),

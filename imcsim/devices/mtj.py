@@ -105,3 +105,15 @@ class MTJ:
 
     def retention_s(self) -> float:
         return float(retention_time_s(self.params.delta, self.params.tau0_s))
+
+    def read_figures(self, read: ReadParams) -> dict[str, tuple[float, str]]:
+        """Geometry, resistance, read and retention figures (name -> (value, unit))."""
+        return {
+            "mtj_area": (self.area_m2, "m^2"),
+            "r_p": (self.r_p_ohm, "Ohm"),
+            "r_ap_at_read": (self.r_ap_at(read.v_read_v), "Ohm"),
+            "sense_margin": (self.sense_margin_a(read.v_read_v), "A"),
+            "read_energy_per_bit": (self.read_energy_j(read), "J"),
+            "read_disturb_probability": (self.read_disturb_probability(read), ""),
+            "retention": (self.retention_s(), "s"),
+        }

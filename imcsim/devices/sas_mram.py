@@ -262,13 +262,7 @@ class SASMRAM:
     def figures(self) -> dict[str, tuple[float, str]]:
         rd = self.card.read
         return {
-            "mtj_area": (self.mtj.area_m2, "m^2"),
-            "r_p": (self.mtj.r_p_ohm, "Ohm"),
-            "r_ap_at_read": (self.mtj.r_ap_at(rd.v_read_v), "Ohm"),
-            "sense_margin": (self.mtj.sense_margin_a(rd.v_read_v), "A"),
-            "read_energy_per_bit": (self.mtj.read_energy_j(rd), "J"),
-            "read_disturb_probability": (self.mtj.read_disturb_probability(rd), ""),
-            "retention": (self.mtj.retention_s(), "s"),
+            **self.mtj.read_figures(rd),
             "r_heavy_metal": (self.r_hm_ohm, "Ohm"),
             "ic0_sot": (self.ic0_sot_a, "A"),
             "ic0_stt": (self.mtj.ic0_stt_a, "A"),
