@@ -131,3 +131,28 @@ def test_weights_that_do_not_fit_are_refused(small_hardware):
     macro = small_hardware.macro
     with pytest.raises(CapacityError, match="subarrays"):
         macro.store("big", np.zeros((8 * 300, 2), dtype=np.int8))
+
+
+def test_transposed_copy_dataflow():
+    from imcsim.api import build_hardware
+    from imcsim.circuits.macro import transposed_name
+    from imcsim.config import load_config
+
+    hw = build_hardware(load_config(MAIN_CONFIG, ["circuit.array.rows=8", "circuit.array.cols=16",
+                                                  "circuit.dataflow.input_grad=transposed_copy"]))
+    macro = hw.macro
+    deploy = macro.store("w", W)
+    assert [r.layer for r in deploy] == ["w", transposed_name("w")]
+    assert macro.subarrays_used == 1 + 2  # W: 3 x 16 bit cells; W^T: 2 x 24 bit cells over two 16-column tiles
+    dy = torch.tensor([[1, -1]], dtype=torch.int8)
+    dx, rec = macro.backward_input(dy, "w")
+    assert dx.tolist() == [[1, 3, -3]]
+    # forward-style against W^T: 9 active bits, each reading one row of 3 weights x 8 bits
+    assert rec.counts[("row_driver", "activate_row")] == 9 * macro.stored[transposed_name("w")].col_tiles
+    assert rec.counts[("sense_amp", "sense")] == 9 * 24
+    new = W.copy()
+    new[0, 0] = -1
+    recs = macro.update_weights("w", new)
+    assert len(recs) == 2
+    assert all(r.cell_writes.sum() > 0 for r in recs)
+    assert np.array_equal(macro.stored[transposed_name("w")].values, new.T)

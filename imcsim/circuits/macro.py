@@ -77,7 +77,11 @@ class ArrayParams(Params):
 
 class DataflowParams(Params):
     skip_zero_planes: bool = Field(True, description="skip all-zero input planes (no cycle spent)")
-    input_grad: Literal["transposable_read", "digital"] = "transposable_read"
+    input_grad: Literal["transposable_read", "transposed_copy", "digital"] = Field(
+        "transposable_read",
+        description="dy @ W^T by reading W along its columns, from a second stored copy of W^T "
+                    "(twice the cells and writes), or in the digital unit",
+    )
     weight_grad: Literal["digital"] = "digital"
 
 
@@ -222,17 +226,32 @@ class BitSerialMacro:
         bits_per_weight = math.ceil(N_BITS / self.device.bits_per_cell)
         return math.ceil(k / a.rows), math.ceil(n * bits_per_weight / a.cols)
 
-    def store(self, name: str, w_int8: np.ndarray) -> OpRecord:
-        """Program a K x N INT8 matrix into fresh subarrays (counted as deployment writes)."""
+    def store(self, name: str, w_int8: np.ndarray) -> list[OpRecord]:
+        """Program a K x N INT8 matrix into fresh subarrays (counted as deployment writes).
+
+        With the ``transposed_copy`` input-gradient dataflow, W^T is stored as well.
+        """
         w = np.asarray(w_int8, dtype=np.int8)
-        rt, ct = self.tiles_for(*w.shape)
-        used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name != name)
-        if used + rt * ct > self.card.array.n_subarrays:
+        copies = {name: w}
+        if self.card.dataflow.input_grad == "transposed_copy":
+            copies[transposed_name(name)] = np.ascontiguousarray(w.T)
+        need = sum(math.prod(self.tiles_for(*m.shape)) for m in copies.values())
+        used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name not in copies)
+        if used + need > self.card.array.n_subarrays:
             raise CapacityError(
-                f"weights need {used + rt * ct} subarrays but the macro has {self.card.array.n_subarrays}"
+                f"weights need {used + need} subarrays but the macro has {self.card.array.n_subarrays}"
             )
-        self.stored[name] = StoredMatrix(name, np.zeros_like(w), rt, ct)
-        return self.write_back(name, w, phase="deploy")
+        for key, m in copies.items():
+            self.stored[key] = StoredMatrix(key, np.zeros_like(m), *self.tiles_for(*m.shape))
+        return [self.write_back(key, m, phase="deploy") for key, m in copies.items()]
+
+    def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:
+        """Write back a layer's new INT8 weights, and its transposed copy if one is kept."""
+        recs = [self.write_back(name, new_int8)]
+        t_name = transposed_name(name)
+        if t_name in self.stored:
+            recs.append(self.write_back(t_name, np.ascontiguousarray(np.asarray(new_int8).T)))
+        return recs
 
     @property
     def subarrays_used(self) -> int:
@@ -321,10 +340,17 @@ class BitSerialMacro:
         w = torch.from_numpy(s.values)
         dx = int8_matmul(dy_int8, w.t().contiguous())
         k, n = s.values.shape
-        if self.card.dataflow.input_grad == "transposable_read":
+        flow = self.card.dataflow.input_grad
+        if flow == "transposable_read":
             rec = self._stream_counts(
                 dy_int8, line_len=n, cells_per_line=k, lines_per_bit=N_BITS, n_out=k, phase="input_grad",
                 layer=name, other_tiles=s.row_tiles, stored_ones=popcount8(s.values.view(np.uint8)).sum(axis=0),
+            )
+        elif flow == "transposed_copy":
+            t = self.stored[transposed_name(name)]
+            rec = self._stream_counts(
+                dy_int8, line_len=n, cells_per_line=k * N_BITS, lines_per_bit=1, n_out=k, phase="input_grad",
+                layer=name, other_tiles=t.col_tiles, stored_ones=popcount8(t.values.view(np.uint8)).sum(axis=1),
             )
         else:
             m = dy_int8.shape[0]
@@ -379,6 +405,11 @@ class BitSerialMacro:
         rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
         s.values[...] = new
         return rec
+
+
+def transposed_name(name: str) -> str:
+    """Name under which the transposed copy of stored matrix ``name`` is kept."""
+    return f"{name}^T"
 
 
 class CapacityError(ValueError):

@@ -122,13 +122,15 @@ class IMCModule(nn.Module):
         headroom = WEIGHT_HEADROOM if self.weight.requires_grad else 1.0
         self.w_scale = amax * headroom / QMAX if amax > 0 else 1.0 / QMAX
         w_q, _ = quantize(w, self.w_scale)
-        hw.emit(hw.macro.store(self.name, w_q.cpu().numpy()))
+        for rec in hw.macro.store(self.name, w_q.cpu().numpy()):
+            hw.emit(rec)
 
     def sync(self) -> None:
         """Rewrite the stored INT8 image of the master weight; only changed cells are written."""
         hw = self.hw
         w_q, _ = quantize(self.weight_matrix().detach(), self.w_scale)
-        hw.emit(hw.macro.write_back(self.name, w_q.cpu().numpy()))
+        for rec in hw.macro.update_weights(self.name, w_q.cpu().numpy()):
+            hw.emit(rec)
         if self.weight.requires_grad:
             hw.emit(hw.macro.update_digital(self.name, self.weight.numel()))
 
