@@ -85,7 +85,7 @@ def run(
     deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": tally.cycles_by_phase.get("deploy", 0)},
                   t_cycle)
     steps = sum(result.steps_per_task)
-    all_cells = sum(s.values.size * 8 for s in macro.stored.values())
+    all_cells = sum(s.values.size * 8 for s in macro.stored.values()) + sum(b.size for b in macro.scratch.values())
     ws = tally.write_stats(all_cells)
     step_latency = train.total_latency_s / steps if steps else 0.0
     max_per_step = ws.max_writes / steps if steps else 0.0

@@ -156,3 +156,37 @@ def test_transposed_copy_dataflow():
     assert len(recs) == 2
     assert all(r.cell_writes.sum() > 0 for r in recs)
     assert np.array_equal(macro.stored[transposed_name("w")].values, new.T)
+
+
+def test_in_array_weight_gradient_hand_computed():
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+
+    hw = build_hardware(load_config(MAIN_CONFIG, ["circuit.array.rows=16", "circuit.array.cols=16",
+                                                  "circuit.dataflow.weight_grad=in_array"]))
+    macro = hw.macro
+    dev = hw.device.component
+    x = torch.tensor([[1], [3]], dtype=torch.int8)  # M = 2, K = 1
+    dy = torch.tensor([[1], [0]], dtype=torch.int8)  # M = 2, N = 1
+    dw, (wrec, rec) = macro.weight_grad(x, dy, "w")
+    assert dw.tolist() == [[1]]
+    # x column has 2 non-zero planes (bits 0 and 1), dy column 1: 2 AND pairs over M = 2 columns
+    assert rec.counts[("sense_amp", "sense")] == 2 * 2
+    assert rec.counts[(dev, "read")] == 2 * 2 * 2
+    assert rec.counts[("row_driver", "activate_row")] == 2 * 2
+    assert rec.counts[("popcount_tree", "reduce")] == 2
+    assert rec.counts[("shift_add", "accumulate")] == 2
+    # operand planes written from empty scratch: x rows [1,1] and [0,1], dy row [1,0]
+    assert wrec.counts[(dev, "reset_pulse")] == 3
+    assert wrec.counts[(dev, "stt_assist")] == 4
+    assert wrec.cell_writes.sum() == 4
+    _, (again, _) = macro.weight_grad(x, dy, "w")
+    assert again.cell_writes.sum() == 0  # same operands: nothing rewritten
+
+
+def test_popcount_tree_bit_adds():
+    from imcsim.circuits.macro import popcount_tree_bit_adds
+
+    assert popcount_tree_bit_adds(2) == 1
+    assert popcount_tree_bit_adds(4) == 2 * 1 + 1 * 2
+    assert popcount_tree_bit_adds(8) == 4 + 2 * 2 + 1 * 3

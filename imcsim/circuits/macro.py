@@ -33,7 +33,7 @@ from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec, ActionTable
 from imcsim.circuits.activity import popcount8, stream_activity
-from imcsim.circuits.bitplanes import N_BITS, int8_matmul
+from imcsim.circuits.bitplanes import N_BITS, bit_planes, int8_matmul
 from imcsim.devices.base import MemoryDevice
 from imcsim.errors import PhysicsError
 from imcsim.params import AreaM2, EnergyJ, FrequencyHz, LengthM, Params, VoltageV
@@ -73,6 +73,9 @@ class ArrayParams(Params):
     n_subarrays: int = Field(ge=1, le=1 << 24, description="subarrays in the macro")
     rows_per_sense: int = Field(1, ge=1, le=1 << 16, description="lines sensed together in one cycle")
     write_drivers_per_subarray: int = Field(1, ge=1, le=1 << 12)
+    scratch_subarrays: int = Field(
+        16, ge=1, le=1 << 20, description="subarrays that hold operand bit planes for the in-array weight gradient"
+    )
 
 
 class DataflowParams(Params):
@@ -82,7 +85,11 @@ class DataflowParams(Params):
         description="dy @ W^T by reading W along its columns, from a second stored copy of W^T "
                     "(twice the cells and writes), or in the digital unit",
     )
-    weight_grad: Literal["digital"] = "digital"
+    weight_grad: Literal["digital", "in_array"] = Field(
+        "digital",
+        description="x^T @ dy in the near-memory digital unit, or in array by AND-sensing pairs of operand "
+                    "bit-plane rows written into scratch subarrays (the writes are counted)",
+    )
 
 
 class PeripheralParams(Params):
@@ -159,6 +166,7 @@ class BitSerialMacro:
         }
         self.actions = self._build_actions()
         self.stored: dict[str, StoredMatrix] = {}
+        self.scratch: dict[str, np.ndarray] = {}  # operand bit planes left in scratch rows, per layer
 
     # --- costs ----------------------------------------------------------------
 
@@ -207,6 +215,10 @@ class BitSerialMacro:
                     ActionCost(e_fa * ACC_BITS, 0.0), "one plane result shifted into a 32-bit accumulator"
                 ),
                 ("psum", "add"): ActionSpec(ActionCost(e_fa * ACC_BITS, 0.0), "32-bit partial sum across row tiles"),
+                ("popcount_tree", "reduce"): ActionSpec(
+                    ActionCost(e_fa * popcount_tree_bit_adds(a.cols), 0.0),
+                    "popcount of one row of AND results across a subarray's columns",
+                ),
                 ("input_buffer", "read_bit"): ActionSpec(ActionCost(self.energy("register_bit"), 0.0), "one bit"),
                 ("output_buffer", "write_bit"): ActionSpec(ActionCost(self.energy("register_bit"), 0.0), "one bit"),
                 ("digital", "mac_int8"): ActionSpec(ActionCost(self.energy("mac_int8"), 0.0), "INT8 MAC"),
@@ -369,12 +381,77 @@ class BitSerialMacro:
         rec.cycles = math.ceil(m * k * n / self.card.digital.macs_per_cycle)
         return rec
 
-    def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str) -> tuple[torch.Tensor, OpRecord]:
-        """``x^T @ dy`` (K x N) in the near-memory digital unit."""
+    def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str
+                    ) -> tuple[torch.Tensor, list[OpRecord]]:
+        """``x^T @ dy`` (K x N), per the card's weight-gradient dataflow; exact either way."""
         dw = int8_matmul(x_int8.t().contiguous(), dy_int8)
         m, k = x_int8.shape
         n = dy_int8.shape[1]
-        return dw, self._digital_gemm(m, k, n, phase="weight_grad", layer=name)
+        if self.card.dataflow.weight_grad == "digital":
+            return dw, [self._digital_gemm(m, k, n, phase="weight_grad", layer=name)]
+        return dw, self._in_array_weight_grad(x_int8, dy_int8, name)
+
+    def _in_array_weight_grad(self, x: torch.Tensor, dy: torch.Tensor, name: str) -> list[OpRecord]:
+        """Counts of x^T dy by in-array AND of operand bit planes.
+
+        Layout: the batch dimension M runs along a subarray's columns. Each operand
+        column (a column k of x, or n of dy) takes 8 rows, one per bit plane. A
+        subarray holds a chunk of k_c x-columns and n_c dy-columns (8 (k_c + n_c) <= rows);
+        covering all (k, n) pairs needs every x chunk beside every dy chunk, so x planes
+        are written once per dy chunk and dy planes once per x chunk. For every pair of
+        non-zero planes (x[:, k] plane i, dy[:, n] plane j) one dual-row activation
+        AND-senses the M columns, a popcount tree reduces them, and the count is
+        shifted by i + j (with the two's-complement signs) into the (k, n) accumulator.
+        """
+        a = self.card.array
+        m, k = x.shape
+        n = dy.shape[1]
+        lines = a.rows // N_BITS
+        if lines < 2:
+            raise CapacityError(f"in-array weight gradient needs >= {2 * N_BITS} rows per subarray (has {a.rows})")
+        k_c = min(k, max(1, round(lines * k / (k + n))), lines - 1)
+        n_c = min(n, lines - k_c)
+        groups_k, groups_n = math.ceil(k / k_c), math.ceil(n / n_c)
+        col_tiles = math.ceil(m / a.cols)
+        xp = bit_planes(x.t().contiguous().numpy())  # (8, K, M)
+        dp = bit_planes(dy.t().contiguous().numpy())  # (8, N, M)
+        skip = self.card.dataflow.skip_zero_planes
+        ax = xp.any(axis=2).sum(axis=0) if skip else np.full(k, N_BITS)  # non-zero planes per x column
+        bd = dp.any(axis=2).sum(axis=0) if skip else np.full(n, N_BITS)
+        pairs = int(ax.sum()) * int(bd.sum())
+        rec = OpRecord(phase="weight_grad", layer=name, kind="gemm", shape=(m, k, n))
+        dev = self.device.component
+        rec.counts[("row_driver", "activate_row")] = 2 * pairs * col_tiles
+        rec.counts[(dev, "read")] = 2 * pairs * m
+        rec.counts[("sense_amp", "sense")] = pairs * m
+        rec.counts[("popcount_tree", "reduce")] = pairs * col_tiles
+        rec.counts[("shift_add", "accumulate")] = pairs
+        rec.counts[("psum", "add")] = k * n * (col_tiles - 1)
+        rec.counts[("input_buffer", "read_bit")] = (m * k + m * n) * N_BITS
+        rec.counts[("output_buffer", "write_bit")] = k * n * ACC_BITS
+        parallel = max(1, min(groups_k * groups_n * col_tiles, a.scratch_subarrays))
+        rec.cycles = math.ceil(pairs * col_tiles / parallel) + (1 if pairs else 0)
+        # Operand writes into the scratch rows: one replica of each operand's planes is
+        # tracked cell by cell; the replicas add the same counts again.
+        new_bits = np.concatenate([xp.reshape(N_BITS * k, m), dp.reshape(N_BITS * n, m)])
+        old_bits = self.scratch.get(name)
+        if old_bits is None or old_bits.shape != new_bits.shape:
+            old_bits = np.zeros_like(new_bits)
+        self.scratch[name] = new_bits
+        ev_x = self.device.count_writes(old_bits[: N_BITS * k], new_bits[: N_BITS * k])
+        ev_d = self.device.count_writes(old_bits[N_BITS * k :], new_bits[N_BITS * k :])
+        wrec = OpRecord(phase="weight_grad", layer=f"{name}#operands", kind="write", shape=new_bits.shape,
+                        cell_writes=np.concatenate([ev_x.cell_writes, ev_d.cell_writes]))
+        for action in set(ev_x.counts) | set(ev_d.counts):
+            c = ev_x.counts.get(action, 0) * groups_n + ev_d.counts.get(action, 0) * groups_k
+            wrec.counts[(dev, action)] = c
+            if action.endswith("_pulse"):
+                wrec.counts[("write_driver", action)] = c
+        pulse_time = sum(self.actions[(comp, act)].cost.latency_s * c for (comp, act), c in wrec.counts.items()
+                         if comp == dev)
+        drivers = parallel * a.write_drivers_per_subarray
+        wrec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
+        return [wrec, rec]
 
     def update_digital(self, name: str, n_params: int) -> OpRecord:
         """Counted FP32 optimizer step on ``n_params`` master weights kept in SRAM."""
@@ -405,6 +482,20 @@ class BitSerialMacro:
         rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
         s.values[...] = new
         return rec
+
+
+def popcount_tree_bit_adds(width: int) -> int:
+    """Full-adder operations of a binary popcount tree over ``width`` bits.
+
+    Level l (1-based) adds width / 2^l pairs of l-bit numbers: sum_l (width / 2^l) * l.
+    """
+    total, level, inputs = 0, 1, width
+    while inputs > 1:
+        pairs = inputs // 2
+        total += pairs * level
+        inputs = pairs + inputs % 2
+        level += 1
+    return total
 
 
 def transposed_name(name: str) -> str:

@@ -92,8 +92,9 @@ class _IMCMatmul(torch.autograd.Function):
             hw.emit(rec)
             grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
         if x_q is not None:
-            dw_int, rec = hw.macro.weight_grad(x_q.cpu(), g_q, module.name)
-            hw.emit(rec)
+            dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, module.name)
+            for rec in recs:
+                hw.emit(rec)
             grad_w = dw_int.to(grad_y.device, torch.float32) * (ctx.sx * sg)
         return grad_x, grad_w, None
 
