@@ -433,10 +433,16 @@ class BitSerialMacro:
         rec.cycles = math.ceil(pairs * col_tiles / parallel) + (1 if pairs else 0)
         # Operand writes into the scratch rows: one replica of each operand's planes is
         # tracked cell by cell; the replicas add the same counts again.
-        new_bits = np.concatenate([xp.reshape(N_BITS * k, m), dp.reshape(N_BITS * n, m)])
+        # A smaller batch fills the first m columns; the others keep their old contents.
+        operands = np.concatenate([xp.reshape(N_BITS * k, m), dp.reshape(N_BITS * n, m)])
         old_bits = self.scratch.get(name)
-        if old_bits is None or old_bits.shape != new_bits.shape:
-            old_bits = np.zeros_like(new_bits)
+        width = max(m, old_bits.shape[1] if old_bits is not None else 0)
+        if old_bits is None or old_bits.shape[0] != operands.shape[0]:
+            old_bits = np.zeros((operands.shape[0], width), dtype=np.uint8)
+        elif old_bits.shape[1] < width:
+            old_bits = np.pad(old_bits, ((0, 0), (0, width - old_bits.shape[1])))
+        new_bits = old_bits.copy()
+        new_bits[:, :m] = operands
         self.scratch[name] = new_bits
         ev_x = self.device.count_writes(old_bits[: N_BITS * k], new_bits[: N_BITS * k])
         ev_d = self.device.count_writes(old_bits[N_BITS * k :], new_bits[N_BITS * k :])

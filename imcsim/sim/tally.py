@@ -51,8 +51,14 @@ class Tally:
             acc = self.cell_writes.get(op.layer)
             if acc is None:
                 self.cell_writes[op.layer] = op.cell_writes.astype(np.int64)
-            else:
+            elif acc.shape == op.cell_writes.shape:
                 acc += op.cell_writes
+            else:  # a region that grew (e.g. scratch rows for a larger batch): pad both to the union
+                shape = tuple(max(a, b) for a, b in zip(acc.shape, op.cell_writes.shape, strict=True))
+                grown = np.zeros(shape, dtype=np.int64)
+                grown[tuple(slice(0, d) for d in acc.shape)] += acc
+                grown[tuple(slice(0, d) for d in op.cell_writes.shape)] += op.cell_writes
+                self.cell_writes[op.layer] = grown
         self.n_ops += 1
 
     def counts(self, phases: Iterable[str] = TRAINING_PHASES) -> Counter:
