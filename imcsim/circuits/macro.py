@@ -147,8 +147,8 @@ class StoredMatrix:
 class BitSerialMacro:
     """A macro built from a card and a device model; executes and counts GEMMs."""
 
-    def __init__(self, card: BitSerialMacroCard, device: MemoryDevice):
-        if device.bits_per_cell != 1:
+    def __init__(self, card: BitSerialMacroCard, device: MemoryDevice, _check_bits: bool = True):
+        if _check_bits and device.bits_per_cell != 1:
             raise PhysicsError(
                 f"a bit-serial digital macro senses one bit per cell; the device stores {device.bits_per_cell} "
                 "bits per cell (use a 1-bit device card or an analog crossbar)",
@@ -158,17 +158,23 @@ class BitSerialMacro:
         self.device = device
         tech = card.technology
         self.t_cycle_s = max(1.0 / tech.clock_hz, device.actions()["read"].cost.latency_s)
-        self._scaled = {
-            name: getattr(group, name).scaled(tech.node_m, tech.vdd_v)
+        components = {
+            name: getattr(group, name)
             for group in (card.peripherals, card.digital)
             for name in type(group).model_fields
             if isinstance(getattr(group, name), ComponentParams)
         }
+        components.update(self._extra_components())
+        self._scaled = {name: c.scaled(tech.node_m, tech.vdd_v) for name, c in components.items()}
         self.actions = self._build_actions()
         self.stored: dict[str, StoredMatrix] = {}
         self.scratch: dict[str, np.ndarray] = {}  # operand bit planes left in scratch rows, per layer
 
     # --- costs ----------------------------------------------------------------
+
+    def _extra_components(self) -> dict[str, ComponentParams]:
+        """Components a subclass's card adds beyond ``peripherals`` and ``digital``."""
+        return {}
 
     def energy(self, name: str) -> float:
         return self._scaled[name][0]

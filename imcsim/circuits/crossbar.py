@@ -1,0 +1,319 @@
+"""Analog crossbar for multi-level ReRAM: DAC inputs, column current sums, ADCs.
+
+Mapping. An INT8 weight is stored as a differential pair of magnitudes,
+``W = W+ - W-`` with ``W+ = max(W, 0)`` and ``W- = max(-W, 0)`` in [0, 128], each
+split into ``S = ceil(8 / b)`` slices of ``b = bits_per_cell`` bits, one cell per
+slice: a K x N matrix takes K rows and 2 N S columns. Small weights leave their
+high slices at level 0 (g_min, never programmed), so programming error stays
+proportional to |W|. A cell at level ``l`` has conductance
+``g_min + l * spacing``; the crossbar uses the *programmed* conductances the
+device reports (write-and-verify leaves each cell within its tolerance window,
+not exactly on its level), so programming error reaches the results.
+
+Inputs. An INT8 input is applied offset-binary too, ``x_u = x + 128``, in
+``C = ceil(8 / d)`` cycles of ``d = dac_bits`` bits (d = 1 is bit-serial).
+
+Compute. In each cycle, each row tile of ``rows`` rows sums currents on every
+column: ``I = V_read * sum_k x_c[k] G[k]``; a reference column of g_min cells
+removes the g_min part, so the ADC sees ``sum_k x_c[k] (G[k] - g_min) / spacing``
+in level units, quantized by an ``adc_bits`` ADC over the full scale
+``rows * (2^d - 1) * (levels - 1)`` (an ADC with more codes than level sums
+resolves every sum exactly). Shift-and-add combines slices (``+/- 2^(b s)``),
+cycles (``2^(d c)``) and row tiles digitally, and the input offset is removed
+exactly in the digital unit: ``x @ W = x_u @ W - 128 * colsum(W)``. With an ADC
+wide enough for the full scale and exact conductances the result equals the
+integer product; otherwise the error against the exact product is tallied
+(:attr:`AnalogCrossbar.error`).
+
+The input gradient ``dy @ W^T`` drives the columns and converts on the rows
+(one slice of columns at a time, so each slice keeps its weight 2^(b s)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from imcsim.actions import ActionCost, ActionSpec, ActionTable
+from imcsim.circuits.bitplanes import N_BITS, int8_matmul
+from imcsim.circuits.macro import (
+    ACC_BITS,
+    ArrayParams,
+    BitSerialMacro,
+    ComponentParams,
+    DigitalParams,
+    OpRecord,
+    PeripheralParams,
+    StoredMatrix,
+    TechnologyParams,
+)
+from imcsim.devices.base import MemoryDevice
+from imcsim.errors import PhysicsError
+from imcsim.params import Number, Params, TimeS
+
+OFFSET = 128
+
+
+class AnalogParams(Params):
+    """Card section ``analog``: converters of the crossbar."""
+
+    dac_bits: int = Field(1, ge=1, le=8, description="input bits applied per cycle (1 = bit-serial)")
+    dac: ComponentParams = Field(description="a 1-bit input driver/DAC conversion at its reference node")
+    adc_bits: int = Field(ge=1, le=16, description="ADC resolution")
+    adc: ComponentParams = Field(description="one ADC conversion at ``adc_reference_bits``")
+    adc_reference_bits: int = Field(ge=1, le=16)
+    adc_growth_per_bit: Number = Field(gt=1.0, le=4.0, description="conversion energy ratio per extra bit")
+    t_adc_s: TimeS = Field(alias="t_adc", gt=1e-12, le=1e-5, description="time of one conversion")
+    cols_per_adc: int = Field(1, ge=1, le=1 << 12, description="columns multiplexed onto one ADC")
+
+
+class CrossbarDataflowParams(Params):
+    input_grad: Literal["transposable_read", "digital"] = "transposable_read"
+    weight_grad: Literal["digital"] = "digital"
+
+
+class AnalogCrossbarCard(Params):
+    """An analog crossbar card (``kind: analog_crossbar``)."""
+
+    kind: Literal["analog_crossbar"]
+    description: str
+    references: dict[str, str]
+    technology: TechnologyParams
+    array: ArrayParams
+    dataflow: CrossbarDataflowParams = CrossbarDataflowParams()
+    analog: AnalogParams
+    peripherals: PeripheralParams
+    digital: DigitalParams
+
+
+@dataclass
+class ErrorStats:
+    """Running error of analog results against the exact integer products."""
+
+    outputs: int = 0
+    sum_sq_error: float = 0.0
+    sum_sq_exact: float = 0.0
+    max_abs_error: float = 0.0
+    history: list[float] = field(default_factory=list)
+
+    def add(self, approx: torch.Tensor, exact: torch.Tensor) -> None:
+        err = (approx.double() - exact.double())
+        self.outputs += err.numel()
+        self.sum_sq_error += float((err * err).sum())
+        self.sum_sq_exact += float((exact.double() ** 2).sum())
+        self.max_abs_error = max(self.max_abs_error, float(err.abs().max()) if err.numel() else 0.0)
+
+    @property
+    def relative_rms(self) -> float:
+        """sqrt(sum err^2 / sum exact^2): 0 for exact results."""
+        return math.sqrt(self.sum_sq_error / self.sum_sq_exact) if self.sum_sq_exact else 0.0
+
+
+class AnalogCrossbar(BitSerialMacro):
+    """A ReRAM crossbar with DAC inputs and ADC outputs; same interface as the digital macro."""
+
+    def __init__(self, card: AnalogCrossbarCard, device: MemoryDevice):
+        if not hasattr(device, "program") or not hasattr(device, "level_spacing_siemens"):
+            raise PhysicsError(
+                f"an analog crossbar needs a multi-level conductance device (reram); got {device.kind}", key="kind"
+            )
+        self.levels = 2**device.bits_per_cell
+        b = device.bits_per_cell
+        per_side = math.ceil(N_BITS / b)
+        self.slices = 2 * per_side  # cells per weight: W+ slices then W- slices
+        mags = [float(2 ** (b * i)) for i in range(per_side)]
+        self.slice_weights = torch.tensor(mags + [-m for m in mags], dtype=torch.float64)
+        a = card.analog
+        self.in_cycles = math.ceil(N_BITS / a.dac_bits)
+        self.error = ErrorStats()
+        self.ell: dict[str, np.ndarray] = {}  # programmed conductances in level units, (K, N, S)
+        super().__init__(card, device, _check_bits=False)
+        tech = card.technology
+        # One conversion per cycle slot: the cycle is the slower of the clock and the ADC.
+        self.t_cycle_s = max(1.0 / tech.clock_hz, a.t_adc_s)
+
+    # --- costs ------------------------------------------------------------------
+
+    def _adc_energy_j(self) -> float:
+        a = self.card.analog
+        e_ref = self.energy("adc")
+        return e_ref * a.adc_growth_per_bit ** (a.adc_bits - a.adc_reference_bits)
+
+    def _extra_components(self) -> dict[str, ComponentParams]:
+        return {"adc": self.card.analog.adc, "dac": self.card.analog.dac}
+
+    def _build_actions(self) -> ActionTable:
+        base = dict(super()._build_actions().items())
+        a = self.card.analog
+        base[("adc", "convert")] = ActionSpec(
+            ActionCost(self._adc_energy_j(), a.t_adc_s), f"one {a.adc_bits}-bit conversion of a column or row sum"
+        )
+        base[("dac", "convert")] = ActionSpec(
+            ActionCost(self.energy("dac") * 2 ** (a.dac_bits - 1), 0.0),
+            f"one {a.dac_bits}-bit input applied to a line (binary-weighted: energy doubles per bit)",
+        )
+        return ActionTable(base)
+
+    def area_m2(self) -> float:
+        a, an = self.card.array, self.card.analog
+        per_sub = (
+            a.rows * a.cols * self.device.area_per_bit_m2 * self.device.bits_per_cell
+            + math.ceil(a.cols / an.cols_per_adc) * self.area("adc")
+            + a.rows * self.area("dac")
+            + a.write_drivers_per_subarray * self.area("write_driver")
+            + a.cols * ACC_BITS * (self.area("full_adder") + self.area("register_bit"))
+        )
+        return a.n_subarrays * per_sub + self.card.digital.macs_per_cycle * self.area("mac_int8")
+
+    # --- mapping and programming ------------------------------------------------------
+
+    def _levels_of(self, w: np.ndarray) -> np.ndarray:
+        """(K, N) int8 -> (K, N, 2S) cell levels: slices of W+ then of W-."""
+        w16 = w.astype(np.int32)
+        b = self.device.bits_per_cell
+        per_side = self.slices // 2
+        sides = [np.maximum(w16, 0), np.maximum(-w16, 0)]
+        return np.stack([(m >> (b * i)) & (self.levels - 1) for m in sides for i in range(per_side)], axis=-1)
+
+    def tiles_for(self, k: int, n: int) -> tuple[int, int]:
+        a = self.card.array
+        return math.ceil(k / a.rows), math.ceil(n * self.slices / a.cols)
+
+    def store(self, name: str, w_int8: np.ndarray) -> list[OpRecord]:
+        w = np.asarray(w_int8, dtype=np.int8)
+        rt, ct = self.tiles_for(*w.shape)
+        used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name != name)
+        if used + rt * ct > self.card.array.n_subarrays:
+            from imcsim.circuits.macro import CapacityError
+
+            raise CapacityError(f"weights need {used + rt * ct} crossbars but the macro has {self.card.array.n_subarrays}")
+        self.stored[name] = StoredMatrix(name, np.zeros_like(w), rt, ct)  # fresh cells: level 0 (g_min)
+        self.ell[name] = np.zeros((*w.shape, self.slices))
+        return [self.write_back(name, w, phase="deploy")]
+
+    def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:
+        return [self.write_back(name, new_int8)]
+
+    def write_back(self, name: str, new_int8: np.ndarray, phase: str = "update") -> OpRecord:
+        """Program the changed cells by write-and-verify; keep their programmed conductances."""
+        s = self.stored[name]
+        new = np.asarray(new_int8, dtype=np.int8)
+        old_l, new_l = self._levels_of(s.values), self._levels_of(new)
+        res = self.device.program(old_l, new_l)
+        changed = old_l != new_l
+        g_min = self.device.card.cell.g_min_siemens
+        ell = self.ell[name]
+        ell[changed] = (res.g_final_siemens[changed] - g_min) / self.device.level_spacing_siemens
+        rec = OpRecord(phase=phase, layer=name, kind="write", shape=new.shape,
+                       cell_writes=res.pulses.reshape(new.shape[0], -1))
+        comp = self.device.component
+        counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses, "verify_read": res.verify_reads,
+                  "write_fail": res.failures}
+        for action, c in counts.items():
+            rec.counts[(comp, action)] = c
+            if action.endswith("_pulse"):
+                rec.counts[("write_driver", action)] = c
+        drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
+        pulse_time = sum(self.actions[(comp, a)].cost.latency_s * c for a, c in counts.items())
+        rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
+        s.values[...] = new
+        return rec
+
+    def utilization(self) -> float:
+        a = self.card.array
+        used = self.subarrays_used
+        cells = sum(s.values.size * self.slices for s in self.stored.values())
+        return cells / (used * a.rows * a.cols) if used else 0.0
+
+    # --- analog matrix-vector products ---------------------------------------------
+
+    def _analog_mvm(self, inp: torch.Tensor, ell: np.ndarray, lines_per_tile: int) -> tuple[torch.Tensor, dict]:
+        """Approximate ``inp_u @ W`` (offset-binary inputs, differential weights) through DACs, line sums, ADCs.
+
+        ``inp``: int8 (M, L). ``ell``: programmed levels (L, O, S). Lines are tiled
+        ``lines_per_tile`` at a time; each tile's sums are converted separately.
+        """
+        an = self.card.analog
+        m, length = inp.shape
+        _, n_out, slices = ell.shape
+        tiles = math.ceil(length / lines_per_tile)
+        pad = tiles * lines_per_tile - length
+        x_u = (inp.to(torch.int16) + OFFSET).to(torch.uint8)  # offset-binary inputs, 0..255
+        g = torch.from_numpy(ell.reshape(length, n_out * slices)).to(torch.float32)
+        if pad:
+            x_u = torch.nn.functional.pad(x_u, (0, pad))
+            g = torch.nn.functional.pad(g, (0, 0, 0, pad))
+        x_t = x_u.reshape(m, tiles, lines_per_tile).transpose(0, 1).contiguous()  # (T, M, R)
+        g_t = g.reshape(tiles, lines_per_tile, n_out * slices)  # (T, R, O*S)
+        d = an.dac_bits
+        mask = 2**d - 1
+        full_scale = lines_per_tile * mask * (self.levels - 1)
+        lsb = max(1.0, full_scale / (2**an.adc_bits - 1))
+        out = torch.zeros((m, n_out * slices), dtype=torch.float64)
+        nonzero_inputs = 0
+        sums = torch.empty((tiles, m, n_out * slices), dtype=torch.float32)
+        for c in range(self.in_cycles):
+            chunk = (x_t >> (d * c)) & mask  # uint8 (T, M, R)
+            nonzero_inputs += int(torch.count_nonzero(chunk))
+            torch.bmm(chunk.to(torch.float32), g_t, out=sums)  # line sums in level units
+            sums.clamp_(0.0, full_scale).div_(lsb).round_().mul_(lsb)  # the ADC
+            out.add_(sums.sum(dim=0), alpha=float(2 ** (d * c)))
+        y_u = (out.reshape(m, n_out, slices) * self.slice_weights).sum(dim=-1)
+        stats = {"tiles": tiles, "nonzero_inputs": nonzero_inputs, "conversions": m * tiles * self.in_cycles * n_out * slices}
+        return y_u, stats
+
+    def _analog_gemm(self, inp: torch.Tensor, w_colsum: torch.Tensor, ell: np.ndarray, lines_per_tile: int,
+                     exact: torch.Tensor, phase: str, layer: str, count: bool) -> tuple[torch.Tensor, OpRecord | None]:
+        m, length = inp.shape
+        y_u, st = self._analog_mvm(inp, ell, lines_per_tile)
+        y = y_u - OFFSET * w_colsum.double().unsqueeze(0)
+        y_int = torch.round(y).clamp_(-(2**31), 2**31 - 1).to(torch.int32)
+        if not count:
+            return y_int, None
+        self.error.add(y_int, exact)
+        n_out = ell.shape[1]
+        an, a = self.card.analog, self.card.array
+        rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, length, n_out))
+        other_tiles = math.ceil(n_out * self.slices / (a.cols if lines_per_tile == a.rows else a.rows))
+        rec.counts[("dac", "convert")] = m * length * self.in_cycles * other_tiles
+        rec.counts[(self.device.component, "read")] = st["nonzero_inputs"] * n_out * self.slices
+        rec.counts[("adc", "convert")] = st["conversions"]
+        rec.counts[("shift_add", "accumulate")] = st["conversions"]
+        rec.counts[("psum", "add")] = m * n_out * (st["tiles"] - 1) + m * n_out  # tiles, then offset removal
+        rec.counts[("input_buffer", "read_bit")] = m * length * N_BITS
+        rec.counts[("output_buffer", "write_bit")] = m * n_out * ACC_BITS
+        # Crossbars of a layer work in parallel; in each, the vectors and input cycles run one
+        # after another and each cycle converts its columns cols_per_adc at a time.
+        rec.cycles = m * self.in_cycles * an.cols_per_adc
+        return y_int, rec
+
+    def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True
+                ) -> tuple[torch.Tensor, OpRecord | None]:
+        s = self.stored[name]
+        exact = int8_matmul(x_int8, torch.from_numpy(s.values)) if count else None
+        colsum = torch.from_numpy(s.values.astype(np.int64).sum(axis=0))
+        return self._analog_gemm(x_int8, colsum, self.ell[name], self.card.array.rows, exact, phase, name, count)
+
+    def backward_input(self, dy_int8: torch.Tensor, name: str) -> tuple[torch.Tensor, OpRecord]:
+        s = self.stored[name]
+        exact = int8_matmul(dy_int8, torch.from_numpy(np.ascontiguousarray(s.values.T)))
+        if self.card.dataflow.input_grad == "digital":
+            m, n = dy_int8.shape
+            k = s.values.shape[0]
+            rec = self._digital_gemm(m, n, k, phase="input_grad", layer=name)
+            rec.counts[(self.device.component, "read")] += s.values.size * self.slices
+            rec.counts[("adc", "convert")] += s.values.size * self.slices
+            return exact, rec
+        ell_t = np.ascontiguousarray(self.ell[name].transpose(1, 0, 2))  # (N, K, 2S)
+        per_tile = max(1, self.card.array.cols // self.slices)
+        rowsum = torch.from_numpy(s.values.astype(np.int64).sum(axis=1))
+        dx, rec = self._analog_gemm(dy_int8, rowsum, ell_t, per_tile, exact, "input_grad", name, True)
+        # one slice of columns is driven at a time, so each input cycle runs once per slice
+        rec.counts[("dac", "convert")] *= self.slices
+        rec.cycles *= self.slices
+        return dx, rec

@@ -1,0 +1,120 @@
+"""Analog ReRAM crossbar: exact with a wide ADC, ADC error falls with bits, counts, mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from imcsim.api import build_hardware
+from imcsim.config import load_config
+from imcsim.errors import InputError
+
+MAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sas_mram_repnet.yaml"
+XBAR = ["circuit.card=reram_crossbar_isaac_32nm", "device.card=reram_hfox_neurosim"]
+
+
+def crossbar(*sets: str):
+    return build_hardware(load_config(MAIN_CONFIG, [*XBAR, *sets])).macro
+
+
+def nominal(xb, name: str, w: np.ndarray) -> None:
+    """Replace programmed conductances by the exact level values."""
+    xb.ell[name] = xb._levels_of(w).astype(float)
+
+
+def rel_err(y, exact) -> float:
+    return float((y.double() - exact.double()).norm() / exact.double().norm())
+
+
+@given(arrays(np.int8, st.tuples(st.integers(1, 40), st.integers(1, 6)), elements=st.integers(-128, 127)),
+       st.integers(1, 5), st.sampled_from([1, 2, 4, 8]))
+@settings(max_examples=25, deadline=None)
+def test_wide_adc_and_exact_cells_give_the_integer_product(w, m, dac_bits):
+    xb = crossbar("circuit.analog.adc_bits=16", "circuit.array.rows=16", "circuit.array.cols=32",
+                  f"circuit.analog.dac_bits={dac_bits}")
+    xb.store("w", w)
+    nominal(xb, "w", w)
+    rng = np.random.default_rng(m)
+    x = torch.from_numpy(rng.integers(-128, 128, (m, w.shape[0]), dtype=np.int8))
+    y, _ = xb.forward(x, "w")
+    assert torch.equal(y.long(), x.long() @ torch.from_numpy(w).long())
+    dy = torch.from_numpy(rng.integers(-128, 128, (m, w.shape[1]), dtype=np.int8))
+    dx, _ = xb.backward_input(dy, "w")
+    assert torch.equal(dx.long(), dy.long() @ torch.from_numpy(w).long().T)
+
+
+def test_adc_error_falls_with_resolution():
+    rng = np.random.default_rng(0)
+    w = np.clip(rng.normal(0, 30, (200, 12)), -128, 127).astype(np.int8)
+    x = torch.from_numpy(rng.integers(-128, 128, (16, 200), dtype=np.int8))
+    exact = x.long() @ torch.from_numpy(w).long()
+    errors = []
+    for bits in (4, 6, 8, 10):
+        xb = crossbar(f"circuit.analog.adc_bits={bits}")
+        xb.store("w", w)
+        nominal(xb, "w", w)
+        y, _ = xb.forward(x, "w")
+        errors.append(rel_err(y, exact))
+    assert errors == sorted(errors, reverse=True)
+    assert errors[0] > 0.1
+    assert errors[-1] == 0.0  # 10 bits cover the 384-level full scale of a 128-row tile
+    assert xb.error.relative_rms == 0.0
+
+
+def test_programming_error_reaches_the_result():
+    rng = np.random.default_rng(1)
+    w = np.clip(rng.normal(0, 30, (64, 8)), -128, 127).astype(np.int8)
+    xb = crossbar("circuit.analog.adc_bits=12")
+    xb.store("w", w)
+    x = torch.from_numpy(rng.integers(-128, 128, (8, 64), dtype=np.int8))
+    y, _ = xb.forward(x, "w")
+    err = rel_err(y, x.long() @ torch.from_numpy(w).long())
+    assert 0.0 < err < 1.0
+    assert xb.error.relative_rms == pytest.approx(err, rel=1e-9)
+
+
+def test_differential_slices():
+    xb = crossbar()
+    levels = xb._levels_of(np.array([[0, 1, -1, 127, -128]], dtype=np.int8))
+    assert levels.shape == (1, 5, 8)  # 2-bit cells: 4 slices for W+, 4 for W-
+    assert levels[0, 0].tolist() == [0] * 8
+    assert levels[0, 1].tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
+    assert levels[0, 2].tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
+    assert levels[0, 3].tolist() == [3, 3, 3, 1, 0, 0, 0, 0]  # 127 = 1 3 3 3 in base 4
+    assert levels[0, 4].tolist() == [0, 0, 0, 0, 0, 0, 0, 2]  # 128 = 2 0 0 0 in base 4
+
+
+def test_counts_follow_the_mapping():
+    xb = crossbar()
+    w = np.ones((200, 3), dtype=np.int8)
+    xb.store("w", w)
+    x = torch.ones((5, 200), dtype=torch.int8)
+    _, rec = xb.forward(x, "w")
+    tiles = 2  # 200 rows over 128-row crossbars
+    assert rec.counts[("adc", "convert")] == 5 * tiles * 8 * 3 * 8  # vectors x tiles x cycles x cols
+    assert rec.counts[("dac", "convert")] == 5 * 200 * 8 * 1
+    assert rec.cycles == 5 * 8 * 8  # vectors x input cycles x columns per ADC
+
+
+def test_only_changed_weights_are_programmed():
+    xb = crossbar()
+    w = np.arange(-8, 8, dtype=np.int8).reshape(4, 4)
+    xb.store("w", w)
+    new = w.copy()
+    new[2, 1] += 1
+    rec = xb.write_back("w", new)
+    pulses = rec.cell_writes.reshape(4, 4, -1)
+    assert pulses.sum() > 0
+    touched = np.argwhere(pulses.sum(axis=-1) > 0)
+    assert touched.tolist() == [[2, 1]]
+
+
+def test_crossbar_needs_a_conductance_device():
+    with pytest.raises(InputError, match=r"circuit.kind: an analog crossbar needs a multi-level"):
+        build_hardware(load_config(MAIN_CONFIG, ["circuit.card=reram_crossbar_isaac_32nm"]))
