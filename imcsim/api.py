@@ -118,6 +118,10 @@ def run(
         "utilization": macro.utilization(),
         "cycle_time_s": t_cycle,
     }
+    error = getattr(macro, "error", None)
+    if error is not None:  # analog results: error of every counted GEMM against the exact product
+        metrics["analog_error_relative_rms"] = error.relative_rms
+        metrics["analog_error_max_abs"] = error.max_abs_error
     per_task = []
     for name, steps_i in zip(result.task_names, result.steps_per_task, strict=True):
         c = cost(tally.counts_by_task[name], macro.actions, {"all": tally.cycles_by_task[name]}, t_cycle)

@@ -127,3 +127,18 @@ def test_int8_training_learns_a_small_task(hardware):
     q, _ = quantize(l1.weight_matrix().detach(), l1.w_scale)
     assert np.array_equal(int8_image(l1), q.numpy())
     assert len(imc_modules(torch.nn.ModuleList([l1, l2]))) == 2
+
+
+def test_grouped_conv_stores_and_runs_each_group_on_its_own(hardware):
+    torch.manual_seed(5)
+    hw = Hardware(hardware.macro)
+    conv = IMCConv2d(4, 6, 3, name="gc", groups=2)
+    conv.deploy(hw)
+    assert conv.stored_names() == ["gc.g0", "gc.g1"]
+    assert hardware.macro.stored["gc.g0"].values.shape == (2 * 9, 3)
+    hw.ops.clear()
+    conv(torch.randn(1, 4, 5, 5))
+    fwd = [op for op in hw.ops if op.phase == "forward"]
+    assert [op.layer for op in fwd] == ["gc.g0", "gc.g1"]
+    assert all(op.shape == (25, 18, 3) for op in fwd)  # each group: its own K rows, no zero blocks
+    assert sum(op.counts[("input_buffer", "read_bit")] for op in fwd) == 25 * 36 * 8

@@ -65,38 +65,40 @@ def quantize(x: torch.Tensor, scale: torch.Tensor | float | None = None, *, stoc
 
 
 class _IMCMatmul(torch.autograd.Function):
-    """y = x @ W on the macro, with W stored under ``module.name``."""
+    """y = x @ W on the macro, with W the stored matrix ``module.stored_names()[index]``."""
 
     @staticmethod
-    def forward(ctx, x, weight, module):
+    def forward(ctx, x, weight, module, index):
         hw: Hardware = module.hw
+        name = module.stored_names()[index]
         x_q, sx = quantize(x)
-        y_int, rec = hw.macro.forward(x_q.cpu(), module.name, count=hw.recording)
+        y_int, rec = hw.macro.forward(x_q.cpu(), name, count=hw.recording)
         if rec is not None:
             hw.emit(rec)
         ctx.module = module
+        ctx.name = name
         ctx.sx = sx
         ctx.save_for_backward(x_q if weight.requires_grad else None)
         return y_int.to(x.device, torch.float32) * (sx * module.w_scale)
 
     @staticmethod
     def backward(ctx, grad_y):
-        module = ctx.module
+        module, name = ctx.module, ctx.name
         hw: Hardware = module.hw
         (x_q,) = ctx.saved_tensors
         g_q, sg = quantize(grad_y, stochastic=hw.stochastic_rounding, generator=hw.generator)
         g_q = g_q.cpu()
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            dx_int, rec = hw.macro.backward_input(g_q, module.name)
+            dx_int, rec = hw.macro.backward_input(g_q, name)
             hw.emit(rec)
             grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
         if x_q is not None:
-            dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, module.name)
+            dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, name)
             for rec in recs:
                 hw.emit(rec)
             grad_w = dw_int.to(grad_y.device, torch.float32) * (ctx.sx * sg)
-        return grad_x, grad_w, None
+        return grad_x, grad_w, None, None
 
 
 class IMCModule(nn.Module):
@@ -115,30 +117,39 @@ class IMCModule(nn.Module):
         """The weight as the K x N matrix the macro stores."""
         raise NotImplementedError
 
+    def weight_matrices(self) -> list[torch.Tensor]:
+        """The K x N matrices the macro stores (one per group of a grouped conv)."""
+        return [self.weight_matrix()]
+
+    def stored_names(self) -> list[str]:
+        return [self.name]
+
     def deploy(self, hw: Hardware) -> None:
-        """Fix the INT8 scale and program the weight into the macro (counted as deployment)."""
+        """Fix the INT8 scale (per tensor) and program the weights into the macro (counted as deployment)."""
         self.hw = hw
-        w = self.weight_matrix().detach()
-        amax = float(w.abs().max())
+        amax = float(self.weight.detach().abs().max())
         headroom = WEIGHT_HEADROOM if self.weight.requires_grad else 1.0
         self.w_scale = amax * headroom / QMAX if amax > 0 else 1.0 / QMAX
-        w_q, _ = quantize(w, self.w_scale)
-        for rec in hw.macro.store(self.name, w_q.cpu().numpy()):
-            hw.emit(rec)
+        for name, w in zip(self.stored_names(), self.weight_matrices(), strict=True):
+            w_q, _ = quantize(w.detach(), self.w_scale)
+            for rec in hw.macro.store(name, w_q.cpu().numpy()):
+                hw.emit(rec)
 
     def sync(self) -> None:
-        """Rewrite the stored INT8 image of the master weight; only changed cells are written."""
+        """Rewrite the stored INT8 images of the master weight; only changed cells are written."""
         hw = self.hw
-        w_q, _ = quantize(self.weight_matrix().detach(), self.w_scale)
-        for rec in hw.macro.update_weights(self.name, w_q.cpu().numpy()):
-            hw.emit(rec)
+        for name, w in zip(self.stored_names(), self.weight_matrices(), strict=True):
+            w_q, _ = quantize(w.detach(), self.w_scale)
+            for rec in hw.macro.update_weights(name, w_q.cpu().numpy()):
+                hw.emit(rec)
         if self.weight.requires_grad:
             hw.emit(hw.macro.update_digital(self.name, self.weight.numel()))
 
-    def _matmul(self, x2d: torch.Tensor) -> torch.Tensor:
+    def _matmul(self, x2d: torch.Tensor, index: int = 0) -> torch.Tensor:
+        w = self.weight_matrices()[index]
         if self.hw is None:
-            return x2d @ self.weight_matrix()
-        return _IMCMatmul.apply(x2d, self.weight_matrix(), self)
+            return x2d @ w
+        return _IMCMatmul.apply(x2d, w, self, index)
 
 
 class IMCLinear(IMCModule):
@@ -175,11 +186,17 @@ class IMCConv2d(IMCModule):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def weight_matrix(self) -> torch.Tensor:
-        # Block-diagonal over groups is never materialised; groups are stacked along N
-        # and each group's GEMM sees its own K rows (see forward).
+        return self.weight.reshape(self.cout, -1).t()
+
+    def weight_matrices(self) -> list[torch.Tensor]:
+        """Group i's weight as a (C/g * k * k) x (out/g) matrix; each group is stored on its own."""
         g = self.groups
-        w = self.weight.reshape(g, self.cout // g, -1)  # (g, out/g, K)
-        return w.transpose(1, 2).reshape(-1, self.cout // g) if g > 1 else w[0].t()
+        if g == 1:
+            return [self.weight_matrix()]
+        return [wg.reshape(self.cout // g, -1).t() for wg in self.weight.chunk(g, dim=0)]
+
+    def stored_names(self) -> list[str]:
+        return [self.name] if self.groups == 1 else [f"{self.name}.g{i}" for i in range(self.groups)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -187,34 +204,18 @@ class IMCConv2d(IMCModule):
         ho = (h + 2 * self.padding - self.k) // self.stride + 1
         wo = (w + 2 * self.padding - self.k) // self.stride + 1
         g = self.groups
-        kk = cols.shape[1] // g
-        x2d = cols.transpose(1, 2).reshape(-1, g, kk)  # (B*L, g, K)
-        if g == 1:
-            y = self._matmul(x2d[:, 0])
-        else:
-            # The stored matrix stacks the groups' K x (out/g) blocks along rows; a
-            # block-diagonal input row (m, i) meets only group i's rows, so the product
-            # row (m, i) is group i's output and zero inputs activate no rows.
-            y = self._matmul(_block_diag_input(x2d)).reshape(-1, self.cout)
+        x2d = cols.transpose(1, 2).reshape(b * ho * wo, g, -1)  # (B*L, g, C/g*k*k), group-major channels
+        y = torch.cat([self._matmul(x2d[:, i], i) for i in range(g)], dim=1)  # (B*L, out)
         y = y.reshape(b, ho * wo, self.cout).transpose(1, 2).reshape(b, self.cout, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
 
 
-def _block_diag_input(x2d: torch.Tensor) -> torch.Tensor:
-    """(M, g, K) -> (M*g, g*K) with group i's inputs in block i and zeros elsewhere."""
-    m, g, k = x2d.shape
-    out = x2d.new_zeros(m, g, g, k)
-    idx = torch.arange(g)
-    out[:, idx, idx] = x2d
-    return out.reshape(m * g, g * k)
-
-
 def imc_modules(model: nn.Module) -> list[IMCModule]:
     return [m for m in model.modules() if isinstance(m, IMCModule)]
 
 
-def int8_image(module: IMCModule) -> np.ndarray:
-    """The INT8 matrix the macro holds for ``module`` (for tests and inspection)."""
-    return module.hw.macro.stored[module.name].values.copy()
+def int8_image(module: IMCModule, index: int = 0) -> np.ndarray:
+    """An INT8 matrix the macro holds for ``module`` (for tests and inspection)."""
+    return module.hw.macro.stored[module.stored_names()[index]].values.copy()
