@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     common(v)
 
     ls = sub.add_parser("list", help="list cards or configs with a one-line description")
-    ls.add_argument("what", choices=["devices", "circuits", "workloads", "configs"])
+    ls.add_argument("what", choices=["devices", "circuits", "workloads", "configs", "kinds"],
+                    help="cards of a kind of section, the run configs, or the model kinds cards can name")
     ls.add_argument("--library", metavar="DIR", help="folder holding devices/, circuits/, workloads/, configs/")
 
     d = sub.add_parser("device", help="print the figures a device card derives")
@@ -99,9 +100,18 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    from imcsim.config import SECTIONS, find_library, list_cards, read_yaml
+    from imcsim.config import find_library, list_cards, read_yaml
     from imcsim.errors import InputError
 
+    if args.what == "kinds":
+        from imcsim.circuits import DESCRIPTIONS as CIRCUITS
+        from imcsim.devices import DESCRIPTIONS as DEVICES
+        from imcsim.workloads import DESCRIPTIONS as WORKLOADS
+
+        for section, table in (("device", DEVICES), ("circuit", CIRCUITS), ("workload", WORKLOADS)):
+            for kind, desc in table.items():
+                print(f"{section + '.kind: ' + kind:<40} {desc}")
+        return EXIT_OK
     lib = find_library(Path.cwd(), Path(args.library) if args.library else None)
     if lib is None:
         raise InputError("no devices/, circuits/ or workloads/ folder here or above; give --library DIR")
@@ -109,7 +119,6 @@ def _cmd_list(args) -> int:
         paths = sorted((lib / "configs").glob("*.yaml"))
     else:
         section = {"devices": "device", "circuits": "circuit", "workloads": "workload"}[args.what]
-        assert section in SECTIONS
         paths = list_cards(lib, section)
     if not paths:
         print(f"no {args.what} in {lib}")
