@@ -36,6 +36,7 @@ class HardwareModel:
 def build_hardware(loaded: LoadedConfig) -> HardwareModel:
     """Device -> cell costs -> macro action costs. Physics problems name file and key."""
     cfg = loaded.config
+    _check_run_options(loaded)
     try:
         device = build_device(cfg.device, seed=cfg.seed)
     except PhysicsError as err:
@@ -47,6 +48,18 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
         key = f"circuit.{err.key}" if err.key else "circuit"
         raise InputError(err.message, file=loaded.where(key), key=key) from None
     return HardwareModel(device, macro)
+
+
+def _check_run_options(loaded: LoadedConfig) -> torch.device:
+    """Check the ``run`` section against what this build can do; return the torch device."""
+    run_opts = loaded.config.run
+    if run_opts.mode != "functional":
+        raise InputError("only 'functional' runs are available for this workload (cost_only comes with the "
+                         "event simulator)", file=loaded.where("run.mode"), key="run.mode")
+    try:
+        return torch_device(run_opts.torch_device)
+    except InputError as err:
+        raise InputError(err.message, file=loaded.where("run.torch_device"), key="run.torch_device") from None
 
 
 def torch_device(choice: str) -> torch.device:
@@ -69,9 +82,7 @@ def run(
     """
     cfg = loaded.config
     hw = hardware or build_hardware(loaded)
-    if cfg.run.mode != "functional":
-        raise InputError("only 'functional' runs are available for this workload", key="run.mode")
-    dev = torch_device(cfg.run.torch_device)
+    dev = _check_run_options(loaded)
     try:
         result = run_continual(cfg.workload, hw.macro, cfg.seed, dev, progress)
     except CapacityError as err:

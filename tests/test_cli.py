@@ -161,3 +161,10 @@ def test_set_card_swaps_the_device(tmp_path):
     hw = build_hardware(loaded)
     assert hw.device.kind == "stt_mram"
     assert hw.device.card.write.t_write_s == pytest.approx(20e-9)
+
+
+def test_run_options_checked_before_running():
+    res = imcsim("run", "configs/sas_mram_repnet.yaml", "--set", "run.mode=cost_only")
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("imcsim: error: --set: run.mode: only 'functional' runs are available for this "
+                                  "workload (cost_only comes with the event simulator)")

@@ -10,7 +10,7 @@ CARD_KINDS = {
 
 DESCRIPTIONS = {
     "bitserial_macro": "bit-serial digital IMC macro: AND-sensing subarrays, counters, adder tree, shift-add",
-    "analog_crossbar": "analog ReRAM crossbar: DAC inputs, column current sums, ADCs, offset-binary slices",
+    "analog_crossbar": "analog ReRAM crossbar: DAC inputs, column current sums, ADCs, differential multi-level slices",
 }
 
 
