@@ -92,3 +92,26 @@ def test_all_action_energies_non_negative(hardware):
     for key, spec in hardware.macro.actions.items():
         assert spec.cost.energy_j >= 0, key
         assert spec.cost.latency_s >= 0, key
+
+
+@given(st.integers(1, 4), st.integers(1, 13), st.integers(0, 2**32 - 1))
+def test_sas_group_writes_match_a_direct_count(rows, cols, seed):
+    from imcsim.devices.sas_mram import _group_writes
+
+    rng = np.random.default_rng(seed)
+    old = rng.integers(0, 2, (rows, cols), dtype=np.uint8)
+    new = np.where(rng.random((rows, cols)) < 0.3, 1 - old, old).astype(np.uint8)
+    n = 4
+    resets = sets = stt = 0
+    expect = np.zeros((rows, cols), dtype=np.int32)
+    for r in range(rows):
+        for g in range(0, cols, n):
+            o, w = old[r, g : g + n], new[r, g : g + n]
+            if (o != w).any():
+                resets += 1
+                sets += int(w.any())
+                stt += int(w.sum())
+                expect[r, g : g + n] = o.astype(np.int32) + w
+    got = _group_writes(old, new, n)
+    assert (got[0], got[1], got[2]) == (resets, sets, stt)
+    assert np.array_equal(got[3], expect)

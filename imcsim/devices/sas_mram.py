@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from math import comb
 from typing import Literal
 
+import numba
 import numpy as np
 from pydantic import Field
 
@@ -232,31 +233,17 @@ class SASMRAM:
         groups with a changed bit are rewritten; a rewritten group switches every
         bit that was 1 (reset) and every bit that ends at 1 (set).
         """
-        n = self.card.write.n_mtj
         old = np.asarray(old_bits, dtype=np.uint8)
         new = np.asarray(new_bits, dtype=np.uint8)
         if old.shape != new.shape:
             raise ValueError(f"old and new bits differ in shape: {old.shape} vs {new.shape}")
-        cols = old.shape[-1]
-        pad = (-cols) % n
-        if pad:
-            widths = [(0, 0)] * (old.ndim - 1) + [(0, pad)]
-            old = np.pad(old, widths)
-            new = np.pad(new, widths)
-        g_old = old.reshape(*old.shape[:-1], -1, n)
-        g_new = new.reshape(*new.shape[:-1], -1, n)
-        changed = (g_old != g_new).any(axis=-1)
-        any_set = g_new.any(axis=-1)
-        stt = (changed[..., None] & (g_new == 1)).sum()
-        switches = changed[..., None] * (g_old.astype(np.int32) + g_new.astype(np.int32))
-        cell_writes = switches.reshape(*old.shape)[..., :cols]
+        cols = old.shape[-1] if old.ndim else 1
+        rows_old = np.ascontiguousarray(old.reshape(-1, cols))
+        rows_new = np.ascontiguousarray(new.reshape(-1, cols))
+        resets, sets, stt, cell_writes = _group_writes(rows_old, rows_new, self.card.write.n_mtj)
         return WriteEvents(
-            counts={
-                "reset_pulse": int(changed.sum()),
-                "set_pulse": int((changed & any_set).sum()),
-                "stt_assist": int(stt),
-            },
-            cell_writes=cell_writes,
+            counts={"reset_pulse": int(resets), "set_pulse": int(sets), "stt_assist": int(stt)},
+            cell_writes=cell_writes.reshape(old.shape),
         )
 
     def figures(self) -> dict[str, tuple[float, str]]:
@@ -276,3 +263,35 @@ class SASMRAM:
             "half_select_disturb_probability": (self.half_select_disturb(), ""),
             "area_per_bit": (self.area_per_bit_m2, "m^2"),
         }
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_writes(old, new, n):
+    """Group rewrites of rows of cells, ``n`` cells a group (the last one may be partial).
+
+    Returns (reset pulses, set pulses, STT-assisted bits, per-cell switching events).
+    """
+    rows, cols = old.shape
+    cell_writes = np.zeros((rows, cols), dtype=np.int32)
+    resets = 0
+    sets = 0
+    stt = 0
+    for r in range(rows):
+        for start in range(0, cols, n):
+            stop = min(cols, start + n)
+            changed = False
+            for c in range(start, stop):
+                if old[r, c] != new[r, c]:
+                    changed = True
+                    break
+            if not changed:
+                continue
+            resets += 1
+            ones = 0
+            for c in range(start, stop):
+                ones += new[r, c]
+                cell_writes[r, c] = old[r, c] + new[r, c]
+            if ones:
+                sets += 1
+                stt += ones
+    return resets, sets, stt, cell_writes
