@@ -83,3 +83,17 @@ def flipped_bits(old_bits: np.ndarray, new_bits: np.ndarray) -> np.ndarray:
     if old.shape != new.shape:
         raise ValueError(f"old and new bits differ in shape: {old.shape} vs {new.shape}")
     return (old != new).astype(np.int32)
+
+
+class NonVolatileCell:
+    """Mixin for device models whose card has ``endurance_cycles`` and whose cells hold data unpowered."""
+
+    @property
+    def leakage_per_bit_w(self) -> float:
+        """Non-volatile cells hold data unpowered: no array leakage (W)."""
+        return 0.0
+
+    @property
+    def endurance_cycles(self) -> float:
+        """Write cycles a cell survives, from the card."""
+        return self.card.endurance_cycles  # type: ignore[attr-defined]

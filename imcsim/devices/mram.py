@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec
-from imcsim.devices.base import TransistorParams, WriteEvents, flipped_bits
+from imcsim.devices.base import NonVolatileCell, TransistorParams, WriteEvents, flipped_bits
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
 from imcsim.devices.sot import HeavyMetalParams, pulse_energy_j
 from imcsim.devices.switching import WritePath
@@ -63,21 +63,12 @@ class SOTMRAMCard(_MRAMCardBase):
 
 
 @dataclass(frozen=True)
-class _BitwiseMRAM:
+class _BitwiseMRAM(NonVolatileCell):
     """Shared part of the one-pulse-per-flipped-bit MRAM cells."""
 
     card: STTMRAMCard | SOTMRAMCard
     mtj: MTJ
     bits_per_cell: int = 1
-
-    @property
-    def leakage_per_bit_w(self) -> float:
-        """Non-volatile cells hold data unpowered: no array leakage."""
-        return 0.0
-
-    @property
-    def endurance_cycles(self) -> float:
-        return self.card.endurance_cycles
 
     def actions(self) -> dict[str, ActionSpec]:
         rd, w = self.card.read, self.card.write

@@ -49,7 +49,7 @@ import numpy as np
 from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec
-from imcsim.devices.base import WriteEvents
+from imcsim.devices.base import NonVolatileCell, WriteEvents
 from imcsim.errors import PhysicsError
 from imcsim.params import ConductanceS, LengthM, Number, Params, TimeS, VoltageV
 
@@ -330,7 +330,7 @@ def _card_seed(card: ReRAMCard) -> int:
 
 
 @dataclass(frozen=True)
-class ReRAM:
+class ReRAM(NonVolatileCell):
     """Derived multi-level ReRAM model. Build with :meth:`from_card`.
 
     ``rng`` is the device's own seeded generator (the global NumPy RNG is never
@@ -394,16 +394,6 @@ class ReRAM:
         """1T1R cell area (cell_area_f2 x F^2) divided by the bits it stores (m^2)."""
         a = self.card.access
         return a.cell_area_f2 * a.feature_size_m**2 / self.bits_per_cell
-
-    @property
-    def endurance_cycles(self) -> float:
-        """Programming cycles a cell survives (from the card)."""
-        return self.card.endurance_cycles
-
-    @property
-    def leakage_per_bit_w(self) -> float:
-        """Static power per stored bit: 0 W, the cell is non-volatile (array leakage is the circuit's)."""
-        return 0.0
 
     # --- programming --------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec
-from imcsim.devices.base import TransistorParams, WriteEvents
+from imcsim.devices.base import NonVolatileCell, TransistorParams, WriteEvents
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
 from imcsim.devices.sot import HeavyMetalParams, pulse_energy_j
 from imcsim.devices.switching import WritePath, thermal_switch_probability, write_error_rate
@@ -69,7 +69,7 @@ class SASMRAMCard(Params):
 
 
 @dataclass(frozen=True)
-class SASMRAM:
+class SASMRAM(NonVolatileCell):
     """Derived SAS-MRAM group model. Build with :meth:`from_card`."""
 
     card: SASMRAMCard
@@ -122,15 +122,6 @@ class SASMRAM:
             )
 
     # --- derived write figures -----------------------------------------------
-
-    @property
-    def leakage_per_bit_w(self) -> float:
-        """Non-volatile cells hold data unpowered: no array leakage."""
-        return 0.0
-
-    @property
-    def endurance_cycles(self) -> float:
-        return self.card.endurance_cycles
 
     @property
     def r_write_transistor_ohm(self) -> float:
