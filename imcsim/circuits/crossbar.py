@@ -10,8 +10,11 @@ proportional to |W|. A cell at level ``l`` has conductance
 device reports (write-and-verify leaves each cell within its tolerance window,
 not exactly on its level), so programming error reaches the results.
 
-Inputs. An INT8 input is applied offset-binary too, ``x_u = x + 128``, in
-``C = ceil(8 / d)`` cycles of ``d = dac_bits`` bits (d = 1 is bit-serial).
+Inputs. An INT8 input is applied sign-magnitude: its magnitude |x| (0..128) in
+``C = ceil(8 / d)`` cycles of ``d = dac_bits`` bits (d = 1 is bit-serial), once for
+the positive inputs and once for the negative ones; a sign with no input in a
+GEMM is skipped (ReLU outputs need one pass). Zero inputs drive nothing, so they
+add neither energy nor programming error.
 
 Compute. In each cycle, each row tile of ``rows`` rows sums currents on every
 column: ``I = V_read * sum_k x_c[k] G[k]``; a reference column of g_min cells
@@ -19,10 +22,9 @@ removes the g_min part, so the ADC sees ``sum_k x_c[k] (G[k] - g_min) / spacing`
 in level units, quantized by an ``adc_bits`` ADC over the full scale
 ``rows * (2^d - 1) * (levels - 1)`` (an ADC with more codes than level sums
 resolves every sum exactly). Shift-and-add combines slices (``+/- 2^(b s)``),
-cycles (``2^(d c)``) and row tiles digitally, and the input offset is removed
-exactly in the digital unit: ``x @ W = x_u @ W - 128 * colsum(W)``. With an ADC
-wide enough for the full scale and exact conductances the result equals the
-integer product; otherwise the error against the exact product is tallied
+cycles (``2^(d c)``), input signs and row tiles digitally. With an ADC wide
+enough for the full scale and exact conductances the result equals the integer
+product; otherwise the error against the exact product is tallied
 (:attr:`AnalogCrossbar.error`).
 
 The input gradient ``dy @ W^T`` drives the columns and converts on the rows
@@ -55,8 +57,6 @@ from imcsim.circuits.macro import (
 from imcsim.devices.base import MemoryDevice
 from imcsim.errors import PhysicsError
 from imcsim.params import Number, Params, TimeS
-
-OFFSET = 128
 
 
 class AnalogParams(Params):
@@ -233,45 +233,52 @@ class AnalogCrossbar(BitSerialMacro):
     # --- analog matrix-vector products ---------------------------------------------
 
     def _analog_mvm(self, inp: torch.Tensor, ell: np.ndarray, lines_per_tile: int) -> tuple[torch.Tensor, dict]:
-        """Approximate ``inp_u @ W`` (offset-binary inputs, differential weights) through DACs, line sums, ADCs.
+        """Approximate ``inp @ W`` through DACs, line sums and ADCs (see the module docstring).
 
-        ``inp``: int8 (M, L). ``ell``: programmed levels (L, O, S). Lines are tiled
-        ``lines_per_tile`` at a time; each tile's sums are converted separately.
+        ``inp``: int8 (M, L). ``ell``: programmed levels (L, O, 2S) of the differential
+        slices. Lines are tiled ``lines_per_tile`` at a time; each tile's sums are
+        converted separately.
         """
         an = self.card.analog
         m, length = inp.shape
         _, n_out, slices = ell.shape
         tiles = math.ceil(length / lines_per_tile)
         pad = tiles * lines_per_tile - length
-        x_u = (inp.to(torch.int16) + OFFSET).to(torch.uint8)  # offset-binary inputs, 0..255
+        x16 = inp.to(torch.int16)
         g = torch.from_numpy(ell.reshape(length, n_out * slices)).to(torch.float32)
         if pad:
-            x_u = torch.nn.functional.pad(x_u, (0, pad))
+            x16 = torch.nn.functional.pad(x16, (0, pad))
             g = torch.nn.functional.pad(g, (0, 0, 0, pad))
-        x_t = x_u.reshape(m, tiles, lines_per_tile).transpose(0, 1).contiguous()  # (T, M, R)
         g_t = g.reshape(tiles, lines_per_tile, n_out * slices)  # (T, R, O*S)
         d = an.dac_bits
         mask = 2**d - 1
         full_scale = lines_per_tile * mask * (self.levels - 1)
         lsb = max(1.0, full_scale / (2**an.adc_bits - 1))
         out = torch.zeros((m, n_out * slices), dtype=torch.float64)
-        nonzero_inputs = 0
         sums = torch.empty((tiles, m, n_out * slices), dtype=torch.float32)
-        for c in range(self.in_cycles):
-            chunk = (x_t >> (d * c)) & mask  # uint8 (T, M, R)
-            nonzero_inputs += int(torch.count_nonzero(chunk))
-            torch.bmm(chunk.to(torch.float32), g_t, out=sums)  # line sums in level units
-            sums.clamp_(0.0, full_scale).div_(lsb).round_().mul_(lsb)  # the ADC
-            out.add_(sums.sum(dim=0), alpha=float(2 ** (d * c)))
-        y_u = (out.reshape(m, n_out, slices) * self.slice_weights).sum(dim=-1)
-        stats = {"tiles": tiles, "nonzero_inputs": nonzero_inputs, "conversions": m * tiles * self.in_cycles * n_out * slices}
-        return y_u, stats
+        nonzero_inputs = 0
+        passes = 0
+        for sign in (1, -1):
+            mag = (x16 * sign).clamp_(min=0)  # 0..128
+            if not bool(mag.any()):
+                continue  # no input of this sign: the pass is skipped
+            passes += 1
+            mag_t = mag.reshape(m, tiles, lines_per_tile).transpose(0, 1).contiguous()  # (T, M, R)
+            for c in range(self.in_cycles):
+                chunk = (mag_t >> (d * c)) & mask
+                nonzero_inputs += int(torch.count_nonzero(chunk))
+                torch.bmm(chunk.to(torch.float32), g_t, out=sums)  # line sums in level units
+                sums.clamp_(0.0, full_scale).div_(lsb).round_().mul_(lsb)  # the ADC
+                out.add_(sums.sum(dim=0), alpha=float(sign * 2 ** (d * c)))
+        y = (out.reshape(m, n_out, slices) * self.slice_weights).sum(dim=-1)
+        stats = {"tiles": tiles, "nonzero_inputs": nonzero_inputs, "passes": passes,
+                 "conversions": m * tiles * self.in_cycles * passes * n_out * slices}
+        return y, stats
 
-    def _analog_gemm(self, inp: torch.Tensor, w_colsum: torch.Tensor, ell: np.ndarray, lines_per_tile: int,
-                     exact: torch.Tensor, phase: str, layer: str, count: bool) -> tuple[torch.Tensor, OpRecord | None]:
+    def _analog_gemm(self, inp: torch.Tensor, ell: np.ndarray, lines_per_tile: int, exact: torch.Tensor | None,
+                     phase: str, layer: str, count: bool) -> tuple[torch.Tensor, OpRecord | None]:
         m, length = inp.shape
-        y_u, st = self._analog_mvm(inp, ell, lines_per_tile)
-        y = y_u - OFFSET * w_colsum.double().unsqueeze(0)
+        y, st = self._analog_mvm(inp, ell, lines_per_tile)
         y_int = torch.round(y).clamp_(-(2**31), 2**31 - 1).to(torch.int32)
         if not count:
             return y_int, None
@@ -280,24 +287,23 @@ class AnalogCrossbar(BitSerialMacro):
         an, a = self.card.analog, self.card.array
         rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, length, n_out))
         other_tiles = math.ceil(n_out * self.slices / (a.cols if lines_per_tile == a.rows else a.rows))
-        rec.counts[("dac", "convert")] = m * length * self.in_cycles * other_tiles
+        rec.counts[("dac", "convert")] = m * length * self.in_cycles * st["passes"] * other_tiles
         rec.counts[(self.device.component, "read")] = st["nonzero_inputs"] * n_out * self.slices
         rec.counts[("adc", "convert")] = st["conversions"]
         rec.counts[("shift_add", "accumulate")] = st["conversions"]
-        rec.counts[("psum", "add")] = m * n_out * (st["tiles"] - 1) + m * n_out  # tiles, then offset removal
+        rec.counts[("psum", "add")] = m * n_out * (st["tiles"] - 1)
         rec.counts[("input_buffer", "read_bit")] = m * length * N_BITS
         rec.counts[("output_buffer", "write_bit")] = m * n_out * ACC_BITS
-        # Crossbars of a layer work in parallel; in each, the vectors and input cycles run one
-        # after another and each cycle converts its columns cols_per_adc at a time.
-        rec.cycles = m * self.in_cycles * an.cols_per_adc
+        # Crossbars of a layer work in parallel; in each, the vectors, signs and input cycles
+        # run one after another and each cycle converts its columns cols_per_adc at a time.
+        rec.cycles = m * self.in_cycles * st["passes"] * an.cols_per_adc
         return y_int, rec
 
     def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True
                 ) -> tuple[torch.Tensor, OpRecord | None]:
         s = self.stored[name]
         exact = int8_matmul(x_int8, torch.from_numpy(s.values)) if count else None
-        colsum = torch.from_numpy(s.values.astype(np.int64).sum(axis=0))
-        return self._analog_gemm(x_int8, colsum, self.ell[name], self.card.array.rows, exact, phase, name, count)
+        return self._analog_gemm(x_int8, self.ell[name], self.card.array.rows, exact, phase, name, count)
 
     def backward_input(self, dy_int8: torch.Tensor, name: str) -> tuple[torch.Tensor, OpRecord]:
         s = self.stored[name]
@@ -311,8 +317,7 @@ class AnalogCrossbar(BitSerialMacro):
             return exact, rec
         ell_t = np.ascontiguousarray(self.ell[name].transpose(1, 0, 2))  # (N, K, 2S)
         per_tile = max(1, self.card.array.cols // self.slices)
-        rowsum = torch.from_numpy(s.values.astype(np.int64).sum(axis=1))
-        dx, rec = self._analog_gemm(dy_int8, rowsum, ell_t, per_tile, exact, "input_grad", name, True)
+        dx, rec = self._analog_gemm(dy_int8, ell_t, per_tile, exact, "input_grad", name, True)
         # one slice of columns is driven at a time, so each input cycle runs once per slice
         rec.counts[("dac", "convert")] *= self.slices
         rec.cycles *= self.slices
