@@ -12,7 +12,14 @@ at a time; a 1 bit activates a *line* of stored cells, 0 bits are skipped.
   shift-accumulated with the plane's weight.
 * Input gradient by transposable read, ``dY @ W^T`` (dY: M x N): an active bit
   of dy[m, n] activates the 8 bit-columns of weight column n one after the
-  other; each reads K cells along the rows.
+  other; each reads K cells along the rows. Alternatives: a stored copy of W^T
+  streamed like the forward pass (``transposed_copy``: twice the cells and
+  writes), or the near-memory digital unit (``digital``).
+* Weight gradient ``X^T @ dY``: in the digital unit, or in array
+  (``in_array``): both operands are written as bit planes into scratch rows and
+  pairs of planes are AND-sensed (see :meth:`BitSerialMacro._in_array_weight_grad`).
+* Update: FP32 masters are updated digitally; :meth:`BitSerialMacro.write_back`
+  rewrites only the cells whose INT8 bits changed, as the device counts them.
 
 ``rows_per_sense`` lines are sensed in one cycle (1 for MRAM, whose sense
 amplifiers resolve one cell per column at a time). Counts therefore follow the
