@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
 from imcsim.workloads.data import TaskData, make_task
-from imcsim.workloads.int8 import Hardware, IMCModule, imc_modules
+from imcsim.workloads.int8 import Hardware, imc_modules
 from imcsim.workloads.models import RepNet, TinyCNN
 
 Method = Literal["repnet", "repnet_bias", "last_layer", "bias_only", "full"]
@@ -276,6 +276,3 @@ def run_continual(
         final_losses=losses,
     )
 
-
-def frozen_modules(model: RepNet) -> list[IMCModule]:
-    return [m for m in imc_modules(model) if not m.weight.requires_grad]
