@@ -32,5 +32,5 @@ def test_table_names_a_missing_action():
     table = ActionTable({("adc", "convert"): ActionSpec(ActionCost(1e-12, 1e-9), "one conversion")})
     assert table.energy_j(("adc", "convert")) == 1e-12
     assert table.latency_s(("adc", "convert")) == 1e-9
-    with pytest.raises(KeyError, match="no cost for action dac.convert"):
+    with pytest.raises(KeyError, match=r"no cost for action dac\.convert"):
         table[("dac", "convert")]
