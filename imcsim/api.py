@@ -96,14 +96,14 @@ def run(
     deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": tally.cycles_by_phase.get("deploy", 0)},
                   t_cycle)
     steps = sum(result.steps_per_task)
-    all_cells = sum(s.values.size * 8 for s in macro.stored.values()) + sum(b.size for b in macro.scratch.values())
+    all_cells = (sum(s.values.size * macro.cells_per_weight for s in macro.stored.values())
+                 + sum(b.size for b in macro.scratch.values()))
     ws = tally.write_stats(all_cells)
     step_latency = train.total_latency_s / steps if steps else 0.0
     max_per_step = ws.max_writes / steps if steps else 0.0
     endurance = hw.device.endurance_cycles
     lifetime_steps = endurance / max_per_step if max_per_step > 0 and math.isfinite(endurance) else math.inf
-    leak_w = getattr(hw.device, "leakage_per_bit_w", 0.0) * macro.card.array.rows * macro.card.array.cols * \
-        macro.subarrays_used
+    leak_w = hw.device.leakage_per_bit_w * macro.card.array.rows * macro.card.array.cols * macro.subarrays_used
     metrics: dict[str, float] = {
         "accuracy_source": result.source_accuracy,
         "accuracy_average": result.average_accuracy,

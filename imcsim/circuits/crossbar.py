@@ -180,9 +180,10 @@ class AnalogCrossbar(BitSerialMacro):
         sides = [np.maximum(w16, 0), np.maximum(-w16, 0)]
         return np.stack([(m >> (b * i)) & (self.levels - 1) for m in sides for i in range(per_side)], axis=-1)
 
-    def tiles_for(self, k: int, n: int) -> tuple[int, int]:
-        a = self.card.array
-        return math.ceil(k / a.rows), math.ceil(n * self.slices / a.cols)
+    @property
+    def cells_per_weight(self) -> int:
+        """Differential pair of magnitude slices."""
+        return self.slices
 
     def store(self, name: str, w_int8: np.ndarray) -> list[OpRecord]:
         w = np.asarray(w_int8, dtype=np.int8)
@@ -223,12 +224,6 @@ class AnalogCrossbar(BitSerialMacro):
         rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
         s.values[...] = new
         return rec
-
-    def utilization(self) -> float:
-        a = self.card.array
-        used = self.subarrays_used
-        cells = sum(s.values.size * self.slices for s in self.stored.values())
-        return cells / (used * a.rows * a.cols) if used else 0.0
 
     # --- analog matrix-vector products ---------------------------------------------
 

@@ -246,10 +246,14 @@ class BitSerialMacro:
 
     # --- mapping --------------------------------------------------------------
 
+    @property
+    def cells_per_weight(self) -> int:
+        """Cells one INT8 weight occupies."""
+        return math.ceil(N_BITS / self.device.bits_per_cell)
+
     def tiles_for(self, k: int, n: int) -> tuple[int, int]:
         a = self.card.array
-        bits_per_weight = math.ceil(N_BITS / self.device.bits_per_cell)
-        return math.ceil(k / a.rows), math.ceil(n * bits_per_weight / a.cols)
+        return math.ceil(k / a.rows), math.ceil(n * self.cells_per_weight / a.cols)
 
     def store(self, name: str, w_int8: np.ndarray) -> list[OpRecord]:
         """Program a K x N INT8 matrix into fresh subarrays (counted as deployment writes).
@@ -283,13 +287,13 @@ class BitSerialMacro:
         return sum(s.row_tiles * s.col_tiles for s in self.stored.values())
 
     def utilization(self) -> float:
-        """Fraction of the cells of the used subarrays that hold weight bits."""
+        """Fraction of the cells of the used subarrays that hold weights."""
         a = self.card.array
         used = self.subarrays_used
         if used == 0:
             return 0.0
-        bits = sum(s.values.size * N_BITS for s in self.stored.values())
-        return bits / (used * a.rows * a.cols)
+        cells = sum(s.values.size * self.cells_per_weight for s in self.stored.values())
+        return cells / (used * a.rows * a.cols)
 
     def area_m2(self) -> float:
         """Macro area: cell arrays, per-column peripherals, and the digital unit."""
