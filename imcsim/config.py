@@ -378,9 +378,7 @@ def _origin_finder(origins: Mapping[str, str], default: str):
     return where
 
 
-def _validate_section(
-    section: str, tree: dict[str, Any], where, library: Path | None
-) -> Params:
+def _validate_section(section: str, tree: dict[str, Any], where) -> Params:
     _, kinds = SECTIONS[section]
     if not isinstance(tree, dict):
         raise InputError(f"must be a mapping of card fields (got {tree!r})", file=where(section), key=section)
@@ -460,7 +458,7 @@ def load_config(
     for section in SECTIONS:
         if section not in tree:
             raise InputError("missing (required): give a mapping with a 'card' key", file=shown, key=section)
-        typed[section] = _validate_section(section, tree[section], where, lib)
+        typed[section] = _validate_section(section, tree[section], where)
     rest = {k: v for k, v in tree.items() if k not in SECTIONS}
     base = validate_model(RunConfig, {**rest, **{s: {} for s in SECTIONS}}, "", where)
     config = base.model_copy(update=typed)
@@ -503,4 +501,4 @@ def load_card(section: str, card: str, overrides: list[str] | None = None, *,
         parts, value = parse_set(item)
         _apply_set(body, parts, value, origins, prefix=section)
     where = _origin_finder(origins, shown)
-    return _validate_section(section, body, where, lib), where
+    return _validate_section(section, body, where), where

@@ -13,7 +13,6 @@ from imcsim.circuits.bitplanes import (
     bitplane_matmul_reference,
     from_bit_planes,
     int8_matmul,
-    plane_activity,
 )
 
 int8s = st.integers(-128, 127)
@@ -63,12 +62,25 @@ def test_bit_planes_roundtrip(x):
     assert np.array_equal(from_bit_planes(bit_planes(x)), x)
 
 
-def test_plane_activity_counts_ones_and_active_passes():
-    # Two vectors, K = 3, one row tile of 4 rows.
-    x = torch.tensor([[1, 0, 3], [0, 0, 0]], dtype=torch.int8)
-    act = plane_activity(x, rows_per_tile=4)
-    assert act.ones_per_plane == (2, 1, 0, 0, 0, 0, 0, 0)
-    assert act.active_passes == 2  # vector 0: planes 0 and 1; vector 1: none
-    assert act.total_passes == 2 * 1 * 8
-    neg = plane_activity(torch.tensor([[-1]], dtype=torch.int8), rows_per_tile=1)
-    assert neg.ones == 8  # -1 is all ones in two's complement
+def test_stream_activity_counts_ones_passes_cycles_and_hits():
+    from imcsim.circuits.activity import stream_activity
+
+    # Two vectors, K = 3, one tile of 4 lines; stored rows hold 1, 2 and 5 ones.
+    x = np.array([[1, 0, 3], [0, 0, 0]], dtype=np.int8).view(np.uint8)
+    stored = np.array([1, 2, 5])
+    ones, active, cycles, hits = stream_activity(x, 4, 1, 1, stored, True)
+    assert ones.tolist() == [2, 1, 0, 0, 0, 0, 0, 0]
+    assert active == 2  # vector 0: planes 0 and 1; vector 1: none
+    assert cycles.tolist() == [3]  # one row per cycle: 2 rows in plane 0, 1 in plane 1
+    assert hits == 1 * 1 + 2 * 5  # popcount(x_k) x ones in row k
+    _, active_all, cycles_all, _ = stream_activity(x, 4, 1, 1, stored, False)
+    assert active_all == 2 * 1 * 8  # no plane skipped
+    assert cycles_all.tolist() == [3 + 6 + 8]  # empty planes still take a cycle
+    two_rows, _, cycles2, _ = stream_activity(x, 4, 2, 1, stored, True)
+    assert cycles2.tolist() == [2]  # 2 rows sensed per cycle
+    neg, _, _, _ = stream_activity(np.array([[-1]], dtype=np.int8).view(np.uint8), 1, 1, 1, np.ones(1), True)
+    assert neg.sum() == 8  # -1 is all ones in two's complement
+    assert two_rows.tolist() == ones.tolist()
+    # more than 255 set bytes in one tile: the packed byte counters must flush, not wrap
+    long_ones, _, _, _ = stream_activity(np.full((1, 600), 255, dtype=np.uint8), 600, 1, 1, np.ones(600), True)
+    assert long_ones.tolist() == [600] * 8

@@ -12,14 +12,11 @@ float32 over chunks of at most 1024 along K, where every partial sum is an
 integer of magnitude <= 1024 * 128 * 128 = 2^24 and therefore exact in float32,
 and accumulates the chunks in int64.
 
-:func:`plane_activity` measures what drives the action counts of a
-bit-serial pass: the ones in each bit plane of the streamed operand, and the
-number of (vector, row tile, plane) passes that hold at least one 1.
+The activity that drives a bit-serial pass's action counts is measured by
+:func:`imcsim.circuits.activity.stream_activity`.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -76,40 +73,3 @@ def bitplane_matmul_reference(a, b) -> np.ndarray:
             popcount = pa[i] @ pb[j]  # popcount over k of (a_i AND b_j)
             out += PLANE_SIGNS[i] * PLANE_SIGNS[j] * (1 << (i + j)) * popcount
     return out
-
-
-@dataclass(frozen=True)
-class PlaneActivity:
-    """Activity of a streamed int8 operand (M vectors of length K) in row tiles of R.
-
-    ``ones_per_plane[i]``: number of 1 bits in plane i over the whole operand
-    (rows driven high in that plane). ``active_passes``: (vector, row tile,
-    plane) triples with at least one 1. ``total_passes``: all such triples.
-    """
-
-    ones_per_plane: tuple[int, ...]
-    active_passes: int
-    total_passes: int
-
-    @property
-    def ones(self) -> int:
-        return int(sum(self.ones_per_plane))
-
-
-def plane_activity(x: torch.Tensor, rows_per_tile: int) -> PlaneActivity:
-    """Measure :class:`PlaneActivity` of int8 ``x`` (M x K) for tiles of ``rows_per_tile`` rows."""
-    x = _as_int8_tensor(x)
-    m, k = x.shape
-    n_tiles = -(-k // rows_per_tile)
-    u = x.view(torch.uint8)
-    pad = n_tiles * rows_per_tile - k
-    if pad:
-        u = torch.nn.functional.pad(u, (0, pad))
-    u = u.reshape(m, n_tiles, rows_per_tile)
-    ones = []
-    active = 0
-    for i in range(N_BITS):
-        plane = (u >> i) & 1
-        ones.append(int(plane.sum()))
-        active += int(plane.amax(dim=2).sum()) if ones[-1] else 0
-    return PlaneActivity(tuple(ones), active, m * n_tiles * N_BITS)
