@@ -23,6 +23,7 @@ from imcsim.devices import MemoryDevice, build_device
 from imcsim.errors import InputError, PhysicsError
 from imcsim.report import Report
 from imcsim.sim import TRAINING_PHASES, tally_ops
+from imcsim.sim.timeline import RunTimeline, energy_over_time, schedule_run, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR
 from imcsim.workloads.continual import run_continual
 
@@ -74,11 +75,13 @@ def run(
     loaded: LoadedConfig,
     progress: Callable[[str, int, int], None] | None = None,
     hardware: HardwareModel | None = None,
-) -> Report:
+    keep_timeline: bool = False,
+) -> Report | RunResult:
     """Run a loaded config end to end and return its :class:`Report`.
 
     ``hardware`` (from :func:`build_hardware`) is built here when not given; it is
     stateful (the macro holds the stored weights), so use a fresh one per run.
+    With ``keep_timeline`` a :class:`RunResult` also carries the step schedules.
     """
     cfg = loaded.config
     hw = hardware or build_hardware(loaded)
@@ -91,10 +94,10 @@ def run(
     tally = tally_ops(result.ops)
     macro = hw.macro
     t_cycle = macro.t_cycle_s
+    timeline = schedule_run(result.ops, result.graphs, macro)
     train = cost(tally.counts(TRAINING_PHASES), macro.actions,
-                 {p: tally.cycles_by_phase.get(p, 0) for p in TRAINING_PHASES}, t_cycle)
-    deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": tally.cycles_by_phase.get("deploy", 0)},
-                  t_cycle)
+                 {p: timeline.critical_by_phase.get(p, 0) for p in TRAINING_PHASES}, t_cycle)
+    deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": timeline.deploy_cycles}, t_cycle)
     steps = sum(result.steps_per_task)
     all_cells = (sum(s.values.size * macro.cells_per_weight for s in macro.stored.values())
                  + sum(b.size for b in macro.scratch.values()))
@@ -117,6 +120,9 @@ def run(
         "latency_train_s": train.total_latency_s,
         "latency_per_step_s": step_latency,
         **{f"latency_{p}_s": train.latency_s.get(p, 0.0) for p in TRAINING_PHASES},
+        "latency_in_order_per_step_s": sum(timeline.in_order_cycles) * t_cycle / steps if steps else 0.0,
+        "latency_deploy_s": deploy.total_latency_s,
+        **{f"utilization_{g}": u for g, u in timeline.utilization().items() if timeline.capacity_by_group[g]},
         "cells_written": ws.cells_written,
         "writes_max_per_cell": ws.max_writes,
         "writes_mean_per_cell": ws.mean_writes,
@@ -128,14 +134,19 @@ def run(
         "subarrays_used": macro.subarrays_used,
         "utilization": macro.utilization(),
         "cycle_time_s": t_cycle,
+        "schedule_tasks": timeline.tasks_scheduled,
+        "schedule_events": timeline.scheduler.events,
+        "schedules_simulated": timeline.scheduler.simulated,
+        "schedules_replayed": timeline.scheduler.replayed,
     }
     error = getattr(macro, "error", None)
     if error is not None:  # analog results: error of every counted GEMM against the exact product
         metrics["analog_error_relative_rms"] = error.relative_rms
         metrics["analog_error_max_abs"] = error.max_abs_error
     per_task = []
+    task_cycles = _cycles_by_task(timeline)
     for name, steps_i in zip(result.task_names, result.steps_per_task, strict=True):
-        c = cost(tally.counts_by_task[name], macro.actions, {"all": tally.cycles_by_task[name]}, t_cycle)
+        c = cost(tally.counts_by_task[name], macro.actions, {"all": task_cycles.get(name, 0)}, t_cycle)
         pulses = sum(n for (comp, action), n in c.counts.items()
                      if comp == hw.device.component and action.endswith("_pulse"))
         per_task.append({"task": name, "steps": steps_i, "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
@@ -147,8 +158,11 @@ def run(
         "write_histogram": [list(p) for p in ws.histogram],
         "writes_max_per_layer": ws.per_layer_max,
         "device_figures": {k: v for k, (v, _) in hw.device.figures().items()},
+        "energy_over_time": [list(p) for p in energy_over_time(timeline)],
+        "step_power_profile": [list(p) for p in step_power_profile(timeline.first_step, t_cycle)]
+        if timeline.first_step is not None else [],
     }
-    return Report(
+    report = Report(
         schema_version=REPORT_SCHEMA_VERSION,
         imcsim_version=__version__,
         name=cfg.name,
@@ -160,6 +174,22 @@ def run(
         action_descriptions={f"{c}.{a}": spec.description for (c, a), spec in macro.actions.items()},
         tables=tables,
     )
+    return RunResult(report, timeline) if keep_timeline else report
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A report with the schedules behind it (for a trace export)."""
+
+    report: Report
+    timeline: RunTimeline
+
+
+def _cycles_by_task(timeline: RunTimeline) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for task, cyc in zip(timeline.step_task, timeline.step_cycles, strict=True):
+        out[task] = out.get(task, 0) + cyc
+    return out
 
 
 __all__ = ["CostResult", "HardwareModel", "build_hardware", "run"]

@@ -1,6 +1,6 @@
 """Command line: a thin shell over :mod:`imcsim.api`.
 
-    imcsim run CONFIG [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR]
+    imcsim run CONFIG [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR] [--trace FILE]
     imcsim validate CONFIG [--set ...] [--library DIR]
     imcsim list devices|circuits|workloads|configs [--library DIR]
     imcsim device CARD [--set KEY=VALUE ...] [--library DIR]
@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", help="output folder (default: out/<config name>)")
     r.add_argument("--seed", type=int, help="random seed (overrides the config's)")
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    r.add_argument("--trace", metavar="FILE",
+                   help="also write the schedule of the first training step as a Chrome trace-event JSON "
+                        "(open it in https://ui.perfetto.dev)")
     common(r)
 
     v = sub.add_parser("validate", help="check a config and its cards without running")
@@ -70,8 +73,10 @@ def _cmd_run(args) -> int:
     hardware = build_hardware(loaded)  # fail on unphysical cards before any progress output
     out = Path(args.out) if args.out else Path("out") / loaded.config.name
     console = Console(stderr=True)
+    if args.trace:
+        _check_writable(Path(args.trace), "--trace")
     if args.quiet:
-        report = run(loaded, hardware=hardware)
+        result = run(loaded, hardware=hardware, keep_timeline=True)
     else:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
@@ -80,12 +85,39 @@ def _cmd_run(args) -> int:
             def progress(name: str, done: int, total: int) -> None:
                 bar.update(task, description=f"training {name}", completed=done, total=total)
 
-            report = run(loaded, progress, hardware)
+            result = run(loaded, progress, hardware, keep_timeline=True)
+    report = result.report
     write_report(report, out)
+    if args.trace:
+        _write_trace(result, loaded.config.name, Path(args.trace))
     if not args.quiet:
         render_summary(report, Console())
         print(f"report written to {out}/ (report.json, counts.csv, summary.txt)")
+        if args.trace:
+            print(f"schedule trace written to {args.trace} (open it in https://ui.perfetto.dev)")
     return EXIT_OK
+
+
+def _check_writable(path: Path, option: str) -> None:
+    from imcsim.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"{option}: {path} is a folder; give a file name such as trace.json")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise InputError(f"{option}: cannot write into {parent}")
+
+
+def _write_trace(result, name: str, path: Path) -> None:
+    from imcsim.sim.chrome import chrome_trace, write_chrome_trace
+    from imcsim.sim.timeline import step_power_profile
+
+    timeline = result.timeline
+    if timeline.first_step is None:
+        return
+    power = step_power_profile(timeline.first_step, timeline.t_cycle_s)
+    trace = chrome_trace(timeline.first_step, timeline.t_cycle_s, f"imcsim {name}: training step 1", power)
+    write_chrome_trace(trace, path)
 
 
 def _cmd_validate(args) -> int:

@@ -71,16 +71,20 @@ def test_stream_activity_counts_ones_passes_cycles_and_hits():
     ones, active, cycles, hits = stream_activity(x, 4, 1, 1, stored, True)
     assert ones.tolist() == [2, 1, 0, 0, 0, 0, 0, 0]
     assert active == 2  # vector 0: planes 0 and 1; vector 1: none
-    assert cycles.tolist() == [3]  # one row per cycle: 2 rows in plane 0, 1 in plane 1
+    assert cycles.tolist() == [[3]]  # one row per cycle: 2 rows in plane 0, 1 in plane 1
     assert hits == 1 * 1 + 2 * 5  # popcount(x_k) x ones in row k
     _, active_all, cycles_all, _ = stream_activity(x, 4, 1, 1, stored, False)
     assert active_all == 2 * 1 * 8  # no plane skipped
-    assert cycles_all.tolist() == [3 + 6 + 8]  # empty planes still take a cycle
+    assert cycles_all.tolist() == [[3 + 6 + 8]]  # empty planes still take a cycle
     two_rows, _, cycles2, _ = stream_activity(x, 4, 2, 1, stored, True)
-    assert cycles2.tolist() == [2]  # 2 rows sensed per cycle
+    assert cycles2.tolist() == [[2]]  # 2 rows sensed per cycle
     neg, _, _, _ = stream_activity(np.array([[-1]], dtype=np.int8).view(np.uint8), 1, 1, 1, np.ones(1), True)
     assert neg.sum() == 8  # -1 is all ones in two's complement
     assert two_rows.tolist() == ones.tolist()
     # more than 255 set bytes in one tile: the packed byte counters must flush, not wrap
     long_ones, _, _, _ = stream_activity(np.full((1, 600), 255, dtype=np.uint8), 600, 1, 1, np.ones(600), True)
     assert long_ones.tolist() == [600] * 8
+    # one chunk per vector: the cycles split by sample and add up to the unchunked ones
+    _, _, per_vector, _ = stream_activity(x, 4, 1, 1, stored, False, chunk_rows=1)
+    assert per_vector.tolist() == [[3 + 6], [8]]
+    assert per_vector.sum(axis=0).tolist() == cycles_all[0].tolist()

@@ -47,12 +47,14 @@ from imcsim.circuits.macro import (
     ACC_BITS,
     ArrayParams,
     BitSerialMacro,
+    BufferParams,
     ComponentParams,
     DigitalParams,
     OpRecord,
     PeripheralParams,
     StoredMatrix,
     TechnologyParams,
+    chunk_sizes,
 )
 from imcsim.devices.base import MemoryDevice
 from imcsim.errors import PhysicsError
@@ -86,6 +88,7 @@ class AnalogCrossbarCard(Params):
     technology: TechnologyParams
     array: ArrayParams
     dataflow: CrossbarDataflowParams = CrossbarDataflowParams()
+    buffer: BufferParams = BufferParams()
     analog: AnalogParams
     peripherals: PeripheralParams
     digital: DigitalParams
@@ -165,10 +168,10 @@ class AnalogCrossbar(BitSerialMacro):
             a.rows * a.cols * self.device.area_per_bit_m2 * self.device.bits_per_cell
             + math.ceil(a.cols / an.cols_per_adc) * self.area("adc")
             + a.rows * self.area("dac")
-            + a.write_drivers_per_subarray * self.area("write_driver")
             + a.cols * ACC_BITS * (self.area("full_adder") + self.area("register_bit"))
         )
-        return a.n_subarrays * per_sub + self.card.digital.macs_per_cycle * self.area("mac_int8")
+        return (a.n_subarrays * per_sub + self.write_driver_count * self.area("write_driver")
+                + self.card.digital.macs_per_cycle * self.area("mac_int8"))
 
     # --- mapping and programming ------------------------------------------------------
 
@@ -271,7 +274,7 @@ class AnalogCrossbar(BitSerialMacro):
         return y, stats
 
     def _analog_gemm(self, inp: torch.Tensor, ell: np.ndarray, lines_per_tile: int, exact: torch.Tensor | None,
-                     phase: str, layer: str, count: bool) -> tuple[torch.Tensor, OpRecord | None]:
+                     phase: str, layer: str, count: bool, samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
         m, length = inp.shape
         y, st = self._analog_mvm(inp, ell, lines_per_tile)
         y_int = torch.round(y).clamp_(-(2**31), 2**31 - 1).to(torch.int32)
@@ -291,29 +294,32 @@ class AnalogCrossbar(BitSerialMacro):
         rec.counts[("output_buffer", "write_bit")] = m * n_out * ACC_BITS
         # Crossbars of a layer work in parallel; in each, the vectors, signs and input cycles
         # run one after another and each cycle converts its columns cols_per_adc at a time.
-        rec.cycles = m * self.in_cycles * st["passes"] * an.cols_per_adc
+        per_vector = self.in_cycles * st["passes"] * an.cols_per_adc
+        rec.cycles = m * per_vector
+        rec.chunk_cycles = per_vector * chunk_sizes(m, samples)
         return y_int, rec
 
-    def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True
-                ) -> tuple[torch.Tensor, OpRecord | None]:
+    def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True,
+                samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
         s = self.stored[name]
         exact = int8_matmul(x_int8, torch.from_numpy(s.values)) if count else None
-        return self._analog_gemm(x_int8, self.ell[name], self.card.array.rows, exact, phase, name, count)
+        return self._analog_gemm(x_int8, self.ell[name], self.card.array.rows, exact, phase, name, count, samples)
 
-    def backward_input(self, dy_int8: torch.Tensor, name: str) -> tuple[torch.Tensor, OpRecord]:
+    def backward_input(self, dy_int8: torch.Tensor, name: str, samples: int = 1) -> tuple[torch.Tensor, OpRecord]:
         s = self.stored[name]
         exact = int8_matmul(dy_int8, torch.from_numpy(np.ascontiguousarray(s.values.T)))
         if self.card.dataflow.input_grad == "digital":
             m, n = dy_int8.shape
             k = s.values.shape[0]
-            rec = self._digital_gemm(m, n, k, phase="input_grad", layer=name)
+            rec = self._digital_gemm(m, n, k, phase="input_grad", layer=name, samples=samples)
             rec.counts[(self.device.component, "read")] += s.values.size * self.slices
             rec.counts[("adc", "convert")] += s.values.size * self.slices
             return exact, rec
         ell_t = np.ascontiguousarray(self.ell[name].transpose(1, 0, 2))  # (N, K, 2S)
         per_tile = max(1, self.card.array.cols // self.slices)
-        dx, rec = self._analog_gemm(dy_int8, ell_t, per_tile, exact, "input_grad", name, True)
+        dx, rec = self._analog_gemm(dy_int8, ell_t, per_tile, exact, "input_grad", name, True, samples)
         # one slice of columns is driven at a time, so each input cycle runs once per slice
         rec.counts[("dac", "convert")] *= self.slices
         rec.cycles *= self.slices
+        rec.chunk_cycles *= self.slices
         return dx, rec

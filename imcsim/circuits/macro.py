@@ -80,9 +80,19 @@ class ArrayParams(Params):
     n_subarrays: int = Field(ge=1, le=1 << 24, description="subarrays in the macro")
     rows_per_sense: int = Field(1, ge=1, le=1 << 16, description="lines sensed together in one cycle")
     write_drivers_per_subarray: int = Field(1, ge=1, le=1 << 12)
+    write_drivers: int | None = Field(
+        None, ge=1, le=1 << 24,
+        description="write drivers the macro has, shared by the subarrays through the write bus "
+                    "(default: write_drivers_per_subarray for every subarray)",
+    )
     scratch_subarrays: int = Field(
         16, ge=1, le=1 << 20, description="subarrays that hold operand bit planes for the in-array weight gradient"
     )
+
+
+class BufferParams(Params):
+    ports: int = Field(2, ge=1, le=1 << 10, description="buffer ports that move operands in and results out")
+    bits_per_cycle: int = Field(256, ge=1, le=1 << 20, description="bits one port moves per cycle")
 
 
 class DataflowParams(Params):
@@ -123,6 +133,7 @@ class BitSerialMacroCard(Params):
     technology: TechnologyParams
     array: ArrayParams
     dataflow: DataflowParams = DataflowParams()
+    buffer: BufferParams = BufferParams()
     peripherals: PeripheralParams
     digital: DigitalParams
 
@@ -139,6 +150,12 @@ class OpRecord:
     shape: tuple[int, ...] = ()
     cell_writes: np.ndarray | None = None
     task: str = ""
+    module: str = ""  # the workload layer the op belongs to
+    step: int = -1  # training step (-1: deployment)
+    # Cycles of each sample's share of the op (operands split by sample), for the event schedule;
+    # None: the op is one indivisible burst of ``cycles``.
+    chunk_cycles: np.ndarray | None = None
+    plane_ones: np.ndarray | None = None  # 1 bits per plane of the streamed operand (activity statistics)
 
 
 @dataclass
@@ -283,6 +300,11 @@ class BitSerialMacro:
         return recs
 
     @property
+    def write_driver_count(self) -> int:
+        a = self.card.array
+        return a.write_drivers if a.write_drivers is not None else a.n_subarrays * a.write_drivers_per_subarray
+
+    @property
     def subarrays_used(self) -> int:
         return sum(s.row_tiles * s.col_tiles for s in self.stored.values())
 
@@ -302,17 +324,16 @@ class BitSerialMacro:
         per_sub = (
             a.rows * a.cols * self.device.area_per_bit_m2
             + a.cols * per_col
-            + a.write_drivers_per_subarray * self.area("write_driver")
             + (a.cols // N_BITS) * ACC_BITS * (self.area("full_adder") + self.area("register_bit"))
         )
         digital = self.card.digital.macs_per_cycle * self.area("mac_int8")
-        return a.n_subarrays * per_sub + digital
+        return a.n_subarrays * per_sub + self.write_driver_count * self.area("write_driver") + digital
 
     # --- execution ------------------------------------------------------------
 
     def _stream_counts(
         self, x: torch.Tensor, line_len: int, cells_per_line: int, lines_per_bit: int, n_out: int, phase: str,
-        layer: str, other_tiles: int, stored_ones: np.ndarray,
+        layer: str, other_tiles: int, stored_ones: np.ndarray, samples: int = 1,
     ) -> OpRecord:
         """Counts of streaming int8 ``x`` (M x line_len) bit-serially against stored lines.
 
@@ -325,10 +346,11 @@ class BitSerialMacro:
         lines_per_tile = a.rows if lines_per_bit == 1 else a.cols
         tile_len = max(1, lines_per_tile // lines_per_bit)
         tiles_along = math.ceil(line_len / tile_len)
-        plane_ones, active_passes, cycles_per_tile, increments = stream_activity(
+        plane_ones, active_passes, cycles, increments = stream_activity(
             x.numpy().view(np.uint8), tile_len, a.rows_per_sense, lines_per_bit, stored_ones,
-            self.card.dataflow.skip_zero_planes,
+            self.card.dataflow.skip_zero_planes, chunk_rows=math.ceil(m / max(1, samples)),
         )
+        cycles_per_tile = cycles.sum(axis=0)
         ones = int(plane_ones.sum())
         lines = ones * lines_per_bit
         rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, line_len, n_out))
@@ -346,10 +368,13 @@ class BitSerialMacro:
         # Tiles along the stream run in parallel subarrays; the slowest one sets the time,
         # plus one cycle for the combine/accumulate pipeline to drain.
         rec.cycles = int(cycles_per_tile.max()) + 1 if active_passes else 0
+        per_chunk = cycles.max(axis=1)
+        rec.chunk_cycles = per_chunk + (per_chunk > 0)
+        rec.plane_ones = plane_ones
         return rec
 
-    def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True
-                ) -> tuple[torch.Tensor, OpRecord | None]:
+    def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True,
+                samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
         """``x @ W`` with W stored under ``name``: exact int32 result and its counts (if ``count``)."""
         s = self.stored[name]
         w = torch.from_numpy(s.values)
@@ -359,11 +384,11 @@ class BitSerialMacro:
         k, n = s.values.shape
         rec = self._stream_counts(
             x_int8, line_len=k, cells_per_line=n * N_BITS, lines_per_bit=1, n_out=n, phase=phase, layer=name,
-            other_tiles=s.col_tiles, stored_ones=popcount8(s.values.view(np.uint8)).sum(axis=1),
+            other_tiles=s.col_tiles, stored_ones=popcount8(s.values.view(np.uint8)).sum(axis=1), samples=samples,
         )
         return y, rec
 
-    def backward_input(self, dy_int8: torch.Tensor, name: str) -> tuple[torch.Tensor, OpRecord]:
+    def backward_input(self, dy_int8: torch.Tensor, name: str, samples: int = 1) -> tuple[torch.Tensor, OpRecord]:
         """``dy @ W^T`` for W stored under ``name``, per the card's input-gradient dataflow."""
         s = self.stored[name]
         w = torch.from_numpy(s.values)
@@ -374,38 +399,44 @@ class BitSerialMacro:
             rec = self._stream_counts(
                 dy_int8, line_len=n, cells_per_line=k, lines_per_bit=N_BITS, n_out=k, phase="input_grad",
                 layer=name, other_tiles=s.row_tiles, stored_ones=popcount8(s.values.view(np.uint8)).sum(axis=0),
+                samples=samples,
             )
         elif flow == "transposed_copy":
             t = self.stored[transposed_name(name)]
             rec = self._stream_counts(
                 dy_int8, line_len=n, cells_per_line=k * N_BITS, lines_per_bit=1, n_out=k, phase="input_grad",
                 layer=name, other_tiles=t.col_tiles, stored_ones=popcount8(t.values.view(np.uint8)).sum(axis=1),
+                samples=samples,
             )
         else:
             m = dy_int8.shape[0]
-            rec = self._digital_gemm(m, n, k, phase="input_grad", layer=name)
+            rec = self._digital_gemm(m, n, k, phase="input_grad", layer=name, samples=samples)
             rec.counts[(self.device.component, "read")] += k * n * N_BITS
             rec.counts[("sense_amp", "sense")] += k * n * N_BITS
             rec.counts[("row_driver", "activate_row")] += k * s.col_tiles
-            rec.cycles += math.ceil(k / s.row_tiles) if s.row_tiles else 0
+            read = math.ceil(k / s.row_tiles) if s.row_tiles else 0  # weights read out once, row tiles in parallel
+            rec.cycles += read
+            rec.chunk_cycles[0] += read
         return dx, rec
 
-    def _digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str) -> OpRecord:
+    def _digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str, samples: int = 1) -> OpRecord:
         rec = OpRecord(phase=phase, layer=layer, kind="digital", shape=(m, k, n))
         rec.counts[("digital", "mac_int8")] = m * k * n
         rec.counts[("input_buffer", "read_bit")] = (m * k + k * n) * N_BITS
         rec.counts[("output_buffer", "write_bit")] = m * n * ACC_BITS
-        rec.cycles = math.ceil(m * k * n / self.card.digital.macs_per_cycle)
+        macs = self.card.digital.macs_per_cycle
+        rec.cycles = math.ceil(m * k * n / macs)
+        rec.chunk_cycles = np.array([math.ceil(c * k * n / macs) for c in chunk_sizes(m, samples)], dtype=np.int64)
         return rec
 
-    def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str
+    def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str, samples: int = 1
                     ) -> tuple[torch.Tensor, list[OpRecord]]:
         """``x^T @ dy`` (K x N), per the card's weight-gradient dataflow; exact either way."""
         dw = int8_matmul(x_int8.t().contiguous(), dy_int8)
         m, k = x_int8.shape
         n = dy_int8.shape[1]
         if self.card.dataflow.weight_grad == "digital":
-            return dw, [self._digital_gemm(m, k, n, phase="weight_grad", layer=name)]
+            return dw, [self._digital_gemm(m, k, n, phase="weight_grad", layer=name, samples=samples)]
         return dw, self._in_array_weight_grad(x_int8, dy_int8, name)
 
     def _in_array_weight_grad(self, x: torch.Tensor, dy: torch.Tensor, name: str) -> list[OpRecord]:
@@ -505,6 +536,12 @@ class BitSerialMacro:
         rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
         s.values[...] = new
         return rec
+
+
+def chunk_sizes(m: int, samples: int) -> np.ndarray:
+    """Vectors in each sample's chunk when ``m`` vectors belong to ``samples`` samples (in order)."""
+    rows = math.ceil(m / max(1, samples)) if m else 1
+    return np.array([min(rows, m - start) for start in range(0, m, rows)] or [0], dtype=np.int64)
 
 
 def popcount_tree_bit_adds(width: int) -> int:

@@ -18,6 +18,7 @@ TinyTL-style), ``full`` (everything).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +31,7 @@ from pydantic import Field, field_validator
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
 from imcsim.workloads.data import TaskData, make_task
+from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
 from imcsim.workloads.int8 import Hardware, imc_modules
 from imcsim.workloads.models import RepNet, TinyCNN
 
@@ -116,6 +118,7 @@ class ContinualResult:
     """What a functional continual-learning run produced."""
 
     ops: list[OpRecord]
+    graphs: dict[str, LayerGraph]  # per task: the layer dataflow of one training step
     task_names: list[str]
     accuracy: np.ndarray  # [after task i, on task j], NaN where j > i
     steps_per_task: list[int]
@@ -197,6 +200,17 @@ def pretrain_backbone(card: ContinualCard, source: TaskData, rng: np.random.Gene
     return backbone, _accuracy(model, source, device)
 
 
+DIGITAL_PARAMS = "digital_params"  # the op that updates parameters kept only in the digital unit (BN, biases)
+
+
+def training_graph(model: RepNet, method: Method, task: str, input_shape: tuple[int, ...]) -> LayerGraph:
+    """The layer dataflow of one training step on ``task`` (traced on a meta copy: no state changes)."""
+    meta = copy.deepcopy(model).to("meta")
+    _train_mode(meta, method)
+    x = torch.empty(input_shape, device="meta")
+    return trace_dataflow(meta, lambda: meta(x, task), samples=input_shape[0])
+
+
 def run_continual(
     card: ContinualCard,
     macro: BitSerialMacro,
@@ -218,6 +232,7 @@ def run_continual(
     for t in tasks:
         model.add_head(t.name, t.n_classes).to(device)
     _set_trainable(model, card.method)
+    graphs = {t.name: training_graph(model, card.method, t.name, t.x_train[:2].shape) for t in tasks}
     hw = Hardware(macro=macro, stochastic_rounding=card.train.stochastic_rounding, generator=gen, task="deploy")
     for m in imc_modules(model):
         m.deploy(hw)
@@ -245,6 +260,7 @@ def run_continual(
             _train_mode(model, card.method)
             for idx in _batches(len(task.y_train), card.train.batch_size, rng):
                 x, y = task.x_train[idx].to(device), task.y_train[idx].to(device)
+                hw.step, hw.samples = done, len(idx)
                 opt.zero_grad()
                 loss = F.cross_entropy(model(x, task.name), y)
                 loss.backward()
@@ -254,7 +270,7 @@ def run_continual(
                         m.sync()
                     n_digital = sum(p.numel() for p in params if id(p) not in imc_params)
                     if n_digital:
-                        hw.emit(macro.update_digital("digital_params", n_digital))
+                        hw.emit(macro.update_digital("digital_params", n_digital), DIGITAL_PARAMS)
                 last_loss = loss.item()
                 steps += 1
                 done += 1
@@ -268,6 +284,7 @@ def run_continual(
         hw.recording = True
     return ContinualResult(
         ops=hw.ops,
+        graphs=graphs,
         task_names=[t.name for t in tasks],
         accuracy=acc,
         steps_per_task=steps_per_task,

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
+from imcsim.workloads.dataflow import traced_layer_call
 
 QMAX = 127
 WEIGHT_HEADROOM = 1.25  # master weights may grow 25 % past their deployed range before clipping
@@ -39,12 +40,16 @@ class Hardware:
     ops: list[OpRecord] = field(default_factory=list)
     recording: bool = True
     task: str = ""
+    step: int = -1  # training step the ops belong to (-1: deployment)
+    samples: int = 1  # samples in the current batch (operands are split per sample for the schedule)
     stochastic_rounding: bool = False
     generator: torch.Generator | None = None
 
-    def emit(self, rec: OpRecord) -> None:
+    def emit(self, rec: OpRecord, module: str) -> None:
         if self.recording:
             rec.task = self.task
+            rec.step = self.step
+            rec.module = module
             self.ops.append(rec)
 
 
@@ -72,9 +77,9 @@ class _IMCMatmul(torch.autograd.Function):
         hw: Hardware = module.hw
         name = module.stored_names()[index]
         x_q, sx = quantize(x)
-        y_int, rec = hw.macro.forward(x_q.cpu(), name, count=hw.recording)
+        y_int, rec = hw.macro.forward(x_q.cpu(), name, count=hw.recording, samples=hw.samples)
         if rec is not None:
-            hw.emit(rec)
+            hw.emit(rec, module.name)
         ctx.module = module
         ctx.name = name
         ctx.sx = sx
@@ -90,13 +95,13 @@ class _IMCMatmul(torch.autograd.Function):
         g_q = g_q.cpu()
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            dx_int, rec = hw.macro.backward_input(g_q, name)
-            hw.emit(rec)
+            dx_int, rec = hw.macro.backward_input(g_q, name, samples=hw.samples)
+            hw.emit(rec, module.name)
             grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
         if x_q is not None:
-            dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, name)
+            dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, name, samples=hw.samples)
             for rec in recs:
-                hw.emit(rec)
+                hw.emit(rec, module.name)
             grad_w = dw_int.to(grad_y.device, torch.float32) * (ctx.sx * sg)
         return grad_x, grad_w, None, None
 
@@ -133,7 +138,7 @@ class IMCModule(nn.Module):
         for name, w in zip(self.stored_names(), self.weight_matrices(), strict=True):
             w_q, _ = quantize(w.detach(), self.w_scale)
             for rec in hw.macro.store(name, w_q.cpu().numpy()):
-                hw.emit(rec)
+                hw.emit(rec, self.name)
 
     def sync(self) -> None:
         """Rewrite the stored INT8 images of the master weight; only changed cells are written."""
@@ -141,15 +146,12 @@ class IMCModule(nn.Module):
         for name, w in zip(self.stored_names(), self.weight_matrices(), strict=True):
             w_q, _ = quantize(w.detach(), self.w_scale)
             for rec in hw.macro.update_weights(name, w_q.cpu().numpy()):
-                hw.emit(rec)
+                hw.emit(rec, self.name)
         if self.weight.requires_grad:
-            hw.emit(hw.macro.update_digital(self.name, self.weight.numel()))
+            hw.emit(hw.macro.update_digital(self.name, self.weight.numel()), self.name)
 
     def _matmul(self, x2d: torch.Tensor, index: int = 0) -> torch.Tensor:
-        w = self.weight_matrices()[index]
-        if self.hw is None:
-            return x2d @ w
-        return _IMCMatmul.apply(x2d, w, self, index)
+        return _IMCMatmul.apply(x2d, self.weight_matrices()[index], self, index)
 
 
 class IMCLinear(IMCModule):
@@ -166,6 +168,12 @@ class IMCLinear(IMCModule):
         return self.weight.t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.numel() // x.shape[-1] if x.dim() else 1
+        return traced_layer_call(self, x, lambda: self._forward(x), m, self.weight.shape[1], self.weight.shape[0], 1)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hw is None:
+            return F.linear(x, self.weight, self.bias)
         y = self._matmul(x)
         return y + self.bias if self.bias is not None else y
 
@@ -198,11 +206,22 @@ class IMCConv2d(IMCModule):
     def stored_names(self) -> list[str]:
         return [self.name] if self.groups == 1 else [f"{self.name}.g{i}" for i in range(self.groups)]
 
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        return ((h + 2 * self.padding - self.k) // self.stride + 1, (w + 2 * self.padding - self.k) // self.stride + 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
+        ho, wo = self.out_size(h, w)
+        g = self.groups
+        return traced_layer_call(self, x, lambda: self._forward(x), b * ho * wo, self.cin // g * self.k * self.k,
+                                 self.cout // g, g)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hw is None:
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
+        b, _, h, w = x.shape
         cols = F.unfold(x, self.k, padding=self.padding, stride=self.stride)  # (B, C*k*k, L)
-        ho = (h + 2 * self.padding - self.k) // self.stride + 1
-        wo = (w + 2 * self.padding - self.k) // self.stride + 1
+        ho, wo = self.out_size(h, w)
         g = self.groups
         x2d = cols.transpose(1, 2).reshape(b * ho * wo, g, -1)  # (B*L, g, C/g*k*k), group-major channels
         y = torch.cat([self._matmul(x2d[:, i], i) for i in range(g)], dim=1)  # (B*L, out)
