@@ -23,9 +23,10 @@ from imcsim.devices import MemoryDevice, build_device
 from imcsim.errors import InputError, PhysicsError
 from imcsim.report import Report
 from imcsim.sim import TRAINING_PHASES, tally_ops
+from imcsim.sim.tally import measured_activity
 from imcsim.sim.timeline import RunTimeline, energy_over_time, schedule_run, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR
-from imcsim.workloads.continual import run_continual
+from imcsim.workloads.continual import run_continual, run_cost_only
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,14 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
 def _check_run_options(loaded: LoadedConfig) -> torch.device:
     """Check the ``run`` section against what this build can do; return the torch device."""
     run_opts = loaded.config.run
-    if run_opts.mode != "functional":
-        raise InputError("only 'functional' runs are available for this workload (cost_only comes with the "
-                         "event simulator)", file=loaded.where("run.mode"), key="run.mode")
+    if run_opts.mode == "cost_only" and getattr(loaded.config.workload, "cost_only", None) is None:
+        raise InputError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
+                         "steps_per_task, activity); add one or use mode functional",
+                         file=loaded.where("run.mode"), key="run.mode")
+    if run_opts.mode == "cost_only" and loaded.config.circuit.dataflow.weight_grad != "digital":
+        raise InputError("cost-only runs count the weight gradient in the digital unit; set "
+                         "circuit.dataflow.weight_grad=digital or use mode functional",
+                         file=loaded.where("circuit.dataflow.weight_grad"), key="circuit.dataflow.weight_grad")
     try:
         return torch_device(run_opts.torch_device)
     except InputError as err:
@@ -87,7 +93,10 @@ def run(
     hw = hardware or build_hardware(loaded)
     dev = _check_run_options(loaded)
     try:
-        result = run_continual(cfg.workload, hw.macro, cfg.seed, dev, progress)
+        if cfg.run.mode == "cost_only":
+            result = run_cost_only(cfg.workload, hw.macro, cfg.seed)
+        else:
+            result = run_continual(cfg.workload, hw.macro, cfg.seed, dev, progress)
     except CapacityError as err:
         key = "circuit.array.n_subarrays"
         raise InputError(f"{err}; raise it or choose a smaller workload", file=loaded.where(key), key=key) from None
@@ -98,21 +107,30 @@ def run(
     train = cost(tally.counts(TRAINING_PHASES), macro.actions,
                  {p: timeline.critical_by_phase.get(p, 0) for p in TRAINING_PHASES}, t_cycle)
     deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": timeline.deploy_cycles}, t_cycle)
-    steps = sum(result.steps_per_task)
+    counted = sum(result.steps_per_task)
+    scale = result.step_scale
+    steps = counted * scale
+    train = train.scaled(scale)
     all_cells = (sum(s.values.size * macro.cells_per_weight for s in macro.stored.values())
                  + sum(b.size for b in macro.scratch.values()))
     ws = tally.write_stats(all_cells)
     step_latency = train.total_latency_s / steps if steps else 0.0
-    max_per_step = ws.max_writes / steps if steps else 0.0
+    if scale == 1.0:
+        max_per_step = ws.max_writes / steps if steps else 0.0
+    else:  # one counted step stands for many: the hottest bit position's mean write rate
+        max_per_step = tally.max_mean_write_rate(macro.cells_per_weight) / counted
     endurance = hw.device.endurance_cycles
     lifetime_steps = endurance / max_per_step if max_per_step > 0 and math.isfinite(endurance) else math.inf
     leak_w = hw.device.leakage_per_bit_w * macro.card.array.rows * macro.card.array.cols * macro.subarrays_used
-    metrics: dict[str, float] = {
+    accuracy = {} if cfg.run.mode == "cost_only" else {
         "accuracy_source": result.source_accuracy,
         "accuracy_average": result.average_accuracy,
         "forgetting": result.forgetting,
+    }
+    metrics: dict[str, float] = {
+        **accuracy,
         "trainable_params": result.trainable_params,
-        "training_steps": steps,
+        "training_steps": round(steps),
         "energy_train_j": train.total_energy_j,
         "energy_per_step_j": train.total_energy_j / steps if steps else 0.0,
         "energy_deploy_j": deploy.total_energy_j,
@@ -120,12 +138,12 @@ def run(
         "latency_train_s": train.total_latency_s,
         "latency_per_step_s": step_latency,
         **{f"latency_{p}_s": train.latency_s.get(p, 0.0) for p in TRAINING_PHASES},
-        "latency_in_order_per_step_s": sum(timeline.in_order_cycles) * t_cycle / steps if steps else 0.0,
+        "latency_in_order_per_step_s": sum(timeline.in_order_cycles) * t_cycle / counted if counted else 0.0,
         "latency_deploy_s": deploy.total_latency_s,
         **{f"utilization_{g}": u for g, u in timeline.utilization().items() if timeline.capacity_by_group[g]},
         "cells_written": ws.cells_written,
-        "writes_max_per_cell": ws.max_writes,
-        "writes_mean_per_cell": ws.mean_writes,
+        "writes_max_per_cell": ws.max_writes * scale if scale == 1.0 else max_per_step * steps,
+        "writes_mean_per_cell": ws.mean_writes * scale,
         "writes_max_per_cell_per_step": max_per_step,
         "endurance_cycles": hw.device.endurance_cycles,
         "lifetime_steps": lifetime_steps,
@@ -146,11 +164,11 @@ def run(
     per_task = []
     task_cycles = _cycles_by_task(timeline)
     for name, steps_i in zip(result.task_names, result.steps_per_task, strict=True):
-        c = cost(tally.counts_by_task[name], macro.actions, {"all": task_cycles.get(name, 0)}, t_cycle)
+        c = cost(tally.counts_by_task[name], macro.actions, {"all": task_cycles.get(name, 0)}, t_cycle).scaled(scale)
         pulses = sum(n for (comp, action), n in c.counts.items()
                      if comp == hw.device.component and action.endswith("_pulse"))
-        per_task.append({"task": name, "steps": steps_i, "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
-                         "write_pulses": int(pulses)})
+        per_task.append({"task": name, "steps": steps_i * scale, "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
+                         "write_pulses": int(pulses * scale)})
     tables = {
         "tasks": result.task_names,
         "accuracy_matrix": result.accuracy.tolist(),
@@ -158,6 +176,7 @@ def run(
         "write_histogram": [list(p) for p in ws.histogram],
         "writes_max_per_layer": ws.per_layer_max,
         "device_figures": {k: v for k, (v, _) in hw.device.figures().items()},
+        "activity": measured_activity(result.ops, [s.values for s in macro.stored.values()]) if cfg.run.mode == "functional" else {},
         "energy_over_time": [list(p) for p in energy_over_time(timeline)],
         "step_power_profile": [list(p) for p in step_power_profile(timeline.first_step, t_cycle)]
         if timeline.first_step is not None else [],

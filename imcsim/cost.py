@@ -36,6 +36,14 @@ class CostResult:
         latency.update(other.latency_s)
         return CostResult(_frozen(counts), _frozen(energy), _frozen(latency))
 
+    def scaled(self, factor: float) -> CostResult:
+        """The cost of ``factor`` repetitions of this stream (one step standing for many)."""
+        if factor == 1.0:
+            return self
+        return CostResult(_frozen({k: round(n * factor) for k, n in self.counts.items()}),
+                          _frozen({k: e * factor for k, e in self.energy_j.items()}),
+                          _frozen({k: t * factor for k, t in self.latency_s.items()}))
+
     @property
     def total_energy_j(self) -> float:
         return float(sum(self.energy_j.values()))

@@ -156,6 +156,7 @@ class OpRecord:
     # None: the op is one indivisible burst of ``cycles``.
     chunk_cycles: np.ndarray | None = None
     plane_ones: np.ndarray | None = None  # 1 bits per plane of the streamed operand (activity statistics)
+    changed_weights: int = 0  # write-back: weights whose INT8 code changed
 
 
 @dataclass
@@ -163,9 +164,10 @@ class StoredMatrix:
     """An INT8 matrix held in the array: its layout and current bits."""
 
     name: str
-    values: np.ndarray  # int8, K x N
+    values: np.ndarray  # int8, K x N (groups: their K x N matrices stacked along the rows)
     row_tiles: int
     col_tiles: int
+    groups: int = 1
 
 
 class BitSerialMacro:
@@ -268,27 +270,40 @@ class BitSerialMacro:
         """Cells one INT8 weight occupies."""
         return math.ceil(N_BITS / self.device.bits_per_cell)
 
-    def tiles_for(self, k: int, n: int) -> tuple[int, int]:
+    def tiles_for(self, k: int, n: int, groups: int = 1) -> tuple[int, int]:
+        """(row tiles, column tiles) of ``groups`` K x N matrices.
+
+        Groups that fit in one subarray are packed block-diagonally, as many side by
+        side as rows and columns allow; larger groups are tiled one after another.
+        """
         a = self.card.array
-        return math.ceil(k / a.rows), math.ceil(n * self.cells_per_weight / a.cols)
+        cpw = self.cells_per_weight
+        if groups > 1 and k <= a.rows and n * cpw <= a.cols:
+            per = min(a.rows // k, a.cols // (n * cpw))
+            return math.ceil(groups / per), 1
+        return groups * math.ceil(k / a.rows), math.ceil(n * cpw / a.cols)
 
-    def store(self, name: str, w_int8: np.ndarray) -> list[OpRecord]:
-        """Program a K x N INT8 matrix into fresh subarrays (counted as deployment writes).
+    def store(self, name: str, w_int8: np.ndarray, groups: int = 1) -> list[OpRecord]:
+        """Program a K x N INT8 matrix (or ``groups`` of them stacked along the rows) into fresh subarrays.
 
-        With the ``transposed_copy`` input-gradient dataflow, W^T is stored as well.
+        Counted as deployment writes. With the ``transposed_copy`` input-gradient
+        dataflow, W^T (of each group) is stored as well.
         """
         w = np.asarray(w_int8, dtype=np.int8)
         copies = {name: w}
         if self.card.dataflow.input_grad == "transposed_copy":
-            copies[transposed_name(name)] = np.ascontiguousarray(w.T)
-        need = sum(math.prod(self.tiles_for(*m.shape)) for m in copies.values())
+            kg, n = w.shape[0] // groups, w.shape[1]
+            copies[transposed_name(name)] = np.ascontiguousarray(
+                w.reshape(groups, kg, n).transpose(0, 2, 1).reshape(groups * n, kg))
+        need = sum(math.prod(self.tiles_for(m.shape[0] // groups, m.shape[1], groups)) for m in copies.values())
         used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name not in copies)
         if used + need > self.card.array.n_subarrays:
             raise CapacityError(
                 f"weights need {used + need} subarrays but the macro has {self.card.array.n_subarrays}"
             )
         for key, m in copies.items():
-            self.stored[key] = StoredMatrix(key, np.zeros_like(m), *self.tiles_for(*m.shape))
+            tiles = self.tiles_for(m.shape[0] // groups, m.shape[1], groups)
+            self.stored[key] = StoredMatrix(key, np.zeros_like(m), *tiles, groups=groups)
         return [self.write_back(key, m, phase="deploy") for key, m in copies.items()]
 
     def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:
@@ -296,7 +311,11 @@ class BitSerialMacro:
         recs = [self.write_back(name, new_int8)]
         t_name = transposed_name(name)
         if t_name in self.stored:
-            recs.append(self.write_back(t_name, np.ascontiguousarray(np.asarray(new_int8).T)))
+            g = self.stored[name].groups
+            w = np.asarray(new_int8)
+            kg, n = w.shape[0] // g, w.shape[1]
+            recs.append(self.write_back(t_name, np.ascontiguousarray(
+                w.reshape(g, kg, n).transpose(0, 2, 1).reshape(g * n, kg))))
         return recs
 
     @property
@@ -524,7 +543,8 @@ class BitSerialMacro:
         old_bits = _cell_bits(s.values)
         new_bits = _cell_bits(new)
         ev = self.device.count_writes(old_bits, new_bits)
-        rec = OpRecord(phase=phase, layer=name, kind="write", shape=(k, n), cell_writes=ev.cell_writes)
+        rec = OpRecord(phase=phase, layer=name, kind="write", shape=(k, n), cell_writes=ev.cell_writes,
+                       changed_weights=int((s.values != new).sum()))
         comp = self.device.component
         for action, count in ev.counts.items():
             rec.counts[(comp, action)] = count

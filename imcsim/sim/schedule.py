@@ -364,8 +364,12 @@ def _write_target(op: OpRecord, view: MacroView, capacity: dict[str, int], subar
 # --- simpy: find the grant order --------------------------------------------------------
 
 
-def simulate(graph: TaskGraph) -> tuple[list[int], int]:
-    """Run the graph in simpy; return the segments in the order their resources were granted, and the event count."""
+def simulate(graph: TaskGraph) -> tuple[list[int], int, np.ndarray]:
+    """Run the graph in simpy.
+
+    Returns the segments in the order their resources were granted, the number of
+    events processed, and each segment's start time (cycles).
+    """
     env = simpy.Environment()
     pools: dict[str, simpy.Container] = {}
     slots: dict[str, simpy.Resource] = {}
@@ -376,6 +380,7 @@ def simulate(graph: TaskGraph) -> tuple[list[int], int]:
             slots[name] = simpy.Resource(env, capacity=cap)
     order: list[int] = []
     durations = graph.durations
+    started = np.zeros(len(durations), dtype=np.int64)
     offsets = np.cumsum([0] + [len(t.segments) for t in graph.tasks]).tolist()
     done: list[simpy.Process] = []
 
@@ -395,6 +400,7 @@ def simulate(graph: TaskGraph) -> tuple[list[int], int]:
                     held.append((name, units, req))
             k = offsets[i] + j
             order.append(k)
+            started[k] = int(env.now)
             if durations[k]:
                 yield env.timeout(int(durations[k]))
             for name, units, req in held:
@@ -412,7 +418,7 @@ def simulate(graph: TaskGraph) -> tuple[list[int], int]:
         except simpy.core.EmptySchedule:
             break
         events += 1
-    return order, events
+    return order, events, started
 
 
 # --- replay along a recorded order --------------------------------------------------------
@@ -559,7 +565,7 @@ class Scheduler:
         cached = self._cache.get(key)
         if cached is None:
             graph = build_step_graph(ops, layers, self.view)
-            order, events = simulate(graph)
+            order, events, _ = simulate(graph)
             compiled = compile_graph(graph, order, events)
             self._cache[key] = (graph, compiled)
             self.simulated += 1

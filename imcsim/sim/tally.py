@@ -67,6 +67,11 @@ class Tally:
             out.update(self.counts_by_phase.get(p, Counter()))
         return out
 
+    def max_mean_write_rate(self, cells_per_weight: int) -> float:
+        """Highest mean writes of a cell at one bit position of a layer (over the layer's weights)."""
+        rates = [_position_rate(a, cells_per_weight) for a in self.cell_writes.values() if a.size]
+        return max(rates, default=0.0)
+
     def write_stats(self, all_cells: int) -> WriteStats:
         """Statistics over every stored cell (``all_cells``), never-written cells included."""
         if self.cell_writes:
@@ -88,8 +93,47 @@ class Tally:
         )
 
 
+def _position_rate(a: np.ndarray, cells_per_weight: int) -> float:
+    rows = a.reshape(-1, a.shape[-1])
+    if rows.shape[1] % cells_per_weight:
+        return float(rows.mean()) if rows.size else 0.0
+    return float(rows.reshape(rows.shape[0], -1, cells_per_weight).mean(axis=(0, 1)).max())
+
+
 def tally_ops(ops: Iterable[OpRecord]) -> Tally:
     t = Tally()
     for op in ops:
         t.add(op)
     return t
+
+
+def measured_activity(ops: Iterable[OpRecord], stored: Iterable[np.ndarray] = ()) -> dict[str, object]:
+    """Operand statistics of a functional run, in the form cost-only runs take them.
+
+    Plane densities: 1 bits per plane over the streamed elements of the forward
+    pass (activations) and of the input-gradient pass (errors). Weight bit
+    density over the ``stored`` INT8 matrices; change fraction: weights whose
+    INT8 code changed per write-back.
+    """
+    ones = {"forward": np.zeros(8), "input_grad": np.zeros(8)}
+    elements = {"forward": 0, "input_grad": 0}
+    for op in ops:
+        if op.plane_ones is not None and op.phase in ones:
+            ones[op.phase] += op.plane_ones
+            elements[op.phase] += op.shape[0] * op.shape[1]
+    changed = weights = 0
+    for op in ops:
+        if op.phase == "update" and op.kind == "write" and not op.layer.endswith("^T"):
+            changed += op.changed_weights
+            weights += op.shape[0] * op.shape[1]
+    out: dict[str, object] = {}
+    if weights:
+        out["weight_change_fraction"] = round(changed / weights, 4)
+    values = [np.ascontiguousarray(v).view(np.uint8) for v in stored]
+    if values:
+        bits = sum(int(np.unpackbits(v.ravel()).sum()) for v in values)
+        out["weight_bit_density"] = round(bits / (8 * sum(v.size for v in values)), 4)
+    for phase, key in (("forward", "forward_plane_density"), ("input_grad", "error_plane_density")):
+        if elements[phase]:
+            out[key] = [round(float(v), 4) for v in ones[phase] / elements[phase]]
+    return out

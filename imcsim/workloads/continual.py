@@ -26,10 +26,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
+from imcsim.workloads.backbones import build_backbone
+from imcsim.workloads.costonly import CostOnlySpec, cost_only_step, meta_input
 from imcsim.workloads.data import TaskData, make_task
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
 from imcsim.workloads.int8 import Hardware, imc_modules
@@ -54,22 +56,22 @@ class TaskSpec(Params):
         return classes
 
 
+ARCH_BLOCKS = {"tiny_cnn": 4, "mobilenet_v2": 19, "proxylessnas_mobile": 22}
+
+
 class ModelSpec(Params):
-    arch: Literal["tiny_cnn"] = "tiny_cnn"
+    arch: Literal["tiny_cnn", "mobilenet_v2", "proxylessnas_mobile"] = "tiny_cnn"
     width: int = Field(16, ge=2, le=512)
     image_size: int = Field(16, ge=8, le=256)
 
 
 class RepNetSpec(Params):
-    side_blocks: list[int] = Field(description="tiny_cnn blocks (0 = stem .. 3) that get a side module")
+    side_blocks: list[int] = Field(description="backbone blocks (0 = stem) that get a side module")
     width: int = Field(16, ge=2, le=1024, description="channels inside a side module")
 
     @field_validator("side_blocks")
     @classmethod
     def _check_blocks(cls, blocks: list[int]) -> list[int]:
-        bad = [b for b in blocks if not 0 <= b < 4]
-        if bad:
-            raise ValueError(f"side_blocks must be tiny_cnn block indices 0..3 (got {bad})")
         if len(set(blocks)) != len(blocks):
             raise ValueError(f"side_blocks must not repeat (got {blocks})")
         return blocks
@@ -103,6 +105,15 @@ class ContinualCard(Params):
     tasks: list[TaskSpec] = Field(min_length=1)
     train: TrainSpec
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    cost_only: CostOnlySpec | None = Field(None, description="shapes and activity statistics for run.mode=cost_only")
+
+    @model_validator(mode="after")
+    def _blocks_exist(self) -> ContinualCard:
+        n = ARCH_BLOCKS[self.model.arch]
+        bad = [b for b in self.repnet.side_blocks if not 0 <= b < n]
+        if bad:
+            raise ValueError(f"repnet.side_blocks must be {self.model.arch} block indices 0..{n - 1} (got {bad})")
+        return self
 
     @field_validator("tasks")
     @classmethod
@@ -125,6 +136,7 @@ class ContinualResult:
     trainable_params: int
     source_accuracy: float
     final_losses: list[float]
+    step_scale: float = 1.0  # training steps each counted step stands for (cost-only: one step counted)
 
     @property
     def average_accuracy(self) -> float:
@@ -185,7 +197,7 @@ def _accuracy(model: RepNet, task: TaskData, device: torch.device, batch_size: i
 def pretrain_backbone(card: ContinualCard, source: TaskData, rng: np.random.Generator, device: torch.device
                       ) -> tuple[TinyCNN, float]:
     """Train backbone + a source head in float; return the backbone and its source accuracy."""
-    backbone = TinyCNN(in_channels=1, width=card.model.width)
+    backbone = build_backbone(card.model.arch, 1, card.model.width)
     model = RepNet(backbone, [], 1, card.model.image_size).to(device)
     model.add_head(source.name, source.n_classes).to(device)
     p = card.pretrain
@@ -293,3 +305,29 @@ def run_continual(
         final_losses=losses,
     )
 
+
+
+def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> ContinualResult:
+    """Count one training step of the card's model at the ``cost_only`` sizes (no data, no arithmetic)."""
+    spec = card.cost_only
+    if spec is None:
+        raise ValueError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
+                         "steps_per_task, activity)")
+    task = card.tasks[0]
+    backbone = build_backbone(card.model.arch, spec.in_channels, card.model.width)
+    model = RepNet(backbone, card.repnet.side_blocks, card.repnet.width, spec.image_size)
+    model.add_head(task.name, len(task.classes))
+    model.to("meta")
+    _set_trainable(model, card.method)
+    _train_mode(model, card.method)
+    x = meta_input(spec)
+    graph = trace_dataflow(model, lambda: model(x, task.name), samples=spec.batch_size)
+    imc_weights = {id(m.weight) for m in imc_modules(model)}
+    digital = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in imc_weights)
+    step = cost_only_step(macro, graph, spec.activity, digital, task.name, seed)
+    n = len(card.tasks)
+    return ContinualResult(
+        ops=step.ops, graphs={task.name: graph}, task_names=[task.name], accuracy=np.full((1, 1), np.nan),
+        steps_per_task=[1], trainable_params=step.trainable_params, source_accuracy=float("nan"),
+        final_losses=[float("nan")], step_scale=float(spec.steps_per_task * n),
+    )
