@@ -71,7 +71,8 @@ def test_run_trace_writes_a_chrome_trace(tmp_path):
     assert res.returncode == 0, res.stderr
     data = json.loads(trace.read_text())
     slices = [e for e in data["traceEvents"] if e["ph"] == "X"]
-    assert slices and {e["cat"] for e in slices} >= {"forward", "input_grad", "update"}
+    assert slices
+    assert {e["cat"] for e in slices} >= {"forward", "input_grad", "update"}
     report = json.loads((out / "report.json").read_text())
     makespan_s = data["otherData"]["makespan_cycles"] * data["otherData"]["cycle_time_s"]
     assert makespan_s == pytest.approx(report["metrics"]["latency_per_step_s"], rel=1e-9)
@@ -81,7 +82,8 @@ def test_run_trace_into_a_folder_is_a_clear_input_error(tmp_path):
     res = imcsim("run", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--out", str(tmp_path / "o"), "--quiet",
                  "--trace", str(tmp_path))
     assert res.returncode == 2
-    assert "--trace" in res.stderr and "Traceback" not in res.stderr
+    assert "--trace" in res.stderr
+    assert "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists()
 
 

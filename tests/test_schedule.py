@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_write_blocks_reads_of_the_same_subarray():
             k += 1
     spans.sort()
     assert len(spans) == 3
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
     assert sched.makespan == 10 + 6 + 3
 
 
@@ -144,7 +145,8 @@ def test_schedule_properties(case):
             assert sched.start[offsets[i]] >= sched.end[offsets[d + 1] - 1]
     # same input, same schedule
     again = Scheduler(v).schedule(ops, layers)
-    assert np.array_equal(again.start, sched.start) and again.makespan == sched.makespan
+    assert np.array_equal(again.start, sched.start)
+    assert again.makespan == sched.makespan
 
 
 def test_replayed_signature_retimes_with_new_durations():
@@ -153,10 +155,11 @@ def test_replayed_signature_retimes_with_new_durations():
     slower = two_layer_step()
     slower[0].chunk_cycles = np.array([20, 20])
     second = scheduler.schedule(slower, TWO_LAYERS)
-    assert scheduler.simulated == 1 and scheduler.replayed == 1
+    assert scheduler.simulated == 1
+    assert scheduler.replayed == 1
     assert second.makespan > first.makespan
     graph = build_step_graph(slower, TWO_LAYERS, view())
-    order, _, simpy_start = simulate(graph)
+    order, _, _simpy_start = simulate(graph)
     assert second.makespan == retime(graph, compile_graph(graph, order, 0)).makespan
 
 
