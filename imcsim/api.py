@@ -59,6 +59,9 @@ def _check_run_options(loaded: LoadedConfig) -> torch.device:
         raise InputError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
                          "steps_per_task, activity); add one or use mode functional",
                          file=loaded.where("run.mode"), key="run.mode")
+    if run_opts.mode == "cost_only" and loaded.config.circuit.kind != "bitserial_macro":
+        raise InputError("cost-only counting models the bit-serial digital macro; use a bitserial_macro circuit "
+                         "card or mode functional", file=loaded.where("circuit.card"), key="circuit.card")
     if run_opts.mode == "cost_only" and loaded.config.circuit.dataflow.weight_grad != "digital":
         raise InputError("cost-only runs count the weight gradient in the digital unit; set "
                          "circuit.dataflow.weight_grad=digital or use mode functional",

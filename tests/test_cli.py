@@ -197,3 +197,11 @@ def test_run_options_checked_before_running():
     assert res.stderr.strip() == ("imcsim: error: --set: run.mode: run.mode=cost_only needs a workload.cost_only "
                                   "section (batch_size, image_size, steps_per_task, activity); add one or use mode "
                                   "functional")
+
+
+def test_cost_only_on_an_analog_crossbar_is_a_clear_input_error(tmp_path):
+    res = imcsim("run", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--out", str(tmp_path / "o"), "--quiet",
+                 "--set", "circuit.card=reram_crossbar_isaac_32nm", "--set", "device.card=reram_hfox_neurosim")
+    assert res.returncode == 2
+    assert res.stderr.startswith("imcsim: error: --set: circuit.card: cost-only counting models the bit-serial")
+    assert not (tmp_path / "o").exists()

@@ -115,8 +115,7 @@ class TaskGraph:
             cyc = values[offsets[ops_c] + SLOT_CHUNK0 + self.task_chunk[chunked]].astype(float)
             total = chunk_total[ops_c]
             share[chunked] = np.where(total > 0, cyc / np.where(total > 0, total, 1), 1.0 / n_chunks[ops_c])
-        out = TaskGraph(self.tasks, self.resources, durations, energy[self.task_op] * share)
-        return out
+        return TaskGraph(self.tasks, self.resources, durations, energy[self.task_op] * share)
 
 
 def op_values(ops: Sequence[OpRecord], view: MacroView):

@@ -1,8 +1,6 @@
-"""Tally of an op stream: action counts by phase and task, cycles, per-cell writes.
+"""Tally of an op stream: action counts by phase and task, and per-cell writes.
 
-Schedule model: ops run in program order on the macro (each op's tiles run in
-parallel in their own subarrays; an op's ``cycles`` is its slowest tile), so a
-phase's latency is the sum of its ops' cycles times the macro cycle time.
+Time is not tallied here: :mod:`imcsim.sim.schedule` schedules the ops.
 """
 
 from __future__ import annotations
@@ -32,12 +30,10 @@ class WriteStats:
 
 @dataclass
 class Tally:
-    """Counts and cycles of an op stream, grouped by phase and by task."""
+    """Counts of an op stream, grouped by phase and by task, and per-cell writes."""
 
     counts_by_phase: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     counts_by_task: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    cycles_by_phase: Counter = field(default_factory=Counter)
-    cycles_by_task: Counter = field(default_factory=Counter)
     cell_writes: dict[str, np.ndarray] = field(default_factory=dict)
     n_ops: int = 0
 
@@ -45,8 +41,6 @@ class Tally:
         self.counts_by_phase[op.phase].update(op.counts)
         if op.phase != "deploy":
             self.counts_by_task[op.task].update(op.counts)
-            self.cycles_by_task[op.task] += op.cycles
-        self.cycles_by_phase[op.phase] += op.cycles
         if op.cell_writes is not None and op.phase != "deploy":
             acc = self.cell_writes.get(op.layer)
             if acc is None:

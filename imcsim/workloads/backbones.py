@@ -126,22 +126,18 @@ MOBILENET_V2_SETTING: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-class MobileNetV2(nn.Module):
-    """MobileNetV2 feature extractor as 19 blocks: stem, 17 inverted residuals, final 1x1 conv."""
+class _MobileBackbone(nn.Module):
+    """Stem 3x3/2 conv to 32 channels, a list of MBConv blocks, final 1x1 conv to 1280."""
 
-    def __init__(self, in_channels: int = 3, width_mult: float = 1.0):
+    def __init__(self, mbconvs: list[tuple[int, int, int, int]], in_channels: int, width_mult: float):
         super().__init__()
         c = make_divisible(32 * width_mult)
         last = make_divisible(1280 * width_mult) if width_mult > 1.0 else 1280
         blocks: list[nn.Module] = [ConvBNAct(in_channels, c, 3, 2, "backbone.b0")]
-        for t, ch, n, s in MOBILENET_V2_SETTING:
+        for k, t, ch, s in mbconvs:  # (depthwise kernel, expansion, output channels, stride)
             cout = make_divisible(ch * width_mult)
-            for j in range(n):
-                idx = len(blocks)
-                blocks.append(
-                    InvertedResidual(c, cout, s if j == 0 else 1, t, f"backbone.b{idx}", k=3)
-                )
-                c = cout
+            blocks.append(InvertedResidual(c, cout, s, t, f"backbone.b{len(blocks)}", k=k))
+            c = cout
         blocks.append(ConvBNAct(c, last, 1, 1, f"backbone.b{len(blocks)}"))
         self.blocks = nn.ModuleList(blocks)
         self.feature_dim = last
@@ -154,6 +150,14 @@ class MobileNetV2(nn.Module):
         for block in self.blocks:
             x = block(x)
         return x
+
+
+class MobileNetV2(_MobileBackbone):
+    """MobileNetV2 feature extractor as 19 blocks: stem, 17 inverted residuals, final 1x1 conv."""
+
+    def __init__(self, in_channels: int = 3, width_mult: float = 1.0):
+        mbconvs = [(3, t, c, s if j == 0 else 1) for t, c, n, s in MOBILENET_V2_SETTING for j in range(n)]
+        super().__init__(mbconvs, in_channels, width_mult)
 
 
 # The kept MBConv blocks of the released proxyless_mobile network after the stem (32 channels):
@@ -188,30 +192,11 @@ PROXYLESS_MOBILE_MBCONVS: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-class ProxylessNASMobile(nn.Module):
+class ProxylessNASMobile(_MobileBackbone):
     """ProxylessNAS-Mobile feature extractor as 22 blocks: stem, 20 MBConvs, final 1x1 conv."""
 
     def __init__(self, in_channels: int = 3, width_mult: float = 1.0):
-        super().__init__()
-        c = make_divisible(32 * width_mult)
-        last = make_divisible(1280 * width_mult) if width_mult > 1.0 else 1280
-        blocks: list[nn.Module] = [ConvBNAct(in_channels, c, 3, 2, "backbone.b0")]
-        for k, t, ch, s in PROXYLESS_MOBILE_MBCONVS:
-            cout = make_divisible(ch * width_mult)
-            blocks.append(InvertedResidual(c, cout, s, t, f"backbone.b{len(blocks)}", k=k))
-            c = cout
-        blocks.append(ConvBNAct(c, last, 1, 1, f"backbone.b{len(blocks)}"))
-        self.blocks = nn.ModuleList(blocks)
-        self.feature_dim = last
-
-    def block_channels(self) -> list[tuple[int, int, int]]:
-        """(in channels, out channels, stride) of each block."""
-        return _block_channels(self.blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
+        super().__init__(list(PROXYLESS_MOBILE_MBCONVS), in_channels, width_mult)
 
 
 BACKBONES = ("tiny_cnn", "mobilenet_v2", "proxylessnas_mobile")

@@ -31,7 +31,7 @@ from pydantic import Field, field_validator, model_validator
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
 from imcsim.workloads.backbones import build_backbone
-from imcsim.workloads.costonly import CostOnlySpec, cost_only_step, meta_input
+from imcsim.workloads.costonly import DIGITAL_PARAMS, CostOnlySpec, cost_only_step, meta_input
 from imcsim.workloads.data import TaskData, make_task
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
 from imcsim.workloads.int8 import Hardware, imc_modules
@@ -212,9 +212,6 @@ def pretrain_backbone(card: ContinualCard, source: TaskData, rng: np.random.Gene
     return backbone, _accuracy(model, source, device)
 
 
-DIGITAL_PARAMS = "digital_params"  # the op that updates parameters kept only in the digital unit (BN, biases)
-
-
 def training_graph(model: RepNet, method: Method, task: str, input_shape: tuple[int, ...]) -> LayerGraph:
     """The layer dataflow of one training step on ``task`` (traced on a meta copy: no state changes)."""
     meta = copy.deepcopy(model).to("meta")
@@ -282,7 +279,7 @@ def run_continual(
                         m.sync()
                     n_digital = sum(p.numel() for p in params if id(p) not in imc_params)
                     if n_digital:
-                        hw.emit(macro.update_digital("digital_params", n_digital), DIGITAL_PARAMS)
+                        hw.emit(macro.update_digital(DIGITAL_PARAMS, n_digital), DIGITAL_PARAMS)
                 last_loss = loss.item()
                 steps += 1
                 done += 1

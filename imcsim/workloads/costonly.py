@@ -37,7 +37,7 @@ from imcsim.circuits.macro import ACC_BITS, BitSerialMacro, OpRecord
 from imcsim.params import Params
 from imcsim.workloads.dataflow import LayerCall, LayerGraph
 
-DIGITAL_PARAMS = "digital_params"
+DIGITAL_PARAMS = "digital_params"  # the op that updates parameters kept only in the digital unit (BN, biases)
 
 
 class ActivityStats(Params):
@@ -233,7 +233,7 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
     if digital_params:
         step.append(macro.update_digital(DIGITAL_PARAMS, digital_params))
     for rec in step:
-        rec.module = rec.module or (DIGITAL_PARAMS if rec.layer == DIGITAL_PARAMS else rec.layer.split("^")[0])
+        rec.module = rec.module or rec.layer.split("^")[0]  # a transposed copy belongs to its layer
         rec.step = 0
         rec.task = task
     macs = sum(c.macs for c in graph.calls)
