@@ -7,8 +7,9 @@ Measured side by side in one process:
 * torch: one real float32 forward + backward step of the same Rep-Net model
   (frozen MobileNetV2 backbone, six side modules, a head) on this machine;
 * imcsim, cold: counting the step's ops from shapes (meta tensors) and
-  activity statistics, scheduling it in simpy (a new shape signature) and
-  tallying it;
+  activity statistics, then scheduling a new shape signature (task graph,
+  discrete-event simulation with the compiled engine) and tallying it; the
+  same with the simpy engine, which gives the same schedule, for reference;
 * imcsim, warm: scheduling and tallying a step whose shape signature was
   seen before (every later step of a run): the recorded order is replayed.
 
@@ -23,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -94,16 +96,25 @@ def main() -> int:
         scheduler.schedule(step_ops, layers)  # same shape signature: replayed
         tally_ops(step_ops)
         t3 = time.perf_counter()
-        samples.append((t1 - t0, t2 - t1, t3 - t2, scheduler.events, len(sched.graph.tasks), sched.makespan))
+        reference = Scheduler(macro_view(macro), engine="simpy")
+        ref = reference.schedule(step_ops, layers)
+        tally_ops(step_ops)
+        t4 = time.perf_counter()
+        assert np.array_equal(ref.start, sched.start), "the engines disagree"
+        samples.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3, scheduler.events, len(sched.graph.tasks),
+                        sched.makespan))
     count_s = min(s[0] for s in samples)
     cold_s = min(s[1] for s in samples)
     warm_s = min(s[2] for s in samples)
-    events, tasks, makespan = samples[0][3], samples[0][4], samples[0][5]
+    simpy_s = min(s[3] for s in samples)
+    events, tasks, makespan = samples[0][4], samples[0][5], samples[0][6]
     print(f"torch float32 forward+backward step: {t_torch * 1e3:8.1f} ms")
     print(f"counting the step's ops (meta shapes, synthetic deployment): {count_s * 1e3:8.1f} ms "
           f"= {count_s / t_torch:.3f} x torch")
-    print(f"schedule + tally, new signature (simpy): {cold_s * 1e3:8.1f} ms = {cold_s / t_torch:.3f} x torch; "
-          f"{tasks} tasks, {events} simpy events, {events / cold_s:,.0f} events/s")
+    print(f"schedule + tally, new signature (compiled engine): {cold_s * 1e3:8.1f} ms = {cold_s / t_torch:.3f} x torch; "
+          f"{tasks} tasks, {events} events, {events / cold_s:,.0f} events/s")
+    print(f"schedule + tally, new signature (simpy engine, same schedule): {simpy_s * 1e3:8.1f} ms = "
+          f"{simpy_s / t_torch:.3f} x torch; {events / simpy_s:,.0f} events/s")
     print(f"schedule + tally, seen signature (replay): {warm_s * 1e3:8.1f} ms = {warm_s / t_torch:.4f} x torch; "
           f"{tasks / warm_s:,.0f} tasks/s")
     print(f"scheduled step latency: {makespan} cycles; spread of cold runs "

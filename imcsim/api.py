@@ -106,7 +106,7 @@ def run(
     tally = tally_ops(result.ops)
     macro = hw.macro
     t_cycle = macro.t_cycle_s
-    timeline = schedule_run(result.ops, result.graphs, macro)
+    timeline = schedule_run(result.ops, result.graphs, macro, cfg.run.engine)
     train = cost(tally.counts(TRAINING_PHASES), macro.actions,
                  {p: timeline.critical_by_phase.get(p, 0) for p in TRAINING_PHASES}, t_cycle)
     deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": timeline.deploy_cycles}, t_cycle)

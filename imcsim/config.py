@@ -67,6 +67,10 @@ class RunOptions(Params):
     torch_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where functional training runs (auto: CUDA when present)"
     )
+    engine: Literal["compiled", "simpy"] = Field(
+        "compiled",
+        description="event simulation of each new step shape: compiled (fast) or simpy (reference); same schedule",
+    )
 
 
 class RunConfig(Params):

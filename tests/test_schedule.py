@@ -1,4 +1,4 @@
-"""Event schedule: a hand-computed case, bounds, energy conservation, replay = simpy, determinism."""
+"""Event schedule: a hand-computed case, bounds, energy conservation, compiled engine = simpy = replay, determinism."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ from imcsim.actions import ActionCost, ActionSpec, ActionTable
 from imcsim.circuits.macro import OpRecord
 from imcsim.sim.chrome import chrome_trace
 from imcsim.sim.schedule import (
+    WRITE_DRIVERS,
     MacroView,
+    Resources,
     Scheduler,
+    Segment,
+    Task,
+    TaskGraph,
     build_step_graph,
     compile_graph,
     critical_path_bound,
@@ -127,7 +132,11 @@ def random_steps(draw):
 def test_schedule_properties(case):
     ops, layers, v = case
     graph = build_step_graph(ops, layers, v)
-    order, events, simpy_start = simulate(graph)
+    order, events, simpy_start = simulate(graph, "simpy")
+    # the compiled engine processes the same events in the same order as simpy
+    c_order, c_events, c_start = simulate(graph, "compiled")
+    assert (c_order, c_events) == (order, events)
+    assert np.array_equal(c_start, simpy_start)
     sched = retime(graph, compile_graph(graph, order, events))
     # the replay along simpy's grant order reproduces simpy's times exactly
     assert np.array_equal(sched.start, simpy_start)
@@ -171,3 +180,38 @@ def test_chrome_trace_has_one_complete_event_per_segment():
     assert max(e["ts"] + e["dur"] for e in slices) == pytest.approx(44 * T_CYCLE * 1e6)
     assert {e["cat"] for e in slices} == {"forward", "input_grad", "update"}
     assert any(e["ph"] == "C" for e in trace["traceEvents"])
+
+
+@st.composite
+def random_task_graphs(draw):
+    """Arbitrary task graphs: slot resources of several capacities, a container pool taken in varied amounts,
+    segments holding several resources, zero durations and ties."""
+    capacity = {f"r{j}": draw(st.integers(1, 3)) for j in range(draw(st.integers(1, 4)))}
+    capacity[WRITE_DRIVERS] = draw(st.integers(1, 4))
+    names = sorted(capacity)
+    tasks, durations = [], []
+    for i in range(draw(st.integers(1, 14))):
+        segments = []
+        for _ in range(draw(st.integers(1, 3))):
+            held = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+            resources = tuple((n, draw(st.integers(1, capacity[n])) if n == WRITE_DRIVERS else 1) for n in held)
+            segments.append(Segment(resources, 0))
+            durations.append(draw(st.integers(0, 6)))
+        deps = sorted(set(draw(st.lists(st.integers(0, i - 1), max_size=3)))) if i else []
+        tasks.append(Task(f"t{i}", "forward", "L", segments, deps, op=0))
+    return TaskGraph(tasks, Resources(capacity), np.array(durations, dtype=np.int64), np.zeros(len(tasks)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(random_task_graphs())
+def test_compiled_engine_matches_simpy_event_for_event(graph):
+    order, events, start = simulate(graph, "simpy")
+    c_order, c_events, c_start = simulate(graph, "compiled")
+    assert c_order == order
+    assert c_events == events
+    assert np.array_equal(c_start, start)
+
+
+def test_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match="engine"):
+        Scheduler(view(), engine="fast")

@@ -1,4 +1,4 @@
-"""Event schedule of a training step: tile operations on the macro's resources (simpy).
+"""Event schedule of a training step: tile operations on the macro's resources.
 
 A step's op stream becomes a task graph:
 
@@ -19,9 +19,12 @@ A step's op stream becomes a task graph:
   consumers' input gradients; the write-back of a layer waits for every read of
   it in the step and for its weight gradient.
 
-:func:`simulate` runs the graph in a simpy environment, where requests are
-granted first come, first served, and records the order in which each
-resource was granted. That order is the step's static schedule: steps with the
+:func:`simulate` runs the graph as a discrete-event simulation, where requests
+are granted first come, first served, and records the order in which each
+resource was granted. It runs either in a simpy environment or in a compiled
+kernel that processes the same events in the same order (simpy's heap of
+(time, priority, id), its queue disciplines for slot resources and containers);
+the tests check the two agree grant for grant. That order is the step's static schedule: steps with the
 same shape signature reuse it, and :func:`retime` replays it with each step's
 own durations (a list schedule along the recorded order, which reproduces the
 simpy times exactly when the durations are equal). The replay also records
@@ -31,6 +34,7 @@ and split by phase.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -84,6 +88,56 @@ class Resources:
 
 
 @dataclass
+class FlatGraph:
+    """A task graph's structure as flat arrays (computed once per structure, shared by its fills)."""
+
+    seg_ptr: np.ndarray  # per task: its segments
+    seg_op: np.ndarray
+    seg_slot: np.ndarray
+    task_op: np.ndarray
+    task_chunk: np.ndarray
+    dep_ptr: np.ndarray
+    dep_idx: np.ndarray
+    res_ptr: np.ndarray  # per segment: its (resource, units) entries
+    res_id: np.ndarray
+    res_units: np.ndarray  # as requested
+    names: list[str]  # resources, in capacity order
+    capacity: np.ndarray
+    is_pool: np.ndarray
+
+    @classmethod
+    def of(cls, tasks: Sequence[Task], resources: Resources) -> FlatGraph:
+        names = list(resources.capacity)
+        rid = {n: i for i, n in enumerate(names)}
+        seg_counts = [len(t.segments) for t in tasks]
+        segs = [s for t in tasks for s in t.segments]
+        entries = [e for s in segs for e in s.resources]
+
+        def ptr(counts) -> np.ndarray:
+            out = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=out[1:])
+            return out
+
+        seg_ptr = ptr(seg_counts)
+        task_op = np.array([t.op for t in tasks], dtype=np.int64)
+        return cls(
+            seg_ptr=seg_ptr,
+            seg_op=np.repeat(task_op, seg_counts),
+            seg_slot=np.array([s.slot for s in segs], dtype=np.int64),
+            task_op=task_op,
+            task_chunk=np.array([t.chunk for t in tasks], dtype=np.int64),
+            dep_ptr=ptr([len(t.deps) for t in tasks]),
+            dep_idx=np.array([d for t in tasks for d in t.deps], dtype=np.int64),
+            res_ptr=ptr([len(s.resources) for s in segs]),
+            res_id=np.array([rid[n] for n, _ in entries], dtype=np.int64),
+            res_units=np.array([u for _, u in entries], dtype=np.int64),
+            names=names,
+            capacity=np.array([resources.capacity[n] for n in names], dtype=np.int64),
+            is_pool=np.array([n == WRITE_DRIVERS for n in names], dtype=np.bool_),
+        )
+
+
+@dataclass
 class TaskGraph:
     """A step's tasks (structure only) and, once filled from its ops, durations and energies."""
 
@@ -91,12 +145,11 @@ class TaskGraph:
     resources: Resources
     durations: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # per segment, cycles
     task_energy_j: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    flat: FlatGraph | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.seg_op = np.array([t.op for t in self.tasks for _ in t.segments], dtype=np.int64)
-        self.seg_slot = np.array([s.slot for t in self.tasks for s in t.segments], dtype=np.int64)
-        self.task_op = np.array([t.op for t in self.tasks], dtype=np.int64)
-        self.task_chunk = np.array([t.chunk for t in self.tasks], dtype=np.int64)
+        if self.flat is None:
+            self.flat = FlatGraph.of(self.tasks, self.resources)
 
     def signature(self) -> int:
         """Hash of the graph's shape: tasks, their resources and dependencies (not their durations)."""
@@ -106,27 +159,26 @@ class TaskGraph:
 
     def fill(self, ops: Sequence[OpRecord], view: MacroView) -> TaskGraph:
         """This structure with the durations and energies of ``ops`` (a step of the same shape signature)."""
+        f = self.flat
         values, offsets, energy, chunk_total, n_chunks = op_values(ops, view)
-        durations = values[offsets[self.seg_op] + self.seg_slot]
-        chunked = self.task_chunk >= 0
+        durations = values[offsets[f.seg_op] + f.seg_slot]
+        chunked = f.task_chunk >= 0
         share = np.ones(len(self.tasks))
         if chunked.any():
-            ops_c = self.task_op[chunked]
-            cyc = values[offsets[ops_c] + SLOT_CHUNK0 + self.task_chunk[chunked]].astype(float)
+            ops_c = f.task_op[chunked]
+            cyc = values[offsets[ops_c] + SLOT_CHUNK0 + f.task_chunk[chunked]].astype(float)
             total = chunk_total[ops_c]
             share[chunked] = np.where(total > 0, cyc / np.where(total > 0, total, 1), 1.0 / n_chunks[ops_c])
-        return TaskGraph(self.tasks, self.resources, durations, energy[self.task_op] * share)
+        return TaskGraph(self.tasks, self.resources, durations, energy[f.task_op] * share, f)
 
 
 def op_values(ops: Sequence[OpRecord], view: MacroView):
     """Per op: [input transfer, output transfer, whole-op cycles, chunk 0 cycles, ...] (flat), offsets,
     energies (J), chunk totals and chunk counts."""
     parts: list[np.ndarray] = []
-    offsets = np.zeros(len(ops), dtype=np.int64)
     energy = np.zeros(len(ops))
-    chunk_total = np.zeros(len(ops))
     n_chunks = np.ones(len(ops), dtype=np.int64)
-    pos = 0
+    per_key: dict = {}
     for i, op in enumerate(ops):
         chunks = op.chunk_cycles if op.chunk_cycles is not None else np.array([op.cycles], dtype=np.int64)
         n = max(len(chunks), 1)
@@ -136,18 +188,28 @@ def op_values(ops: Sequence[OpRecord], view: MacroView):
             whole = math.ceil(pulse / drivers / view.t_cycle_s) if pulse else 0
         else:
             whole = op.cycles
-        head = np.array([
+        parts.append(np.array([
             _io_cycles(op.counts.get(("input_buffer", "read_bit"), 0) / n, view),
             _io_cycles(op.counts.get(("output_buffer", "write_bit"), 0) / n, view),
             whole,
-        ], dtype=np.int64)
-        parts += [head, np.asarray(chunks, dtype=np.int64)]
-        offsets[i] = pos
-        pos += 3 + len(chunks)
-        energy[i] = op_energy_j(op, view.actions)
-        chunk_total[i] = float(np.sum(chunks))
+        ], dtype=np.int64))
+        parts.append(np.asarray(chunks, dtype=np.int64))
+        e = 0.0
+        for k, c in op.counts.items():
+            ek = per_key.get(k)
+            if ek is None:
+                ek = per_key[k] = view.actions.energy_j(k)
+            e += c * ek
+        energy[i] = e
         n_chunks[i] = n
-    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), energy, np.zeros(0), n_chunks
+    offsets = np.zeros(len(ops), dtype=np.int64)
+    np.cumsum(3 + n_chunks[:-1], out=offsets[1:])
+    values = np.concatenate(parts)
+    running = np.zeros(len(values) + 1)
+    np.cumsum(values, out=running[1:])
+    chunk_total = running[offsets + 3 + n_chunks] - running[offsets + 3]
     return values, offsets, energy, chunk_total, n_chunks
 
 
@@ -247,7 +309,7 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
     grad: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     wgrad: dict[str, list[int]] = defaultdict(list)
     by_module: dict[str, list[int]] = defaultdict(list)
-    consumers = {c.name: layers.consumers(c.name) for c in layers.calls} if layers is not None else {}
+    consumers = layers.consumer_map() if layers is not None else {}
 
     def pick(table: dict[int, list[int]], chunk: int, coupled: bool) -> list[int]:
         if not table:
@@ -324,8 +386,7 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
             else:
                 deps = dy_ready(module, s) + pick(fwd.get(module, {}), s, False)
             slot = SLOT_CHUNK0 + s if op.chunk_cycles is not None else SLOT_WHOLE
-            segs = [Segment(((BUFFER, 1),), SLOT_IN), Segment(((compute, 1),), slot),
-                    Segment(((BUFFER, 1),), SLOT_OUT)]
+            segs = [_LOAD, _segment(compute, slot), _STORE]
             idx = add(Task(f"{op.phase} {op.layer} #{s}", op.phase, op.layer, segs, deps, o,
                            chunk=s if op.chunk_cycles is not None else -1, main=1), module)
             if op.phase == "forward":
@@ -335,6 +396,15 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
             else:
                 wgrad[module].append(idx)
     return TaskGraph(tasks, Resources(capacity, subarrays)).fill(ops, view)
+
+
+_LOAD = Segment(((BUFFER, 1),), SLOT_IN)
+_STORE = Segment(((BUFFER, 1),), SLOT_OUT)
+
+
+@functools.lru_cache(maxsize=4096)
+def _segment(resource: str, slot: int) -> Segment:
+    return Segment(((resource, 1),), slot)
 
 
 def _array(op: OpRecord, view: MacroView, capacity: dict[str, int], subarrays: dict[str, int]) -> str:
@@ -360,15 +430,28 @@ def _write_target(op: OpRecord, view: MacroView, capacity: dict[str, int], subar
     return key
 
 
-# --- simpy: find the grant order --------------------------------------------------------
+# --- event simulation: find the grant order ------------------------------------------------
+
+ENGINES = ("compiled", "simpy")
 
 
-def simulate(graph: TaskGraph) -> tuple[list[int], int, np.ndarray]:
-    """Run the graph in simpy.
+def simulate(graph: TaskGraph, engine: str = "compiled") -> tuple[list[int], int, np.ndarray]:
+    """Run the graph as a discrete-event simulation.
 
     Returns the segments in the order their resources were granted, the number of
-    events processed, and each segment's start time (cycles).
+    events processed, and each segment's start time (cycles). ``engine="simpy"``
+    runs it in a simpy environment; ``"compiled"`` (the default) runs the same
+    events with the same semantics in a compiled kernel, which the tests check
+    against simpy grant for grant, time for time and event for event.
     """
+    if engine == "simpy":
+        return _simulate_simpy(graph)
+    if engine == "compiled":
+        return _simulate_compiled(graph)
+    raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+
+
+def _simulate_simpy(graph: TaskGraph) -> tuple[list[int], int, np.ndarray]:
     env = simpy.Environment()
     pools: dict[str, simpy.Container] = {}
     slots: dict[str, simpy.Resource] = {}
@@ -420,6 +503,288 @@ def simulate(graph: TaskGraph) -> tuple[list[int], int, np.ndarray]:
     return order, events, started
 
 
+# --- compiled engine: the same event semantics as simpy, in numba -----------------------
+
+# Event kinds of the compiled engine (each is one simpy event of :func:`_simulate_simpy`).
+_INIT, _DONE, _COND, _GRANT, _TIMEOUT, _RELEASE, _PUT = 0, 1, 2, 3, 4, 5, 6
+
+
+@numba.njit(cache=True, nogil=True)
+def _heap_less(time, prio, a, b):
+    if time[a] != time[b]:
+        return time[a] < time[b]
+    if prio[a] != prio[b]:
+        return prio[a] < prio[b]
+    return a < b  # event ids grow with scheduling order
+
+
+@numba.njit(cache=True, nogil=True)
+def _des_kernel(dur, seg_ptr, dep_ptr, dep_idx, res_ptr, res_id, res_units, capacity, is_pool):
+    """Discrete-event run of a task graph with simpy's semantics, event for event.
+
+    Mirrors :func:`_simulate_simpy`: every task is a process started in task order
+    (an urgent initialize event); it waits for an all-of condition over its
+    dependencies' process events, then, segment by segment, requests each resource
+    in turn (first come, first served; a request on a slot resource grants the head
+    of its queue at most once per trigger, a container grants from the head while
+    the level allows), holds them for the segment's duration (a timeout), releases
+    them (a release or put event, whose processing grants waiting requests) and
+    ends with its process event. Events are processed in (time, priority, id)
+    order, as simpy's heap does, so grants, times and the event count are equal.
+    """
+    n_tasks = dep_ptr.shape[0] - 1
+    n_seg = dur.shape[0]
+    n_res = capacity.shape[0]
+    n_entries = res_id.shape[0]
+    cap_events = 3 * n_tasks + n_seg + 2 * n_entries + 1
+    ev_time = np.zeros(cap_events, dtype=np.int64)
+    ev_prio = np.zeros(cap_events, dtype=np.int64)
+    ev_kind = np.zeros(cap_events, dtype=np.int64)
+    ev_arg = np.zeros(cap_events, dtype=np.int64)
+    heap = np.zeros(cap_events, dtype=np.int64)
+    n_heap = 0
+    n_ev = 0
+    # per task: current segment, current resource entry, dependency count reached, process event processed
+    cur_seg = np.zeros(n_tasks, dtype=np.int64)
+    cur_entry = np.zeros(n_tasks, dtype=np.int64)
+    cond_count = np.zeros(n_tasks, dtype=np.int64)
+    done = np.zeros(n_tasks, dtype=np.bool_)
+    # condition callbacks on each task's process event, in the order they were added
+    w_head = np.full(n_tasks, -1, dtype=np.int64)
+    w_tail = np.full(n_tasks, -1, dtype=np.int64)
+    w_next = np.full(dep_idx.shape[0] + 1, -1, dtype=np.int64)
+    w_task = np.zeros(dep_idx.shape[0] + 1, dtype=np.int64)
+    n_w = 0
+    # per resource: FIFO queue of waiting requests (task, units), users (slots) or level (containers)
+    q_head = np.full(n_res, -1, dtype=np.int64)
+    q_tail = np.full(n_res, -1, dtype=np.int64)
+    q_next = np.full(n_entries + 1, -1, dtype=np.int64)
+    q_task = np.zeros(n_entries + 1, dtype=np.int64)
+    q_units = np.zeros(n_entries + 1, dtype=np.int64)
+    n_q = 0
+    users = np.zeros(n_res, dtype=np.int64)
+    level = capacity.copy()
+    order = np.zeros(n_seg, dtype=np.int64)
+    n_order = 0
+    started = np.zeros(n_seg, dtype=np.int64)
+    now = 0
+    processed = 0
+
+    # schedule the initialize event of every process (urgent, time 0, task order)
+    for i in range(n_tasks):
+        ev_time[n_ev] = 0
+        ev_prio[n_ev] = 0
+        ev_kind[n_ev] = _INIT
+        ev_arg[n_ev] = i
+        heap[n_heap] = n_ev  # ids increase with equal keys otherwise: already a valid heap
+        n_heap += 1
+        n_ev += 1
+
+    while n_heap > 0:
+        e = heap[0]
+        n_heap -= 1
+        if n_heap > 0:  # sift the last event down from the root
+            last = heap[n_heap]
+            pos = 0
+            while True:
+                child = 2 * pos + 1
+                if child >= n_heap:
+                    break
+                if child + 1 < n_heap and _heap_less(ev_time, ev_prio, heap[child + 1], heap[child]):
+                    child += 1
+                if _heap_less(ev_time, ev_prio, heap[child], last):
+                    heap[pos] = heap[child]
+                    pos = child
+                else:
+                    break
+            heap[pos] = last
+        now = ev_time[e]
+        processed += 1
+        kind = ev_kind[e]
+        arg = ev_arg[e]
+        # which process resumes, and where: 0 start of segment requests, 1 next request, 2 release
+        resume = -1
+        mode = 0
+        new_first = n_ev
+        if kind == _INIT:
+            i = arg
+            nd = dep_ptr[i + 1] - dep_ptr[i]
+            if nd > 0:
+                for q in range(dep_ptr[i], dep_ptr[i + 1]):
+                    d = dep_idx[q]
+                    if done[d]:
+                        cond_count[i] += 1
+                    else:
+                        w_task[n_w] = i
+                        if w_tail[d] < 0:
+                            w_head[d] = n_w
+                        else:
+                            w_next[w_tail[d]] = n_w
+                        w_tail[d] = n_w
+                        n_w += 1
+                if cond_count[i] == nd:
+                    ev_time[n_ev] = now
+                    ev_prio[n_ev] = 1
+                    ev_kind[n_ev] = _COND
+                    ev_arg[n_ev] = i
+                    n_ev += 1
+            else:
+                resume = i
+                cur_seg[i] = seg_ptr[i]
+                cur_entry[i] = res_ptr[seg_ptr[i]]
+        elif kind == _DONE:
+            done[arg] = True
+            w = w_head[arg]
+            while w >= 0:
+                t = w_task[w]
+                cond_count[t] += 1
+                if cond_count[t] == dep_ptr[t + 1] - dep_ptr[t]:
+                    ev_time[n_ev] = now
+                    ev_prio[n_ev] = 1
+                    ev_kind[n_ev] = _COND
+                    ev_arg[n_ev] = t
+                    n_ev += 1
+                w = w_next[w]
+        elif kind == _COND:
+            resume = arg
+            cur_seg[arg] = seg_ptr[arg]
+            cur_entry[arg] = res_ptr[seg_ptr[arg]]
+        elif kind == _GRANT:
+            resume = arg
+            cur_entry[arg] += 1
+        elif kind == _TIMEOUT:
+            resume = arg
+            mode = 2
+        elif kind == _RELEASE:  # a slot freed: grant the head of the queue, once
+            r = arg
+            h = q_head[r]
+            if h >= 0 and users[r] < capacity[r]:
+                users[r] += 1
+                q_head[r] = q_next[h]
+                if q_head[r] < 0:
+                    q_tail[r] = -1
+                ev_time[n_ev] = now
+                ev_prio[n_ev] = 1
+                ev_kind[n_ev] = _GRANT
+                ev_arg[n_ev] = q_task[h]
+                n_ev += 1
+        else:  # _PUT: units returned to a container: grant from the head while the level allows
+            r = arg
+            while q_head[r] >= 0 and level[r] >= q_units[q_head[r]]:
+                h = q_head[r]
+                level[r] -= q_units[h]
+                q_head[r] = q_next[h]
+                if q_head[r] < 0:
+                    q_tail[r] = -1
+                ev_time[n_ev] = now
+                ev_prio[n_ev] = 1
+                ev_kind[n_ev] = _GRANT
+                ev_arg[n_ev] = q_task[h]
+                n_ev += 1
+        # run the resumed process until it waits again
+        while resume >= 0:
+            i = resume
+            k = cur_seg[i]
+            if mode == 2:  # its segment's hold ended: release in order, then on to the next segment
+                for q in range(res_ptr[k], res_ptr[k + 1]):
+                    r = res_id[q]
+                    if is_pool[r]:
+                        level[r] += res_units[q]
+                        kind_r = _PUT
+                    else:
+                        users[r] -= 1
+                        kind_r = _RELEASE
+                    ev_time[n_ev] = now
+                    ev_prio[n_ev] = 1
+                    ev_kind[n_ev] = kind_r
+                    ev_arg[n_ev] = r
+                    n_ev += 1
+                if k + 1 < seg_ptr[i + 1]:
+                    cur_seg[i] = k + 1
+                    cur_entry[i] = res_ptr[k + 1]
+                    mode = 0
+                    continue
+                ev_time[n_ev] = now
+                ev_prio[n_ev] = 1
+                ev_kind[n_ev] = _DONE
+                ev_arg[n_ev] = i
+                n_ev += 1
+                resume = -1
+                break
+            q = cur_entry[i]
+            if q < res_ptr[k + 1]:  # request the next resource of the segment and wait for it
+                r = res_id[q]
+                node = n_q
+                n_q += 1
+                q_task[node] = i
+                q_units[node] = res_units[q]
+                q_next[node] = -1
+                if q_tail[r] < 0:
+                    q_head[r] = node
+                else:
+                    q_next[q_tail[r]] = node
+                q_tail[r] = node
+                if is_pool[r]:
+                    while q_head[r] >= 0 and level[r] >= q_units[q_head[r]]:
+                        h = q_head[r]
+                        level[r] -= q_units[h]
+                        q_head[r] = q_next[h]
+                        if q_head[r] < 0:
+                            q_tail[r] = -1
+                        ev_time[n_ev] = now
+                        ev_prio[n_ev] = 1
+                        ev_kind[n_ev] = _GRANT
+                        ev_arg[n_ev] = q_task[h]
+                        n_ev += 1
+                else:
+                    h = q_head[r]
+                    if users[r] < capacity[r]:
+                        users[r] += 1
+                        q_head[r] = q_next[h]
+                        if q_head[r] < 0:
+                            q_tail[r] = -1
+                        ev_time[n_ev] = now
+                        ev_prio[n_ev] = 1
+                        ev_kind[n_ev] = _GRANT
+                        ev_arg[n_ev] = q_task[h]
+                        n_ev += 1
+                resume = -1
+                break
+            # every resource of the segment is held: it starts now
+            order[n_order] = k
+            n_order += 1
+            started[k] = now
+            if dur[k] > 0:
+                ev_time[n_ev] = now + dur[k]
+                ev_prio[n_ev] = 1
+                ev_kind[n_ev] = _TIMEOUT
+                ev_arg[n_ev] = i
+                n_ev += 1
+                resume = -1
+                break
+            mode = 2
+        # push the events scheduled while processing this one
+        for x in range(new_first, n_ev):
+            pos = n_heap
+            n_heap += 1
+            while pos > 0:
+                parent = (pos - 1) // 2
+                if _heap_less(ev_time, ev_prio, x, heap[parent]):
+                    heap[pos] = heap[parent]
+                    pos = parent
+                else:
+                    break
+            heap[pos] = x
+    return order[:n_order], processed, started
+
+
+def _simulate_compiled(graph: TaskGraph) -> tuple[list[int], int, np.ndarray]:
+    f = graph.flat
+    order, events, started = _des_kernel(np.asarray(graph.durations, dtype=np.int64), f.seg_ptr, f.dep_ptr,
+                                         f.dep_idx, f.res_ptr, f.res_id, f.res_units, f.capacity, f.is_pool)
+    return order.tolist(), int(events), started
+
+
 # --- replay along a recorded order --------------------------------------------------------
 
 
@@ -443,24 +808,19 @@ class CompiledGraph:
 
 
 def compile_graph(graph: TaskGraph, order: Sequence[int], events: int) -> CompiledGraph:
-    tasks = graph.tasks
-    names = list(graph.resources.capacity)
-    rid = {n: i for i, n in enumerate(names)}
-    counts = [len(t.segments) for t in tasks]
-    seg_task = np.repeat(np.arange(len(tasks), dtype=np.int64), counts)
-    seg_first = np.zeros(len(seg_task), dtype=np.bool_)
-    seg_first[np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)] = len(tasks) > 0
-    dep_ptr = np.concatenate([[0], np.cumsum([len(t.deps) for t in tasks])]).astype(np.int64)
-    dep_idx = np.array([d for t in tasks for d in t.deps], dtype=np.int64)
-    entries = [s.resources for t in tasks for s in t.segments]
-    res_ptr = np.concatenate([[0], np.cumsum([len(e) for e in entries])]).astype(np.int64)
-    res_id = np.array([rid[n] for e in entries for n, _ in e], dtype=np.int64)
-    res_units = np.array([min(u, graph.resources.capacity[n]) for e in entries for n, u in e], dtype=np.int64)
-    unit_ptr = np.concatenate([[0], np.cumsum([graph.resources.capacity[n] for n in names])]).astype(np.int64)
-    phases = sorted({t.phase for t in tasks})
-    task_phase = np.array([phases.index(t.phase) for t in tasks], dtype=np.int64)
-    return CompiledGraph(seg_task, seg_first, dep_ptr, dep_idx, res_ptr, res_id, res_units, unit_ptr, task_phase,
-                         phases, names, np.asarray(order, dtype=np.int64), events)
+    f = graph.flat
+    n_seg = int(f.seg_ptr[-1])
+    seg_task = np.repeat(np.arange(len(graph.tasks), dtype=np.int64), np.diff(f.seg_ptr))
+    seg_first = np.zeros(n_seg, dtype=np.bool_)
+    seg_first[f.seg_ptr[:-1][np.diff(f.seg_ptr) > 0]] = True
+    res_units = np.minimum(f.res_units, f.capacity[f.res_id])
+    unit_ptr = np.zeros(len(f.names) + 1, dtype=np.int64)
+    np.cumsum(f.capacity, out=unit_ptr[1:])
+    phases = sorted({t.phase for t in graph.tasks})
+    index = {p: i for i, p in enumerate(phases)}
+    task_phase = np.fromiter((index[t.phase] for t in graph.tasks), dtype=np.int64, count=len(graph.tasks))
+    return CompiledGraph(seg_task, seg_first, f.dep_ptr, f.dep_idx, f.res_ptr, f.res_id, res_units, unit_ptr,
+                         task_phase, phases, f.names, np.asarray(order, dtype=np.int64), events)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -549,10 +909,16 @@ def critical_path_bound(graph: TaskGraph) -> int:
 
 
 class Scheduler:
-    """Schedules steps: each new shape signature is simulated once (simpy), later steps replay its order."""
+    """Schedules steps: each new shape signature is simulated once, later steps replay its order.
 
-    def __init__(self, view: MacroView) -> None:
+    ``engine`` picks the event simulation of new signatures (see :func:`simulate`).
+    """
+
+    def __init__(self, view: MacroView, engine: str = "compiled") -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
         self.view = view
+        self.engine = engine
         self._cache: dict[object, tuple[TaskGraph, CompiledGraph]] = {}
         self.simulated = 0
         self.replayed = 0
@@ -564,7 +930,7 @@ class Scheduler:
         cached = self._cache.get(key)
         if cached is None:
             graph = build_step_graph(ops, layers, self.view)
-            order, events, _ = simulate(graph)
+            order, events, _ = simulate(graph, self.engine)
             compiled = compile_graph(graph, order, events)
             self._cache[key] = (graph, compiled)
             self.simulated += 1

@@ -108,9 +108,10 @@ def split_steps(ops: Sequence[OpRecord]) -> tuple[list[OpRecord], dict[int, list
     return deploy, dict(sorted(steps.items()))
 
 
-def schedule_run(ops: Sequence[OpRecord], graphs: Mapping[str, LayerGraph], macro: BitSerialMacro) -> RunTimeline:
+def schedule_run(ops: Sequence[OpRecord], graphs: Mapping[str, LayerGraph], macro: BitSerialMacro,
+                 engine: str = "compiled") -> RunTimeline:
     """Schedule every training step of ``ops`` (and the deployment) on ``macro``."""
-    scheduler = Scheduler(macro_view(macro))
+    scheduler = Scheduler(macro_view(macro), engine)
     timeline = RunTimeline(macro.t_cycle_s, capacity_by_group=group_capacity(macro), scheduler=scheduler)
     deploy, steps = split_steps(ops)
     if deploy:

@@ -67,7 +67,16 @@ class LayerGraph:
         return name in self._index
 
     def consumers(self, name: str) -> list[tuple[str, bool]]:
-        return [(c.name, coupled) for c in self.calls for p, coupled in c.producers if p == name]
+        return self.consumer_map().get(name, [])
+
+    def consumer_map(self) -> dict[str, list[tuple[str, bool]]]:
+        """Every layer's consumers ``(layer, coupled)``, in forward order."""
+        out: dict[str, list[tuple[str, bool]]] = {c.name: [] for c in self.calls}
+        for c in self.calls:
+            for p, coupled in c.producers:
+                if p in out:
+                    out[p].append((c.name, coupled))
+        return out
 
     def needs_grad(self) -> dict[str, bool]:
         """Whether each layer's output carries a gradient (some trainable layer lies upstream or is itself)."""
