@@ -26,7 +26,8 @@ from imcsim.sim import TRAINING_PHASES, tally_ops
 from imcsim.sim.tally import measured_activity
 from imcsim.sim.timeline import RunTimeline, energy_over_time, schedule_run, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR
-from imcsim.workloads.continual import run_continual, run_cost_only
+from imcsim.workloads.continual import ContinualResult, run_continual, run_cost_only
+from imcsim.workloads.data import DataError
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,61 @@ def run(
     cfg = loaded.config
     hw = hardware or build_hardware(loaded)
     dev = _check_run_options(loaded)
+    shared: dict = {}
+    ev = _evaluate(loaded, _execute(loaded, cfg.workload, hw, dev, progress, shared), hw)
+    tables = ev.tables
+    baselines = [m for m in cfg.workload.baselines if m != cfg.workload.method]
+    if baselines:  # the same scenario per method, each on fresh hardware of the same config
+        rows = [_method_row(cfg.workload.method, ev)]
+        for method in baselines:
+            other_hw = build_hardware(loaded)
+            card = cfg.workload.model_copy(update={"method": method})
+            other = _evaluate(loaded, _execute(loaded, card, other_hw, dev, progress, shared), other_hw)
+            rows.append(_method_row(method, other))
+        tables["methods"] = rows
+    report = Report(
+        schema_version=REPORT_SCHEMA_VERSION,
+        imcsim_version=__version__,
+        name=cfg.name,
+        config_hash=loaded.config_hash,
+        seed=cfg.seed,
+        config=loaded.resolved,
+        metrics=ev.metrics,
+        costs={"train": ev.train, "deploy": ev.deploy},
+        action_descriptions={f"{c}.{a}": spec.description for (c, a), spec in hw.macro.actions.items()},
+        tables=tables,
+    )
+    return RunResult(report, ev.timeline) if keep_timeline else report
+
+
+def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
+             progress: Callable[[str, int, int], None] | None, shared: dict) -> ContinualResult:
+    """Run one workload card on ``hw`` (its macro records the ops)."""
+    cfg = loaded.config
     try:
         if cfg.run.mode == "cost_only":
-            result = run_cost_only(cfg.workload, hw.macro, cfg.seed)
-        else:
-            result = run_continual(cfg.workload, hw.macro, cfg.seed, dev, progress)
+            return run_cost_only(card, hw.macro, cfg.seed)
+        return run_continual(card, hw.macro, cfg.seed, dev, progress, shared)
     except CapacityError as err:
         key = "circuit.array.n_subarrays"
         raise InputError(f"{err}; raise it or choose a smaller workload", file=loaded.where(key), key=key) from None
+    except DataError as err:
+        key = f"workload.{err.key}" if err.key else "workload"
+        raise InputError(str(err), file=loaded.where(key), key=key) from None
+
+
+@dataclass
+class _Evaluation:
+    metrics: dict[str, float]
+    tables: dict
+    train: CostResult
+    deploy: CostResult
+    timeline: RunTimeline
+
+
+def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) -> _Evaluation:
+    """Tally, schedule and cost a workload result on the hardware that ran it: the report's metrics and tables."""
+    cfg = loaded.config
     tally = tally_ops(result.ops)
     macro = hw.macro
     t_cycle = macro.t_cycle_s
@@ -133,6 +181,7 @@ def run(
     metrics: dict[str, float] = {
         **accuracy,
         "trainable_params": result.trainable_params,
+        **(result.memory.as_bytes() if result.memory is not None else {}),
         "training_steps": round(steps),
         "energy_train_j": train.total_energy_j,
         "energy_per_step_j": train.total_energy_j / steps if steps else 0.0,
@@ -144,6 +193,8 @@ def run(
         "latency_in_order_per_step_s": sum(timeline.in_order_cycles) * t_cycle / counted if counted else 0.0,
         "latency_deploy_s": deploy.total_latency_s,
         **{f"utilization_{g}": u for g, u in timeline.utilization().items() if timeline.capacity_by_group[g]},
+        "write_pulses": round(sum(n for (comp, action), n in train.counts.items()
+                                  if comp == hw.device.component and action.endswith("_pulse"))),
         "cells_written": ws.cells_written,
         "writes_max_per_cell": ws.max_writes * scale if scale == 1.0 else max_per_step * steps,
         "writes_mean_per_cell": ws.mean_writes * scale,
@@ -184,19 +235,17 @@ def run(
         "step_power_profile": [list(p) for p in step_power_profile(timeline.first_step, t_cycle)]
         if timeline.first_step is not None else [],
     }
-    report = Report(
-        schema_version=REPORT_SCHEMA_VERSION,
-        imcsim_version=__version__,
-        name=cfg.name,
-        config_hash=loaded.config_hash,
-        seed=cfg.seed,
-        config=loaded.resolved,
-        metrics=metrics,
-        costs={"train": train, "deploy": deploy},
-        action_descriptions={f"{c}.{a}": spec.description for (c, a), spec in macro.actions.items()},
-        tables=tables,
-    )
-    return RunResult(report, timeline) if keep_timeline else report
+    return _Evaluation(metrics, tables, train, deploy, timeline)
+
+
+METHOD_COLUMNS = ("trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes",
+                  "memory_activations_kept_bytes", "energy_train_j", "latency_train_s", "write_pulses",
+                  "cells_written", "writes_max_per_cell", "lifetime_years")
+
+
+def _method_row(method: str, ev: _Evaluation) -> dict:
+    """One row of the baselines table: the method's headline figures on the shared hardware."""
+    return {"method": method, **{k: ev.metrics[k] for k in METHOD_COLUMNS if k in ev.metrics}}
 
 
 @dataclass(frozen=True)

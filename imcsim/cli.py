@@ -91,7 +91,7 @@ def _cmd_run(args) -> int:
     if args.trace:
         _write_trace(result, loaded.config.name, Path(args.trace))
     if not args.quiet:
-        render_summary(report, Console())
+        render_summary(report, Console(width=max(Console().width, 120)))
         print(f"report written to {out}/ (report.json, counts.csv, summary.txt)")
         if args.trace:
             print(f"schedule trace written to {args.trace} (open it in https://ui.perfetto.dev)")

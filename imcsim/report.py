@@ -33,7 +33,7 @@ from imcsim.cost import CostResult
 from imcsim.units import format_si
 
 # Metric name suffix -> unit used when rendering it.
-_SUFFIX_UNITS = {"_j": "J", "_s": "s", "_m2": "m^2", "_w": "W"}
+_SUFFIX_UNITS = {"_j": "J", "_s": "s", "_m2": "m^2", "_w": "W", "_bytes": "B"}
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def render_metric(name: str, value: float) -> str:
 def render_summary(report: Report, console: Console | None = None) -> str:
     """Console summary in human units, rendered from the structured report."""
     buf = io.StringIO()
-    out = console or Console(file=buf, width=100, force_terminal=False, color_system=None)
+    out = console or Console(file=buf, width=120, force_terminal=False, color_system=None)
     m = report.metrics
     head = Table(title=f"imcsim {report.imcsim_version}: {report.name} (seed {report.seed}, config {report.config_hash})",
                  show_header=True, header_style="bold")
@@ -141,6 +141,21 @@ def render_summary(report: Report, console: Console | None = None) -> str:
         for row in per_task:
             t.add_row(row["task"], str(row["steps"]), format_si(row["energy_j"], "J"),
                       format_si(row["latency_s"], "s"), str(row["write_pulses"]))
+        out.print(t)
+    methods = report.tables.get("methods")
+    if methods:
+        t = Table(title="methods on the same scenario and hardware")
+        cols = ("method", "params", "acc.", "forget", "memory", "energy", "latency", "pulses", "max w/cell",
+                "lifetime")
+        for col in cols:
+            t.add_column(col, justify="right", no_wrap=True)
+        for row in methods:
+            t.add_row(row["method"], str(row["trainable_params"]),
+                      *(render_metric(k, row[k]) if k in row else "" for k in ("accuracy_average", "forgetting")),
+                      format_si(row["memory_peak_bytes"], "B") if "memory_peak_bytes" in row else "",
+                      format_si(row["energy_train_j"], "J"), format_si(row["latency_train_s"], "s"),
+                      str(row["write_pulses"]), f"{row['writes_max_per_cell']:.4g}",
+                      f"{row['lifetime_years']:.3g} y")
         out.print(t)
     train = report.costs.get("train")
     if train is not None and train.total_energy_j > 0:

@@ -144,7 +144,8 @@ def test_same_seed_same_report():
     from imcsim.api import run
     from imcsim.config import load_config
 
-    sets = [*SMOKE_SETTINGS, "workload.pretrain.epochs=1", "workload.tasks=[{name: t, classes: [5, 6, 7]}]"]
+    sets = [*SMOKE_SETTINGS, "workload.pretrain.epochs=1", "workload.tasks=[{name: t, classes: [5, 6, 7]}]",
+            "workload.baselines=[]"]
     a = run(load_config(CONFIGS[0], sets, seed=3)).to_json()
     b = run(load_config(CONFIGS[0], sets, seed=3)).to_json()
     assert a == b

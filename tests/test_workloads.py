@@ -142,3 +142,52 @@ def test_grouped_conv_stores_and_runs_each_group_on_its_own(hardware):
     assert [op.layer for op in fwd] == ["gc.g0", "gc.g1"]
     assert all(op.shape == (25, 18, 3) for op in fwd)  # each group: its own K rows, no zero blocks
     assert sum(op.counts[("input_buffer", "read_bit")] for op in fwd) == 25 * 36 * 8
+
+
+def test_per_task_side_modules_are_separate_per_task():
+    torch.manual_seed(3)
+    net = RepNet(TinyCNN(width=8), [0, 1], 8, 16, per_task=True)
+    net.add_head("a", 3)
+    net.add_head("b", 4)
+    assert set(net.sides) == {"a", "b"}
+    names = {m.name for m in imc_modules(net)}
+    assert {"side.a.s0.conv1", "side.b.s1.conv2"} <= names
+    a_params = {id(p) for p in net.task_parameters("a")}
+    assert not a_params & {id(p) for p in [*net.sides["b"].parameters(), *net.heads["b"].parameters()]}
+    # training task b leaves task a's outputs untouched
+    for p in net.backbone.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(6, 1, 16, 16)
+    net.eval()
+    with torch.no_grad():
+        before = net(x, "a").clone()
+    net.train()
+    net.backbone.eval()
+    opt = torch.optim.SGD([p for p in net.task_parameters("b") if p.requires_grad], lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(net(x, "b"), torch.arange(6) % 4).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x, "a"), before)
+
+
+def test_baselines_table_compares_methods_on_the_same_hardware():
+    from pathlib import Path
+
+    from imcsim.api import run
+    from imcsim.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    sets = ["workload.train.epochs=1", "workload.pretrain.epochs=1", "workload.baselines=[last_layer, repnet]",
+            "workload.tasks=[{name: a, classes: [5, 6, 7]}, {name: b, classes: [0, 1], transform: invert}]"]
+    report = run(load_config(root / "configs" / "sas_mram_repnet.yaml", sets))
+    rows = {r["method"]: r for r in report.tables["methods"]}
+    assert list(rows) == ["repnet", "last_layer"]  # the run's own method first, never twice
+    rep, last = rows["repnet"], rows["last_layer"]
+    assert rep["trainable_params"] == report.metrics["trainable_params"]
+    assert rep["forgetting"] == 0.0  # per-task side modules and heads over a frozen backbone
+    assert last["trainable_params"] < rep["trainable_params"]
+    assert last["memory_peak_bytes"] < rep["memory_peak_bytes"]
+    assert last["energy_train_j"] < rep["energy_train_j"]

@@ -107,7 +107,7 @@ def measured_activity(ops: Iterable[OpRecord], stored: Iterable[np.ndarray] = ()
     Plane densities: 1 bits per plane over the streamed elements of the forward
     pass (activations) and of the input-gradient pass (errors). Weight bit
     density over the ``stored`` INT8 matrices; change fraction: weights whose
-    INT8 code changed per write-back.
+    INT8 code changed per write-back; the standard deviation of the stored codes (LSB).
     """
     ones = {"forward": np.zeros(8), "input_grad": np.zeros(8)}
     elements = {"forward": 0, "input_grad": 0}
@@ -123,10 +123,13 @@ def measured_activity(ops: Iterable[OpRecord], stored: Iterable[np.ndarray] = ()
     out: dict[str, object] = {}
     if weights:
         out["weight_change_fraction"] = round(changed / weights, 4)
-    values = [np.ascontiguousarray(v).view(np.uint8) for v in stored]
+    stored = [np.ascontiguousarray(v) for v in stored]
+    values = [v.view(np.uint8) for v in stored]
     if values:
         bits = sum(int(np.unpackbits(v.ravel()).sum()) for v in values)
         out["weight_bit_density"] = round(bits / (8 * sum(v.size for v in values)), 4)
+        codes = np.concatenate([v.ravel().astype(np.float64) for v in stored])
+        out["weight_std_lsb"] = round(float(codes.std()), 2)
     for phase, key in (("forward", "forward_plane_density"), ("input_grad", "error_plane_density")):
         if elements[phase]:
             out[key] = [round(float(v), 4) for v in ones[phase] / elements[phase]]

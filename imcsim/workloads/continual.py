@@ -8,8 +8,11 @@ Flow of one run (functional mode):
 3. For each task: add a head, train the method's trainable parameters in INT8
    on the macro (forward, input gradient, weight gradient, update and
    write-back, all counted), then test every task seen so far (the accuracy
-   matrix). Side modules are shared across tasks, so later tasks can overwrite
-   what earlier ones learned; forgetting is measured, not assumed.
+   matrix). With ``repnet.per_task`` (the default) each task has its own side
+   modules, like its head; otherwise the side modules are shared, and later
+   tasks can overwrite what earlier ones learned. Methods that train backbone
+   parameters (``full``, the BN biases of ``bias_only`` and ``repnet_bias``)
+   share them across tasks. Forgetting is measured, not assumed.
 
 Methods: ``repnet`` (side modules + heads), ``repnet_bias`` (plus backbone BN
 biases), ``last_layer`` (heads only), ``bias_only`` (backbone BN biases + heads,
@@ -32,9 +35,10 @@ from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
 from imcsim.workloads.backbones import build_backbone
 from imcsim.workloads.costonly import DIGITAL_PARAMS, CostOnlySpec, cost_only_step, meta_input
-from imcsim.workloads.data import TaskData, make_task
+from imcsim.workloads.data import DataError, TaskData, make_task
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
 from imcsim.workloads.int8 import Hardware, imc_modules
+from imcsim.workloads.memory import TrainingMemory, training_memory
 from imcsim.workloads.models import RepNet, TinyCNN
 
 Method = Literal["repnet", "repnet_bias", "last_layer", "bias_only", "full"]
@@ -42,18 +46,31 @@ Method = Literal["repnet", "repnet_bias", "last_layer", "bias_only", "full"]
 
 class TaskSpec(Params):
     name: str = Field(min_length=1)
-    classes: list[int] = Field(min_length=2, description="digit classes 0..9 in this task")
+    classes: list[int] = Field(min_length=2, description="classes of the source in this task (0..9 for digits "
+                               "and cifar10; class-folder numbers, in sorted name order, for image_folder)")
     transform: Literal["none", "rotate90", "invert", "noise"] = "none"
+    source: Literal["digits", "cifar10", "image_folder"] = Field(
+        "digits", description="digits (bundled), cifar10 (local python batches) or image_folder (PATH/<class>/...)"
+    )
+    path: str | None = Field(None, description="cifar10 / image_folder data on disk (relative to the working folder)")
+    max_per_class: int | None = Field(None, ge=1, description="use at most this many images of each class")
 
     @field_validator("classes")
     @classmethod
     def _check_classes(cls, classes: list[int]) -> list[int]:
-        bad = [c for c in classes if not 0 <= c <= 9]
-        if bad:
-            raise ValueError(f"classes must be digits 0..9 (got {bad})")
+        if any(c < 0 for c in classes):
+            raise ValueError(f"classes must be >= 0 (got {classes})")
         if len(set(classes)) != len(classes):
             raise ValueError(f"classes must not repeat (got {classes})")
         return classes
+
+    @model_validator(mode="after")
+    def _check_source(self) -> TaskSpec:
+        if self.source in ("digits", "cifar10") and any(c > 9 for c in self.classes):
+            raise ValueError(f"{self.source} classes are 0..9 (got {self.classes})")
+        if self.source != "digits" and not self.path:
+            raise ValueError(f"source {self.source} needs a path to the data")
+        return self
 
 
 ARCH_BLOCKS = {"tiny_cnn": 4, "mobilenet_v2": 19, "proxylessnas_mobile": 22}
@@ -68,6 +85,7 @@ class ModelSpec(Params):
 class RepNetSpec(Params):
     side_blocks: list[int] = Field(description="backbone blocks (0 = stem) that get a side module")
     width: int = Field(16, ge=2, le=1024, description="channels inside a side module")
+    per_task: bool = Field(True, description="each task gets its own side modules (else all tasks share one set)")
 
     @field_validator("side_blocks")
     @classmethod
@@ -100,6 +118,10 @@ class ContinualCard(Params):
     references: dict[str, str] = Field(default_factory=dict)
     model: ModelSpec = ModelSpec()
     method: Method = "repnet"
+    baselines: list[Method] = Field(
+        default_factory=list,
+        description="other methods to run on the same scenario and hardware; the report gets a methods table",
+    )
     repnet: RepNetSpec
     pretrain: PretrainSpec
     tasks: list[TaskSpec] = Field(min_length=1)
@@ -137,6 +159,7 @@ class ContinualResult:
     source_accuracy: float
     final_losses: list[float]
     step_scale: float = 1.0  # training steps each counted step stands for (cost-only: one step counted)
+    memory: TrainingMemory | None = None  # training memory of one step (the largest over the tasks)
 
     @property
     def average_accuracy(self) -> float:
@@ -194,10 +217,18 @@ def _accuracy(model: RepNet, task: TaskData, device: torch.device, batch_size: i
     return correct / len(task.y_test)
 
 
+def _make_task(spec: TaskSpec, key: str, size: int, test_fraction: float, rng: np.random.Generator) -> TaskData:
+    try:
+        return make_task(spec.name, spec.classes, spec.transform, size, test_fraction, rng, spec.source, spec.path,
+                         spec.max_per_class)
+    except DataError as err:
+        raise DataError(str(err), key=f"{key}.{'path' if spec.path else 'classes'}") from None
+
+
 def pretrain_backbone(card: ContinualCard, source: TaskData, rng: np.random.Generator, device: torch.device
                       ) -> tuple[TinyCNN, float]:
     """Train backbone + a source head in float; return the backbone and its source accuracy."""
-    backbone = build_backbone(card.model.arch, 1, card.model.width)
+    backbone = build_backbone(card.model.arch, source.channels, card.model.width)
     model = RepNet(backbone, [], 1, card.model.image_size).to(device)
     model.add_head(source.name, source.n_classes).to(device)
     p = card.pretrain
@@ -220,35 +251,65 @@ def training_graph(model: RepNet, method: Method, task: str, input_shape: tuple[
     return trace_dataflow(meta, lambda: meta(x, task), samples=input_shape[0])
 
 
+def step_memory(model: RepNet, method: Method, tasks: list[str], input_shape: tuple[int, ...], momentum: bool
+                ) -> TrainingMemory:
+    """Training memory of one step (the largest over ``tasks``' heads), traced on a meta copy."""
+    meta = copy.deepcopy(model).to("meta")
+    _train_mode(meta, method)
+    x = torch.empty(input_shape, device="meta")
+    memories = [training_memory(meta.task_parameters(t), lambda t=t: meta(x, t), momentum) for t in tasks]
+    return max(memories, key=lambda m: m.peak)
+
+
 def run_continual(
     card: ContinualCard,
     macro: BitSerialMacro,
     seed: int,
     device: torch.device,
     progress: Callable[[str, int, int], None] | None = None,
+    shared: dict | None = None,
 ) -> ContinualResult:
-    """Run the functional continual-learning scenario on ``macro``; see the module docstring."""
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+    """Run the functional continual-learning scenario on ``macro``; see the module docstring.
+
+    Data, pretraining and training draw from separate random streams of ``seed``, so a
+    method's result does not depend on what ran before it. ``shared`` (a dict kept
+    across calls) caches the pretrained backbone for runs of the same card but
+    another method.
+    """
+    data_rng, pre_rng, rng = (np.random.default_rng([seed, i]) for i in range(3))
     gen = torch.Generator().manual_seed(seed)
     size = card.model.image_size
-    source = make_task(card.pretrain.task.name, card.pretrain.task.classes, card.pretrain.task.transform,
-                       size, card.test_fraction, rng)
-    tasks = [make_task(t.name, t.classes, t.transform, size, card.test_fraction, rng) for t in card.tasks]
-    backbone, source_acc = pretrain_backbone(card, source, rng, device)
+    source = _make_task(card.pretrain.task, "pretrain.task", size, card.test_fraction, data_rng)
+    tasks = [_make_task(t, f"tasks.{i}", size, card.test_fraction, data_rng) for i, t in enumerate(card.tasks)]
+    for i, t in enumerate(tasks):
+        if t.channels != source.channels:
+            raise DataError(f"task {t.name} has {t.channels} channel(s) but the pretraining task has "
+                            f"{source.channels}; every task must share the backbone's input channels",
+                            key=f"tasks.{i}.source")
+    key = ("pretrained", seed, str(device), card.model.model_dump_json(), card.pretrain.model_dump_json(),
+           card.test_fraction)
+    cached = shared.get(key) if shared is not None else None
+    if cached is None:
+        torch.manual_seed(seed)
+        cached = pretrain_backbone(card, source, pre_rng, device)
+        if shared is not None:
+            shared[key] = cached
+    backbone, source_acc = copy.deepcopy(cached[0]), cached[1]
+    torch.manual_seed(seed + 1)
 
-    model = RepNet(backbone, card.repnet.side_blocks, card.repnet.width, size).to(device)
+    model = RepNet(backbone, card.repnet.side_blocks, card.repnet.width, size, card.repnet.per_task).to(device)
     for t in tasks:
         model.add_head(t.name, t.n_classes).to(device)
     _set_trainable(model, card.method)
     graphs = {t.name: training_graph(model, card.method, t.name, t.x_train[:2].shape) for t in tasks}
+    memory = step_memory(model, card.method, [t.name for t in tasks],
+                         (card.train.batch_size, *tasks[0].x_train.shape[1:]), card.train.momentum > 0)
     hw = Hardware(macro=macro, stochastic_rounding=card.train.stochastic_rounding, generator=gen, task="deploy")
     for m in imc_modules(model):
         m.deploy(hw)
     trainable_imc = [m for m in imc_modules(model) if m.weight.requires_grad]
     imc_params = {id(m.weight) for m in imc_modules(model)}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
+    n_trainable = max(sum(p.numel() for p in model.task_parameters(t.name) if p.requires_grad) for t in tasks)
 
     n = len(tasks)
     acc = np.full((n, n), np.nan)
@@ -258,11 +319,10 @@ def run_continual(
     done = 0
     for i, task in enumerate(tasks):
         hw.task = task.name
-        head = model.heads[task.name]
-        head_ids = {id(p) for h in model.heads.values() for p in h.parameters()}
-        params = [p for p in trainable if id(p) not in head_ids] + list(head.parameters())
+        params = [p for p in model.task_parameters(task.name) if p.requires_grad]
         opt = torch.optim.SGD(params, lr=card.train.lr, momentum=card.train.momentum)
-        active_imc = [m for m in trainable_imc if not m.name.startswith("head.") or m is head]
+        used = {id(p) for p in params}
+        active_imc = [m for m in trainable_imc if id(m.weight) in used]
         steps = 0
         last_loss = float("nan")
         for _ in range(card.train.epochs):
@@ -300,6 +360,7 @@ def run_continual(
         trainable_params=n_trainable,
         source_accuracy=source_acc,
         final_losses=losses,
+        memory=memory,
     )
 
 
@@ -319,6 +380,7 @@ def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> Cont
     _train_mode(model, card.method)
     x = meta_input(spec)
     graph = trace_dataflow(model, lambda: model(x, task.name), samples=spec.batch_size)
+    memory = training_memory(model.parameters(), lambda: model(x, task.name), card.train.momentum > 0)
     imc_weights = {id(m.weight) for m in imc_modules(model)}
     digital = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in imc_weights)
     step = cost_only_step(macro, graph, spec.activity, digital, task.name, seed)
@@ -326,5 +388,5 @@ def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> Cont
     return ContinualResult(
         ops=step.ops, graphs={task.name: graph}, task_names=[task.name], accuracy=np.full((1, 1), np.nan),
         steps_per_task=[1], trainable_params=step.trainable_params, source_accuracy=float("nan"),
-        final_losses=[float("nan")], step_scale=float(spec.steps_per_task * n),
+        final_losses=[float("nan")], step_scale=float(spec.steps_per_task * n), memory=memory,
     )

@@ -23,13 +23,15 @@ as fit side by side share a subarray (see :meth:`BitSerialMacro.tiles_for`).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from scipy.stats import binom
 
 from imcsim.circuits.bitplanes import N_BITS
@@ -41,6 +43,10 @@ DIGITAL_PARAMS = "digital_params"  # the op that updates parameters kept only in
 
 
 class ActivityStats(Params):
+    """Operand statistics of a training step. ``from_report: PATH`` (a functional run's report.json,
+    relative to the working folder) fills every field not given from its ``tables.activity``."""
+
+    from_report: str | None = Field(None, description="report.json of a functional run to take the statistics from")
     forward_plane_density: list[float] = Field(
         min_length=8, max_length=8, description="probability that bit i (LSB first) of an INT8 activation is 1")
     error_plane_density: list[float] = Field(
@@ -49,6 +55,22 @@ class ActivityStats(Params):
     weight_change_fraction: float = Field(
         ge=0.0, le=1.0, description="fraction of a trainable layer's INT8 weights that change (by 1 LSB) per step")
     weight_std_lsb: float = Field(34.0, gt=0.0, le=127.0, description="std of the deployed INT8 weights, in LSB")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_report(cls, data: object) -> object:
+        if not isinstance(data, dict) or not data.get("from_report"):
+            return data
+        path = Path(str(data["from_report"]))
+        try:
+            measured = json.loads(path.read_text())["tables"]["activity"]
+        except OSError as err:
+            raise ValueError(f"cannot read from_report {path}: {err.strerror or err}") from None
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"from_report {path} is not an imcsim report.json with tables.activity") from None
+        if not isinstance(measured, dict) or not measured:
+            raise ValueError(f"from_report {path} has no measured activity (use the report of a functional run)")
+        return {**{k: v for k, v in measured.items() if k in cls.model_fields}, **data}
 
     @field_validator("forward_plane_density", "error_plane_density")
     @classmethod

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imcsim.circuits.bitplanes import int8_matmul
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.workloads.dataflow import traced_layer_call
 
@@ -44,6 +45,7 @@ class Hardware:
     samples: int = 1  # samples in the current batch (operands are split per sample for the schedule)
     stochastic_rounding: bool = False
     generator: torch.Generator | None = None
+    account: bool = True  # False: the same INT8 arithmetic with no counting (the reference for benchmarks)
 
     def emit(self, rec: OpRecord, module: str) -> None:
         if self.recording:
@@ -77,9 +79,12 @@ class _IMCMatmul(torch.autograd.Function):
         hw: Hardware = module.hw
         name = module.stored_names()[index]
         x_q, sx = quantize(x)
-        y_int, rec = hw.macro.forward(x_q.cpu(), name, count=hw.recording, samples=hw.samples)
-        if rec is not None:
-            hw.emit(rec, module.name)
+        if hw.account:
+            y_int, rec = hw.macro.forward(x_q.cpu(), name, count=hw.recording, samples=hw.samples)
+            if rec is not None:
+                hw.emit(rec, module.name)
+        else:
+            y_int = int8_matmul(x_q.cpu(), torch.from_numpy(hw.macro.stored[name].values))
         ctx.module = module
         ctx.name = name
         ctx.sx = sx
@@ -95,10 +100,15 @@ class _IMCMatmul(torch.autograd.Function):
         g_q = g_q.cpu()
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            dx_int, rec = hw.macro.backward_input(g_q, name, samples=hw.samples)
-            hw.emit(rec, module.name)
+            if hw.account:
+                dx_int, rec = hw.macro.backward_input(g_q, name, samples=hw.samples)
+                hw.emit(rec, module.name)
+            else:
+                dx_int = int8_matmul(g_q, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
             grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
-        if x_q is not None:
+        if x_q is not None and not hw.account:
+            dw_int = int8_matmul(x_q.cpu().t().contiguous(), g_q)
+        elif x_q is not None:
             dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, name, samples=hw.samples)
             for rec in recs:
                 hw.emit(rec, module.name)
@@ -145,9 +155,12 @@ class IMCModule(nn.Module):
         hw = self.hw
         for name, w in zip(self.stored_names(), self.weight_matrices(), strict=True):
             w_q, _ = quantize(w.detach(), self.w_scale)
+            if not hw.account:
+                hw.macro.stored[name].values[...] = w_q.cpu().numpy()
+                continue
             for rec in hw.macro.update_weights(name, w_q.cpu().numpy()):
                 hw.emit(rec, self.name)
-        if self.weight.requires_grad:
+        if self.weight.requires_grad and hw.account:
             hw.emit(hw.macro.update_digital(self.name, self.weight.numel()), self.name)
 
     def _matmul(self, x2d: torch.Tensor, index: int = 0) -> torch.Tensor:

@@ -73,12 +73,18 @@ class SideModule(nn.Module):
 
 
 class RepNet(nn.Module):
-    """Backbone + side modules at ``side_blocks`` + one linear head per task."""
+    """Backbone + side modules at ``side_blocks`` + one linear head per task.
 
-    def __init__(self, backbone: TinyCNN, side_blocks: list[int], side_width: int, image_size: int):
+    With ``per_task`` every task gets its own side modules (added with its head),
+    so learning a task cannot disturb another's; otherwise all tasks share one set.
+    """
+
+    def __init__(self, backbone: nn.Module, side_blocks: list[int], side_width: int, image_size: int,
+                 per_task: bool = False):
         super().__init__()
         self.backbone = backbone
-        self.sides = nn.ModuleDict()
+        self.per_task = per_task
+        self._side_specs: list[tuple[int, int, int, int, int, int]] = []  # block, cin, cout, pool, k, groups
         size = image_size
         for i, (cin, cout, stride) in enumerate(backbone.block_channels()):
             if i in side_blocks:
@@ -87,24 +93,48 @@ class RepNet(nn.Module):
                 pooled = max(1, size // pool)
                 k = 3 if pooled <= 7 else 5
                 groups = 1 if first or cin % 2 or side_width % 2 else 2
-                self.sides[str(i)] = SideModule(cin, cout, side_width, pool, k, groups, f"side.s{i}")
+                self._side_specs.append((i, cin, cout, pool, k, groups))
             size = (size + 2 * 1 - 3) // stride + 1
+        self.side_width = side_width
+        self.sides = nn.ModuleDict() if per_task else self._make_sides("side")
         self.heads = nn.ModuleDict()
 
+    def _make_sides(self, prefix: str) -> nn.ModuleDict:
+        return nn.ModuleDict({
+            str(i): SideModule(cin, cout, self.side_width, pool, k, groups, f"{prefix}.s{i}")
+            for i, cin, cout, pool, k, groups in self._side_specs
+        })
+
     def add_head(self, task: str, n_classes: int) -> IMCLinear:
+        """Add ``task``'s head (and, per task, its side modules)."""
         head = IMCLinear(self.backbone.feature_dim, n_classes, name=f"head.{task}")
         self.heads[task] = head
+        if self.per_task and self._side_specs:
+            self.sides[task] = self._make_sides(f"side.{task}")
         return head
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def task_sides(self, task: str) -> nn.ModuleDict:
+        if not self.per_task:
+            return self.sides
+        return self.sides[task] if task in self.sides else nn.ModuleDict()
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The parameters a step on ``task`` uses: all but the other tasks' heads and side modules."""
+        other = {id(p) for name, h in self.heads.items() if name != task for p in h.parameters()}
+        if self.per_task:
+            other |= {id(p) for name, s in self.sides.items() if name != task for p in s.parameters()}
+        return [p for p in self.parameters() if id(p) not in other]
+
+    def features(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        sides = self.task_sides(task)
         h = x
         for i, block in enumerate(self.backbone.blocks):
             inp = h
             h = block(inp)
-            side = self.sides[str(i)] if str(i) in self.sides else None  # noqa: SIM401 (ModuleDict has no .get)
+            side = sides[str(i)] if str(i) in sides else None  # noqa: SIM401 (ModuleDict has no .get)
             if side is not None:
                 h = h + side(inp, tuple(h.shape[-2:]))
         return F.adaptive_avg_pool2d(h, 1).flatten(1)
 
     def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
-        return self.heads[task](self.features(x))
+        return self.heads[task](self.features(x, task))

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE_SETTINGS = [
     "workload.train.epochs=1",
     "workload.pretrain.epochs=2",
+    "workload.baselines=[last_layer]",
 ]
 
 

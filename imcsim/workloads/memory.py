@@ -1,0 +1,155 @@
+"""Training memory of a model: weights, optimizer state and the activations kept for backward.
+
+Accounting (DESIGN.md "Workloads"; Rep-Net and TinyTL both argue that the
+activations kept for the backward pass, not the parameters, dominate training
+memory on a device):
+
+* weights: frozen ones at ``weight_bits_frozen`` (8: INT8 in the array),
+  trainable ones at ``weight_bits_trainable`` (32: the master copy the update
+  accumulates into), plus ``optimizer_bits`` per trainable weight (SGD
+  momentum; 0 without momentum);
+* kept for backward, at ``activation_bits`` per element (INT8 activations):
+  a conv or linear keeps its input only if its weight is trainable (the input
+  gradient needs only the weight); a batch norm keeps its input only if its
+  scale is trainable or it normalises with batch statistics while a gradient
+  flows through it (a frozen, eval-mode BN is a per-channel scale); a ReLU or
+  ReLU6 keeps a 1-bit mask where a gradient flows through it; adds, pools and
+  upsampling keep nothing;
+* live at each point of the step: every op's input and output while it runs in
+  the forward pass, and the gradients of its output and input while it runs in
+  the backward pass, at ``activation_bits`` (INT8 errors).
+
+Peak = weights + optimizer state + the largest live activation set over the
+forward-then-backward schedule. Traced with a torch function mode, so it works
+on meta tensors at any size (no arithmetic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+_GEMMS = {"conv1d", "conv2d", "conv3d", "linear"}
+_MASKS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_"}
+
+
+@dataclass(frozen=True)
+class MemoryBits:
+    """Bit widths of the accounting (see the module docstring)."""
+
+    weight_bits_frozen: int = 8
+    weight_bits_trainable: int = 32
+    optimizer_bits: int = 32
+    activation_bits: int = 8
+    mask_bits: int = 1
+
+
+@dataclass
+class TrainingMemory:
+    """Training memory of one step, in bits (``bytes()`` for bytes)."""
+
+    weights_frozen: int
+    weights_trainable: int
+    optimizer: int
+    kept_by_kind: dict[str, int] = field(default_factory=dict)  # gemm_input, bn_input, relu_mask
+    peak_live_activations: int = 0  # kept + working set at the worst point of the step
+
+    @property
+    def kept(self) -> int:
+        return sum(self.kept_by_kind.values())
+
+    @property
+    def weights(self) -> int:
+        return self.weights_frozen + self.weights_trainable
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.optimizer + self.peak_live_activations
+
+    def as_bytes(self) -> dict[str, float]:
+        return {
+            "memory_peak_bytes": self.peak / 8,
+            "memory_weights_bytes": self.weights / 8,
+            "memory_optimizer_bytes": self.optimizer / 8,
+            "memory_activations_kept_bytes": self.kept / 8,
+            "memory_activations_peak_bytes": self.peak_live_activations / 8,
+        }
+
+
+class _MemoryTracer(TorchFunctionMode):
+    def __init__(self, bits: MemoryBits) -> None:
+        super().__init__()
+        self.bits = bits
+        self.kept: dict[str, int] = {"gemm_input": 0, "bn_input": 0, "relu_mask": 0}
+        self.ops: list[tuple[int, int, int, bool, bool]] = []  # (kept, in elems, out elems, in grad, out grad)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not isinstance(out, torch.Tensor) or not isinstance(args[0] if args else None, torch.Tensor):
+            return out
+        x = args[0]
+        if isinstance(x, nn.Parameter):  # a view of a weight (e.g. a transpose), not an activation
+            return out
+        name = getattr(func, "__name__", "")
+        kept = 0
+        if name in _GEMMS:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            if isinstance(weight, torch.Tensor) and weight.requires_grad:
+                kept = x.numel() * self.bits.activation_bits
+                self.kept["gemm_input"] += kept
+        elif func is F.batch_norm:
+            weight = kwargs.get("weight", args[3] if len(args) > 3 else None)
+            training = kwargs.get("training", args[5] if len(args) > 5 else False)
+            if (weight is not None and weight.requires_grad) or (training and out.requires_grad):
+                kept = x.numel() * self.bits.activation_bits
+                self.kept["bn_input"] += kept
+        elif name in _MASKS and out.requires_grad:
+            kept = out.numel() * self.bits.mask_bits
+            self.kept["relu_mask"] += kept
+        self.ops.append((kept, x.numel(), out.numel(), x.requires_grad, out.requires_grad))
+        return out
+
+
+def _peak_live(ops: list[tuple[int, int, int, bool, bool]], act_bits: int) -> int:
+    peak = 0
+    kept_before = 0
+    for kept, n_in, n_out, _, _ in ops:  # forward: an op's input and output are live while it runs
+        peak = max(peak, kept_before + (n_in + n_out) * act_bits)
+        kept_before += kept
+    for kept, n_in, n_out, in_grad, out_grad in reversed(ops):  # backward: its gradients, before it frees
+        if out_grad:
+            peak = max(peak, kept_before + (n_out + (n_in if in_grad else 0)) * act_bits)
+        kept_before -= kept
+    return peak
+
+
+def training_memory(parameters: Iterable[nn.Parameter], run: Callable[[], object], momentum: bool,
+                    bits: MemoryBits | None = None) -> TrainingMemory:
+    """The training memory of the step ``run()``: a forward pass of a model holding ``parameters``
+    (see the module docstring).
+
+    Trainability is read from ``requires_grad``; run it on a meta copy to trace real sizes for free.
+    """
+    bits = bits or MemoryBits()
+    frozen = trainable = 0
+    for p in parameters:
+        if p.requires_grad:
+            trainable += p.numel()
+        else:
+            frozen += p.numel()
+    tracer = _MemoryTracer(bits)
+    with tracer, torch.enable_grad():
+        run()
+    return TrainingMemory(
+        weights_frozen=frozen * bits.weight_bits_frozen,
+        weights_trainable=trainable * bits.weight_bits_trainable,
+        optimizer=trainable * bits.optimizer_bits if momentum else 0,
+        kept_by_kind=dict(tracer.kept),
+        peak_live_activations=_peak_live(tracer.ops, bits.activation_bits),
+    )
