@@ -191,3 +191,25 @@ def test_baselines_table_compares_methods_on_the_same_hardware():
     assert last["trainable_params"] < rep["trainable_params"]
     assert last["memory_peak_bytes"] < rep["memory_peak_bytes"]
     assert last["energy_train_j"] < rep["energy_train_j"]
+
+
+def test_cost_only_backward_reaches_trainable_bn_biases():
+    """A gradient must flow through the frozen backbone to reach its BN biases (bias-only), not for a head."""
+    from pathlib import Path
+
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+    from imcsim.workloads.continual import run_cost_only
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "sas_mram_repnet_mobilenetv2_cost.yaml"
+    loaded = load_config(config, ["workload.cost_only.image_size=64"])
+    card = loaded.config.workload
+
+    def input_grad_layers(method: str) -> set[str]:
+        result = run_cost_only(card.model_copy(update={"method": method}), build_hardware(loaded).macro, 0)
+        return {op.layer for op in result.ops if op.phase == "input_grad"}
+
+    assert input_grad_layers("last_layer") == set()
+    bias = input_grad_layers("bias_only")
+    assert any(name.startswith("backbone.") for name in bias)
+    assert len(bias) > 10

@@ -175,6 +175,11 @@ class ContinualResult:
         return float(np.mean(drops))
 
 
+def side_blocks(card: ContinualCard) -> list[int]:
+    """The blocks that get side modules: Rep-Net methods only (a baseline runs the bare backbone)."""
+    return list(card.repnet.side_blocks) if card.method in ("repnet", "repnet_bias") else []
+
+
 def _set_trainable(model: RepNet, method: Method) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
@@ -297,7 +302,7 @@ def run_continual(
     backbone, source_acc = copy.deepcopy(cached[0]), cached[1]
     torch.manual_seed(seed + 1)
 
-    model = RepNet(backbone, card.repnet.side_blocks, card.repnet.width, size, card.repnet.per_task).to(device)
+    model = RepNet(backbone, side_blocks(card), card.repnet.width, size, card.repnet.per_task).to(device)
     for t in tasks:
         model.add_head(t.name, t.n_classes).to(device)
     _set_trainable(model, card.method)
@@ -373,7 +378,7 @@ def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> Cont
                          "steps_per_task, activity)")
     task = card.tasks[0]
     backbone = build_backbone(card.model.arch, spec.in_channels, card.model.width)
-    model = RepNet(backbone, card.repnet.side_blocks, card.repnet.width, spec.image_size)
+    model = RepNet(backbone, side_blocks(card), card.repnet.width, spec.image_size)
     model.add_head(task.name, len(task.classes))
     model.to("meta")
     _set_trainable(model, card.method)

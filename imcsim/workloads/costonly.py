@@ -192,7 +192,7 @@ def input_grad_op(macro: BitSerialMacro, c: LayerCall, density: list[float], q: 
         return rec
     packed, per = _layout(macro, c)
     if flow == "transposed_copy":
-        tc = LayerCall(c.name, c.m, c.n, c.k, c.groups, c.samples, c.trainable, c.producers)
+        tc = LayerCall(c.name, c.m, c.n, c.k, c.groups, c.samples, c.trainable, c.producers, c.input_grad)
         rec = forward_op(macro, tc, density, q)
         rec.phase = "input_grad"
         return rec
@@ -233,7 +233,8 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
         step.append(forward_op(macro, c, stats.forward_plane_density, stats.weight_bit_density))
     trainable = 0
     for c in reversed(graph.calls):
-        if any(needs.get(p, False) for p, _ in c.producers):
+        carries = c.input_grad if c.input_grad is not None else any(needs.get(p, False) for p, _ in c.producers)
+        if carries:  # a gradient reaches its input: something upstream trains (a weight or a BN bias)
             step.append(input_grad_op(macro, c, stats.error_plane_density, stats.weight_bit_density))
         if c.trainable:
             rec = macro._digital_gemm(c.m, c.k, c.n, phase="weight_grad", layer=c.name, samples=c.samples)

@@ -45,6 +45,7 @@ class LayerCall:
     samples: int
     trainable: bool
     producers: tuple[tuple[str, bool], ...]  # (layer, coupled), in first-seen order
+    input_grad: bool | None = None  # whether its input carries a gradient (None: not traced)
 
     @property
     def macs(self) -> int:
@@ -139,7 +140,7 @@ def traced_layer_call(module, x: torch.Tensor, call: Callable[[], torch.Tensor],
     producers = tuple(sorted(tracer.tag_of(x)))
     y = call()
     tracer.calls.append(LayerCall(module.name, m, k, n, groups, tracer.samples, bool(module.weight.requires_grad),
-                                  producers))
+                                  producers, bool(x.requires_grad)))
     tracer.set_tag(y, frozenset({(module.name, False)}))
     return y
 
@@ -153,7 +154,7 @@ def trace_dataflow(model: nn.Module, run: Callable[[], object], samples: int) ->
     tracer.samples = samples
     _ACTIVE.append(tracer)
     try:
-        with tracer, torch.no_grad():
+        with tracer, torch.enable_grad():  # gradients flow on meta tensors too: which inputs carry one
             run()
     finally:
         _ACTIVE.pop()
