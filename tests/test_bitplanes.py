@@ -88,3 +88,23 @@ def test_stream_activity_counts_ones_passes_cycles_and_hits():
     _, _, per_vector, _ = stream_activity(x, 4, 1, 1, stored, False, chunk_rows=1)
     assert per_vector.tolist() == [[3 + 6], [8]]
     assert per_vector.sum(axis=0).tolist() == cycles_all[0].tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 300), tile=st.sampled_from([8, 16, 24, 128, 2048, 4096]),
+       density=st.floats(0.0, 1.0), rows_per_sense=st.integers(1, 8), lines=st.sampled_from([1, 8]),
+       skip=st.booleans(), chunk=st.integers(1, 70), seed=st.integers(0, 2**16))
+def test_word_kernel_equals_byte_kernel(m, k, tile, density, rows_per_sense, lines, skip, chunk, seed):
+    """The 64-bit-word kernel (whole-word tiles, parallel over chunks) counts exactly what the byte kernel does."""
+    from imcsim.circuits.activity import _POPCOUNT, _SPREAD, _activity_kernel, stream_activity
+
+    rng = np.random.default_rng(seed)
+    u = (rng.integers(0, 256, (m, k)) * (rng.random((m, k)) < density)).astype(np.uint8)
+    stored = rng.integers(0, 60, k)
+    chunk = min(chunk, m)
+    ref = _activity_kernel(u, tile, rows_per_sense, lines, stored.astype(np.int64), skip, chunk, _SPREAD, _POPCOUNT)
+    got = stream_activity(u, tile, rows_per_sense, lines, stored, skip, chunk_rows=chunk)
+    assert np.array_equal(got[0], ref[0])
+    assert got[1] == ref[1]
+    assert np.array_equal(got[2], ref[2])
+    assert got[3] == ref[3]

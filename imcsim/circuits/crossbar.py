@@ -225,7 +225,7 @@ class AnalogCrossbar(BitSerialMacro):
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
         pulse_time = sum(self.actions[(comp, a)].cost.latency_s * c for a, c in counts.items())
         rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
-        s.values[...] = new
+        s.assign(new)
         return rec
 
     # --- analog matrix-vector products ---------------------------------------------

@@ -168,6 +168,19 @@ class StoredMatrix:
     row_tiles: int
     col_tiles: int
     groups: int = 1
+    _ones: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def ones(self, axis: int) -> np.ndarray:
+        """1 bits of the stored codes summed along ``axis`` (1: per row, 0: per column); cached until a write."""
+        cached = self._ones.get(axis)
+        if cached is None:
+            cached = self._ones[axis] = popcount8(self.values.view(np.uint8)).sum(axis=axis)
+        return cached
+
+    def assign(self, new: np.ndarray) -> None:
+        """Replace the stored codes (the caller counts the writes)."""
+        self.values[...] = new
+        self._ones.clear()
 
 
 class BitSerialMacro:
@@ -395,36 +408,39 @@ class BitSerialMacro:
     def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True,
                 samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
         """``x @ W`` with W stored under ``name``: exact int32 result and its counts (if ``count``)."""
+        y = int8_matmul(x_int8, torch.from_numpy(self.stored[name].values))
+        return y, (self.forward_counts(x_int8, name, phase, samples) if count else None)
+
+    def forward_counts(self, x_int8: torch.Tensor, name: str, phase: str = "forward", samples: int = 1) -> OpRecord:
+        """The counts of ``x @ W`` (see :meth:`forward`) without computing the product."""
         s = self.stored[name]
-        w = torch.from_numpy(s.values)
-        y = int8_matmul(x_int8, w)
-        if not count:
-            return y, None
         k, n = s.values.shape
-        rec = self._stream_counts(
+        return self._stream_counts(
             x_int8, line_len=k, cells_per_line=n * N_BITS, lines_per_bit=1, n_out=n, phase=phase, layer=name,
-            other_tiles=s.col_tiles, stored_ones=popcount8(s.values.view(np.uint8)).sum(axis=1), samples=samples,
+            other_tiles=s.col_tiles, stored_ones=s.ones(1), samples=samples,
         )
-        return y, rec
 
     def backward_input(self, dy_int8: torch.Tensor, name: str, samples: int = 1) -> tuple[torch.Tensor, OpRecord]:
         """``dy @ W^T`` for W stored under ``name``, per the card's input-gradient dataflow."""
+        dx = int8_matmul(dy_int8, torch.from_numpy(self.stored[name].values).t().contiguous())
+        return dx, self.backward_input_counts(dy_int8, name, samples)
+
+    def backward_input_counts(self, dy_int8: torch.Tensor, name: str, samples: int = 1) -> OpRecord:
+        """The counts of ``dy @ W^T`` (see :meth:`backward_input`) without computing the product."""
         s = self.stored[name]
-        w = torch.from_numpy(s.values)
-        dx = int8_matmul(dy_int8, w.t().contiguous())
         k, n = s.values.shape
         flow = self.card.dataflow.input_grad
         if flow == "transposable_read":
             rec = self._stream_counts(
                 dy_int8, line_len=n, cells_per_line=k, lines_per_bit=N_BITS, n_out=k, phase="input_grad",
-                layer=name, other_tiles=s.row_tiles, stored_ones=popcount8(s.values.view(np.uint8)).sum(axis=0),
+                layer=name, other_tiles=s.row_tiles, stored_ones=s.ones(0),
                 samples=samples,
             )
         elif flow == "transposed_copy":
             t = self.stored[transposed_name(name)]
             rec = self._stream_counts(
                 dy_int8, line_len=n, cells_per_line=k * N_BITS, lines_per_bit=1, n_out=k, phase="input_grad",
-                layer=name, other_tiles=t.col_tiles, stored_ones=popcount8(t.values.view(np.uint8)).sum(axis=1),
+                layer=name, other_tiles=t.col_tiles, stored_ones=t.ones(1),
                 samples=samples,
             )
         else:
@@ -436,7 +452,7 @@ class BitSerialMacro:
             read = math.ceil(k / s.row_tiles) if s.row_tiles else 0  # weights read out once, row tiles in parallel
             rec.cycles += read
             rec.chunk_cycles[0] += read
-        return dx, rec
+        return rec
 
     def _digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str, samples: int = 1) -> OpRecord:
         rec = OpRecord(phase=phase, layer=layer, kind="digital", shape=(m, k, n))
@@ -554,7 +570,7 @@ class BitSerialMacro:
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
         pulse_time = sum(self.actions[(comp, a)].cost.latency_s * c for a, c in ev.counts.items())
         rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
-        s.values[...] = new
+        s.assign(new)
         return rec
 
 

@@ -309,7 +309,8 @@ def run_continual(
     graphs = {t.name: training_graph(model, card.method, t.name, t.x_train[:2].shape) for t in tasks}
     memory = step_memory(model, card.method, [t.name for t in tasks],
                          (card.train.batch_size, *tasks[0].x_train.shape[1:]), card.train.momentum > 0)
-    hw = Hardware(macro=macro, stochastic_rounding=card.train.stochastic_rounding, generator=gen, task="deploy")
+    hw = Hardware(macro=macro, stochastic_rounding=card.train.stochastic_rounding, generator=gen, task="deploy",
+                  workers=1 if device.type == "cuda" else 0)  # on a GPU, count on the CPU meanwhile
     for m in imc_modules(model):
         m.deploy(hw)
     trainable_imc = [m for m in imc_modules(model) if m.weight.requires_grad]

@@ -18,6 +18,8 @@ in plain float; that is how a backbone is pretrained before deployment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,10 +37,17 @@ WEIGHT_HEADROOM = 1.25  # master weights may grow 25 % past their deployed range
 
 @dataclass
 class Hardware:
-    """The macro plus the op stream being recorded."""
+    """The macro plus the op stream being recorded.
+
+    With ``workers`` > 0 the activity counting of streamed GEMMs (a pure function of
+    the operand and the stored weights) runs on background threads while training
+    goes on (worth it when training runs on a GPU; on CPU the counting kernel
+    already uses every core); :attr:`ops` waits for it, and so does every
+    write-back (it changes the stored weights those counts read). The records and
+    their order are the same either way.
+    """
 
     macro: BitSerialMacro
-    ops: list[OpRecord] = field(default_factory=list)
     recording: bool = True
     task: str = ""
     step: int = -1  # training step the ops belong to (-1: deployment)
@@ -46,13 +55,44 @@ class Hardware:
     stochastic_rounding: bool = False
     generator: torch.Generator | None = None
     account: bool = True  # False: the same INT8 arithmetic with no counting (the reference for benchmarks)
+    workers: int = 0
+    _ops: list[OpRecord | None] = field(default_factory=list, repr=False)
+    _pending: list = field(default_factory=list, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    @property
+    def ops(self) -> list[OpRecord]:
+        self.flush()
+        return self._ops
 
     def emit(self, rec: OpRecord, module: str) -> None:
         if self.recording:
-            rec.task = self.task
-            rec.step = self.step
-            rec.module = module
-            self.ops.append(rec)
+            self._ops.append(self._tag(rec, self.task, self.step, module))
+
+    @staticmethod
+    def _tag(rec: OpRecord, task: str, step: int, module: str) -> OpRecord:
+        rec.task = task
+        rec.step = step
+        rec.module = module
+        return rec
+
+    def emit_counts(self, count: Callable[[], OpRecord], module: str) -> None:
+        """Record the op ``count()`` returns, counted in the background when workers are set."""
+        if not self.recording:
+            return
+        if self.workers <= 0:
+            self.emit(count(), module)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="imcsim-count")
+        self._pending.append((len(self._ops), self._pool.submit(count), self.task, self.step, module))
+        self._ops.append(None)
+
+    def flush(self) -> None:
+        """Wait for the background counts and put them in their places."""
+        for index, future, task, step, module in self._pending:
+            self._ops[index] = self._tag(future.result(), task, step, module)
+        self._pending.clear()
 
 
 def quantize(x: torch.Tensor, scale: torch.Tensor | float | None = None, *, stochastic: bool = False,
@@ -79,12 +119,11 @@ class _IMCMatmul(torch.autograd.Function):
         hw: Hardware = module.hw
         name = module.stored_names()[index]
         x_q, sx = quantize(x)
+        x_cpu = x_q.cpu()
+        y_int = int8_matmul(x_cpu, torch.from_numpy(hw.macro.stored[name].values))
         if hw.account:
-            y_int, rec = hw.macro.forward(x_q.cpu(), name, count=hw.recording, samples=hw.samples)
-            if rec is not None:
-                hw.emit(rec, module.name)
-        else:
-            y_int = int8_matmul(x_q.cpu(), torch.from_numpy(hw.macro.stored[name].values))
+            samples = hw.samples
+            hw.emit_counts(lambda: hw.macro.forward_counts(x_cpu, name, samples=samples), module.name)
         ctx.module = module
         ctx.name = name
         ctx.sx = sx
@@ -100,11 +139,10 @@ class _IMCMatmul(torch.autograd.Function):
         g_q = g_q.cpu()
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
+            dx_int = int8_matmul(g_q, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
             if hw.account:
-                dx_int, rec = hw.macro.backward_input(g_q, name, samples=hw.samples)
-                hw.emit(rec, module.name)
-            else:
-                dx_int = int8_matmul(g_q, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
+                samples = hw.samples
+                hw.emit_counts(lambda: hw.macro.backward_input_counts(g_q, name, samples=samples), module.name)
             grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
         if x_q is not None and not hw.account:
             dw_int = int8_matmul(x_q.cpu().t().contiguous(), g_q)
@@ -153,10 +191,11 @@ class IMCModule(nn.Module):
     def sync(self) -> None:
         """Rewrite the stored INT8 images of the master weight; only changed cells are written."""
         hw = self.hw
+        hw.flush()  # counts still running read the weights about to change
         for name, w in zip(self.stored_names(), self.weight_matrices(), strict=True):
             w_q, _ = quantize(w.detach(), self.w_scale)
             if not hw.account:
-                hw.macro.stored[name].values[...] = w_q.cpu().numpy()
+                hw.macro.stored[name].assign(w_q.cpu().numpy())
                 continue
             for rec in hw.macro.update_weights(name, w_q.cpu().numpy()):
                 hw.emit(rec, self.name)
