@@ -54,6 +54,7 @@ from imcsim.circuits.macro import (
     PeripheralParams,
     StoredMatrix,
     TechnologyParams,
+    _compact,
     chunk_sizes,
 )
 from imcsim.devices.base import MemoryDevice
@@ -214,7 +215,7 @@ class AnalogCrossbar(BitSerialMacro):
         ell = self.ell[name]
         ell[changed] = (res.g_final_siemens[changed] - g_min) / self.device.level_spacing_siemens
         rec = OpRecord(phase=phase, layer=name, kind="write", shape=new.shape,
-                       cell_writes=res.pulses.reshape(new.shape[0], -1))
+                       cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)))
         comp = self.device.component
         counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses, "verify_read": res.verify_reads,
                   "write_fail": res.failures}

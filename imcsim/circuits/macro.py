@@ -159,6 +159,12 @@ class OpRecord:
     changed_weights: int = 0  # write-back: weights whose INT8 code changed
 
 
+def _compact(counts: np.ndarray) -> np.ndarray:
+    """Per-cell write counts in the smallest unsigned type that holds them (a run keeps one per write op)."""
+    top = int(counts.max()) if counts.size else 0
+    return counts.astype(np.min_scalar_type(top), copy=False) if counts.min(initial=0) >= 0 else counts
+
+
 @dataclass
 class StoredMatrix:
     """An INT8 matrix held in the array: its layout and current bits."""
@@ -530,7 +536,7 @@ class BitSerialMacro:
         ev_x = self.device.count_writes(old_bits[: N_BITS * k], new_bits[: N_BITS * k])
         ev_d = self.device.count_writes(old_bits[N_BITS * k :], new_bits[N_BITS * k :])
         wrec = OpRecord(phase="weight_grad", layer=f"{name}#operands", kind="write", shape=new_bits.shape,
-                        cell_writes=np.concatenate([ev_x.cell_writes, ev_d.cell_writes]))
+                        cell_writes=_compact(np.concatenate([ev_x.cell_writes, ev_d.cell_writes])))
         for action in set(ev_x.counts) | set(ev_d.counts):
             c = ev_x.counts.get(action, 0) * groups_n + ev_d.counts.get(action, 0) * groups_k
             wrec.counts[(dev, action)] = c
@@ -559,7 +565,7 @@ class BitSerialMacro:
         old_bits = _cell_bits(s.values)
         new_bits = _cell_bits(new)
         ev = self.device.count_writes(old_bits, new_bits)
-        rec = OpRecord(phase=phase, layer=name, kind="write", shape=(k, n), cell_writes=ev.cell_writes,
+        rec = OpRecord(phase=phase, layer=name, kind="write", shape=(k, n), cell_writes=_compact(ev.cell_writes),
                        changed_weights=int((s.values != new).sum()))
         comp = self.device.component
         for action, count in ev.counts.items():
