@@ -193,8 +193,8 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         "latency_in_order_per_step_s": sum(timeline.in_order_cycles) * t_cycle / counted if counted else 0.0,
         "latency_deploy_s": deploy.total_latency_s,
         **{f"utilization_{g}": u for g, u in timeline.utilization().items() if timeline.capacity_by_group[g]},
-        "write_pulses": round(sum(n for (comp, action), n in train.counts.items()
-                                  if comp == hw.device.component and action.endswith("_pulse"))),
+        "write_pulses": _pulses(train, hw),
+        "write_pulses_deploy": _pulses(deploy, hw),
         "cells_written": ws.cells_written,
         "writes_max_per_cell": ws.max_writes * scale if scale == 1.0 else max_per_step * steps,
         "writes_mean_per_cell": ws.mean_writes * scale,
@@ -236,6 +236,12 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         if timeline.first_step is not None else [],
     }
     return _Evaluation(metrics, tables, train, deploy, timeline)
+
+
+def _pulses(c: CostResult, hw: HardwareModel) -> int:
+    """Device write pulses among the counted actions."""
+    return round(sum(n for (comp, action), n in c.counts.items()
+                     if comp == hw.device.component and action.endswith("_pulse")))
 
 
 METHOD_COLUMNS = ("trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes",

@@ -1,6 +1,7 @@
 """Command line: a thin shell over :mod:`imcsim.api`.
 
     imcsim run CONFIG [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR] [--trace FILE]
+    imcsim compare CONFIG [CONFIG ...] [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR]
     imcsim validate CONFIG [--set ...] [--library DIR]
     imcsim list devices|circuits|workloads|configs [--library DIR]
     imcsim device CARD [--set KEY=VALUE ...] [--library DIR]
@@ -42,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="also write the schedule of the first training step as a Chrome trace-event JSON "
                         "(open it in https://ui.perfetto.dev)")
     common(r)
+
+    c = sub.add_parser("compare", help="run several configs and compare them side by side (table, plot, break-even)")
+    c.add_argument("configs", nargs="+", metavar="CONFIG", help="run config YAMLs")
+    c.add_argument("--out", metavar="DIR", default="out/compare",
+                   help="output folder: one report folder per run, compare.json/.csv/.png (default: out/compare)")
+    c.add_argument("--seed", type=int, help="random seed for every run (overrides the configs')")
+    c.add_argument("--quiet", action="store_true", help="no progress or table")
+    common(c)
 
     v = sub.add_parser("validate", help="check a config and its cards without running")
     v.add_argument("config")
@@ -95,6 +104,31 @@ def _cmd_run(args) -> int:
         print(f"report written to {out}/ (report.json, counts.csv, summary.txt)")
         if args.trace:
             print(f"schedule trace written to {args.trace} (open it in https://ui.perfetto.dev)")
+    return EXIT_OK
+
+
+def _cmd_compare(args) -> int:
+    from rich.console import Console
+
+    from imcsim.api import build_hardware, run
+    from imcsim.compare import comparison_files, render_comparison, unique_names
+    from imcsim.config import load_config
+    from imcsim.report import write_reports
+
+    out = Path(args.out)
+    _check_writable(out / "compare.json", "--out")
+    loaded = [load_config(c, args.overrides, seed=args.seed, library=args.library) for c in args.configs]
+    hardware = [build_hardware(cfg) for cfg in loaded]  # every config checked before any run
+    names = unique_names([cfg.config.name for cfg in loaded])
+    reports = []
+    for name, cfg, hw in zip(names, loaded, hardware, strict=True):
+        if not args.quiet:
+            print(f"running {name} ...", file=sys.stderr)
+        reports.append(run(cfg, hardware=hw))
+    write_reports(dict(zip(names, reports, strict=True)), out, comparison_files(names, reports))
+    if not args.quiet:
+        render_comparison(names, reports, Console(width=max(Console().width, 120)))
+        print(f"comparison written to {out}/ (compare.json, compare.csv, compare.png, one folder per run)")
     return EXIT_OK
 
 
@@ -204,7 +238,7 @@ def _device_plot(dev, out: Path, title: str) -> None:
                          key="--plot")
 
 
-COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "list": _cmd_list, "device": _cmd_device}
+COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "validate": _cmd_validate, "list": _cmd_list, "device": _cmd_device}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 
@@ -57,3 +58,27 @@ def plot_pulse_histogram(pulses_by_distance: dict[int, np.ndarray], out: Path, t
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_cumulative(series) -> bytes:
+    """PNG bytes: cumulative write pulses and energy over the task sequence, one line per run."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for s in series:
+        x = np.arange(len(s.writes))
+        ax1.plot(x, s.writes, marker="o", label=s.name)
+        ax2.plot(x, s.energy_j * 1e3, marker="o", label=s.name)
+    longest = max(series, key=lambda s: len(s.writes))
+    for ax in (ax1, ax2):
+        ax.set_xticks(np.arange(len(longest.writes)))
+        ax.set_xticklabels(["deploy", *longest.tasks], rotation=30, ha="right", fontsize=8)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("cumulative write pulses")
+    ax2.set_ylabel("cumulative energy (mJ)")
+    ax1.set_title("writes over the task sequence")
+    ax2.set_title("energy over the task sequence")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()

@@ -182,20 +182,41 @@ def write_report(report: Report, out_dir: str | Path, extra_files: Mapping[str, 
 
     An existing ``out_dir`` is replaced only once the new folder is complete.
     """
-    out = Path(out_dir)
+    return _write_folder(Path(out_dir), lambda tmp: _fill_report(tmp, report, extra_files))
+
+
+def write_reports(reports: Mapping[str, Report], out_dir: str | Path, extra_files: Mapping[str, bytes]) -> Path:
+    """Write several reports (one subfolder each) and ``extra_files`` into ``out_dir``, atomically."""
+
+    def fill(tmp: Path) -> None:
+        for name, report in reports.items():
+            (tmp / name).mkdir()
+            _fill_report(tmp / name, report, None)
+        for name, blob in extra_files.items():
+            (tmp / name).write_bytes(blob)
+
+    return _write_folder(Path(out_dir), fill)
+
+
+def _fill_report(folder: Path, report: Report, extra_files: Mapping[str, bytes] | None) -> None:
+    _write_text(folder / "report.json", json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["component", "action", "group", "count", "energy_j"])
+    for row in report.counts_rows():
+        w.writerow([row[0], row[1], row[2], row[3], repr(row[4])])
+    _write_text(folder / "counts.csv", buf.getvalue())
+    _write_text(folder / "summary.txt", render_summary(report))
+    for name, blob in (extra_files or {}).items():
+        (folder / name).write_bytes(blob)
+
+
+def _write_folder(out: Path, fill) -> Path:
+    """Fill a temporary sibling folder, then put it in place of ``out`` (replaced only once complete)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        _write_text(tmp / "report.json", json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n")
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["component", "action", "group", "count", "energy_j"])
-        for row in report.counts_rows():
-            w.writerow([row[0], row[1], row[2], row[3], repr(row[4])])
-        _write_text(tmp / "counts.csv", buf.getvalue())
-        _write_text(tmp / "summary.txt", render_summary(report))
-        for name, blob in (extra_files or {}).items():
-            (tmp / name).write_bytes(blob)
+        fill(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             old.rmdir()

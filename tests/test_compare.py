@@ -1,0 +1,84 @@
+"""imcsim compare: break-even arithmetic, cumulative series from reports, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imcsim.compare import TaskSeries, break_even, break_even_lines, unique_names
+from imcsim.report import Report
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["workload.train.epochs=1", "workload.pretrain.epochs=1", "workload.baselines=[]",
+         "workload.tasks=[{name: a, classes: [5, 6, 7]}, {name: b, classes: [8, 9], transform: invert}]"]
+
+
+def report(name: str, deploy_pulses: float, deploy_j: float, per_task: list[tuple[float, float]]) -> Report:
+    return Report(schema_version=1, imcsim_version="0", name=name, config_hash="0", seed=0, config={},
+                  metrics={"write_pulses_deploy": deploy_pulses, "energy_deploy_j": deploy_j},
+                  costs={}, action_descriptions={},
+                  tables={"per_task": [{"task": f"t{i}", "write_pulses": w, "energy_j": e}
+                                       for i, (w, e) in enumerate(per_task)]})
+
+
+def test_break_even_by_hand():
+    base = np.array([100.0, 110.0, 120.0])  # deploy 100, 10 per task
+    other = np.array([400.0, 404.0, 408.0])  # deploy 400, 4 per task: (400 - 100) / (10 - 4) = 50 tasks
+    assert break_even(base, 10.0, other, 4.0) == pytest.approx(50.0)
+    assert break_even(base, 10.0, np.array([50.0]), 3.0) == 0.0  # cheaper deployment and rate
+    assert break_even(base, 10.0, other, 12.0) is None  # dearer per task: never
+
+
+def test_series_start_at_deployment_and_accumulate_tasks():
+    s = TaskSeries.of("x", report("x", 1000, 2e-3, [(10, 1e-3), (30, 3e-3)]))
+    assert s.tasks == ["t0", "t1"]
+    assert s.writes.tolist() == [1000, 1010, 1040]
+    assert s.energy_j.tolist() == pytest.approx([2e-3, 3e-3, 6e-3])
+    assert s.rate(s.writes) == 20
+    lora = TaskSeries.of("lora", report("lora", 100, 0.0, [(500, 0.0)] * 3))
+    fusion = TaskSeries.of("fusion", report("fusion", 1100, 0.0, [(0, 0.0)] * 3))
+    lines = break_even_lines([lora, fusion])
+    assert "fusion vs lora, write pulses: breaks even after 2 tasks" in lines[0]
+    assert unique_names(["a", "b", "a", "a"]) == ["a", "b", "a-2", "a-3"]
+
+
+def test_cli_compare_writes_table_plot_and_reports(tmp_path):
+    from test_cli import imcsim
+
+    variant = tmp_path / "stt_variant.yaml"
+    variant.write_text((ROOT / "configs" / "sas_mram_repnet.yaml").read_text()
+                       .replace("name: sas_mram_repnet", "name: stt_variant")
+                       .replace("card: sas_mram_4mtj_zhang_tcad2024", "card: stt_mram_1t1mtj_nvsim"))
+    out = tmp_path / "cmp"
+    sets = [x for s in SMOKE for x in ("--set", s)]
+    res = imcsim("compare", "configs/sas_mram_repnet.yaml", str(variant), "--out", str(out), "--library", str(ROOT),
+                 *sets)
+    assert res.returncode == 0, res.stderr
+    assert "runs side by side" in res.stdout
+    data = json.loads((out / "compare.json").read_text())
+    assert data["runs"] == ["sas_mram_repnet", "stt_variant"]
+    for name in data["runs"]:
+        cum = data["cumulative"][name]
+        assert cum["tasks"] == ["deploy", "a", "b"]
+        assert cum["write_pulses"] == sorted(cum["write_pulses"])  # cumulative: never decreasing
+        run_report = json.loads((out / name / "report.json").read_text())
+        assert cum["energy_j"][-1] == pytest.approx(run_report["metrics"]["energy_deploy_j"]
+                                                    + run_report["metrics"]["energy_train_j"], rel=1e-9)
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "compare.csv").read_text().startswith("metric,sas_mram_repnet,stt_variant")
+    # the two devices write differently: the comparison is not trivial
+    assert data["metrics"]["sas_mram_repnet"]["energy_train_j"] != data["metrics"]["stt_variant"]["energy_train_j"]
+
+
+def test_cli_compare_bad_config_writes_nothing(tmp_path):
+    from test_cli import imcsim
+
+    out = tmp_path / "cmp"
+    res = imcsim("compare", "configs/sas_mram_repnet.yaml", str(tmp_path / "missing.yaml"), "--out", str(out))
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1
+    assert "missing.yaml" in res.stderr
+    assert not out.exists()
