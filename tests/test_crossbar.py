@@ -118,3 +118,26 @@ def test_only_changed_weights_are_programmed():
 def test_crossbar_needs_a_conductance_device():
     with pytest.raises(InputError, match=r"circuit.kind: an analog crossbar needs a multi-level"):
         build_hardware(load_config(MAIN_CONFIG, ["circuit.card=reram_crossbar_isaac_32nm"]))
+
+
+def test_int8_layer_on_the_crossbar_gets_the_analog_result_and_its_counts():
+    """Training layers on a crossbar see its ADC error and its conversions, never the bit-serial model's counts."""
+    from imcsim.circuits.bitplanes import int8_matmul
+    from imcsim.workloads.int8 import Hardware, IMCLinear, quantize
+
+    torch.manual_seed(0)
+    xb = crossbar("circuit.analog.adc_bits=4")
+    hw = Hardware(xb)
+    layer = IMCLinear(96, 24, name="l", bias=False)
+    layer.deploy(hw)
+    hw.ops.clear()
+    x = torch.randn(5, 96, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    x_q, sx = quantize(x.detach())
+    exact = int8_matmul(x_q, torch.from_numpy(xb.stored["l"].values)).float() * (sx * layer.w_scale)
+    assert not torch.allclose(y.detach(), exact)  # a 4-bit ADC loses precision
+    phases = {op.phase: op for op in hw.ops}
+    assert phases["forward"].counts[("adc", "convert")] > 0
+    assert phases["input_grad"].counts[("adc", "convert")] > 0
+    assert ("sense_amp", "sense") not in phases["forward"].counts

@@ -119,6 +119,7 @@ class ErrorStats:
 
 
 class AnalogCrossbar(BitSerialMacro):
+    exact = False  # results carry the analog path's error: computed and counted together
     """A ReRAM crossbar with DAC inputs and ADC outputs; same interface as the digital macro."""
 
     def __init__(self, card: AnalogCrossbarCard, device: MemoryDevice):

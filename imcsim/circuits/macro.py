@@ -192,6 +192,8 @@ class StoredMatrix:
 class BitSerialMacro:
     """A macro built from a card and a device model; executes and counts GEMMs."""
 
+    exact = True  # results equal the integer product, so counting can be separated from computing
+
     def __init__(self, card: BitSerialMacroCard, device: MemoryDevice, _check_bits: bool = True):
         if _check_bits and device.bits_per_cell != 1:
             raise PhysicsError(

@@ -120,10 +120,15 @@ class _IMCMatmul(torch.autograd.Function):
         name = module.stored_names()[index]
         x_q, sx = quantize(x)
         x_cpu = x_q.cpu()
-        y_int = int8_matmul(x_cpu, torch.from_numpy(hw.macro.stored[name].values))
-        if hw.account:
-            samples = hw.samples
-            hw.emit_counts(lambda: hw.macro.forward_counts(x_cpu, name, samples=samples), module.name)
+        if hw.account and not hw.macro.exact:  # an analog result: computed and counted by the circuit
+            y_int, rec = hw.macro.forward(x_cpu, name, count=hw.recording, samples=hw.samples)
+            if rec is not None:
+                hw.emit(rec, module.name)
+        else:
+            y_int = int8_matmul(x_cpu, torch.from_numpy(hw.macro.stored[name].values))
+            if hw.account:
+                samples = hw.samples
+                hw.emit_counts(lambda: hw.macro.forward_counts(x_cpu, name, samples=samples), module.name)
         ctx.module = module
         ctx.name = name
         ctx.sx = sx
@@ -139,10 +144,14 @@ class _IMCMatmul(torch.autograd.Function):
         g_q = g_q.cpu()
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            dx_int = int8_matmul(g_q, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
-            if hw.account:
-                samples = hw.samples
-                hw.emit_counts(lambda: hw.macro.backward_input_counts(g_q, name, samples=samples), module.name)
+            if hw.account and not hw.macro.exact:
+                dx_int, rec = hw.macro.backward_input(g_q, name, samples=hw.samples)
+                hw.emit(rec, module.name)
+            else:
+                dx_int = int8_matmul(g_q, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
+                if hw.account:
+                    samples = hw.samples
+                    hw.emit_counts(lambda: hw.macro.backward_input_counts(g_q, name, samples=samples), module.name)
             grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
         if x_q is not None and not hw.account:
             dw_int = int8_matmul(x_q.cpu().t().contiguous(), g_q)
