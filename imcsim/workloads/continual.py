@@ -22,6 +22,7 @@ TinyTL-style), ``full`` (everything).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -34,7 +35,7 @@ from pydantic import Field, field_validator, model_validator
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
 from imcsim.workloads.backbones import build_backbone
-from imcsim.workloads.costonly import DIGITAL_PARAMS, CostOnlySpec, cost_only_step, meta_input
+from imcsim.workloads.costonly import DIGITAL_PARAMS, CostOnlySpec, cost_only_step
 from imcsim.workloads.data import DataError, TaskData, make_task
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
 from imcsim.workloads.int8 import Hardware, imc_modules
@@ -371,6 +372,27 @@ def run_continual(
 
 
 
+@functools.lru_cache(maxsize=32)
+def _trace_step(arch: str, width: int, in_channels: int, image_size: int, batch: int, sides: tuple[int, ...],
+                side_width: int, method: Method, task: str, n_classes: int, momentum: bool
+                ) -> tuple[LayerGraph, TrainingMemory, int]:
+    """Layer graph, training memory and digital parameter count of one step, traced on meta tensors.
+
+    Cached: a sweep over device or circuit parameters traces each model shape once.
+    """
+    model = RepNet(build_backbone(arch, in_channels, width), list(sides), side_width, image_size)
+    model.add_head(task, n_classes)
+    model.to("meta")
+    _set_trainable(model, method)
+    _train_mode(model, method)
+    x = torch.empty(batch, in_channels, image_size, image_size, device="meta")
+    graph = trace_dataflow(model, lambda: model(x, task), samples=batch)
+    memory = training_memory(model.parameters(), lambda: model(x, task), momentum)
+    imc_weights = {id(m.weight) for m in imc_modules(model)}
+    digital = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in imc_weights)
+    return graph, memory, digital
+
+
 def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> ContinualResult:
     """Count one training step of the card's model at the ``cost_only`` sizes (no data, no arithmetic)."""
     spec = card.cost_only
@@ -378,17 +400,9 @@ def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> Cont
         raise ValueError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
                          "steps_per_task, activity)")
     task = card.tasks[0]
-    backbone = build_backbone(card.model.arch, spec.in_channels, card.model.width)
-    model = RepNet(backbone, side_blocks(card), card.repnet.width, spec.image_size)
-    model.add_head(task.name, len(task.classes))
-    model.to("meta")
-    _set_trainable(model, card.method)
-    _train_mode(model, card.method)
-    x = meta_input(spec)
-    graph = trace_dataflow(model, lambda: model(x, task.name), samples=spec.batch_size)
-    memory = training_memory(model.parameters(), lambda: model(x, task.name), card.train.momentum > 0)
-    imc_weights = {id(m.weight) for m in imc_modules(model)}
-    digital = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in imc_weights)
+    graph, memory, digital = _trace_step(card.model.arch, card.model.width, spec.in_channels, spec.image_size,
+                                         spec.batch_size, tuple(side_blocks(card)), card.repnet.width, card.method,
+                                         task.name, len(task.classes), card.train.momentum > 0)
     step = cost_only_step(macro, graph, spec.activity, digital, task.name, seed)
     n = len(card.tasks)
     return ContinualResult(

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator, model_validator
 from scipy.stats import binom
 
@@ -262,6 +261,3 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
     macs = sum(c.macs for c in graph.calls)
     return CostOnlyStep(ops + step, graph, trainable + digital_params, macs)
 
-
-def meta_input(spec: CostOnlySpec) -> torch.Tensor:
-    return torch.empty(spec.batch_size, spec.in_channels, spec.image_size, spec.image_size, device="meta")
