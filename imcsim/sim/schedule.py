@@ -183,7 +183,7 @@ def op_values(ops: Sequence[OpRecord], view: MacroView):
         chunks = op.chunk_cycles if op.chunk_cycles is not None else np.array([op.cycles], dtype=np.int64)
         n = max(len(chunks), 1)
         if op.kind == "write":
-            drivers = max(1, min(_write_drivers_for(op, view), view.write_drivers))
+            drivers = _write_drivers(op, view)
             pulse = _pulse_time_s(op, view)
             whole = math.ceil(pulse / drivers / view.t_cycle_s) if pulse else 0
         else:
@@ -285,11 +285,16 @@ def _io_cycles(bits: float, view: MacroView) -> int:
     return math.ceil(bits / view.buffer_bits_per_cycle) if bits > 0 else 0
 
 
-def _write_drivers_for(op: OpRecord, view: MacroView) -> int:
-    """Write drivers the written region can use at once (its subarrays' own drivers)."""
+def _write_region(op: OpRecord, view: MacroView) -> tuple[str, int]:
+    """The resource a write blocks (the layer's subarray block, or the scratch subarrays) and its subarrays."""
     if op.layer.endswith("#operands"):
-        return view.scratch_subarrays * view.drivers_per_subarray
-    return view.subarrays.get(op.layer, 1) * view.drivers_per_subarray
+        return SCRATCH, view.scratch_subarrays
+    return ARRAY_PREFIX + op.layer, view.subarrays.get(op.layer, 1)
+
+
+def _write_drivers(op: OpRecord, view: MacroView) -> int:
+    """Write drivers the written region can use at once: its subarrays' own, within the macro's pool."""
+    return max(1, min(_write_region(op, view)[1] * view.drivers_per_subarray, view.write_drivers))
 
 
 def step_key(ops: Sequence[OpRecord], layers: LayerGraph | None) -> tuple:
@@ -351,7 +356,7 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
         module = op.module or op.layer
         if op.kind == "write":
             target = _write_target(op, view, capacity, subarrays)
-            drivers = max(1, min(_write_drivers_for(op, view), view.write_drivers))
+            drivers = _write_drivers(op, view)
             if op.phase == "update":
                 deps = [i for i in by_module[module] if tasks[i].phase != "update"]
             else:  # operand planes of the in-array weight gradient: the whole batch of x and dy
@@ -419,14 +424,10 @@ def _array(op: OpRecord, view: MacroView, capacity: dict[str, int], subarrays: d
 
 
 def _write_target(op: OpRecord, view: MacroView, capacity: dict[str, int], subarrays: dict[str, int]) -> str:
-    """The resource a write blocks: the layer's subarray block, or the scratch subarrays."""
-    if op.layer.endswith("#operands"):
-        capacity.setdefault(SCRATCH, 1)
-        subarrays.setdefault(SCRATCH, view.scratch_subarrays)
-        return SCRATCH
-    key = ARRAY_PREFIX + op.layer
+    """Register the resource a write blocks and return its name."""
+    key, n = _write_region(op, view)
     capacity.setdefault(key, 1)
-    subarrays.setdefault(key, view.subarrays.get(op.layer, 1))
+    subarrays.setdefault(key, n)
     return key
 
 
