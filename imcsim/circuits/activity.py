@@ -31,6 +31,24 @@ _POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
+def _tile_passes(counts, planes, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero):
+    """Book one vector's pass through tile ``t``: per plane, its 1 bits (``counts``) add to ``planes``, and a
+    plane holding a 1 (every plane when zero planes are not skipped) senses in ceil(ones / rows_per_sense)
+    cycles (at least one) per line; returns the passes counted."""
+    active = 0
+    for i in range(8):
+        c = counts[i]
+        planes[i] += c
+        if c > 0:
+            active += 1
+            cycles[ch, t] += (c + rows_per_sense - 1) // rows_per_sense * lines_per_bit
+        elif not skip_zero:
+            active += 1
+            cycles[ch, t] += 1
+    return active
+
+
+@numba.njit(cache=True, nogil=True)
 def _activity_kernel(u, tile_len, rows_per_sense, lines_per_bit, stored_ones, skip_zero, chunk_rows, spread,
                      popcount):
     m_count, k_count = u.shape
@@ -56,15 +74,7 @@ def _activity_kernel(u, tile_len, rows_per_sense, lines_per_bit, stored_ones, sk
                     increments += popcount[v] * stored_ones[k]
                 for i in range(8):
                     counts[i] += (acc >> np.uint64(8 * i)) & np.uint64(255)
-            for i in range(8):
-                c = counts[i]
-                plane_ones[i] += c
-                if c > 0:
-                    active += 1
-                    cycles[ch, t] += (c + rows_per_sense - 1) // rows_per_sense * lines_per_bit
-                elif not skip_zero:
-                    active += 1
-                    cycles[ch, t] += 1
+            active += _tile_passes(counts, plane_ones, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero)
     return plane_ones, active, cycles, increments
 
 
@@ -117,15 +127,7 @@ def _word_rows(w, r0, r1, ch, tile_words, rows_per_sense, lines_per_bit, stored_
                 counts[5] += (a5 * lanes) >> top
                 counts[6] += (a6 * lanes) >> top
                 counts[7] += (a7 * lanes) >> top
-            for i in range(8):
-                c = counts[i]
-                planes[i] += c
-                if c > 0:
-                    active += 1
-                    cycles[ch, t] += (c + rows_per_sense - 1) // rows_per_sense * lines_per_bit
-                elif not skip_zero:
-                    active += 1
-                    cycles[ch, t] += 1
+            active += _tile_passes(counts, planes, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero)
         if (m - r0) % 31 == 30 or m == r1 - 1:  # a lane holds at most 31 x 8 = 248
             for j in range(kw):
                 v = colpop[j]

@@ -194,13 +194,7 @@ def op_values(ops: Sequence[OpRecord], view: MacroView):
             whole,
         ], dtype=np.int64))
         parts.append(np.asarray(chunks, dtype=np.int64))
-        e = 0.0
-        for k, c in op.counts.items():
-            ek = per_key.get(k)
-            if ek is None:
-                ek = per_key[k] = view.actions.energy_j(k)
-            e += c * ek
-        energy[i] = e
+        energy[i] = op_energy_j(op, view.actions, per_key)
         n_chunks[i] = n
     if not parts:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), energy, np.zeros(0), n_chunks
@@ -273,8 +267,17 @@ class MacroView:
     buffer_bits_per_cycle: int
 
 
-def op_energy_j(op: OpRecord, actions: ActionTable) -> float:
-    return float(sum(n * actions.energy_j(k) for k, n in op.counts.items()))
+def op_energy_j(op: OpRecord, actions: ActionTable, per_key: dict | None = None) -> float:
+    """Counted actions x per-action energies; ``per_key`` caches the energies across ops."""
+    if per_key is None:
+        per_key = {}
+    e = 0.0
+    for k, n in op.counts.items():
+        ek = per_key.get(k)
+        if ek is None:
+            ek = per_key[k] = actions.energy_j(k)
+        e += n * ek
+    return float(e)
 
 
 def _pulse_time_s(op: OpRecord, view: MacroView) -> float:
@@ -511,12 +514,57 @@ _INIT, _DONE, _COND, _GRANT, _TIMEOUT, _RELEASE, _PUT = 0, 1, 2, 3, 4, 5, 6
 
 
 @numba.njit(cache=True, nogil=True)
-def _heap_less(time, prio, a, b):
-    if time[a] != time[b]:
-        return time[a] < time[b]
-    if prio[a] != prio[b]:
-        return prio[a] < prio[b]
-    return a < b  # event ids grow with scheduling order
+def _heap_less(ev, a, b):
+    """Event ``a`` before event ``b``: by time, then priority, then id (ids grow with scheduling order)."""
+    if ev[a, 0] != ev[b, 0]:
+        return ev[a, 0] < ev[b, 0]
+    if ev[a, 1] != ev[b, 1]:
+        return ev[a, 1] < ev[b, 1]
+    return a < b
+
+
+@numba.njit(cache=True, nogil=True)
+def _push(ev, n_ev, time, prio, kind, arg):
+    """Schedule an event (row ``n_ev`` of ``ev``: time, priority, kind, argument); returns the next free row."""
+    ev[n_ev, 0] = time
+    ev[n_ev, 1] = prio
+    ev[n_ev, 2] = kind
+    ev[n_ev, 3] = arg
+    return n_ev + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _append(head, tail, nxt, owner, node):
+    """Append ``node`` to the FIFO list ``owner`` (``head``/``tail`` per owner, ``nxt`` per node)."""
+    nxt[node] = -1
+    if tail[owner] < 0:
+        head[owner] = node
+    else:
+        nxt[tail[owner]] = node
+    tail[owner] = node
+
+
+@numba.njit(cache=True, nogil=True)
+def _grant(r, now, ev, n_ev, is_pool, capacity, users, level, q_head, q_tail, q_next, q_task, q_units):
+    """Grant waiting requests of resource ``r`` as simpy triggers them: a slot resource grants its
+    queue's head at most once; a container grants from the head while its level allows."""
+    while q_head[r] >= 0:
+        h = q_head[r]
+        if is_pool[r]:
+            if level[r] < q_units[h]:
+                break
+            level[r] -= q_units[h]
+        else:
+            if users[r] >= capacity[r]:
+                break
+            users[r] += 1
+        q_head[r] = q_next[h]
+        if q_head[r] < 0:
+            q_tail[r] = -1
+        n_ev = _push(ev, n_ev, now, 1, _GRANT, q_task[h])
+        if not is_pool[r]:
+            break
+    return n_ev
 
 
 @numba.njit(cache=True, nogil=True)
@@ -526,22 +574,18 @@ def _des_kernel(dur, seg_ptr, dep_ptr, dep_idx, res_ptr, res_id, res_units, capa
     Mirrors :func:`_simulate_simpy`: every task is a process started in task order
     (an urgent initialize event); it waits for an all-of condition over its
     dependencies' process events, then, segment by segment, requests each resource
-    in turn (first come, first served; a request on a slot resource grants the head
-    of its queue at most once per trigger, a container grants from the head while
-    the level allows), holds them for the segment's duration (a timeout), releases
-    them (a release or put event, whose processing grants waiting requests) and
-    ends with its process event. Events are processed in (time, priority, id)
-    order, as simpy's heap does, so grants, times and the event count are equal.
+    in turn (first come, first served; see :func:`_grant`), holds them for the
+    segment's duration (a timeout), releases them (a release or put event, whose
+    processing grants waiting requests) and ends with its process event. Events are
+    processed in (time, priority, id) order, as simpy's heap does, so grants, times
+    and the event count are equal.
     """
     n_tasks = dep_ptr.shape[0] - 1
     n_seg = dur.shape[0]
     n_res = capacity.shape[0]
     n_entries = res_id.shape[0]
     cap_events = 3 * n_tasks + n_seg + 2 * n_entries + 1
-    ev_time = np.zeros(cap_events, dtype=np.int64)
-    ev_prio = np.zeros(cap_events, dtype=np.int64)
-    ev_kind = np.zeros(cap_events, dtype=np.int64)
-    ev_arg = np.zeros(cap_events, dtype=np.int64)
+    ev = np.zeros((cap_events, 4), dtype=np.int64)  # time, priority, kind, argument
     heap = np.zeros(cap_events, dtype=np.int64)
     n_heap = 0
     n_ev = 0
@@ -568,18 +612,12 @@ def _des_kernel(dur, seg_ptr, dep_ptr, dep_idx, res_ptr, res_id, res_units, capa
     order = np.zeros(n_seg, dtype=np.int64)
     n_order = 0
     started = np.zeros(n_seg, dtype=np.int64)
-    now = 0
     processed = 0
 
-    # schedule the initialize event of every process (urgent, time 0, task order)
-    for i in range(n_tasks):
-        ev_time[n_ev] = 0
-        ev_prio[n_ev] = 0
-        ev_kind[n_ev] = _INIT
-        ev_arg[n_ev] = i
-        heap[n_heap] = n_ev  # ids increase with equal keys otherwise: already a valid heap
+    for i in range(n_tasks):  # initialize events: urgent, time 0, task order (ids increase: already a heap)
+        heap[n_heap] = n_ev
         n_heap += 1
-        n_ev += 1
+        n_ev = _push(ev, n_ev, 0, 0, _INIT, i)
 
     while n_heap > 0:
         e = heap[0]
@@ -591,48 +629,35 @@ def _des_kernel(dur, seg_ptr, dep_ptr, dep_idx, res_ptr, res_id, res_units, capa
                 child = 2 * pos + 1
                 if child >= n_heap:
                     break
-                if child + 1 < n_heap and _heap_less(ev_time, ev_prio, heap[child + 1], heap[child]):
+                if child + 1 < n_heap and _heap_less(ev, heap[child + 1], heap[child]):
                     child += 1
-                if _heap_less(ev_time, ev_prio, heap[child], last):
-                    heap[pos] = heap[child]
-                    pos = child
-                else:
+                if not _heap_less(ev, heap[child], last):
                     break
+                heap[pos] = heap[child]
+                pos = child
             heap[pos] = last
-        now = ev_time[e]
+        now, kind, arg = ev[e, 0], ev[e, 2], ev[e, 3]
         processed += 1
-        kind = ev_kind[e]
-        arg = ev_arg[e]
-        # which process resumes, and where: 0 start of segment requests, 1 next request, 2 release
-        resume = -1
-        mode = 0
+        resume = -1  # the process that resumes, if any
+        releasing = False  # it resumes after a hold (release, then next segment) rather than to request
         new_first = n_ev
-        if kind == _INIT:
-            i = arg
-            nd = dep_ptr[i + 1] - dep_ptr[i]
-            if nd > 0:
-                for q in range(dep_ptr[i], dep_ptr[i + 1]):
+        if kind in (_INIT, _COND):
+            nd = dep_ptr[arg + 1] - dep_ptr[arg]
+            if kind == _INIT and nd > 0:  # build the all-of condition over the dependencies
+                for q in range(dep_ptr[arg], dep_ptr[arg + 1]):
                     d = dep_idx[q]
                     if done[d]:
-                        cond_count[i] += 1
+                        cond_count[arg] += 1
                     else:
-                        w_task[n_w] = i
-                        if w_tail[d] < 0:
-                            w_head[d] = n_w
-                        else:
-                            w_next[w_tail[d]] = n_w
-                        w_tail[d] = n_w
+                        w_task[n_w] = arg
+                        _append(w_head, w_tail, w_next, d, n_w)
                         n_w += 1
-                if cond_count[i] == nd:
-                    ev_time[n_ev] = now
-                    ev_prio[n_ev] = 1
-                    ev_kind[n_ev] = _COND
-                    ev_arg[n_ev] = i
-                    n_ev += 1
+                if cond_count[arg] == nd:
+                    n_ev = _push(ev, n_ev, now, 1, _COND, arg)
             else:
-                resume = i
-                cur_seg[i] = seg_ptr[i]
-                cur_entry[i] = res_ptr[seg_ptr[i]]
+                resume = arg
+                cur_seg[arg] = seg_ptr[arg]
+                cur_entry[arg] = res_ptr[seg_ptr[arg]]
         elif kind == _DONE:
             done[arg] = True
             w = w_head[arg]
@@ -640,141 +665,65 @@ def _des_kernel(dur, seg_ptr, dep_ptr, dep_idx, res_ptr, res_id, res_units, capa
                 t = w_task[w]
                 cond_count[t] += 1
                 if cond_count[t] == dep_ptr[t + 1] - dep_ptr[t]:
-                    ev_time[n_ev] = now
-                    ev_prio[n_ev] = 1
-                    ev_kind[n_ev] = _COND
-                    ev_arg[n_ev] = t
-                    n_ev += 1
+                    n_ev = _push(ev, n_ev, now, 1, _COND, t)
                 w = w_next[w]
-        elif kind == _COND:
-            resume = arg
-            cur_seg[arg] = seg_ptr[arg]
-            cur_entry[arg] = res_ptr[seg_ptr[arg]]
         elif kind == _GRANT:
             resume = arg
             cur_entry[arg] += 1
         elif kind == _TIMEOUT:
             resume = arg
-            mode = 2
-        elif kind == _RELEASE:  # a slot freed: grant the head of the queue, once
-            r = arg
-            h = q_head[r]
-            if h >= 0 and users[r] < capacity[r]:
-                users[r] += 1
-                q_head[r] = q_next[h]
-                if q_head[r] < 0:
-                    q_tail[r] = -1
-                ev_time[n_ev] = now
-                ev_prio[n_ev] = 1
-                ev_kind[n_ev] = _GRANT
-                ev_arg[n_ev] = q_task[h]
-                n_ev += 1
-        else:  # _PUT: units returned to a container: grant from the head while the level allows
-            r = arg
-            while q_head[r] >= 0 and level[r] >= q_units[q_head[r]]:
-                h = q_head[r]
-                level[r] -= q_units[h]
-                q_head[r] = q_next[h]
-                if q_head[r] < 0:
-                    q_tail[r] = -1
-                ev_time[n_ev] = now
-                ev_prio[n_ev] = 1
-                ev_kind[n_ev] = _GRANT
-                ev_arg[n_ev] = q_task[h]
-                n_ev += 1
+            releasing = True
+        else:  # _RELEASE or _PUT: units came back, waiting requests may be granted
+            n_ev = _grant(arg, now, ev, n_ev, is_pool, capacity, users, level, q_head, q_tail, q_next, q_task,
+                          q_units)
         # run the resumed process until it waits again
         while resume >= 0:
             i = resume
             k = cur_seg[i]
-            if mode == 2:  # its segment's hold ended: release in order, then on to the next segment
+            if releasing:  # its segment's hold ended: release in order, then on to the next segment
                 for q in range(res_ptr[k], res_ptr[k + 1]):
                     r = res_id[q]
                     if is_pool[r]:
                         level[r] += res_units[q]
-                        kind_r = _PUT
+                        n_ev = _push(ev, n_ev, now, 1, _PUT, r)
                     else:
                         users[r] -= 1
-                        kind_r = _RELEASE
-                    ev_time[n_ev] = now
-                    ev_prio[n_ev] = 1
-                    ev_kind[n_ev] = kind_r
-                    ev_arg[n_ev] = r
-                    n_ev += 1
+                        n_ev = _push(ev, n_ev, now, 1, _RELEASE, r)
                 if k + 1 < seg_ptr[i + 1]:
                     cur_seg[i] = k + 1
                     cur_entry[i] = res_ptr[k + 1]
-                    mode = 0
+                    releasing = False
                     continue
-                ev_time[n_ev] = now
-                ev_prio[n_ev] = 1
-                ev_kind[n_ev] = _DONE
-                ev_arg[n_ev] = i
-                n_ev += 1
-                resume = -1
+                n_ev = _push(ev, n_ev, now, 1, _DONE, i)
                 break
             q = cur_entry[i]
             if q < res_ptr[k + 1]:  # request the next resource of the segment and wait for it
                 r = res_id[q]
-                node = n_q
+                q_task[n_q] = i
+                q_units[n_q] = res_units[q]
+                _append(q_head, q_tail, q_next, r, n_q)
                 n_q += 1
-                q_task[node] = i
-                q_units[node] = res_units[q]
-                q_next[node] = -1
-                if q_tail[r] < 0:
-                    q_head[r] = node
-                else:
-                    q_next[q_tail[r]] = node
-                q_tail[r] = node
-                if is_pool[r]:
-                    while q_head[r] >= 0 and level[r] >= q_units[q_head[r]]:
-                        h = q_head[r]
-                        level[r] -= q_units[h]
-                        q_head[r] = q_next[h]
-                        if q_head[r] < 0:
-                            q_tail[r] = -1
-                        ev_time[n_ev] = now
-                        ev_prio[n_ev] = 1
-                        ev_kind[n_ev] = _GRANT
-                        ev_arg[n_ev] = q_task[h]
-                        n_ev += 1
-                else:
-                    h = q_head[r]
-                    if users[r] < capacity[r]:
-                        users[r] += 1
-                        q_head[r] = q_next[h]
-                        if q_head[r] < 0:
-                            q_tail[r] = -1
-                        ev_time[n_ev] = now
-                        ev_prio[n_ev] = 1
-                        ev_kind[n_ev] = _GRANT
-                        ev_arg[n_ev] = q_task[h]
-                        n_ev += 1
-                resume = -1
+                n_ev = _grant(r, now, ev, n_ev, is_pool, capacity, users, level, q_head, q_tail, q_next, q_task,
+                              q_units)
                 break
             # every resource of the segment is held: it starts now
             order[n_order] = k
             n_order += 1
             started[k] = now
             if dur[k] > 0:
-                ev_time[n_ev] = now + dur[k]
-                ev_prio[n_ev] = 1
-                ev_kind[n_ev] = _TIMEOUT
-                ev_arg[n_ev] = i
-                n_ev += 1
-                resume = -1
+                n_ev = _push(ev, n_ev, now + dur[k], 1, _TIMEOUT, i)
                 break
-            mode = 2
+            releasing = True
         # push the events scheduled while processing this one
         for x in range(new_first, n_ev):
             pos = n_heap
             n_heap += 1
             while pos > 0:
                 parent = (pos - 1) // 2
-                if _heap_less(ev_time, ev_prio, x, heap[parent]):
-                    heap[pos] = heap[parent]
-                    pos = parent
-                else:
+                if not _heap_less(ev, x, heap[parent]):
                     break
+                heap[pos] = heap[parent]
+                pos = parent
             heap[pos] = x
     return order[:n_order], processed, started
 
