@@ -26,6 +26,7 @@ from imcsim.sim import TRAINING_PHASES, tally_ops
 from imcsim.sim.tally import measured_activity
 from imcsim.sim.timeline import RunTimeline, energy_over_time, schedule_run, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR
+from imcsim.workloads.adaptation import run_adaptation
 from imcsim.workloads.continual import ContinualResult, run_continual, run_cost_only
 from imcsim.workloads.data import DataError
 
@@ -99,7 +100,7 @@ def run(
     shared: dict = {}
     ev = _evaluate(loaded, _execute(loaded, cfg.workload, hw, dev, progress, shared), hw)
     tables = ev.tables
-    baselines = [m for m in cfg.workload.baselines if m != cfg.workload.method]
+    baselines = [m for m in getattr(cfg.workload, "baselines", []) if m != cfg.workload.method]
     if baselines:  # the same scenario per method, each on fresh hardware of the same config
         rows = [_method_row(cfg.workload.method, ev)]
         for method in baselines:
@@ -128,6 +129,11 @@ def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
     """Run one workload card on ``hw`` (its macro records the ops)."""
     cfg = loaded.config
     try:
+        if card.kind == "lora_adaptation":
+            if cfg.run.mode == "cost_only":
+                raise InputError("lora_adaptation workloads run in functional mode; set run.mode=functional",
+                                 file=loaded.where("run.mode"), key="run.mode")
+            return run_adaptation(card, hw.macro, cfg.seed, dev, progress, shared)
         if cfg.run.mode == "cost_only":
             return run_cost_only(card, hw.macro, cfg.seed)
         return run_continual(card, hw.macro, cfg.seed, dev, progress, shared)

@@ -1,0 +1,329 @@
+"""Adapting a frozen transformer to a task sequence on the macro: LoRA, LoRAFusion, full fine-tuning.
+
+Flow of one run (functional mode; DESIGN.md "Workloads", LoRA vs LoRAFusion):
+
+1. Generated data (nothing is downloaded): token sequences over a small
+   vocabulary. The source task labels a sequence by which of tokens 0..3 occurs
+   most; each adaptation task compares two tokens' counts (``count(a) >
+   count(b)``), with its own pair (a, b). Ties are dropped.
+2. The base transformer is pretrained in float on the source task (off-device:
+   it stands for the shipped pretrained model). For LoRAFusion, a pool of
+   ``pool_size`` LoRA adapters is trained in float on pool tasks (the shipped
+   pool of pretrained adapters).
+3. Deployment programs the frozen base weights into the array (and, for
+   LoRAFusion, the pool; for LoRA in ReRAM, the adapter slot): counted as
+   ``deploy``. Heads, and the adapters when ``adapter_memory: sram``, live in
+   the digital unit, whose GEMMs and updates are counted there.
+4. Each task trains in INT8 through the circuit: LoRA trains A and B of every
+   adapted projection (re-initialised per task; in ReRAM every optimizer step
+   rewrites their cells, counted cell by cell through write-and-verify);
+   LoRAFusion trains only the fusion coefficients and magnitude vectors, in
+   SRAM, and runs the forward pass through the pool's arrays with the
+   coefficients applied digitally (their arithmetic counted as digital MACs);
+   ``full`` trains every projection in the array.
+5. After each task, every seen task is tested with the state the hardware
+   holds: one LoRA adapter slot (its earlier tasks see the latest adapter),
+   per-task coefficients kept in SRAM (LoRAFusion switches them at no write).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from imcsim.circuits.macro import BitSerialMacro
+from imcsim.params import Params
+from imcsim.workloads.continual import ContinualResult
+from imcsim.workloads.dataflow import trace_dataflow
+from imcsim.workloads.int8 import Hardware, IMCLinear, imc_modules
+from imcsim.workloads.memory import training_memory
+from imcsim.workloads.transformer import (
+    LoRAFusionLinear,
+    LoRALinear,
+    TinyTransformer,
+    attach_lora,
+    attach_lorafusion,
+    fusion_coefficients,
+    lora_pool_from,
+    lora_state,
+)
+
+AdaptMethod = Literal["lora", "lorafusion", "full"]
+SOURCE_CLASSES = 4
+
+
+class TransformerSpec(Params):
+    vocab: int = Field(12, ge=6, le=4096)
+    d_model: int = Field(32, ge=4, le=8192)
+    n_heads: int = Field(2, ge=1, le=128)
+    n_layers: int = Field(2, ge=1, le=96, description="encoder blocks")
+    decoder_layers: int = Field(0, ge=0, le=96, description="decoder blocks (self- and cross-attention); 0: encoder-only")
+    d_ff: int = Field(64, ge=4, le=65536)
+    seq_len: int = Field(16, ge=2, le=4096)
+
+
+class AdapterSpec(Params):
+    targets: list[str] = Field(["q", "v"], min_length=1, description="adapted projections (q, k, v, o, ff.1, ff.2)")
+    rank: int = Field(4, ge=1, le=1024)
+    pool_size: int = Field(4, ge=1, le=256, description="LoRAFusion: pretrained adapters in the pool")
+
+
+class PhaseSpec(Params):
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=65536)
+    lr: float = Field(gt=0.0, le=10.0)
+    samples: int = Field(600, ge=20, le=10**7, description="generated sequences per task")
+
+
+class AdaptationCard(Params):
+    """A transformer adaptation workload card (``kind: lora_adaptation``)."""
+
+    kind: Literal["lora_adaptation"]
+    description: str
+    references: dict[str, str] = Field(default_factory=dict)
+    model: TransformerSpec = TransformerSpec()
+    adapters: AdapterSpec = AdapterSpec()
+    method: AdaptMethod = "lora"
+    adapter_memory: Literal["reram", "sram"] = Field("reram", description="where LoRA's A and B live")
+    n_tasks: int = Field(3, ge=1, le=100)
+    pretrain: PhaseSpec
+    pool_train: PhaseSpec
+    train: PhaseSpec
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class SeqTask:
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+
+def make_seq_task(name: str, rule: tuple[int, ...], vocab: int, seq_len: int, samples: int, test_fraction: float,
+                  rng: np.random.Generator) -> SeqTask:
+    """Random token sequences labelled by ``rule``: (a, b) -> count(a) > count(b); (0..3) -> the most frequent."""
+    xs, ys = [], []
+    while len(ys) < samples:
+        x = rng.integers(0, vocab, (samples, seq_len))
+        counts = np.stack([(x == t).sum(axis=1) for t in rule], axis=1)
+        top = counts.max(axis=1)
+        unique = (counts == top[:, None]).sum(axis=1) == 1  # drop ties
+        xs.append(x[unique])
+        ys.append(counts[unique].argmax(axis=1) if len(rule) > 2 else (counts[unique, 0] > counts[unique, 1]))
+        ys[-1] = ys[-1].astype(np.int64)
+        if sum(len(y) for y in ys) >= samples:
+            break
+    x = torch.from_numpy(np.concatenate(xs)[:samples])
+    y = torch.from_numpy(np.concatenate(ys)[:samples])
+    n_test = max(1, round(test_fraction * samples))
+    return SeqTask(name, x[n_test:], y[n_test:], x[:n_test], y[:n_test], len(rule) if len(rule) > 2 else 2)
+
+
+def _pairs(vocab: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    pairs = [(a, b) for a in range(vocab) for b in range(vocab) if a < b]
+    return [pairs[i] for i in rng.permutation(len(pairs))]
+
+
+def _fit(model: torch.nn.Module, task: SeqTask, head: str, params, spec: PhaseSpec, rng: np.random.Generator,
+         step: Callable[[int], None] | None = None, after: Callable[[], None] | None = None) -> float:
+    opt = torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
+    loss_v = float("nan")
+    for _ in range(spec.epochs):
+        model.train()
+        order = torch.from_numpy(rng.permutation(len(task.y_train)))
+        for idx in order.split(spec.batch_size):
+            if step is not None:
+                step(len(idx))
+            opt.zero_grad()
+            loss = F.cross_entropy(model(task.x_train[idx], head), task.y_train[idx])
+            loss.backward()
+            opt.step()
+            if after is not None:
+                after()
+            loss_v = loss.item()
+    return loss_v
+
+
+def _accuracy(model: torch.nn.Module, task: SeqTask, head: str) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float((model(task.x_test, head).argmax(1) == task.y_test).float().mean())
+
+
+def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, device: torch.device,
+                   progress: Callable[[str, int, int], None] | None = None, shared: dict | None = None
+                   ) -> ContinualResult:
+    """Run the adaptation scenario on ``macro``; see the module docstring."""
+    del device, shared  # trains on CPU: the tiny model is bound by the circuit model, not by arithmetic
+    spec, ad = card.model, card.adapters
+    data_rng, pre_rng, rng = (np.random.default_rng([seed, i]) for i in range(3))
+    pairs = _pairs(spec.vocab, data_rng)
+    if len(pairs) < ad.pool_size + card.n_tasks:
+        raise ValueError(f"vocab {spec.vocab} gives {len(pairs)} token pairs; pool_size + n_tasks need more")
+    source = make_seq_task("source", tuple(range(SOURCE_CLASSES)), spec.vocab, spec.seq_len, card.pretrain.samples,
+                           card.test_fraction, data_rng)
+    pool_tasks = [make_seq_task(f"pool{i}", pairs[i], spec.vocab, spec.seq_len, card.pool_train.samples,
+                                card.test_fraction, data_rng) for i in range(ad.pool_size)]
+    tasks = [make_seq_task(f"tokens_{a}_vs_{b}", (a, b), spec.vocab, spec.seq_len, card.train.samples,
+                           card.test_fraction, data_rng) for a, b in pairs[ad.pool_size:ad.pool_size + card.n_tasks]]
+
+    torch.manual_seed(seed)
+    model = TinyTransformer(spec.vocab, spec.d_model, spec.n_heads, spec.n_layers, spec.d_ff, spec.seq_len,
+                            SOURCE_CLASSES, spec.decoder_layers)
+    _fit(model, source, "base", list(model.parameters()), card.pretrain, pre_rng)  # float, off-device
+    source_acc = _accuracy(model, source, "base")
+
+    adapters: list[torch.nn.Module] = []
+    if card.method == "lora":
+        adapters = attach_lora(model, ad.targets, ad.rank)
+    elif card.method == "lorafusion":
+        states = []
+        for pt in pool_tasks:  # the shipped pool: one adapter per pool task, trained in float
+            m = copy.deepcopy(model)
+            attach_lora(m, ad.targets, ad.rank)
+            m.add_head(pt.name, pt.n_classes)
+            _fit(m, pt, pt.name, [p for p in m.parameters() if p.requires_grad], card.pool_train, pre_rng)
+            states.append(lora_state(m))
+        adapters = attach_lorafusion(model, lora_pool_from(states), ad.targets, ad.rank)
+    for p in model.parameters():
+        p.requires_grad_(card.method == "full")
+    for t in tasks:
+        model.add_head(t.name, t.n_classes)
+    del model.heads["base"]
+    torch.manual_seed(seed + 1)
+
+    digital_layers = {id(h) for h in model.heads.values()}  # heads run in the digital unit
+    if card.method == "lora" and card.adapter_memory == "sram":
+        digital_layers |= {id(m) for a in adapters for m in (a.lora_A, a.lora_B)}
+    def task_params(name: str, net: torch.nn.Module = model) -> list[torch.nn.Parameter]:
+        """The parameters a step on task ``name`` trains (in ``net``: the model or a copy of it)."""
+        def wanted(key: str) -> bool:
+            if key.startswith("heads."):
+                return key.startswith(f"heads.{name}.")
+            if card.method == "lora":
+                return ".lora_A." in key or ".lora_B." in key
+            if card.method == "lorafusion":
+                return key.endswith(".w") or key.endswith(".magnitude")
+            return True
+        return [p for key, p in net.named_parameters() if wanted(key)]
+
+    first = tasks[0].name
+    for p in task_params(first):
+        p.requires_grad_(True)
+    meta = copy.deepcopy(model).to("meta")
+    graph = trace_dataflow(meta, lambda: meta(torch.zeros((2, spec.seq_len), dtype=torch.long, device="meta"), first),
+                           samples=2)
+    mem = training_memory(
+        [p for key, p in meta.named_parameters() if not key.startswith("heads.") or key.startswith(f"heads.{first}.")],
+        lambda: meta(torch.zeros((card.train.batch_size, spec.seq_len), dtype=torch.long, device="meta"), first),
+        momentum=True)
+    n_trainable = sum(p.numel() for p in task_params(first))
+    hw = Hardware(macro=macro, task="deploy")  # after tracing: a meta copy must not carry the hardware
+    for m in imc_modules(model):
+        if id(m) not in digital_layers:
+            m.deploy(hw)
+
+    n = len(tasks)
+    acc = np.full((n, n), np.nan)
+    saved: dict[str, dict[str, torch.Tensor]] = {}
+    steps_per_task, losses = [], []
+    total = sum(card.train.epochs * -(-len(t.y_train) // card.train.batch_size) for t in tasks)
+    done = 0
+    m_tokens = spec.seq_len
+    for i, task in enumerate(tasks):
+        hw.task = task.name
+        for p in model.parameters():
+            p.requires_grad_(False)
+        params = task_params(task.name)
+        for p in params:
+            p.requires_grad_(True)
+        if card.method == "lora":  # a fresh adapter per task in the same slot
+            with torch.no_grad():
+                for a in adapters:
+                    torch.nn.init.kaiming_uniform_(a.lora_A.weight, a=5**0.5)
+                    a.lora_B.weight.zero_()
+        elif card.method == "lorafusion":
+            with torch.no_grad():
+                for c in fusion_coefficients(model):
+                    c.w.zero_()
+                for a in adapters:
+                    a.magnitude.copy_(a.base.weight.norm(dim=1))
+        synced = [m for m in imc_modules(model) if id(m) not in digital_layers and m.weight.requires_grad]
+        digital = [m for m in imc_modules(model) if id(m) in digital_layers and m.weight.requires_grad]
+        n_small = sum(p.numel() for p in params if not any(p is m.weight or p is m.bias
+                                                            for m in imc_modules(model)))
+        counter = {"steps": 0}
+
+        def before(batch: int, counter: dict = counter, task: SeqTask = task) -> None:
+            nonlocal done
+            hw.step, hw.samples = done, batch
+            done += 1
+            counter["steps"] += 1
+            if progress is not None:
+                progress(task.name, done, total)
+
+        def after(synced: list = synced, digital: list = digital, n_small: int = n_small) -> None:
+            with torch.no_grad():
+                for m in synced:
+                    m.sync()
+            rows = hw.samples * m_tokens
+            for m in digital:  # GEMMs and update of layers kept in the digital unit
+                rows_m = hw.samples if m.name.startswith("head.") else rows
+                _digital_linear(hw, macro, m, rows_m)
+            if card.method == "lorafusion":
+                _fusion_arithmetic(hw, macro, adapters, rows)
+            if n_small:
+                hw.emit(macro.update_digital("adapter_params", n_small), "adapter_params")
+
+        losses.append(_fit(model, task, task.name, params, card.train, rng, before, after))
+        steps_per_task.append(counter["steps"])
+        if card.method == "lorafusion":
+            saved[task.name] = {k: v.detach().clone() for k, v in model.state_dict().items()
+                                if k.endswith(".w") or k.endswith(".magnitude")}
+        hw.recording = False
+        current = {k: v.detach().clone() for k, v in model.state_dict().items() if k in saved.get(task.name, {})}
+        for j in range(i + 1):
+            if card.method == "lorafusion":  # per-task coefficients in SRAM: switched, not rewritten
+                model.load_state_dict(saved[tasks[j].name], strict=False)
+            acc[i, j] = _accuracy(model, tasks[j], tasks[j].name)
+        if current:
+            model.load_state_dict(current, strict=False)
+        hw.recording = True
+    return ContinualResult(ops=hw.ops, graphs={t.name: graph for t in tasks}, task_names=[t.name for t in tasks],
+                           accuracy=acc, steps_per_task=steps_per_task, trainable_params=n_trainable,
+                           source_accuracy=source_acc, final_losses=losses, memory=mem)
+
+
+def _digital_linear(hw: Hardware, macro: BitSerialMacro, m: IMCLinear, rows: int) -> None:
+    """Count one training step of a linear layer kept in the digital unit: forward, gradients, update."""
+    k, n = m.weight.shape[1], m.weight.shape[0]
+    for phase, shape in (("forward", (rows, k, n)), ("input_grad", (rows, n, k)), ("weight_grad", (rows, k, n))):
+        hw.emit(macro._digital_gemm(*shape, phase=phase, layer=m.name, samples=hw.samples), m.name)
+    hw.emit(macro.update_digital(m.name, m.weight.numel()), m.name)
+
+
+def _fusion_arithmetic(hw: Hardware, macro: BitSerialMacro, adapters: list[LoRAFusionLinear], rows: int) -> None:
+    """Count LoRAFusion's digital work per step and adapted linear: combining the pool outputs with the
+    coefficients (N x rows x (r + d)), forming B_l A_l and the row norms of W0 + dW (d x r x k and d x k),
+    each also in the backward pass."""
+    for a in adapters:
+        d, k = a.base.weight.shape
+        pool = len(a.pool)
+        for phase in ("forward", "input_grad"):
+            hw.emit(macro._digital_gemm(pool, rows, a.rank + d, phase=phase, layer=f"{a.name}.fusion",
+                                        samples=hw.samples), a.name)
+            hw.emit(macro._digital_gemm(d, a.rank + 1, k, phase=phase, layer=f"{a.name}.norm",
+                                        samples=hw.samples), a.name)
+
+
+__all__ = ["AdaptationCard", "LoRALinear", "make_seq_task", "run_adaptation"]
