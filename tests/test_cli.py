@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 GOLDEN = ROOT / "tests" / "golden"
 sys.path.insert(0, str(GOLDEN))
-from regenerate import SMOKE_SETTINGS, golden_for  # noqa: E402
+from regenerate import SMOKE_SETTINGS, golden_for, smoke_settings  # noqa: E402
 
 
 def imcsim(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -31,7 +31,7 @@ def _readme_blocks() -> list[str]:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_runs_from_the_cli(config, tmp_path):
-    sets = [x for s in SMOKE_SETTINGS for x in ("--set", s)]
+    sets = [x for s in smoke_settings(config) for x in ("--set", s)]
     res = imcsim("run", str(config), "--quiet", "--out", str(tmp_path / "out"), *sets)
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -17,13 +17,29 @@ SMOKE_SETTINGS = [
     "workload.pretrain.epochs=2",
     "workload.baselines=[last_layer]",
 ]
+SMOKE_BY_KIND = {
+    "continual_learning": SMOKE_SETTINGS,
+    "lora_adaptation": [
+        "workload.train.epochs=1", "workload.train.samples=120", "workload.pretrain.epochs=2",
+        "workload.pretrain.samples=400", "workload.pool_train.epochs=1", "workload.pool_train.samples=120",
+    ],
+}
+
+
+def smoke_settings(config: Path) -> list[str]:
+    """The short-run overrides for a config's workload kind."""
+    from imcsim.config import load_config
+
+    kind = load_config(config).config.workload.kind
+    return SMOKE_BY_KIND[kind]
 
 
 def golden_for(config: Path) -> dict:
     from imcsim.api import build_hardware, run
     from imcsim.config import load_config
 
-    loaded = load_config(config, SMOKE_SETTINGS)
+    smoke = smoke_settings(config)
+    loaded = load_config(config, smoke)
     hw = build_hardware(loaded)
     derived = {
         "device_figures": {k: v for k, (v, _) in hw.device.figures().items()},
@@ -31,7 +47,7 @@ def golden_for(config: Path) -> dict:
         "area_m2": hw.macro.area_m2(),
     }
     report = run(loaded, hardware=hw)
-    return {"config": config.name, "smoke_settings": SMOKE_SETTINGS, "derived": derived,
+    return {"config": config.name, "smoke_settings": smoke, "derived": derived,
             "metrics": dict(report.metrics)}
 
 
