@@ -13,10 +13,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from imcsim import REPORT_SCHEMA_VERSION, __version__
-from imcsim.circuits import BitSerialMacro, CapacityError, build_circuit
+from imcsim.circuits import BitSerialMacro, CapacityError, MappingError, build_circuit
 from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost
 from imcsim.devices import MemoryDevice, build_device
@@ -26,7 +27,7 @@ from imcsim.sim import TRAINING_PHASES, tally_ops
 from imcsim.sim.tally import measured_activity
 from imcsim.sim.timeline import RunTimeline, energy_over_time, schedule_run, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR
-from imcsim.workloads.adaptation import run_adaptation
+from imcsim.workloads.adaptation import run_adaptation, run_adaptation_cost_only
 from imcsim.workloads.continual import ContinualResult, run_continual, run_cost_only
 from imcsim.workloads.data import DataError
 
@@ -58,12 +59,9 @@ def _check_run_options(loaded: LoadedConfig) -> torch.device:
     """Check the ``run`` section against what this build can do; return the torch device."""
     run_opts = loaded.config.run
     if run_opts.mode == "cost_only" and getattr(loaded.config.workload, "cost_only", None) is None:
-        raise InputError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
-                         "steps_per_task, activity); add one or use mode functional",
+        raise InputError("run.mode=cost_only needs a workload.cost_only section (batch_size, steps_per_task, "
+                         "activity and the model's sizes); add one or use mode functional",
                          file=loaded.where("run.mode"), key="run.mode")
-    if run_opts.mode == "cost_only" and loaded.config.circuit.kind != "bitserial_macro":
-        raise InputError("cost-only counting models the bit-serial digital macro; use a bitserial_macro circuit "
-                         "card or mode functional", file=loaded.where("circuit.card"), key="circuit.card")
     if run_opts.mode == "cost_only" and loaded.config.circuit.dataflow.weight_grad != "digital":
         raise InputError("cost-only runs count the weight gradient in the digital unit; set "
                          "circuit.dataflow.weight_grad=digital or use mode functional",
@@ -131,8 +129,7 @@ def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
     try:
         if card.kind == "lora_adaptation":
             if cfg.run.mode == "cost_only":
-                raise InputError("lora_adaptation workloads run in functional mode; set run.mode=functional",
-                                 file=loaded.where("run.mode"), key="run.mode")
+                return run_adaptation_cost_only(card, hw.macro, cfg.seed)
             return run_adaptation(card, hw.macro, cfg.seed, dev, progress, shared)
         if cfg.run.mode == "cost_only":
             return run_cost_only(card, hw.macro, cfg.seed)
@@ -140,6 +137,9 @@ def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
     except CapacityError as err:
         key = "circuit.array.n_subarrays"
         raise InputError(f"{err}; raise it or choose a smaller workload", file=loaded.where(key), key=key) from None
+    except MappingError as err:
+        raise InputError(f"{err}; choose a bitserial_macro circuit card", file=loaded.where("circuit.card"),
+                         key="circuit.card") from None
     except DataError as err:
         key = f"workload.{err.key}" if err.key else "workload"
         raise InputError(str(err), file=loaded.where(key), key=key) from None
@@ -178,6 +178,9 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         max_per_step = tally.max_mean_write_rate(macro.cells_per_weight) / counted
     endurance = hw.device.endurance_cycles
     lifetime_steps = endurance / max_per_step if max_per_step > 0 and math.isfinite(endurance) else math.inf
+    program = _program_stats(result, macro, scale)
+    n_tasks = len(result.task_names) * result.task_repeats
+    steps_per_task = steps / n_tasks if n_tasks else 0.0
     leak_w = hw.device.leakage_per_bit_w * macro.card.array.rows * macro.card.array.cols * macro.subarrays_used
     accuracy = {} if cfg.run.mode == "cost_only" else {
         "accuracy_source": result.source_accuracy,
@@ -208,6 +211,12 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         "endurance_cycles": hw.device.endurance_cycles,
         "lifetime_steps": lifetime_steps,
         "lifetime_years": lifetime_steps * step_latency / SECONDS_PER_YEAR,
+        "lifetime_tasks": lifetime_steps / steps_per_task if steps_per_task else math.inf,
+        "cells_programmed": program.cells,
+        "cells_programmed_per_step": program.cells / steps if steps else 0.0,
+        "cells_programmed_per_task": program.cells / n_tasks if n_tasks else 0.0,
+        "energy_program_j": program.energy_j,
+        "latency_program_s": program.cycles * t_cycle,
         "area_m2": macro.area_m2(),
         "subarrays_used": macro.subarrays_used,
         "utilization": macro.utilization(),
@@ -223,12 +232,16 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         metrics["analog_error_max_abs"] = error.max_abs_error
     per_task = []
     task_cycles = _cycles_by_task(timeline)
+    reps = result.task_repeats
     for name, steps_i in zip(result.task_names, result.steps_per_task, strict=True):
-        c = cost(tally.counts_by_task[name], macro.actions, {"all": task_cycles.get(name, 0)}, t_cycle).scaled(scale)
+        share = scale / reps  # cost-only: the counted task stands for ``reps`` alike tasks
+        c = cost(tally.counts_by_task[name], macro.actions, {"all": task_cycles.get(name, 0)}, t_cycle).scaled(share)
         pulses = sum(n for (comp, action), n in c.counts.items()
                      if comp == hw.device.component and action.endswith("_pulse"))
-        per_task.append({"task": name, "steps": steps_i * scale, "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
-                         "write_pulses": int(pulses * scale)})
+        for i in range(reps):
+            per_task.append({"task": name if reps == 1 else f"{name}#{i + 1}", "steps": steps_i * share,
+                             "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
+                             "write_pulses": int(pulses), "cells_programmed": round(program.by_task.get(name, 0) / reps)})
     tables = {
         "tasks": result.task_names,
         "accuracy_matrix": result.accuracy.tolist(),
@@ -244,6 +257,35 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
     return _Evaluation(metrics, tables, train, deploy, timeline)
 
 
+@dataclass(frozen=True)
+class _Programming:
+    """Training-time reprogramming of the array: cell programming events, their energy and their time."""
+
+    cells: float  # cells reprogrammed, summed over the write-backs (a cell written twice counts twice)
+    by_task: dict[str, float]
+    energy_j: float
+    cycles: float
+
+
+def _program_stats(result: ContinualResult, macro: BitSerialMacro, scale: float) -> _Programming:
+    """Sum the training write-backs of ``result``: cells whose stored value changed, with the energy and the
+    cycles of their write ops (each op's own duration, before the schedule overlaps it with other work)."""
+    cells = cycles = 0.0
+    by_task: dict[str, float] = {}
+    counts: dict = {}
+    for op in result.ops:
+        if op.kind != "write" or op.phase == "deploy" or op.cell_writes is None:
+            continue
+        n = float(np.count_nonzero(op.cell_writes)) * scale
+        cells += n
+        by_task[op.task] = by_task.get(op.task, 0.0) + n
+        cycles += op.cycles * scale
+        for key, k in op.counts.items():
+            counts[key] = counts.get(key, 0) + k
+    energy = cost(counts, macro.actions, {}, macro.t_cycle_s).total_energy_j * scale
+    return _Programming(cells, by_task, energy, cycles)
+
+
 def _pulses(c: CostResult, hw: HardwareModel) -> int:
     """Device write pulses among the counted actions."""
     return round(sum(n for (comp, action), n in c.counts.items()
@@ -252,7 +294,8 @@ def _pulses(c: CostResult, hw: HardwareModel) -> int:
 
 METHOD_COLUMNS = ("trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes",
                   "memory_activations_kept_bytes", "energy_train_j", "latency_train_s", "write_pulses",
-                  "cells_written", "writes_max_per_cell", "lifetime_years")
+                  "cells_written", "cells_programmed_per_task", "writes_max_per_cell", "lifetime_tasks",
+                  "lifetime_years")
 
 
 def _method_row(method: str, ev: _Evaluation) -> dict:

@@ -26,8 +26,9 @@ from imcsim.report import Report, render_metric
 COMPARE_METRICS = (
     "accuracy_average", "forgetting", "trainable_params", "memory_peak_bytes", "training_steps",
     "energy_train_j", "energy_per_step_j", "energy_deploy_j", "latency_train_s", "latency_per_step_s",
-    "write_pulses", "write_pulses_deploy", "cells_written", "writes_max_per_cell", "writes_max_per_cell_per_step",
-    "lifetime_steps", "lifetime_years", "area_m2", "subarrays_used",
+    "write_pulses", "write_pulses_deploy", "cells_written", "cells_programmed_per_step", "cells_programmed_per_task",
+    "energy_program_j", "latency_program_s", "writes_max_per_cell", "writes_max_per_cell_per_step",
+    "lifetime_steps", "lifetime_tasks", "lifetime_years", "area_m2", "subarrays_used",
 )
 
 
@@ -91,7 +92,7 @@ def break_even_lines(series: list[TaskSeries]) -> list[str]:
                 lines.append(f"{s.name} vs {base.name}, {what}: lower from the start")
             else:
                 lines.append(f"{s.name} vs {base.name}, {what}: breaks even after {n:.3g} tasks "
-                             f"({math.ceil(n)} whole tasks)")
+                             f"({math.ceil(n)} whole task{'' if math.ceil(n) == 1 else 's'})")
     return lines
 
 

@@ -124,7 +124,7 @@ def render_summary(report: Report, console: Console | None = None) -> str:
         head.add_row(k, render_metric(k, v))
     out.print(head)
     acc = report.tables.get("accuracy_matrix")
-    if acc:
+    if acc and any(v is not None and not (isinstance(v, float) and math.isnan(v)) for row in acc for v in row):
         tasks = report.tables["tasks"]
         t = Table(title="accuracy after each task (rows) on each task (columns)")
         t.add_column("after")
@@ -136,11 +136,11 @@ def render_summary(report: Report, console: Console | None = None) -> str:
     per_task = report.tables.get("per_task")
     if per_task:
         t = Table(title="hardware cost of training each task")
-        for col in ("task", "steps", "energy", "latency", "write pulses"):
+        for col in ("task", "steps", "energy", "latency", "write pulses", "cells programmed"):
             t.add_column(col, justify="right")
         for row in per_task:
             t.add_row(row["task"], str(row["steps"]), format_si(row["energy_j"], "J"),
-                      format_si(row["latency_s"], "s"), str(row["write_pulses"]))
+                      format_si(row["latency_s"], "s"), str(row["write_pulses"]), str(row.get("cells_programmed", "")))
         out.print(t)
     methods = report.tables.get("methods")
     if methods:

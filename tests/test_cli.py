@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+MAIN_CONFIG = ROOT / "configs" / "sas_mram_repnet.yaml"
 GOLDEN = ROOT / "tests" / "golden"
 sys.path.insert(0, str(GOLDEN))
 from regenerate import SMOKE_SETTINGS, golden_for, smoke_settings  # noqa: E402
@@ -146,10 +147,10 @@ def test_same_seed_same_report():
 
     sets = [*SMOKE_SETTINGS, "workload.pretrain.epochs=1", "workload.tasks=[{name: t, classes: [5, 6, 7]}]",
             "workload.baselines=[]"]
-    a = run(load_config(CONFIGS[0], sets, seed=3)).to_json()
-    b = run(load_config(CONFIGS[0], sets, seed=3)).to_json()
+    a = run(load_config(MAIN_CONFIG, sets, seed=3)).to_json()
+    b = run(load_config(MAIN_CONFIG, sets, seed=3)).to_json()
     assert a == b
-    c = run(load_config(CONFIGS[0], sets, seed=4)).to_json()
+    c = run(load_config(MAIN_CONFIG, sets, seed=4)).to_json()
     assert c["metrics"] != a["metrics"]
 
 
@@ -184,7 +185,7 @@ def test_set_card_swaps_the_device(tmp_path):
     from imcsim.api import build_hardware
     from imcsim.config import load_config
 
-    loaded = load_config(CONFIGS[0], ["device.card=stt_mram_1t1mtj_nvsim", "device.write.t_write=20ns"])
+    loaded = load_config(MAIN_CONFIG, ["device.card=stt_mram_1t1mtj_nvsim", "device.write.t_write=20ns"])
     assert loaded.cards["device"].endswith("stt_mram_1t1mtj_nvsim.yaml")
     assert loaded.where("device.card") == "--set"
     hw = build_hardware(loaded)
@@ -196,13 +197,14 @@ def test_run_options_checked_before_running():
     res = imcsim("run", "configs/sas_mram_repnet.yaml", "--set", "run.mode=cost_only")
     assert res.returncode == 2
     assert res.stderr.strip() == ("imcsim: error: --set: run.mode: run.mode=cost_only needs a workload.cost_only "
-                                  "section (batch_size, image_size, steps_per_task, activity); add one or use mode "
-                                  "functional")
+                                  "section (batch_size, steps_per_task, activity and the model's sizes); add one or "
+                                  "use mode functional")
 
 
-def test_cost_only_on_an_analog_crossbar_is_a_clear_input_error(tmp_path):
+def test_cost_only_grouped_convs_on_an_analog_crossbar_are_a_clear_input_error(tmp_path):
     res = imcsim("run", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--out", str(tmp_path / "o"), "--quiet",
                  "--set", "circuit.card=reram_crossbar_isaac_32nm", "--set", "device.card=reram_hfox_neurosim")
     assert res.returncode == 2
-    assert res.stderr.startswith("imcsim: error: --set: circuit.card: cost-only counting models the bit-serial")
+    assert res.stderr.startswith("imcsim: error: --set: circuit.card: layer ")
+    assert "grouped convolution" in res.stderr
     assert not (tmp_path / "o").exists()

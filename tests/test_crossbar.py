@@ -141,3 +141,28 @@ def test_int8_layer_on_the_crossbar_gets_the_analog_result_and_its_counts():
     assert phases["forward"].counts[("adc", "convert")] > 0
     assert phases["input_grad"].counts[("adc", "convert")] > 0
     assert ("sense_amp", "sense") not in phases["forward"].counts
+
+
+def test_expected_counts_match_the_counted_gemm_on_random_operands():
+    """The cost-only expectation of an analog GEMM agrees with the functional count on the same statistics."""
+    from imcsim.circuits.crossbar import plane_ones
+
+    xb = crossbar()
+    rng = np.random.default_rng(3)
+    w = rng.integers(-60, 60, (200, 24)).astype(np.int8)
+    xb.store("w", w)
+    x = torch.from_numpy(rng.integers(-128, 128, (64, 200)).astype(np.int8))
+    _, rec = xb.forward(x, "w")
+    density = list(plane_ones(x) / x.numel())
+    exp = xb.expected_gemm(64, 200, 24, density, "forward", "w", samples=4)
+    for key in (("dac", "convert"), ("adc", "convert"), ("shift_add", "accumulate"), ("psum", "add")):
+        assert exp.counts[key] == rec.counts[key], key
+    dev = (xb.device.component, "read")
+    assert exp.counts[dev] == pytest.approx(rec.counts[dev], rel=0.05)
+    assert exp.cycles == rec.cycles
+    dy = torch.from_numpy(rng.integers(-128, 128, (64, 24)).astype(np.int8))
+    _, rec_t = xb.backward_input(dy, "w")
+    exp_t = xb.expected_gemm(64, 24, 200, list(plane_ones(dy) / dy.numel()), "input_grad", "w")
+    for key in (("dac", "convert"), ("adc", "convert")):
+        assert exp_t.counts[key] == rec_t.counts[key], key
+    assert exp_t.cycles == rec_t.cycles

@@ -1,7 +1,13 @@
 """Circuits: the bit-serial digital IMC macro built from a device's cell costs."""
 
 from imcsim.circuits.crossbar import AnalogCrossbar, AnalogCrossbarCard
-from imcsim.circuits.macro import BitSerialMacro, BitSerialMacroCard, CapacityError, OpRecord
+from imcsim.circuits.macro import (
+    BitSerialMacro,
+    BitSerialMacroCard,
+    CapacityError,
+    MappingError,
+    OpRecord,
+)
 
 CARD_KINDS = {
     "bitserial_macro": BitSerialMacroCard,
@@ -22,4 +28,4 @@ def build_circuit(card, device) -> BitSerialMacro:
     raise TypeError(f"no circuit model for card type {type(card).__name__}")
 
 
-__all__ = ["CARD_KINDS", "DESCRIPTIONS", "AnalogCrossbar", "BitSerialMacro", "CapacityError", "OpRecord", "build_circuit"]
+__all__ = ["CARD_KINDS", "DESCRIPTIONS", "AnalogCrossbar", "BitSerialMacro", "CapacityError", "MappingError", "OpRecord", "build_circuit"]

@@ -34,6 +34,7 @@ The input gradient ``dy @ W^T`` drives the columns and converts on the rows
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,6 +117,13 @@ class ErrorStats:
     def relative_rms(self) -> float:
         """sqrt(sum err^2 / sum exact^2): 0 for exact results."""
         return math.sqrt(self.sum_sq_error / self.sum_sq_exact) if self.sum_sq_exact else 0.0
+
+
+def plane_ones(x_int8: torch.Tensor) -> np.ndarray:
+    """1 bits per two's-complement bit plane (LSB first) of an INT8 operand (activity statistics)."""
+    flat = np.ascontiguousarray(x_int8.numpy()).view(np.uint8).ravel()
+    table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
+    return np.bincount(flat, minlength=256) @ table
 
 
 class AnalogCrossbar(BitSerialMacro):
@@ -216,7 +224,8 @@ class AnalogCrossbar(BitSerialMacro):
         ell = self.ell[name]
         ell[changed] = (res.g_final_siemens[changed] - g_min) / self.device.level_spacing_siemens
         rec = OpRecord(phase=phase, layer=name, kind="write", shape=new.shape,
-                       cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)))
+                       cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)),
+                       changed_weights=int((s.values != new).sum()))
         comp = self.device.component
         counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses, "verify_read": res.verify_reads,
                   "write_fail": res.failures}
@@ -294,12 +303,53 @@ class AnalogCrossbar(BitSerialMacro):
         rec.counts[("psum", "add")] = m * n_out * (st["tiles"] - 1)
         rec.counts[("input_buffer", "read_bit")] = m * length * N_BITS
         rec.counts[("output_buffer", "write_bit")] = m * n_out * ACC_BITS
+        rec.plane_ones = plane_ones(inp)
         # Crossbars of a layer work in parallel; in each, the vectors, signs and input cycles
         # run one after another and each cycle converts its columns cols_per_adc at a time.
         per_vector = self.in_cycles * st["passes"] * an.cols_per_adc
         rec.cycles = m * per_vector
         rec.chunk_cycles = per_vector * chunk_sizes(m, samples)
         return y_int, rec
+
+    def expected_gemm(self, m: int, length: int, n_out: int, density: list[float], phase: str, layer: str,
+                      samples: int = 1, copies: int = 1) -> OpRecord:
+        """Expected counts of an (m x length) @ (length x n_out) GEMM whose INT8 operand has bit ``i`` (LSB
+        first, two's complement) set with probability ``density[i]`` (cost-only mode).
+
+        Same actions as :meth:`_analog_gemm`. The sign bit's density is the share of negative inputs; a
+        sign pass runs when some input has that sign. Magnitude bits are taken to be set with the
+        two's-complement bits' densities (exact for non-negative inputs, close for a symmetric spread),
+        and a DAC chunk drives its line when any of its bits is set.
+        """
+        an, a = self.card.analog, self.card.array
+        forward = phase == "forward"
+        lines_per_tile = a.rows if forward else max(1, a.cols // self.slices)
+        tiles = math.ceil(length / lines_per_tile)
+        p_neg = float(density[N_BITS - 1])
+        n_in = m * length
+        passes = (1.0 - p_neg**n_in) + (1.0 - (1.0 - p_neg) ** n_in)
+        mag = [float(p) for p in density[: N_BITS - 1]] + [0.0]
+        d = an.dac_bits
+        live = sum(1.0 - math.prod(1.0 - mag[b] for b in range(c * d, min((c + 1) * d, N_BITS)))
+                   for c in range(self.in_cycles))
+        per_slice = 1 if forward else self.slices  # the input gradient drives one slice of columns at a time
+        other_tiles = math.ceil(n_out * self.slices / (a.cols if forward else a.rows))
+        conversions = m * tiles * self.in_cycles * passes * n_out * self.slices
+        counts = {
+            ("dac", "convert"): m * length * self.in_cycles * passes * other_tiles * per_slice,
+            (self.device.component, "read"): n_in * live * n_out * self.slices,
+            ("adc", "convert"): conversions,
+            ("shift_add", "accumulate"): conversions,
+            ("psum", "add"): m * n_out * (tiles - 1),
+            ("input_buffer", "read_bit"): m * length * N_BITS,
+            ("output_buffer", "write_bit"): m * n_out * ACC_BITS,
+        }
+        rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, length, n_out))
+        rec.counts = Counter({k: round(v * copies) for k, v in counts.items() if v})
+        per_vector = self.in_cycles * passes * an.cols_per_adc * per_slice * copies
+        rec.cycles = math.ceil(m * per_vector)
+        rec.chunk_cycles = np.array([math.ceil(c * per_vector) for c in chunk_sizes(m, samples)], dtype=np.int64)
+        return rec
 
     def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True,
                 samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:

@@ -462,14 +462,17 @@ class BitSerialMacro:
             rec.chunk_cycles[0] += read
         return rec
 
-    def _digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str, samples: int = 1) -> OpRecord:
+    def _digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str, samples: int = 1,
+                      copies: int = 1) -> OpRecord:
+        """``copies`` INT8 GEMMs (m x k) @ (k x n) in the digital unit (a grouped layer, or one per head)."""
         rec = OpRecord(phase=phase, layer=layer, kind="digital", shape=(m, k, n))
-        rec.counts[("digital", "mac_int8")] = m * k * n
-        rec.counts[("input_buffer", "read_bit")] = (m * k + k * n) * N_BITS
-        rec.counts[("output_buffer", "write_bit")] = m * n * ACC_BITS
+        rec.counts[("digital", "mac_int8")] = m * k * n * copies
+        rec.counts[("input_buffer", "read_bit")] = (m * k + k * n) * N_BITS * copies
+        rec.counts[("output_buffer", "write_bit")] = m * n * ACC_BITS * copies
         macs = self.card.digital.macs_per_cycle
-        rec.cycles = math.ceil(m * k * n / macs)
-        rec.chunk_cycles = np.array([math.ceil(c * k * n / macs) for c in chunk_sizes(m, samples)], dtype=np.int64)
+        rec.cycles = math.ceil(m * k * n / macs) * copies
+        rec.chunk_cycles = np.array([math.ceil(c * k * n / macs) * copies for c in chunk_sizes(m, samples)],
+                                    dtype=np.int64)
         return rec
 
     def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str, samples: int = 1
@@ -609,6 +612,10 @@ def transposed_name(name: str) -> str:
 
 class CapacityError(ValueError):
     """The workload's stored weights do not fit in the macro's subarrays."""
+
+
+class MappingError(ValueError):
+    """The circuit has no mapping for a layer of the workload."""
 
 
 def _cell_bits(w: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ Flow of one run (functional mode; DESIGN.md "Workloads", LoRA vs LoRAFusion):
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -38,13 +39,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from imcsim.circuits.macro import BitSerialMacro
+from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
 from imcsim.workloads.continual import ContinualResult
-from imcsim.workloads.dataflow import trace_dataflow
+from imcsim.workloads.costonly import ActivityStats, cost_only_step
+from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
 from imcsim.workloads.int8 import Hardware, IMCLinear, imc_modules
-from imcsim.workloads.memory import training_memory
+from imcsim.workloads.memory import TrainingMemory, training_memory
 from imcsim.workloads.transformer import (
+    Attention,
     LoRAFusionLinear,
     LoRALinear,
     TinyTransformer,
@@ -57,10 +60,11 @@ from imcsim.workloads.transformer import (
 
 AdaptMethod = Literal["lora", "lorafusion", "full"]
 SOURCE_CLASSES = 4
+COST_TASK = "task"  # the task a cost-only step is counted for
 
 
 class TransformerSpec(Params):
-    vocab: int = Field(12, ge=6, le=4096)
+    vocab: int = Field(12, ge=6, le=1_000_000)
     d_model: int = Field(32, ge=4, le=8192)
     n_heads: int = Field(2, ge=1, le=128)
     n_layers: int = Field(2, ge=1, le=96, description="encoder blocks")
@@ -82,6 +86,16 @@ class PhaseSpec(Params):
     samples: int = Field(600, ge=20, le=10**7, description="generated sequences per task")
 
 
+class CostOnlyAdaptSpec(Params):
+    """Cost-only mode: one training step of a real-size model, from shapes and activity statistics."""
+
+    model: TransformerSpec = Field(description="the real-size model (its vocab only sizes the embedding)")
+    batch_size: int = Field(ge=1, le=65536)
+    steps_per_task: int = Field(ge=1, le=10**9, description="training steps each task takes (scales the totals)")
+    n_classes: int = Field(2, ge=2, le=100000)
+    activity: ActivityStats
+
+
 class AdaptationCard(Params):
     """A transformer adaptation workload card (``kind: lora_adaptation``)."""
 
@@ -97,6 +111,7 @@ class AdaptationCard(Params):
     pool_train: PhaseSpec
     train: PhaseSpec
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    cost_only: CostOnlyAdaptSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,46 @@ def make_seq_task(name: str, rule: tuple[int, ...], vocab: int, seq_len: int, sa
 def _pairs(vocab: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     pairs = [(a, b) for a in range(vocab) for b in range(vocab) if a < b]
     return [pairs[i] for i in rng.permutation(len(pairs))]
+
+
+def _attach(card: AdaptationCard, model: TinyTransformer, pool_states: list, heads: list[tuple[str, int]]
+            ) -> list[torch.nn.Module]:
+    """Attach the method's adapters (LoRAFusion: over ``pool_states``) and the task heads, in place of the
+    base head; freeze everything (each task unfreezes what it trains). Returns the adapters."""
+    ad = card.adapters
+    adapters: list[torch.nn.Module] = []
+    if card.method == "lora":
+        adapters = attach_lora(model, ad.targets, ad.rank)
+    elif card.method == "lorafusion":
+        adapters = attach_lorafusion(model, lora_pool_from(pool_states), ad.targets, ad.rank)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, n_classes in heads:
+        model.add_head(name, n_classes)
+    del model.heads["base"]
+    return adapters
+
+
+def _digital_layers(card: AdaptationCard, model: TinyTransformer, adapters: list[torch.nn.Module]
+                    ) -> list[IMCLinear]:
+    """Layers kept in the digital unit: the heads, and LoRA's A and B when ``adapter_memory: sram``."""
+    layers = list(model.heads.values())
+    if card.method == "lora" and card.adapter_memory == "sram":
+        layers += [m for a in adapters for m in (a.lora_A, a.lora_B)]
+    return layers
+
+
+def _task_params(card: AdaptationCard, model: torch.nn.Module, name: str) -> list[torch.nn.Parameter]:
+    """The parameters a step on task ``name`` trains: its head and the method's adapter parameters."""
+    def wanted(key: str) -> bool:
+        if key.startswith("heads."):
+            return key.startswith(f"heads.{name}.")
+        if card.method == "lora":
+            return ".lora_A." in key or ".lora_B." in key
+        if card.method == "lorafusion":
+            return key.endswith(".w") or key.endswith(".magnitude")
+        return True
+    return [p for key, p in model.named_parameters() if wanted(key)]
 
 
 def _fit(model: torch.nn.Module, task: SeqTask, head: str, params, spec: PhaseSpec, rng: np.random.Generator,
@@ -183,39 +238,21 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
     _fit(model, source, "base", list(model.parameters()), card.pretrain, pre_rng)  # float, off-device
     source_acc = _accuracy(model, source, "base")
 
-    adapters: list[torch.nn.Module] = []
-    if card.method == "lora":
-        adapters = attach_lora(model, ad.targets, ad.rank)
-    elif card.method == "lorafusion":
-        states = []
+    states = []
+    if card.method == "lorafusion":
         for pt in pool_tasks:  # the shipped pool: one adapter per pool task, trained in float
             m = copy.deepcopy(model)
             attach_lora(m, ad.targets, ad.rank)
             m.add_head(pt.name, pt.n_classes)
             _fit(m, pt, pt.name, [p for p in m.parameters() if p.requires_grad], card.pool_train, pre_rng)
             states.append(lora_state(m))
-        adapters = attach_lorafusion(model, lora_pool_from(states), ad.targets, ad.rank)
-    for p in model.parameters():
-        p.requires_grad_(card.method == "full")
-    for t in tasks:
-        model.add_head(t.name, t.n_classes)
-    del model.heads["base"]
+    adapters = _attach(card, model, states, [(t.name, t.n_classes) for t in tasks])
     torch.manual_seed(seed + 1)
+    digital_layers = {id(m) for m in _digital_layers(card, model, adapters)}
 
-    digital_layers = {id(h) for h in model.heads.values()}  # heads run in the digital unit
-    if card.method == "lora" and card.adapter_memory == "sram":
-        digital_layers |= {id(m) for a in adapters for m in (a.lora_A, a.lora_B)}
-    def task_params(name: str, net: torch.nn.Module = model) -> list[torch.nn.Parameter]:
-        """The parameters a step on task ``name`` trains (in ``net``: the model or a copy of it)."""
-        def wanted(key: str) -> bool:
-            if key.startswith("heads."):
-                return key.startswith(f"heads.{name}.")
-            if card.method == "lora":
-                return ".lora_A." in key or ".lora_B." in key
-            if card.method == "lorafusion":
-                return key.endswith(".w") or key.endswith(".magnitude")
-            return True
-        return [p for key, p in net.named_parameters() if wanted(key)]
+    def task_params(name: str) -> list[torch.nn.Parameter]:
+        """The parameters a step on task ``name`` trains."""
+        return _task_params(card, model, name)
 
     first = tasks[0].name
     for p in task_params(first):
@@ -277,11 +314,13 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
                 for m in synced:
                     m.sync()
             rows = hw.samples * m_tokens
+            ops = attention_ops(macro, model, hw.samples, m_tokens)
             for m in digital:  # GEMMs and update of layers kept in the digital unit
-                rows_m = hw.samples if m.name.startswith("head.") else rows
-                _digital_linear(hw, macro, m, rows_m)
+                ops += digital_layer_ops(macro, m, hw.samples if m.name.startswith("head.") else rows, hw.samples)
             if card.method == "lorafusion":
-                _fusion_arithmetic(hw, macro, adapters, rows)
+                ops += fusion_ops(macro, adapters, rows, hw.samples)
+            for rec in ops:
+                hw.emit(rec, rec.module)
             if n_small:
                 hw.emit(macro.update_digital("adapter_params", n_small), "adapter_params")
 
@@ -304,26 +343,116 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
                            source_accuracy=source_acc, final_losses=losses, memory=mem)
 
 
-def _digital_linear(hw: Hardware, macro: BitSerialMacro, m: IMCLinear, rows: int) -> None:
-    """Count one training step of a linear layer kept in the digital unit: forward, gradients, update."""
+@functools.lru_cache(maxsize=16)
+def _trace_adapted(card_json: str) -> tuple[TinyTransformer, list[torch.nn.Module], LayerGraph, TrainingMemory]:
+    """The card's cost-only model on meta tensors, with its adapters, one head and the traced step.
+
+    Cached by the card: a sweep over device or circuit parameters traces each model once per process.
+    """
+    card = AdaptationCard.model_validate_json(card_json)
+    spec = card.cost_only
+    m = spec.model
+    with torch.device("meta"):
+        model = TinyTransformer(m.vocab, m.d_model, m.n_heads, m.n_layers, m.d_ff, m.seq_len, SOURCE_CLASSES,
+                                m.decoder_layers)
+        states = []
+        if card.method == "lorafusion":  # the pool's shapes: N adapters of the card's rank on the targets
+            probe = copy.deepcopy(model)
+            attach_lora(probe, card.adapters.targets, card.adapters.rank)
+            states = [lora_state(probe)] * card.adapters.pool_size
+        adapters = _attach(card, model, states, [(COST_TASK, spec.n_classes)])
+    params = _task_params(card, model, COST_TASK)
+    for p in params:
+        p.requires_grad_(True)
+    tokens = torch.zeros((spec.batch_size, m.seq_len), dtype=torch.long, device="meta")
+    graph = trace_dataflow(model, lambda: model(tokens, COST_TASK), samples=spec.batch_size)
+    memory = training_memory(list(model.parameters()), lambda: model(tokens, COST_TASK), momentum=True)
+    return model, adapters, graph, memory
+
+
+def run_adaptation_cost_only(card: AdaptationCard, macro: BitSerialMacro, seed: int) -> ContinualResult:
+    """Count one training step of the card's ``cost_only`` model (no data, no arithmetic); the totals
+    stand for ``steps_per_task`` steps of each of ``n_tasks`` tasks."""
+    spec = card.cost_only
+    if spec is None:
+        raise ValueError("run.mode=cost_only needs a workload.cost_only section (model, batch_size, "
+                         "steps_per_task, activity)")
+    model, adapters, graph, memory = _trace_adapted(card.model_dump_json())
+    digital = _digital_layers(card, model, adapters)
+    imc_weights = {id(m.weight) for m in imc_modules(model)}
+    digital_params = sum(p.numel() for p in _task_params(card, model, COST_TASK) if id(p) not in imc_weights)
+    batch, n = spec.batch_size, spec.model.seq_len
+    extra = attention_ops(macro, model, batch, n)
+    if card.method == "lorafusion":
+        extra += fusion_ops(macro, adapters, batch * n, batch)
+    step = cost_only_step(macro, graph, spec.activity, digital_params, COST_TASK, seed,
+                          digital_layers=frozenset(m.name for m in digital), extra=tuple(extra))
+    return ContinualResult(
+        ops=step.ops, graphs={COST_TASK: graph}, task_names=[COST_TASK], accuracy=np.full((1, 1), np.nan),
+        steps_per_task=[1], trainable_params=step.trainable_params, source_accuracy=float("nan"),
+        final_losses=[float("nan")], step_scale=float(spec.steps_per_task * card.n_tasks), memory=memory,
+        task_repeats=card.n_tasks,
+    )
+
+
+def digital_layer_ops(macro: BitSerialMacro, m: IMCLinear, rows: int, samples: int) -> list[OpRecord]:
+    """One training step of a linear layer kept in the digital unit: forward, gradients, FP32 update."""
     k, n = m.weight.shape[1], m.weight.shape[0]
-    for phase, shape in (("forward", (rows, k, n)), ("input_grad", (rows, n, k)), ("weight_grad", (rows, k, n))):
-        hw.emit(macro._digital_gemm(*shape, phase=phase, layer=m.name, samples=hw.samples), m.name)
-    hw.emit(macro.update_digital(m.name, m.weight.numel()), m.name)
+    ops = [macro._digital_gemm(*shape, phase=phase, layer=m.name, samples=samples)
+           for phase, shape in (("forward", (rows, k, n)), ("input_grad", (rows, n, k)), ("weight_grad", (rows, k, n)))]
+    ops.append(macro.update_digital(m.name, m.weight.numel()))
+    return _owned(ops, m.name)
 
 
-def _fusion_arithmetic(hw: Hardware, macro: BitSerialMacro, adapters: list[LoRAFusionLinear], rows: int) -> None:
-    """Count LoRAFusion's digital work per step and adapted linear: combining the pool outputs with the
+def attention_ops(macro: BitSerialMacro, model: torch.nn.Module, batch: int, seq_len: int,
+                  backward: bool = True) -> list[OpRecord]:
+    """The weight-free GEMMs of every attention layer of ``model`` in one step, in the digital unit.
+
+    Per head and sample: scores ``Q K^T`` (N x dh x M) and context ``P V`` (N x M x dh)
+    forward; backward ``dP = dO V^T``, ``dV = P^T dO``, ``dQ = dS K`` and
+    ``dK = dS^T Q``. Each op belongs to the layer its result feeds (``o``).
+    Softmax and masking are not counted (elementwise, like the norms).
+    """
+    ops: list[OpRecord] = []
+    for att in (mod for mod in model.modules() if isinstance(mod, Attention)):
+        d = getattr(att.q, "base", att.q).weight.shape[0]  # an adapted projection wraps its base
+        h, n = att.n_heads, seq_len
+        dh = d // h
+        owner = att.o.name
+        copies = batch * h
+        shapes = [("forward", (n, dh, n)), ("forward", (n, n, dh))]
+        if backward:
+            shapes += [("input_grad", (n, dh, n)), ("input_grad", (n, n, dh)),
+                       ("input_grad", (n, n, dh)), ("input_grad", (n, n, dh))]
+        for phase, (a, b, c) in shapes:
+            rec = macro._digital_gemm(a, b, c, phase=phase, layer=f"{owner}.scores", copies=copies)
+            rec.chunk_cycles = np.full(batch, rec.cycles // batch, dtype=np.int64)  # one share per sample
+            rec.cycles = int(rec.chunk_cycles.sum())
+            ops.append(rec)
+    return _owned(ops, None)
+
+
+def fusion_ops(macro: BitSerialMacro, adapters: list[LoRAFusionLinear], rows: int, samples: int) -> list[OpRecord]:
+    """LoRAFusion's digital work per step and adapted linear: combining the pool outputs with the
     coefficients (N x rows x (r + d)), forming B_l A_l and the row norms of W0 + dW (d x r x k and d x k),
     each also in the backward pass."""
+    ops: list[OpRecord] = []
     for a in adapters:
         d, k = a.base.weight.shape
-        pool = len(a.pool)
         for phase in ("forward", "input_grad"):
-            hw.emit(macro._digital_gemm(pool, rows, a.rank + d, phase=phase, layer=f"{a.name}.fusion",
-                                        samples=hw.samples), a.name)
-            hw.emit(macro._digital_gemm(d, a.rank + 1, k, phase=phase, layer=f"{a.name}.norm",
-                                        samples=hw.samples), a.name)
+            ops += _owned([macro._digital_gemm(len(a.pool), rows, a.rank + d, phase=phase, layer=f"{a.name}.fusion",
+                                               samples=samples),
+                           macro._digital_gemm(d, a.rank + 1, k, phase=phase, layer=f"{a.name}.norm",
+                                               samples=samples)], a.name)
+    return ops
 
 
-__all__ = ["AdaptationCard", "LoRALinear", "make_seq_task", "run_adaptation"]
+def _owned(ops: list[OpRecord], module: str | None) -> list[OpRecord]:
+    """Tag ops with the graph layer they belong to (``None``: the layer named before the op's suffix)."""
+    for rec in ops:
+        rec.module = module if module is not None else rec.layer.rsplit(".", 1)[0]
+    return ops
+
+
+__all__ = ["AdaptationCard", "LoRALinear", "attention_ops", "fusion_ops", "make_seq_task", "run_adaptation",
+           "run_adaptation_cost_only"]

@@ -34,7 +34,8 @@ from pydantic import Field, field_validator, model_validator
 from scipy.stats import binom
 
 from imcsim.circuits.bitplanes import N_BITS
-from imcsim.circuits.macro import ACC_BITS, BitSerialMacro, OpRecord
+from imcsim.circuits.crossbar import AnalogCrossbar
+from imcsim.circuits.macro import ACC_BITS, BitSerialMacro, MappingError, OpRecord
 from imcsim.params import Params
 from imcsim.workloads.dataflow import LayerCall, LayerGraph
 
@@ -163,6 +164,8 @@ def _layout(macro: BitSerialMacro, c: LayerCall) -> tuple[bool, int]:
 
 
 def forward_op(macro: BitSerialMacro, c: LayerCall, density: list[float], q: float) -> OpRecord:
+    if isinstance(macro, AnalogCrossbar):
+        return macro.expected_gemm(c.m, c.k, c.n, density, "forward", c.name, c.samples, copies=c.groups)
     a = macro.card.array
     packed, per = _layout(macro, c)
     if packed:
@@ -181,10 +184,11 @@ def forward_op(macro: BitSerialMacro, c: LayerCall, density: list[float], q: flo
 def input_grad_op(macro: BitSerialMacro, c: LayerCall, density: list[float], q: float) -> OpRecord:
     a = macro.card.array
     flow = macro.card.dataflow.input_grad
+    if isinstance(macro, AnalogCrossbar) and flow != "digital":
+        return macro.expected_gemm(c.m, c.n, c.k, density, "input_grad", c.name, c.samples, copies=c.groups)
     if flow == "digital":
-        rec = macro._digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples)
-        for key in list(rec.counts):
-            rec.counts[key] *= c.groups
+        rec = macro._digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
+                                  copies=c.groups)
         dev = macro.device.component
         rec.counts[(dev, "read")] += c.k * c.n * N_BITS * c.groups
         rec.counts[("sense_amp", "sense")] += c.k * c.n * N_BITS * c.groups
@@ -214,36 +218,57 @@ def synthetic_weights(c: LayerCall, std_lsb: float, rng: np.random.Generator) ->
 
 
 def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStats, digital_params: int,
-                   task: str, seed: int) -> CostOnlyStep:
-    """Deploy synthetic weights for every layer of ``graph`` and count one training step."""
+                   task: str, seed: int, digital_layers: frozenset[str] = frozenset(),
+                   extra: tuple[OpRecord, ...] = ()) -> CostOnlyStep:
+    """Deploy synthetic weights for every layer of ``graph`` and count one training step.
+
+    Layers named in ``digital_layers`` are kept in the digital unit (their GEMMs and
+    updates are counted there and nothing is stored in the array); ``extra`` are
+    further ops of the step (weight-free arithmetic, such as attention scores),
+    each tagged with the graph layer it belongs to.
+    """
     rng = np.random.default_rng(seed)
     ops: list[OpRecord] = []
     weights: dict[str, np.ndarray] = {}
     for c in graph.calls:
+        if c.name in digital_layers:
+            continue
         w = synthetic_weights(c, stats.weight_std_lsb, rng)
         weights[c.name] = w
-        for rec in macro.store(c.name, w, groups=c.groups):
+        if c.groups > 1 and isinstance(macro, AnalogCrossbar):
+            raise MappingError(f"layer {c.name} is a grouped convolution ({c.groups} groups), which the analog "
+                               "crossbar does not map")
+        for rec in macro.store(c.name, w, groups=c.groups) if c.groups > 1 else macro.store(c.name, w):
             rec.module = c.name
             rec.task = "deploy"
             ops.append(rec)
     step: list[OpRecord] = []
     needs = graph.needs_grad()
     for c in graph.calls:
-        step.append(forward_op(macro, c, stats.forward_plane_density, stats.weight_bit_density))
+        if c.name in digital_layers:
+            step.append(macro._digital_gemm(c.m, c.k, c.n, phase="forward", layer=c.name, samples=c.samples,
+                                            copies=c.groups))
+        else:
+            step.append(forward_op(macro, c, stats.forward_plane_density, stats.weight_bit_density))
+    step += [rec for rec in extra if rec.phase == "forward"]
     trainable = 0
     for c in reversed(graph.calls):
         carries = c.input_grad if c.input_grad is not None else any(needs.get(p, False) for p, _ in c.producers)
-        if carries:  # a gradient reaches its input: something upstream trains (a weight or a BN bias)
+        if carries and c.name in digital_layers:
+            step.append(macro._digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
+                                            copies=c.groups))
+        elif carries:  # a gradient reaches its input: something upstream trains (a weight or a BN bias)
             step.append(input_grad_op(macro, c, stats.error_plane_density, stats.weight_bit_density))
         if c.trainable:
-            rec = macro._digital_gemm(c.m, c.k, c.n, phase="weight_grad", layer=c.name, samples=c.samples)
-            for key in list(rec.counts):
-                rec.counts[key] *= c.groups
-            rec.cycles *= c.groups
-            rec.chunk_cycles = rec.chunk_cycles * c.groups
-            step.append(rec)
+            step.append(macro._digital_gemm(c.m, c.k, c.n, phase="weight_grad", layer=c.name, samples=c.samples,
+                                            copies=c.groups))
+    step += [rec for rec in extra if rec.phase != "forward"]
     for c in graph.calls:
         if not c.trainable:
+            continue
+        if c.name in digital_layers:
+            step.append(macro.update_digital(c.name, c.groups * c.k * c.n))
+            trainable += c.groups * c.k * c.n
             continue
         w = weights[c.name]
         change = rng.random(w.shape) < stats.weight_change_fraction

@@ -18,6 +18,7 @@ in plain float; that is how a backbone is pretrained before deployment.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -111,6 +112,24 @@ def quantize(x: torch.Tensor, scale: torch.Tensor | float | None = None, *, stoc
     return v.clamp_(-128, QMAX).to(torch.int8), scale
 
 
+def deploy_scale(weight: torch.Tensor, trainable: bool) -> float:
+    """The per-tensor INT8 scale a layer is deployed with.
+
+    The range is the weights' largest magnitude, with :data:`WEIGHT_HEADROOM`
+    for a layer that trains (its master may grow past the deployed range). An
+    all-zero trainable weight (a LoRA ``B`` starts at zero) has no range of its
+    own: it takes the Kaiming-uniform bound ``1 / sqrt(fan_in)`` of its shape,
+    the range the same layer would span had it been randomly initialised, so
+    the first updates land on a grid matched to the layer's fan-in instead of
+    an arbitrary one. A frozen all-zero weight stores zeros at any scale.
+    """
+    amax = float(weight.detach().abs().max()) if weight.numel() else 0.0
+    if amax == 0.0 and trainable and weight.dim() >= 2:
+        amax = 1.0 / math.sqrt(weight[0].numel())
+    headroom = WEIGHT_HEADROOM if trainable else 1.0
+    return amax * headroom / QMAX if amax > 0 else 1.0 / QMAX
+
+
 class _IMCMatmul(torch.autograd.Function):
     """y = x @ W on the macro, with W the stored matrix ``module.stored_names()[index]``."""
 
@@ -189,9 +208,7 @@ class IMCModule(nn.Module):
     def deploy(self, hw: Hardware) -> None:
         """Fix the INT8 scale (per tensor) and program the weights into the macro (counted as deployment)."""
         self.hw = hw
-        amax = float(self.weight.detach().abs().max())
-        headroom = WEIGHT_HEADROOM if self.weight.requires_grad else 1.0
-        self.w_scale = amax * headroom / QMAX if amax > 0 else 1.0 / QMAX
+        self.w_scale = deploy_scale(self.weight, self.weight.requires_grad)
         for name, w in zip(self.stored_names(), self.weight_matrices(), strict=True):
             w_q, _ = quantize(w.detach(), self.w_scale)
             for rec in hw.macro.store(name, w_q.cpu().numpy()):
