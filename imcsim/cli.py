@@ -2,6 +2,8 @@
 
     imcsim run CONFIG [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR] [--trace FILE]
     imcsim compare CONFIG [CONFIG ...] [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR]
+    imcsim sweep CONFIG (--grid KEY=V1,V2 | --range KEY=START:STOP:N[:log]) ... [--random N] [--out DIR]
+                 [--resume] [--workers N] [--scheduler ADDRESS] [--plot METRIC] [--pareto MX,MY]
     imcsim validate CONFIG [--set ...] [--library DIR]
     imcsim list devices|circuits|workloads|configs [--library DIR]
     imcsim device CARD [--set KEY=VALUE ...] [--library DIR]
@@ -51,6 +53,26 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, help="random seed for every run (overrides the configs')")
     c.add_argument("--quiet", action="store_true", help="no progress or table")
     common(c)
+
+    sw = sub.add_parser("sweep", help="run a config over a grid, ranges or random draws of any keys; results "
+                                      "streamed to CSV and Parquet, resumable, with plots")
+    sw.add_argument("config", help="run config YAML")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="values of a key (repeatable)")
+    sw.add_argument("--range", dest="ranges", action="append", default=[], metavar="KEY=START:STOP:N[:log]",
+                    help="N evenly (or log) spaced values of a key, units allowed: 1ns:10ns:5:log (repeatable)")
+    sw.add_argument("--random", type=int, metavar="N", help="draw N points from the axes instead of their product")
+    sw.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of the --random draws (default 0)")
+    sw.add_argument("--out", metavar="DIR", help="sweep folder (default: out/sweep_<config name>)")
+    sw.add_argument("--resume", action="store_true", help="continue the sweep in --out: run only the points it lacks")
+    sw.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes (default 1)")
+    sw.add_argument("--scheduler", metavar="ADDRESS", help="run the points on this Dask scheduler (tcp://host:port)")
+    sw.add_argument("--plot", dest="plot_metric", default="energy_train_j", metavar="METRIC",
+                    help="plot this metric against each swept key (default energy_train_j)")
+    sw.add_argument("--pareto", default="energy_train_j,latency_train_s", metavar="MX,MY",
+                    help="plot the Pareto front of two metrics (default energy_train_j,latency_train_s)")
+    sw.add_argument("--seed", type=int, help="random seed of every run (overrides the config's)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    common(sw)
 
     v = sub.add_parser("validate", help="check a config and its cards without running")
     v.add_argument("config")
@@ -130,6 +152,90 @@ def _cmd_compare(args) -> int:
         render_comparison(names, reports, Console(width=max(Console().width, 120)))
         print(f"comparison written to {out}/ (compare.json, compare.csv, compare.png, one folder per run)")
     return EXIT_OK
+
+
+def _cmd_sweep(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from imcsim import sweep
+    from imcsim.config import load_config
+    from imcsim.errors import InputError
+
+    axes = [*map(sweep.parse_grid, args.grid), *map(sweep.parse_range, args.ranges)]
+    if not axes:
+        raise InputError("give at least one --grid or --range axis", key="--grid")
+    if args.random is not None and args.random < 1:
+        raise InputError(f"--random {args.random}: draw at least one point", key="--random")
+    if args.workers < 1:
+        raise InputError(f"--workers {args.workers}: at least 1", key="--workers")
+    metrics = [args.plot_metric, *args.pareto.split(",")]
+    if len(args.pareto.split(",")) != 2 or any(m not in sweep.HEADLINE_METRICS for m in metrics):
+        raise InputError(f"--plot/--pareto: metrics must be among {', '.join(sweep.HEADLINE_METRICS)}",
+                         key="--pareto")
+    points = sweep.points_of(axes, args.random, args.sample_seed)
+    base = load_config(args.config, args.overrides, seed=args.seed, library=args.library)
+    for key, value in points[0].items():  # every swept key must exist (a bad value only fails its own points)
+        try:
+            load_config(args.config, [*args.overrides, f"{key}={value}"], seed=args.seed, library=args.library)
+        except InputError as err:
+            if "unknown key" in err.message:
+                raise
+    spec = sweep.SweepSpec(config=str(Path(args.config).resolve()), overrides=list(args.overrides),
+                           axes=[*(f"grid:{g}" for g in args.grid), *(f"range:{r}" for r in args.ranges)],
+                           random=args.random, sample_seed=args.sample_seed, seed=args.seed,
+                           library=str(Path(args.library).resolve()) if args.library else None, points=points)
+    out = Path(args.out or f"out/sweep_{base.config.name}")
+    table = sweep.prepare(spec, out, args.resume)
+    executor = sweep.DaskExecutor(args.scheduler) if args.scheduler else sweep.LocalExecutor(args.workers)
+    failed = sum(r["status"] != "ok" for r in table.rows)
+    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                  TimeElapsedColumn(), disable=args.quiet, transient=True) as bar:
+        task = bar.add_task("points", total=len(points), completed=len(table.done()), note="")
+
+        def on_point(index: int, row: dict) -> None:
+            nonlocal failed
+            failed += row["status"] != "ok"
+            bar.update(task, advance=1, note=f"{failed} failed" if failed else "")
+
+        try:
+            sweep.run_sweep(spec, out, executor, table, on_point)
+        except KeyboardInterrupt:
+            print(f"imcsim: interrupted; {len(table.rows)} of {len(points)} points are in {out}/results.csv; "
+                  "rerun with --resume to finish", file=sys.stderr)
+            return 130
+    written = sweep_plots(table, axes, args.plot_metric, args.pareto.split(","), out)
+    if not args.quiet:
+        ok = sum(r["status"] == "ok" for r in table.rows)
+        print(f"{len(table.rows)} of {len(points)} points done ({ok} ok, {len(table.rows) - ok} failed); "
+              f"results in {out}/ (results.csv, results.parquet{''.join(', ' + w for w in written)})")
+    return EXIT_OK
+
+
+def sweep_plots(table, axes, metric: str, pareto: list[str], out: Path) -> list[str]:
+    """Write the sweep's plots into ``out``; return their file names."""
+    import numpy as np
+
+    from imcsim import plots
+    from imcsim.sweep import _atomic_write, numeric
+
+    rows = [r for r in table.rows if r["status"] == "ok" and r.get(metric) not in (None, "")]
+    written = []
+    if rows:
+        y = np.array([float(r[metric]) for r in rows])
+        for axis in axes:
+            values = [r[axis.key] for r in rows]
+            name = f"{metric}_vs_{axis.key}.png"
+            _atomic_write(out / name, plots.plot_metric_vs_param(values, numeric(values), y, axis.key, metric,
+                                                                 log_x=axis.log))
+            written.append(name)
+    mx, my = pareto
+    pts = [r for r in table.rows if r["status"] == "ok" and r.get(mx) not in (None, "") and r.get(my) not in (None, "")]
+    if pts:
+        x = np.array([float(r[mx]) for r in pts])
+        y = np.array([float(r[my]) for r in pts])
+        _atomic_write(out / "pareto.png", plots.plot_pareto(x, y, mx, my))
+        written.append("pareto.png")
+    return written
 
 
 def _check_writable(path: Path, option: str) -> None:
@@ -238,7 +344,7 @@ def _device_plot(dev, out: Path, title: str) -> None:
                          key="--plot")
 
 
-COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "validate": _cmd_validate, "list": _cmd_list, "device": _cmd_device}
+COMMANDS = {"run": _cmd_run, "compare": _cmd_compare, "sweep": _cmd_sweep, "validate": _cmd_validate, "list": _cmd_list, "device": _cmd_device}
 
 
 def main(argv: list[str] | None = None) -> int:

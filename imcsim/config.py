@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -117,13 +118,19 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+@functools.lru_cache(maxsize=256)
+def _parse_yaml(text: str) -> Any:
+    """Parsed YAML of a text (kept: a sweep reads the same cards at every point; callers get a copy)."""
+    return yaml.safe_load(text)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line InputError."""
     shown = _display(path)
     if not path.is_file():
         raise InputError("no such file", file=shown)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = copy.deepcopy(_parse_yaml(path.read_text()))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

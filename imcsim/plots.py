@@ -82,3 +82,67 @@ def plot_cumulative(series) -> bytes:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return buf.getvalue()
+
+
+MAXIMIZED = ("accuracy", "lifetime")  # metrics where larger is better; the rest are costs
+
+
+def _better_larger(metric: str) -> bool:
+    return metric.startswith(MAXIMIZED)
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray, x_larger: bool = False, y_larger: bool = False) -> np.ndarray:
+    """Indices of the points no other point beats in both coordinates, sorted by x."""
+    sx = -x if x_larger else x
+    sy = -y if y_larger else y
+    order = np.lexsort((sy, sx))  # by x, then y
+    front, best = [], np.inf
+    for i in order:
+        if sy[i] < best:
+            front.append(i)
+            best = sy[i]
+    return np.array(front, dtype=np.int64)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_metric_vs_param(values: list, x: np.ndarray | None, y: np.ndarray, key: str, metric: str,
+                         log_x: bool = False) -> bytes:
+    """PNG bytes: ``metric`` against the swept ``key`` (numbers on an axis; other values as categories)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if x is None:
+        cats = sorted({str(v) for v in values})
+        pos = np.array([cats.index(str(v)) for v in values])
+        ax.scatter(pos, y)
+        ax.set_xticks(range(len(cats)))
+        ax.set_xticklabels(cats, rotation=30, ha="right", fontsize=8)
+    else:
+        order = np.argsort(x)
+        ax.plot(x[order], y[order], marker="o", linestyle="-" if len(set(x)) == len(x) else "none")
+        if log_x:
+            ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against {key}")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_pareto(x: np.ndarray, y: np.ndarray, mx: str, my: str) -> bytes:
+    """PNG bytes: every point of two metrics with their Pareto front drawn."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    ax.scatter(x, y, s=14, alpha=0.5, label="points")
+    front = pareto_front(x, y, _better_larger(mx), _better_larger(my))
+    ax.plot(x[front], y[front], color="C3", marker="o", label=f"Pareto front ({len(front)})")
+    ax.set_xlabel(mx + (" (higher is better)" if _better_larger(mx) else " (lower is better)"))
+    ax.set_ylabel(my + (" (higher is better)" if _better_larger(my) else " (lower is better)"))
+    ax.set_title(f"{my} against {mx}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)

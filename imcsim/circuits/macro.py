@@ -29,8 +29,9 @@ real operand activity, and the functional result is exact
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -193,6 +194,7 @@ class BitSerialMacro:
     """A macro built from a card and a device model; executes and counts GEMMs."""
 
     exact = True  # results equal the integer product, so counting can be separated from computing
+    memo_writes = False  # reuse write counts of matrices seen before (cost-only runs program the same ones)
 
     def __init__(self, card: BitSerialMacroCard, device: MemoryDevice, _check_bits: bool = True):
         if _check_bits and device.bits_per_cell != 1:
@@ -567,22 +569,62 @@ class BitSerialMacro:
         s = self.stored[name]
         new = np.asarray(new_int8, dtype=np.int8)
         k, n = new.shape
-        old_bits = _cell_bits(s.values)
-        new_bits = _cell_bits(new)
-        ev = self.device.count_writes(old_bits, new_bits)
-        rec = OpRecord(phase=phase, layer=name, kind="write", shape=(k, n), cell_writes=_compact(ev.cell_writes),
-                       changed_weights=int((s.values != new).sum()))
+        counts, cell_writes, changed = _WRITE_MEMO.get(self.device, s.values, new, remember=self.memo_writes)
+        rec = OpRecord(phase=phase, layer=name, kind="write", shape=(k, n), cell_writes=cell_writes,
+                       changed_weights=changed)
         comp = self.device.component
-        for action, count in ev.counts.items():
+        for action, count in counts.items():
             rec.counts[(comp, action)] = count
             if action.endswith("_pulse"):
                 rec.counts[("write_driver", action)] = count
         # Write latency: pulses of a subarray are issued by its write drivers one after another.
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
-        pulse_time = sum(self.actions[(comp, a)].cost.latency_s * c for a, c in ev.counts.items())
+        pulse_time = sum(self.actions[(comp, a)].cost.latency_s * c for a, c in counts.items())
         rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
         s.assign(new)
         return rec
+
+
+class _WriteMemo:
+    """Write counts of recent (old, new) INT8 matrices per device write-count key.
+
+    A device whose :meth:`write_count_key` is not None counts the same writes for the
+    same bits whatever its other parameters, so a sweep over pulse energies or
+    latencies (which only cost the writes) reuses the counts of the weights it
+    programs again and again. Keys hold digests of the matrices; the memo keeps
+    at most ``budget`` bytes of per-cell counts, dropping the oldest entries.
+    """
+
+    def __init__(self, budget: int = 256 << 20):
+        self.budget = budget
+        self.entries: OrderedDict[tuple, tuple[dict[str, int], np.ndarray, int]] = OrderedDict()
+        self.size = 0
+
+    @staticmethod
+    def _digest(a: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).digest()
+
+    def get(self, device, old: np.ndarray, new: np.ndarray, remember: bool = True
+            ) -> tuple[dict[str, int], np.ndarray, int]:
+        dev_key = device.write_count_key() if remember else None
+        key = None if dev_key is None else (dev_key, old.shape, self._digest(old), self._digest(new))
+        hit = self.entries.get(key) if key is not None else None
+        if hit is not None:
+            self.entries.move_to_end(key)
+            return hit
+        ev = device.count_writes(_cell_bits(old), _cell_bits(new))
+        value = (dict(ev.counts), _compact(ev.cell_writes), int((old != new).sum()))
+        if key is not None and value[1].nbytes <= self.budget:
+            value[1].flags.writeable = False  # shared by every op that reuses it
+            self.entries[key] = value
+            self.size += value[1].nbytes
+            while self.size > self.budget:
+                _, dropped = self.entries.popitem(last=False)
+                self.size -= dropped[1].nbytes
+        return value
+
+
+_WRITE_MEMO = _WriteMemo()
 
 
 def chunk_sizes(m: int, samples: int) -> np.ndarray:

@@ -49,6 +49,12 @@ class MemoryDevice(Protocol):
 
     def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents: ...
 
+    def write_count_key(self) -> tuple | None:
+        """What :meth:`count_writes` depends on besides the bits (None: not a pure function of them, such as
+        stochastic programming). Two devices with the same key count the same writes for the same bits, so
+        a sweep over other parameters (pulse energies, latencies) can reuse the counts."""
+        ...
+
     def figures(self) -> dict[str, tuple[float, str]]: ...
 
 

@@ -77,6 +77,9 @@ class _BitwiseMRAM(NonVolatileCell):
             "write_pulse": ActionSpec(ActionCost(self.e_write_j, w.t_write_s), "one flipped bit written"),
         }
 
+    def write_count_key(self) -> tuple | None:
+        return ("flipped_bits",)  # one pulse per flipped bit, whatever the card
+
     def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents:
         flips = flipped_bits(old_bits, new_bits)
         return WriteEvents(counts={"write_pulse": int(flips.sum())}, cell_writes=flips)

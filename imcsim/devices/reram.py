@@ -407,6 +407,9 @@ class ReRAM(NonVolatileCell):
         key = np.uint64(self.rng.integers(0, 2**64, dtype=np.uint64))
         return _program(self.card, self.level_spacing_siemens, old_levels, new_levels, key)
 
+    def write_count_key(self) -> tuple | None:
+        return None  # stochastic write-and-verify: every write draws new pulses
+
     def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents:
         """Write-and-verify actions to turn stored bits ``old_bits`` into ``new_bits``.
 

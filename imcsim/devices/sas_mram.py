@@ -216,6 +216,9 @@ class SASMRAM(NonVolatileCell):
             ),
         }
 
+    def write_count_key(self) -> tuple | None:
+        return ("sas_group", self.card.write.n_mtj)  # the group size shapes the writes; the rest only costs them
+
     def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents:
         """Group writes needed to turn ``old_bits`` into ``new_bits``.
 

@@ -97,6 +97,9 @@ class SRAM:
             "write_bit": ActionSpec(ActionCost(self.e_write_j, c.t_write_s), "one bit written (full bitline swing)"),
         }
 
+    def write_count_key(self) -> tuple | None:
+        return ("sram_words", WORD_BITS)
+
     def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents:
         old = np.asarray(old_bits, dtype=np.uint8)
         new = np.asarray(new_bits, dtype=np.uint8)

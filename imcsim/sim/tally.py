@@ -68,19 +68,22 @@ class Tally:
 
     def write_stats(self, all_cells: int) -> WriteStats:
         """Statistics over every stored cell (``all_cells``), never-written cells included."""
-        if self.cell_writes:
-            flat = np.concatenate([a.ravel() for a in self.cell_writes.values()])
-        else:
-            flat = np.zeros(0, dtype=np.int64)
-        unwritten = max(all_cells - flat.size, 0)
-        values, freq = np.unique(flat, return_counts=True)
-        hist = Counter(dict(zip(values.tolist(), freq.tolist(), strict=True)))
-        hist[0] += unwritten
-        total = int(flat.sum())
+        freq = np.zeros(1, dtype=np.int64)  # freq[w]: cells written w times
+        size = 0
+        for a in self.cell_writes.values():
+            if a.size:
+                counts = np.bincount(a.ravel())
+                if len(counts) > len(freq):
+                    freq = np.pad(freq, (0, len(counts) - len(freq)))
+                freq[: len(counts)] += counts
+                size += a.size
+        freq[0] += max(all_cells - size, 0)
+        hist = Counter({w: int(f) for w, f in enumerate(freq.tolist()) if f})
+        total = int(np.dot(np.arange(len(freq)), freq))
         return WriteStats(
             cells=all_cells,
-            cells_written=int((flat > 0).sum()),
-            max_writes=int(flat.max()) if flat.size else 0,
+            cells_written=int(freq[1:].sum()),
+            max_writes=int(np.flatnonzero(freq)[-1]) if size and freq[1:].any() else 0,
             mean_writes=total / all_cells if all_cells else 0.0,
             histogram=tuple(sorted((int(k), int(v)) for k, v in hist.items() if v)),
             per_layer_max={k: int(v.max()) for k, v in self.cell_writes.items()},

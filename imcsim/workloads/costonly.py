@@ -217,6 +217,36 @@ def synthetic_weights(c: LayerCall, std_lsb: float, rng: np.random.Generator) ->
     return np.clip(w, -128, 127).astype(np.int8)
 
 
+_SYNTHETIC: dict[tuple, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+
+
+def _synthetic_step_weights(graph: LayerGraph, std_lsb: float, change_fraction: float, seed: int,
+                            digital_layers: frozenset[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Synthetic INT8 weights of the array's layers and, for the trainable ones, their values after one step
+    (a ``change_fraction`` share moves by one LSB). Kept per process: a sweep over hardware parameters
+    programs the same weights at every point (the arrays are read-only)."""
+    key = (tuple((c.name, c.groups, c.k, c.n, c.trainable) for c in graph.calls), std_lsb, change_fraction, seed,
+           digital_layers)
+    hit = _SYNTHETIC.get(key)
+    if hit is not None:
+        return hit
+    rng = np.random.default_rng(seed)
+    weights = {c.name: synthetic_weights(c, std_lsb, rng) for c in graph.calls if c.name not in digital_layers}
+    updated = {}
+    for c in graph.calls:
+        if c.trainable and c.name in weights:
+            w = weights[c.name]
+            change = rng.random(w.shape) < change_fraction
+            delta = np.where(rng.random(w.shape) < 0.5, -1, 1) * change
+            updated[c.name] = np.clip(w.astype(np.int16) + delta, -128, 127).astype(np.int8)
+    for a in (*weights.values(), *updated.values()):
+        a.flags.writeable = False
+    if len(_SYNTHETIC) >= 4:
+        _SYNTHETIC.pop(next(iter(_SYNTHETIC)))
+    _SYNTHETIC[key] = (weights, updated)
+    return weights, updated
+
+
 def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStats, digital_params: int,
                    task: str, seed: int, digital_layers: frozenset[str] = frozenset(),
                    extra: tuple[OpRecord, ...] = ()) -> CostOnlyStep:
@@ -227,14 +257,14 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
     further ops of the step (weight-free arithmetic, such as attention scores),
     each tagged with the graph layer it belongs to.
     """
-    rng = np.random.default_rng(seed)
+    macro.memo_writes = True  # the same synthetic weights are programmed at every point of a sweep
+    weights, updated = _synthetic_step_weights(graph, stats.weight_std_lsb, stats.weight_change_fraction, seed,
+                                               digital_layers)
     ops: list[OpRecord] = []
-    weights: dict[str, np.ndarray] = {}
     for c in graph.calls:
         if c.name in digital_layers:
             continue
-        w = synthetic_weights(c, stats.weight_std_lsb, rng)
-        weights[c.name] = w
+        w = weights[c.name]
         if c.groups > 1 and isinstance(macro, AnalogCrossbar):
             raise MappingError(f"layer {c.name} is a grouped convolution ({c.groups} groups), which the analog "
                                "crossbar does not map")
@@ -270,13 +300,9 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
             step.append(macro.update_digital(c.name, c.groups * c.k * c.n))
             trainable += c.groups * c.k * c.n
             continue
-        w = weights[c.name]
-        change = rng.random(w.shape) < stats.weight_change_fraction
-        delta = np.where(rng.random(w.shape) < 0.5, -1, 1) * change
-        new = np.clip(w.astype(np.int16) + delta, -128, 127).astype(np.int8)
-        step += macro.update_weights(c.name, new)
-        step.append(macro.update_digital(c.name, w.size))
-        trainable += w.size
+        step += macro.update_weights(c.name, updated[c.name])
+        step.append(macro.update_digital(c.name, weights[c.name].size))
+        trainable += weights[c.name].size
     if digital_params:
         step.append(macro.update_digital(DIGITAL_PARAMS, digital_params))
     for rec in step:
