@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of the --random draws (default 0)")
     sw.add_argument("--out", metavar="DIR", help="sweep folder (default: out/sweep_<config name>)")
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out: run only the points it lacks")
-    sw.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes (default 1)")
+    sw.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                    help="local worker processes (default: one per core)")
     sw.add_argument("--scheduler", metavar="ADDRESS", help="run the points on this Dask scheduler (tcp://host:port)")
     sw.add_argument("--plot", dest="plot_metric", default="energy_train_j", metavar="METRIC",
                     help="plot this metric against each swept key (default energy_train_j)")

@@ -49,6 +49,11 @@ def test_lora_in_reram_writes_grow_with_steps():
     written = {op.layer for op in result.ops if op.kind == "write" and op.phase == "update"}
     assert written
     assert all(".lora_" in name for name in written)
+    from imcsim.sim.tally import measured_activity
+
+    by_layer = measured_activity(result.ops)["weight_change_by_layer"]
+    assert set(by_layer) == {".lora_A", ".lora_B"}
+    assert all(0 < f <= 1 for f in by_layer.values())
     # A (r x k) and B (d x r) on q and v of 2 blocks, rank 4, d = k = 32, plus the head
     assert result.trainable_params == 4 * 4 * (32 + 32) + (32 * 2 + 2)
 
@@ -129,3 +134,18 @@ def test_zero_initialised_trainable_weights_deploy_on_their_fan_in_range():
     w = torch.tensor([[0.5, -1.0], [0.25, 0.0]])
     assert deploy_scale(w, trainable=False) == pytest.approx(1.0 / QMAX)
     assert deploy_scale(w, trainable=True) == pytest.approx(WEIGHT_HEADROOM / QMAX)
+
+
+def test_cost_only_change_fraction_per_layer_suffix():
+    from imcsim.workloads.costonly import ActivityStats
+
+    stats = ActivityStats(forward_plane_density=[0.5] * 8, error_plane_density=[0.5] * 8, weight_bit_density=0.5,
+                          weight_change_fraction=0.1, weight_change_by_layer={".lora_B": 0.4, "q.lora_B": 0.6})
+    assert stats.change_fraction("enc.0.attn.v.lora_B") == 0.4
+    assert stats.change_fraction("enc.0.attn.q.lora_B") == 0.6  # the longest matching suffix wins
+    assert stats.change_fraction("enc.0.attn.q.lora_A") == 0.1
+    base = cost_report("reram_lora_bert_mini_cost.yaml")
+    hot_b = cost_report("reram_lora_bert_mini_cost.yaml",
+                        "workload.cost_only.activity.weight_change_by_layer={.lora_B: 0.9}")
+    assert hot_b.metrics["cells_programmed_per_step"] > base.metrics["cells_programmed_per_step"]
+    assert hot_b.metrics["writes_max_per_cell_per_step"] > base.metrics["writes_max_per_cell_per_step"]

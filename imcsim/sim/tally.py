@@ -110,7 +110,9 @@ def measured_activity(ops: Iterable[OpRecord], stored: Iterable[np.ndarray] = ()
     Plane densities: 1 bits per plane over the streamed elements of the forward
     pass (activations) and of the input-gradient pass (errors). Weight bit
     density over the ``stored`` INT8 matrices; change fraction: weights whose
-    INT8 code changed per write-back; the standard deviation of the stored codes (LSB).
+    INT8 code changed per write-back, overall and per layer-name suffix (the
+    last dotted part, when there are several kinds); the standard deviation of
+    the stored codes (LSB).
     """
     ones = {"forward": np.zeros(8), "input_grad": np.zeros(8)}
     elements = {"forward": 0, "input_grad": 0}
@@ -119,13 +121,19 @@ def measured_activity(ops: Iterable[OpRecord], stored: Iterable[np.ndarray] = ()
             ones[op.phase] += op.plane_ones
             elements[op.phase] += op.shape[0] * op.shape[1]
     changed = weights = 0
+    by_kind: dict[str, list[int]] = {}  # layer-name suffix -> [changed, weights]
     for op in ops:
         if op.phase == "update" and op.kind == "write" and not op.layer.endswith("^T"):
             changed += op.changed_weights
             weights += op.shape[0] * op.shape[1]
+            acc = by_kind.setdefault("." + op.layer.rsplit(".", 1)[-1], [0, 0])
+            acc[0] += op.changed_weights
+            acc[1] += op.shape[0] * op.shape[1]
     out: dict[str, object] = {}
     if weights:
         out["weight_change_fraction"] = round(changed / weights, 4)
+    if len(by_kind) > 1:  # layers of different kinds (e.g. LoRA's A and B) change at different rates
+        out["weight_change_by_layer"] = {k: round(c / w, 4) for k, (c, w) in sorted(by_kind.items()) if w}
     stored = [np.ascontiguousarray(v) for v in stored]
     values = [v.view(np.uint8) for v in stored]
     if values:

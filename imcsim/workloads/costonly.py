@@ -15,7 +15,8 @@ semantics as the functional path (:meth:`BitSerialMacro._stream_counts`):
 Weights are real INT8 matrices drawn from a normal distribution (std
 ``weight_std_lsb``) and programmed into the macro, so deployment and
 write-back are counted cell by cell by the device model: each step a fraction
-``weight_change_fraction`` of a trainable layer's weights moves by one LSB.
+``weight_change_fraction`` of a trainable layer's weights moves by one LSB (per
+layer-name suffix with ``weight_change_by_layer``, e.g. a LoRA ``B`` against its ``A``).
 
 Grouped convolutions (depthwise) are packed block-diagonally: as many groups
 as fit side by side share a subarray (see :meth:`BitSerialMacro.tiles_for`).
@@ -55,6 +56,15 @@ class ActivityStats(Params):
     weight_change_fraction: float = Field(
         ge=0.0, le=1.0, description="fraction of a trainable layer's INT8 weights that change (by 1 LSB) per step")
     weight_std_lsb: float = Field(34.0, gt=0.0, le=127.0, description="std of the deployed INT8 weights, in LSB")
+    weight_change_by_layer: dict[str, float] = Field(
+        default_factory=dict,
+        description="change fraction per layer-name suffix (e.g. '.lora_B'); a trainable layer whose name ends "
+                    "with a key takes that fraction (the longest matching key) instead of weight_change_fraction")
+
+    def change_fraction(self, layer: str) -> float:
+        """The fraction of ``layer``'s INT8 weights that change per step."""
+        keys = [k for k in self.weight_change_by_layer if layer.endswith(k)]
+        return self.weight_change_by_layer[max(keys, key=len)] if keys else self.weight_change_fraction
 
     @model_validator(mode="before")
     @classmethod
@@ -78,6 +88,14 @@ class ActivityStats(Params):
         bad = [p for p in v if not 0.0 <= p <= 1.0]
         if bad:
             raise ValueError(f"densities are probabilities in [0, 1] (got {bad})")
+        return v
+
+    @field_validator("weight_change_by_layer")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: p for k, p in v.items() if not 0.0 <= p <= 1.0}
+        if bad:
+            raise ValueError(f"change fractions are probabilities in [0, 1] (got {bad})")
         return v
 
 
@@ -220,23 +238,24 @@ def synthetic_weights(c: LayerCall, std_lsb: float, rng: np.random.Generator) ->
 _SYNTHETIC: dict[tuple, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
 
 
-def _synthetic_step_weights(graph: LayerGraph, std_lsb: float, change_fraction: float, seed: int,
-                            digital_layers: frozenset[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _synthetic_step_weights(graph: LayerGraph, stats: ActivityStats, seed: int, digital_layers: frozenset[str]
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Synthetic INT8 weights of the array's layers and, for the trainable ones, their values after one step
-    (a ``change_fraction`` share moves by one LSB). Kept per process: a sweep over hardware parameters
+    (the layer's change fraction moves by one LSB). Kept per process: a sweep over hardware parameters
     programs the same weights at every point (the arrays are read-only)."""
-    key = (tuple((c.name, c.groups, c.k, c.n, c.trainable) for c in graph.calls), std_lsb, change_fraction, seed,
-           digital_layers)
+    key = (tuple((c.name, c.groups, c.k, c.n, c.trainable) for c in graph.calls), stats.weight_std_lsb,
+           stats.weight_change_fraction, tuple(sorted(stats.weight_change_by_layer.items())), seed, digital_layers)
     hit = _SYNTHETIC.get(key)
     if hit is not None:
         return hit
     rng = np.random.default_rng(seed)
-    weights = {c.name: synthetic_weights(c, std_lsb, rng) for c in graph.calls if c.name not in digital_layers}
+    weights = {c.name: synthetic_weights(c, stats.weight_std_lsb, rng)
+               for c in graph.calls if c.name not in digital_layers}
     updated = {}
     for c in graph.calls:
         if c.trainable and c.name in weights:
             w = weights[c.name]
-            change = rng.random(w.shape) < change_fraction
+            change = rng.random(w.shape) < stats.change_fraction(c.name)
             delta = np.where(rng.random(w.shape) < 0.5, -1, 1) * change
             updated[c.name] = np.clip(w.astype(np.int16) + delta, -128, 127).astype(np.int8)
     for a in (*weights.values(), *updated.values()):
@@ -258,8 +277,7 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
     each tagged with the graph layer it belongs to.
     """
     macro.memo_writes = True  # the same synthetic weights are programmed at every point of a sweep
-    weights, updated = _synthetic_step_weights(graph, stats.weight_std_lsb, stats.weight_change_fraction, seed,
-                                               digital_layers)
+    weights, updated = _synthetic_step_weights(graph, stats, seed, digital_layers)
     ops: list[OpRecord] = []
     for c in graph.calls:
         if c.name in digital_layers:
