@@ -174,8 +174,8 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
     step_latency = train.total_latency_s / steps if steps else 0.0
     if scale == 1.0:
         max_per_step = ws.max_writes / steps if steps else 0.0
-    else:  # one counted step stands for many: the hottest bit position's mean write rate
-        max_per_step = tally.max_mean_write_rate(macro.cells_per_weight) / counted
+    else:  # one counted step stands for many: the hottest bit position's expected write rate
+        max_per_step = tally.pooled_max_write_rate(macro.cells_per_weight) / counted
     endurance = hw.device.endurance_cycles
     lifetime_steps = endurance / max_per_step if max_per_step > 0 and math.isfinite(endurance) else math.inf
     program = _program_stats(result, macro, scale)

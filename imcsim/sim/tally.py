@@ -5,6 +5,7 @@ Time is not tallied here: :mod:`imcsim.sim.schedule` schedules the ops.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Tally:
     counts_by_phase: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     counts_by_task: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     cell_writes: dict[str, np.ndarray] = field(default_factory=dict)
+    changed_weights: dict[str, list[int]] = field(default_factory=dict)  # layer -> [changed, written weights]
     n_ops: int = 0
 
     def add(self, op: OpRecord) -> None:
@@ -42,6 +44,9 @@ class Tally:
         if op.phase != "deploy":
             self.counts_by_task[op.task].update(op.counts)
         if op.cell_writes is not None and op.phase != "deploy":
+            seen = self.changed_weights.setdefault(op.layer, [0, 0])
+            seen[0] += op.changed_weights
+            seen[1] += math.prod(op.shape)
             acc = self.cell_writes.get(op.layer)
             if acc is None:
                 self.cell_writes[op.layer] = op.cell_writes.astype(np.int64)
@@ -61,10 +66,26 @@ class Tally:
             out.update(self.counts_by_phase.get(p, Counter()))
         return out
 
-    def max_mean_write_rate(self, cells_per_weight: int) -> float:
-        """Highest mean writes of a cell at one bit position of a layer (over the layer's weights)."""
-        rates = [_position_rate(a, cells_per_weight) for a in self.cell_writes.values() if a.size]
-        return max(rates, default=0.0)
+    def pooled_max_write_rate(self, cells_per_weight: int) -> float:
+        """Highest expected writes of a cell per counted step when every layer shares one distribution of
+        writes per changed weight (cost-only steps: synthetic weights drawn alike for every layer).
+
+        Pools the writes at each bit position over all layers, per changed weight, and scales by the
+        busiest layer's share of changed weights: the mean over a small layer's few weights would be
+        dominated by the heavy tail of write-and-verify pulse counts.
+        """
+        per_position = np.zeros(cells_per_weight)
+        changed = 0
+        share = 0.0
+        for layer, a in self.cell_writes.items():
+            c, n = self.changed_weights.get(layer, (0, 0))
+            rows = a.reshape(-1, a.shape[-1])
+            if not a.size or not n or rows.shape[1] % cells_per_weight:
+                continue
+            per_position += rows.reshape(rows.shape[0], -1, cells_per_weight).sum(axis=(0, 1))
+            changed += c
+            share = max(share, c / n)
+        return float(per_position.max() / changed * share) if changed else 0.0
 
     def write_stats(self, all_cells: int) -> WriteStats:
         """Statistics over every stored cell (``all_cells``), never-written cells included."""
@@ -88,13 +109,6 @@ class Tally:
             histogram=tuple(sorted((int(k), int(v)) for k, v in hist.items() if v)),
             per_layer_max={k: int(v.max()) for k, v in self.cell_writes.items()},
         )
-
-
-def _position_rate(a: np.ndarray, cells_per_weight: int) -> float:
-    rows = a.reshape(-1, a.shape[-1])
-    if rows.shape[1] % cells_per_weight:
-        return float(rows.mean()) if rows.size else 0.0
-    return float(rows.reshape(rows.shape[0], -1, cells_per_weight).mean(axis=(0, 1)).max())
 
 
 def tally_ops(ops: Iterable[OpRecord]) -> Tally:
