@@ -35,7 +35,7 @@ def sweep_once(points: list[dict[str, str]], workers: int, out: Path) -> tuple[f
                            sample_seed=0, seed=None, library=None, points=points)
     t0 = time.perf_counter()
     table = sweep.prepare(spec, out, resume=False)
-    sweep.run_sweep(spec, out, sweep.LocalExecutor(workers), table)
+    sweep.run_sweep(spec, sweep.LocalExecutor(workers), table)
     seconds = time.perf_counter() - t0
     with open(out / "results.csv", newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["point"]))

@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from imcsim import REPORT_SCHEMA_VERSION, __version__
@@ -178,7 +177,7 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         max_per_step = tally.pooled_max_write_rate(macro.cells_per_weight) / counted
     endurance = hw.device.endurance_cycles
     lifetime_steps = endurance / max_per_step if max_per_step > 0 and math.isfinite(endurance) else math.inf
-    program = _program_stats(result, macro, scale)
+    cells_programmed = sum(tally.programmed_by_task.values()) * scale
     n_tasks = len(result.task_names) * result.task_repeats
     steps_per_task = steps / n_tasks if n_tasks else 0.0
     leak_w = hw.device.leakage_per_bit_w * macro.card.array.rows * macro.card.array.cols * macro.subarrays_used
@@ -212,11 +211,12 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         "lifetime_steps": lifetime_steps,
         "lifetime_years": lifetime_steps * step_latency / SECONDS_PER_YEAR,
         "lifetime_tasks": lifetime_steps / steps_per_task if steps_per_task else math.inf,
-        "cells_programmed": program.cells,
-        "cells_programmed_per_step": program.cells / steps if steps else 0.0,
-        "cells_programmed_per_task": program.cells / n_tasks if n_tasks else 0.0,
-        "energy_program_j": program.energy_j,
-        "latency_program_s": program.cycles * t_cycle,
+        "cells_programmed": cells_programmed,
+        "cells_programmed_per_step": cells_programmed / steps if steps else 0.0,
+        "cells_programmed_per_task": cells_programmed / n_tasks if n_tasks else 0.0,
+        # the training write-backs' energy and own duration (before the schedule overlaps them)
+        "energy_program_j": cost(tally.program_counts, macro.actions, {}, t_cycle).total_energy_j * scale,
+        "latency_program_s": tally.program_cycles * t_cycle * scale,
         "area_m2": macro.area_m2(),
         "subarrays_used": macro.subarrays_used,
         "utilization": macro.utilization(),
@@ -241,7 +241,7 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         for i in range(reps):
             per_task.append({"task": name if reps == 1 else f"{name}#{i + 1}", "steps": steps_i * share,
                              "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
-                             "write_pulses": int(pulses), "cells_programmed": round(program.by_task.get(name, 0) / reps)})
+                             "write_pulses": int(pulses), "cells_programmed": round(tally.programmed_by_task[name] * share)})
     tables = {
         "tasks": result.task_names,
         "accuracy_matrix": result.accuracy.tolist(),
@@ -255,35 +255,6 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         if timeline.first_step is not None else [],
     }
     return _Evaluation(metrics, tables, train, deploy, timeline)
-
-
-@dataclass(frozen=True)
-class _Programming:
-    """Training-time reprogramming of the array: cell programming events, their energy and their time."""
-
-    cells: float  # cells reprogrammed, summed over the write-backs (a cell written twice counts twice)
-    by_task: dict[str, float]
-    energy_j: float
-    cycles: float
-
-
-def _program_stats(result: ContinualResult, macro: BitSerialMacro, scale: float) -> _Programming:
-    """Sum the training write-backs of ``result``: cells whose stored value changed, with the energy and the
-    cycles of their write ops (each op's own duration, before the schedule overlaps it with other work)."""
-    cells = cycles = 0.0
-    by_task: dict[str, float] = {}
-    counts: dict = {}
-    for op in result.ops:
-        if op.kind != "write" or op.phase == "deploy" or op.cell_writes is None:
-            continue
-        n = float(np.count_nonzero(op.cell_writes)) * scale
-        cells += n
-        by_task[op.task] = by_task.get(op.task, 0.0) + n
-        cycles += op.cycles * scale
-        for key, k in op.counts.items():
-            counts[key] = counts.get(key, 0) + k
-    energy = cost(counts, macro.actions, {}, macro.t_cycle_s).total_energy_j * scale
-    return _Programming(cells, by_task, energy, cycles)
 
 
 def _pulses(c: CostResult, hw: HardwareModel) -> int:

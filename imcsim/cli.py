@@ -160,7 +160,7 @@ def _cmd_sweep(args) -> int:
 
     from imcsim import sweep
     from imcsim.config import load_config
-    from imcsim.errors import InputError
+    from imcsim.errors import InputError, UnknownKeyError
 
     axes = [*map(sweep.parse_grid, args.grid), *map(sweep.parse_range, args.ranges)]
     if not axes:
@@ -178,9 +178,10 @@ def _cmd_sweep(args) -> int:
     for key, value in points[0].items():  # every swept key must exist (a bad value only fails its own points)
         try:
             load_config(args.config, [*args.overrides, f"{key}={value}"], seed=args.seed, library=args.library)
-        except InputError as err:
-            if "unknown key" in err.message:
-                raise
+        except UnknownKeyError:
+            raise
+        except InputError:
+            pass
     spec = sweep.SweepSpec(config=str(Path(args.config).resolve()), overrides=list(args.overrides),
                            axes=[*(f"grid:{g}" for g in args.grid), *(f"range:{r}" for r in args.ranges)],
                            random=args.random, sample_seed=args.sample_seed, seed=args.seed,
@@ -199,44 +200,18 @@ def _cmd_sweep(args) -> int:
             bar.update(task, advance=1, note=f"{failed} failed" if failed else "")
 
         try:
-            sweep.run_sweep(spec, out, executor, table, on_point)
+            sweep.run_sweep(spec, executor, table, on_point)
         except KeyboardInterrupt:
             print(f"imcsim: interrupted; {len(table.rows)} of {len(points)} points are in {out}/results.csv; "
                   "rerun with --resume to finish", file=sys.stderr)
             return 130
-    written = sweep_plots(table, axes, args.plot_metric, args.pareto.split(","), out)
+    mx, my = args.pareto.split(",")
+    written = sweep.write_plots(table, axes, args.plot_metric, (mx, my), out)
     if not args.quiet:
         ok = sum(r["status"] == "ok" for r in table.rows)
         print(f"{len(table.rows)} of {len(points)} points done ({ok} ok, {len(table.rows) - ok} failed); "
               f"results in {out}/ (results.csv, results.parquet{''.join(', ' + w for w in written)})")
     return EXIT_OK
-
-
-def sweep_plots(table, axes, metric: str, pareto: list[str], out: Path) -> list[str]:
-    """Write the sweep's plots into ``out``; return their file names."""
-    import numpy as np
-
-    from imcsim import plots
-    from imcsim.sweep import _atomic_write, numeric
-
-    rows = [r for r in table.rows if r["status"] == "ok" and r.get(metric) not in (None, "")]
-    written = []
-    if rows:
-        y = np.array([float(r[metric]) for r in rows])
-        for axis in axes:
-            values = [r[axis.key] for r in rows]
-            name = f"{metric}_vs_{axis.key}.png"
-            _atomic_write(out / name, plots.plot_metric_vs_param(values, numeric(values), y, axis.key, metric,
-                                                                 log_x=axis.log))
-            written.append(name)
-    mx, my = pareto
-    pts = [r for r in table.rows if r["status"] == "ok" and r.get(mx) not in (None, "") and r.get(my) not in (None, "")]
-    if pts:
-        x = np.array([float(r[mx]) for r in pts])
-        y = np.array([float(r[my]) for r in pts])
-        _atomic_write(out / "pareto.png", plots.plot_pareto(x, y, mx, my))
-        written.append("pareto.png")
-    return written
 
 
 def _check_writable(path: Path, option: str) -> None:

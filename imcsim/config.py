@@ -46,7 +46,7 @@ from pydantic import BaseModel, Field, ValidationError
 from imcsim import units
 from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
 from imcsim.devices import CARD_KINDS as DEVICE_KINDS
-from imcsim.errors import InputError
+from imcsim.errors import InputError, UnknownKeyError
 from imcsim.params import Params, field_dim
 from imcsim.workloads import CARD_KINDS as WORKLOAD_KINDS
 
@@ -295,7 +295,7 @@ def _check_keys(model: type[BaseModel], data: Any, prefix: str, where) -> None:
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in aliases:
             valid = sorted(aliases)
-            raise InputError(
+            raise UnknownKeyError(
                 f"unknown key '{key}'{_did_you_mean(str(key), valid)} (valid: {', '.join(valid)})",
                 file=where(dotted),
                 key=dotted,
@@ -432,7 +432,7 @@ def load_config(
         raw[section] = {**(current if isinstance(current, dict) else {}), "card": card}
     for key, value in raw.items():
         if key not in top_valid:
-            raise InputError(
+            raise UnknownKeyError(
                 f"unknown key '{key}'{_did_you_mean(str(key), top_valid)} (valid: {', '.join(top_valid)})",
                 file=shown,
                 key=str(key),

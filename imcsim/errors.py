@@ -20,3 +20,7 @@ class InputError(Exception):
 
 class PhysicsError(InputError):
     """Parameters that validate one by one but describe an unphysical device."""
+
+
+class UnknownKeyError(InputError):
+    """A config or card names a key its section does not have."""

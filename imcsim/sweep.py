@@ -44,6 +44,7 @@ import numpy as np
 
 from imcsim.compare import COMPARE_METRICS
 from imcsim.errors import InputError
+from imcsim.files import atomic_write
 
 SWEEP_SCHEMA = 1
 HEADLINE_METRICS = ("accuracy_source", *COMPARE_METRICS, "analog_error_relative_rms")
@@ -232,7 +233,7 @@ class ResultTable:
         raw = path.read_bytes()
         if raw and not raw.endswith(b"\n"):
             raw = raw[: raw.rfind(b"\n") + 1]
-            _atomic_write(path, raw)
+            atomic_write(path, raw)
         reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
         if reader.fieldnames is not None and list(reader.fieldnames) != self.columns:
             raise InputError(f"{path}: its columns differ from this sweep's; choose another --out", key="--out")
@@ -267,7 +268,7 @@ class ResultTable:
         table = pa.table({c: pa.array([_arrow(v, types[c]) for v in vals], type=types[c]) for c, vals in cols.items()})
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf)
-        _atomic_write(self.parquet_path, buf.getvalue().to_pybytes())
+        atomic_write(self.parquet_path, buf.getvalue().to_pybytes())
         self._last_parquet = time.monotonic()
 
 
@@ -305,15 +306,6 @@ def _typed(row: dict) -> dict:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def prepare(spec: SweepSpec, out: Path, resume: bool) -> ResultTable:
     """Create or reopen the sweep folder; return its table with the rows already done."""
     definition = out / "sweep.json"
@@ -334,7 +326,7 @@ def prepare(spec: SweepSpec, out: Path, resume: bool) -> ResultTable:
         raise InputError(f"--out: {out} exists and holds no sweep; choose an empty or new folder", key="--out")
     out.mkdir(parents=True, exist_ok=True)
     if not definition.exists():
-        _atomic_write(definition, spec.to_json().encode())
+        atomic_write(definition, spec.to_json().encode())
     table = ResultTable(out, spec.keys)
     table.load()
     return table
@@ -417,7 +409,7 @@ class DaskExecutor(Executor):
         self.client.close()
 
 
-def run_sweep(spec: SweepSpec, out: Path, executor: Executor, table: ResultTable,
+def run_sweep(spec: SweepSpec, executor: Executor, table: ResultTable,
               on_point: Callable[[int, dict], None] | None = None) -> ResultTable:
     """Run the points of ``spec`` not yet in ``table``, appending each as it finishes."""
     done = table.done()
@@ -435,6 +427,33 @@ def run_sweep(spec: SweepSpec, out: Path, executor: Executor, table: ResultTable
     return table
 
 
+def write_plots(table: ResultTable, axes: list[Axis], metric: str, pareto: tuple[str, str], out: Path) -> list[str]:
+    """Write ``METRIC_vs_KEY.png`` per swept key and ``pareto.png`` of the finished points; return the names."""
+    from imcsim import plots
+
+    def finished(*metrics: str) -> list[dict]:
+        return [r for r in table.rows if r["status"] == "ok" and all(r.get(m) not in (None, "") for m in metrics)]
+
+    written = []
+    rows = finished(metric)
+    if rows:
+        y = np.array([float(r[metric]) for r in rows])
+        for axis in axes:
+            values = [r[axis.key] for r in rows]
+            name = f"{metric}_vs_{axis.key}.png"
+            atomic_write(out / name, plots.plot_metric_vs_param(values, numeric(values), y, axis.key, metric,
+                                                                log_x=axis.log))
+            written.append(name)
+    mx, my = pareto
+    pts = finished(mx, my)
+    if pts:
+        x = np.array([float(r[mx]) for r in pts])
+        y = np.array([float(r[my]) for r in pts])
+        atomic_write(out / "pareto.png", plots.plot_pareto(x, y, mx, my))
+        written.append("pareto.png")
+    return written
+
+
 def numeric(values: Iterable) -> np.ndarray | None:
     """Values as numbers (a unit suffix dropped), or None when some are not numbers."""
     out = []
@@ -447,4 +466,4 @@ def numeric(values: Iterable) -> np.ndarray | None:
 
 
 __all__ = ["HEADLINE_METRICS", "Axis", "DaskExecutor", "LocalExecutor", "ResultTable", "SweepSpec", "parse_grid",
-           "parse_range", "points_of", "prepare", "run_point", "run_sweep"]
+           "parse_range", "points_of", "prepare", "run_point", "run_sweep", "write_plots"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,18 @@ def test_cost_only_change_fraction_per_layer_suffix():
                         "workload.cost_only.activity.weight_change_by_layer={.lora_B: 0.9}")
     assert hot_b.metrics["cells_programmed_per_step"] > base.metrics["cells_programmed_per_step"]
     assert hot_b.metrics["writes_max_per_cell_per_step"] > base.metrics["writes_max_per_cell_per_step"]
+
+
+@pytest.mark.parametrize(("setting", "needle"), [
+    ("workload.cost_only.model.n_heads=3", "n_heads=3 must divide d_model=256"),
+    ("workload.adapters.targets=[zz]", "unknown projections ['zz']"),
+    ("workload.adapters.targets=[cross.q]", "no decoder_layers"),
+    ("workload.n_tasks=80", "66 token-pair tasks"),
+])
+def test_bad_adaptation_settings_are_input_errors(setting, needle):
+    from imcsim.errors import InputError
+
+    with pytest.raises(InputError, match=re.escape(needle)) as err:
+        load_config(ROOT / "configs" / "reram_lora_bert_mini_cost.yaml", [setting])
+    assert "workload" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -145,7 +145,7 @@ def test_int8_layer_on_the_crossbar_gets_the_analog_result_and_its_counts():
 
 def test_expected_counts_match_the_counted_gemm_on_random_operands():
     """The cost-only expectation of an analog GEMM agrees with the functional count on the same statistics."""
-    from imcsim.circuits.crossbar import plane_ones
+    from imcsim.circuits.activity import plane_ones
 
     xb = crossbar()
     rng = np.random.default_rng(3)

@@ -28,6 +28,13 @@ _SPREAD = np.array(
     [sum(((v >> i) & 1) << (8 * i) for i in range(8)) for v in range(256)], dtype=np.uint64
 )
 _POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.int64)
+_PLANE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
+
+
+def plane_ones(x_int8) -> np.ndarray:
+    """1 bits per two's-complement bit plane (LSB first) of an INT8 operand (a tensor or an array)."""
+    x = x_int8.numpy() if hasattr(x_int8, "numpy") else np.asarray(x_int8)
+    return np.bincount(np.ascontiguousarray(x).view(np.uint8).ravel(), minlength=256) @ _PLANE_BITS
 
 
 @numba.njit(cache=True, nogil=True)

@@ -43,6 +43,7 @@ import torch
 from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec, ActionTable
+from imcsim.circuits.activity import plane_ones
 from imcsim.circuits.bitplanes import N_BITS, int8_matmul
 from imcsim.circuits.macro import (
     ACC_BITS,
@@ -119,16 +120,10 @@ class ErrorStats:
         return math.sqrt(self.sum_sq_error / self.sum_sq_exact) if self.sum_sq_exact else 0.0
 
 
-def plane_ones(x_int8: torch.Tensor) -> np.ndarray:
-    """1 bits per two's-complement bit plane (LSB first) of an INT8 operand (activity statistics)."""
-    flat = np.ascontiguousarray(x_int8.numpy()).view(np.uint8).ravel()
-    table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
-    return np.bincount(flat, minlength=256) @ table
-
-
 class AnalogCrossbar(BitSerialMacro):
-    exact = False  # results carry the analog path's error: computed and counted together
     """A ReRAM crossbar with DAC inputs and ADC outputs; same interface as the digital macro."""
+
+    exact = False  # results carry the analog path's error: computed and counted together
 
     def __init__(self, card: AnalogCrossbarCard, device: MemoryDevice):
         if not hasattr(device, "program") or not hasattr(device, "level_spacing_siemens"):
@@ -363,7 +358,7 @@ class AnalogCrossbar(BitSerialMacro):
         if self.card.dataflow.input_grad == "digital":
             m, n = dy_int8.shape
             k = s.values.shape[0]
-            rec = self._digital_gemm(m, n, k, phase="input_grad", layer=name, samples=samples)
+            rec = self.digital_gemm(m, n, k, phase="input_grad", layer=name, samples=samples)
             rec.counts[(self.device.component, "read")] += s.values.size * self.slices
             rec.counts[("adc", "convert")] += s.values.size * self.slices
             return exact, rec

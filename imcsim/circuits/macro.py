@@ -455,7 +455,7 @@ class BitSerialMacro:
             )
         else:
             m = dy_int8.shape[0]
-            rec = self._digital_gemm(m, n, k, phase="input_grad", layer=name, samples=samples)
+            rec = self.digital_gemm(m, n, k, phase="input_grad", layer=name, samples=samples)
             rec.counts[(self.device.component, "read")] += k * n * N_BITS
             rec.counts[("sense_amp", "sense")] += k * n * N_BITS
             rec.counts[("row_driver", "activate_row")] += k * s.col_tiles
@@ -464,7 +464,7 @@ class BitSerialMacro:
             rec.chunk_cycles[0] += read
         return rec
 
-    def _digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str, samples: int = 1,
+    def digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str, samples: int = 1,
                       copies: int = 1) -> OpRecord:
         """``copies`` INT8 GEMMs (m x k) @ (k x n) in the digital unit (a grouped layer, or one per head)."""
         rec = OpRecord(phase=phase, layer=layer, kind="digital", shape=(m, k, n))
@@ -484,7 +484,7 @@ class BitSerialMacro:
         m, k = x_int8.shape
         n = dy_int8.shape[1]
         if self.card.dataflow.weight_grad == "digital":
-            return dw, [self._digital_gemm(m, k, n, phase="weight_grad", layer=name, samples=samples)]
+            return dw, [self.digital_gemm(m, k, n, phase="weight_grad", layer=name, samples=samples)]
         return dw, self._in_array_weight_grad(x_int8, dy_int8, name)
 
     def _in_array_weight_grad(self, x: torch.Tensor, dy: torch.Tensor, name: str) -> list[OpRecord]:

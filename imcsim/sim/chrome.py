@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from imcsim.files import atomic_write
 from imcsim.sim.schedule import Schedule
 
 _US = 1e6
@@ -70,14 +70,4 @@ def chrome_trace(sched: Schedule, t_cycle_s: float, title: str, power: list[tupl
 
 def write_chrome_trace(trace: dict, path: str | os.PathLike) -> Path:
     """Write ``trace`` to ``path`` atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(trace, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, json.dumps(trace).encode())

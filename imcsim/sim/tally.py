@@ -37,12 +37,20 @@ class Tally:
     counts_by_task: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     cell_writes: dict[str, np.ndarray] = field(default_factory=dict)
     changed_weights: dict[str, list[int]] = field(default_factory=dict)  # layer -> [changed, written weights]
+    # training write-backs: cells whose value changed (summed over write-backs) per task, their counts, cycles
+    programmed_by_task: Counter = field(default_factory=Counter)
+    program_counts: Counter = field(default_factory=Counter)
+    program_cycles: int = 0
     n_ops: int = 0
 
     def add(self, op: OpRecord) -> None:
         self.counts_by_phase[op.phase].update(op.counts)
         if op.phase != "deploy":
             self.counts_by_task[op.task].update(op.counts)
+        if op.cell_writes is not None and op.phase != "deploy" and op.kind == "write":
+            self.programmed_by_task[op.task] += int(np.count_nonzero(op.cell_writes))
+            self.program_counts.update(op.counts)
+            self.program_cycles += op.cycles
         if op.cell_writes is not None and op.phase != "deploy":
             seen = self.changed_weights.setdefault(op.layer, [0, 0])
             seen[0] += op.changed_weights

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -37,7 +38,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
 from imcsim.params import Params
@@ -61,28 +62,44 @@ from imcsim.workloads.transformer import (
 AdaptMethod = Literal["lora", "lorafusion", "full"]
 SOURCE_CLASSES = 4
 COST_TASK = "task"  # the task a cost-only step is counted for
+_TARGET = re.compile(r"((attn|self|cross)\.)?[qkvo]|ff\.[12]")
 
 
 class TransformerSpec(Params):
-    vocab: int = Field(12, ge=6, le=1_000_000)
-    d_model: int = Field(32, ge=4, le=8192)
-    n_heads: int = Field(2, ge=1, le=128)
+    vocab: int = Field(12, ge=6, le=1_000_000, description="token vocabulary (embedding rows)")
+    d_model: int = Field(32, ge=4, le=8192, description="model width")
+    n_heads: int = Field(2, ge=1, le=128, description="attention heads (must divide d_model)")
     n_layers: int = Field(2, ge=1, le=96, description="encoder blocks")
     decoder_layers: int = Field(0, ge=0, le=96, description="decoder blocks (self- and cross-attention); 0: encoder-only")
-    d_ff: int = Field(64, ge=4, le=65536)
-    seq_len: int = Field(16, ge=2, le=4096)
+    d_ff: int = Field(64, ge=4, le=65536, description="feed-forward width")
+    seq_len: int = Field(16, ge=2, le=4096, description="tokens per sequence")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerSpec:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        return self
 
 
 class AdapterSpec(Params):
     targets: list[str] = Field(["q", "v"], min_length=1, description="adapted projections (q, k, v, o, ff.1, ff.2)")
-    rank: int = Field(4, ge=1, le=1024)
+    rank: int = Field(4, ge=1, le=1024, description="LoRA rank r")
     pool_size: int = Field(4, ge=1, le=256, description="LoRAFusion: pretrained adapters in the pool")
+
+    @field_validator("targets")
+    @classmethod
+    def _known_projections(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not _TARGET.fullmatch(t)]
+        if bad:
+            raise ValueError(f"unknown projections {bad}; valid: q, k, v, o (optionally attn., self. or cross.), "
+                             "ff.1, ff.2")
+        return v
 
 
 class PhaseSpec(Params):
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(ge=1, le=65536)
-    lr: float = Field(gt=0.0, le=10.0)
+    lr: float = Field(gt=0.0, le=10.0, description="SGD learning rate (momentum 0.9)")
     samples: int = Field(600, ge=20, le=10**7, description="generated sequences per task")
 
 
@@ -92,7 +109,7 @@ class CostOnlyAdaptSpec(Params):
     model: TransformerSpec = Field(description="the real-size model (its vocab only sizes the embedding)")
     batch_size: int = Field(ge=1, le=65536)
     steps_per_task: int = Field(ge=1, le=10**9, description="training steps each task takes (scales the totals)")
-    n_classes: int = Field(2, ge=2, le=100000)
+    n_classes: int = Field(2, ge=2, le=100000, description="classes of the counted task's head")
     activity: ActivityStats
 
 
@@ -106,12 +123,29 @@ class AdaptationCard(Params):
     adapters: AdapterSpec = AdapterSpec()
     method: AdaptMethod = "lora"
     adapter_memory: Literal["reram", "sram"] = Field("reram", description="where LoRA's A and B live")
-    n_tasks: int = Field(3, ge=1, le=100)
+    n_tasks: int = Field(3, ge=1, le=100, description="adaptation tasks in sequence")
     pretrain: PhaseSpec
     pool_train: PhaseSpec
     train: PhaseSpec
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     cost_only: CostOnlyAdaptSpec | None = None
+
+    @model_validator(mode="after")
+    def _decoder_targets_need_a_decoder(self) -> AdaptationCard:
+        models = [self.model] + ([self.cost_only.model] if self.cost_only is not None else [])
+        decoder_only = [t for t in self.adapters.targets if t.startswith(("self.", "cross."))]
+        if decoder_only and any(m.decoder_layers == 0 for m in models):
+            raise ValueError(f"adapters.targets {decoder_only} name decoder projections, but a model has no "
+                             "decoder_layers")
+        return self
+
+    @model_validator(mode="after")
+    def _enough_token_pairs(self) -> AdaptationCard:
+        pairs = self.model.vocab * (self.model.vocab - 1) // 2
+        if pairs < self.adapters.pool_size + self.n_tasks:
+            raise ValueError(f"a vocab of {self.model.vocab} gives {pairs} token-pair tasks, fewer than "
+                             f"adapters.pool_size + n_tasks = {self.adapters.pool_size + self.n_tasks}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -222,9 +256,7 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
     del device, shared  # trains on CPU: the tiny model is bound by the circuit model, not by arithmetic
     spec, ad = card.model, card.adapters
     data_rng, pre_rng, rng = (np.random.default_rng([seed, i]) for i in range(3))
-    pairs = _pairs(spec.vocab, data_rng)
-    if len(pairs) < ad.pool_size + card.n_tasks:
-        raise ValueError(f"vocab {spec.vocab} gives {len(pairs)} token pairs; pool_size + n_tasks need more")
+    pairs = _pairs(spec.vocab, data_rng)  # enough of them: checked by the card
     source = make_seq_task("source", tuple(range(SOURCE_CLASSES)), spec.vocab, spec.seq_len, card.pretrain.samples,
                            card.test_fraction, data_rng)
     pool_tasks = [make_seq_task(f"pool{i}", pairs[i], spec.vocab, spec.seq_len, card.pool_train.samples,
@@ -250,12 +282,8 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
     torch.manual_seed(seed + 1)
     digital_layers = {id(m) for m in _digital_layers(card, model, adapters)}
 
-    def task_params(name: str) -> list[torch.nn.Parameter]:
-        """The parameters a step on task ``name`` trains."""
-        return _task_params(card, model, name)
-
     first = tasks[0].name
-    for p in task_params(first):
+    for p in _task_params(card, model, first):
         p.requires_grad_(True)
     meta = copy.deepcopy(model).to("meta")
     graph = trace_dataflow(meta, lambda: meta(torch.zeros((2, spec.seq_len), dtype=torch.long, device="meta"), first),
@@ -264,7 +292,7 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
         [p for key, p in meta.named_parameters() if not key.startswith("heads.") or key.startswith(f"heads.{first}.")],
         lambda: meta(torch.zeros((card.train.batch_size, spec.seq_len), dtype=torch.long, device="meta"), first),
         momentum=True)
-    n_trainable = sum(p.numel() for p in task_params(first))
+    n_trainable = sum(p.numel() for p in _task_params(card, model, first))
     hw = Hardware(macro=macro, task="deploy")  # after tracing: a meta copy must not carry the hardware
     for m in imc_modules(model):
         if id(m) not in digital_layers:
@@ -281,7 +309,7 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
         hw.task = task.name
         for p in model.parameters():
             p.requires_grad_(False)
-        params = task_params(task.name)
+        params = _task_params(card, model, task.name)
         for p in params:
             p.requires_grad_(True)
         if card.method == "lora":  # a fresh adapter per task in the same slot
@@ -297,8 +325,8 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
                     a.magnitude.copy_(a.base.weight.norm(dim=1))
         synced = [m for m in imc_modules(model) if id(m) not in digital_layers and m.weight.requires_grad]
         digital = [m for m in imc_modules(model) if id(m) in digital_layers and m.weight.requires_grad]
-        n_small = sum(p.numel() for p in params if not any(p is m.weight or p is m.bias
-                                                            for m in imc_modules(model)))
+        imc_weights = {id(m.weight) for m in imc_modules(model)}
+        n_small = sum(p.numel() for p in params if id(p) not in imc_weights)  # biases, coefficients, magnitudes
         counter = {"steps": 0}
 
         def before(batch: int, counter: dict = counter, task: SeqTask = task) -> None:
@@ -398,7 +426,7 @@ def run_adaptation_cost_only(card: AdaptationCard, macro: BitSerialMacro, seed: 
 def digital_layer_ops(macro: BitSerialMacro, m: IMCLinear, rows: int, samples: int) -> list[OpRecord]:
     """One training step of a linear layer kept in the digital unit: forward, gradients, FP32 update."""
     k, n = m.weight.shape[1], m.weight.shape[0]
-    ops = [macro._digital_gemm(*shape, phase=phase, layer=m.name, samples=samples)
+    ops = [macro.digital_gemm(*shape, phase=phase, layer=m.name, samples=samples)
            for phase, shape in (("forward", (rows, k, n)), ("input_grad", (rows, n, k)), ("weight_grad", (rows, k, n)))]
     ops.append(macro.update_digital(m.name, m.weight.numel()))
     return _owned(ops, m.name)
@@ -425,7 +453,7 @@ def attention_ops(macro: BitSerialMacro, model: torch.nn.Module, batch: int, seq
             shapes += [("input_grad", (n, dh, n)), ("input_grad", (n, n, dh)),
                        ("input_grad", (n, n, dh)), ("input_grad", (n, n, dh))]
         for phase, (a, b, c) in shapes:
-            rec = macro._digital_gemm(a, b, c, phase=phase, layer=f"{owner}.scores", copies=copies)
+            rec = macro.digital_gemm(a, b, c, phase=phase, layer=f"{owner}.scores", copies=copies)
             rec.chunk_cycles = np.full(batch, rec.cycles // batch, dtype=np.int64)  # one share per sample
             rec.cycles = int(rec.chunk_cycles.sum())
             ops.append(rec)
@@ -440,9 +468,9 @@ def fusion_ops(macro: BitSerialMacro, adapters: list[LoRAFusionLinear], rows: in
     for a in adapters:
         d, k = a.base.weight.shape
         for phase in ("forward", "input_grad"):
-            ops += _owned([macro._digital_gemm(len(a.pool), rows, a.rank + d, phase=phase, layer=f"{a.name}.fusion",
+            ops += _owned([macro.digital_gemm(len(a.pool), rows, a.rank + d, phase=phase, layer=f"{a.name}.fusion",
                                                samples=samples),
-                           macro._digital_gemm(d, a.rank + 1, k, phase=phase, layer=f"{a.name}.norm",
+                           macro.digital_gemm(d, a.rank + 1, k, phase=phase, layer=f"{a.name}.norm",
                                                samples=samples)], a.name)
     return ops
 

@@ -205,7 +205,7 @@ def input_grad_op(macro: BitSerialMacro, c: LayerCall, density: list[float], q: 
     if isinstance(macro, AnalogCrossbar) and flow != "digital":
         return macro.expected_gemm(c.m, c.n, c.k, density, "input_grad", c.name, c.samples, copies=c.groups)
     if flow == "digital":
-        rec = macro._digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
+        rec = macro.digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
                                   copies=c.groups)
         dev = macro.device.component
         rec.counts[(dev, "read")] += c.k * c.n * N_BITS * c.groups
@@ -294,7 +294,7 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
     needs = graph.needs_grad()
     for c in graph.calls:
         if c.name in digital_layers:
-            step.append(macro._digital_gemm(c.m, c.k, c.n, phase="forward", layer=c.name, samples=c.samples,
+            step.append(macro.digital_gemm(c.m, c.k, c.n, phase="forward", layer=c.name, samples=c.samples,
                                             copies=c.groups))
         else:
             step.append(forward_op(macro, c, stats.forward_plane_density, stats.weight_bit_density))
@@ -303,12 +303,12 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
     for c in reversed(graph.calls):
         carries = c.input_grad if c.input_grad is not None else any(needs.get(p, False) for p, _ in c.producers)
         if carries and c.name in digital_layers:
-            step.append(macro._digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
+            step.append(macro.digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
                                             copies=c.groups))
         elif carries:  # a gradient reaches its input: something upstream trains (a weight or a BN bias)
             step.append(input_grad_op(macro, c, stats.error_plane_density, stats.weight_bit_density))
         if c.trainable:
-            step.append(macro._digital_gemm(c.m, c.k, c.n, phase="weight_grad", layer=c.name, samples=c.samples,
+            step.append(macro.digital_gemm(c.m, c.k, c.n, phase="weight_grad", layer=c.name, samples=c.samples,
                                             copies=c.groups))
     step += [rec for rec in extra if rec.phase != "forward"]
     for c in graph.calls:
