@@ -99,14 +99,15 @@ def _cmd_run(args) -> int:
 
     from imcsim.api import build_hardware, run
     from imcsim.config import load_config
+    from imcsim.files import check_output_file, check_output_folder
     from imcsim.report import render_summary, write_report
 
     loaded = load_config(args.config, args.overrides, seed=args.seed, library=args.library)
     hardware = build_hardware(loaded)  # fail on unphysical cards before any progress output
-    out = Path(args.out) if args.out else Path("out") / loaded.config.name
-    console = Console(stderr=True)
+    out = check_output_folder(Path(args.out) if args.out else Path("out") / loaded.config.name, "--out")
     if args.trace:
-        _check_writable(Path(args.trace), "--trace")
+        check_output_file(args.trace, "--trace", "trace.json")
+    console = Console(stderr=True)
     if args.quiet:
         result = run(loaded, hardware=hardware, keep_timeline=True)
     else:
@@ -136,10 +137,10 @@ def _cmd_compare(args) -> int:
     from imcsim.api import build_hardware, run
     from imcsim.compare import comparison_files, render_comparison, unique_names
     from imcsim.config import load_config
+    from imcsim.files import check_output_folder
     from imcsim.report import write_reports
 
-    out = Path(args.out)
-    _check_writable(out / "compare.json", "--out")
+    out = check_output_folder(args.out, "--out")
     loaded = [load_config(c, args.overrides, seed=args.seed, library=args.library) for c in args.configs]
     hardware = [build_hardware(cfg) for cfg in loaded]  # every config checked before any run
     names = unique_names([cfg.config.name for cfg in loaded])
@@ -214,16 +215,6 @@ def _cmd_sweep(args) -> int:
     return EXIT_OK
 
 
-def _check_writable(path: Path, option: str) -> None:
-    from imcsim.errors import InputError
-
-    if path.is_dir():
-        raise InputError(f"{option}: {path} is a folder; give a file name such as trace.json")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise InputError(f"{option}: cannot write into {parent}")
-
-
 def _write_trace(result, name: str, path: Path) -> None:
     from imcsim.sim.chrome import chrome_trace, write_chrome_trace
     from imcsim.sim.timeline import step_power_profile
@@ -286,9 +277,13 @@ def _cmd_device(args) -> int:
     from imcsim.config import load_card
     from imcsim.devices import build_device
     from imcsim.errors import InputError, PhysicsError
+    from imcsim.files import check_output_file
     from imcsim.units import format_si
 
     card, where = load_card("device", args.card, args.overrides, library=args.library)
+    out = None
+    if args.plot is not None:
+        out = check_output_file(args.plot or f"{Path(args.card).stem}_device.png", "--plot", "device.png")
     try:
         dev = build_device(card)
     except PhysicsError as err:
@@ -300,8 +295,7 @@ def _cmd_device(args) -> int:
     for name, (value, unit) in dev.figures().items():
         t.add_row(name, format_si(value, unit) if unit else f"{value:.3g}")
     Console().print(t)
-    if args.plot is not None:
-        out = Path(args.plot or f"{Path(args.card).stem}_device.png")
+    if out is not None:
         _device_plot(dev, out, f"{Path(args.card).stem}: {card.description}")
         print(f"plot written to {out}")
     return EXIT_OK
@@ -310,11 +304,12 @@ def _cmd_device(args) -> int:
 def _device_plot(dev, out: Path, title: str) -> None:
     from imcsim import plots
     from imcsim.errors import InputError
+    from imcsim.files import atomic_write
 
     if hasattr(dev, "write_path"):
-        plots.plot_switching(dev.write_path(), out, title)
+        atomic_write(out, plots.plot_switching(dev.write_path(), title))
     elif hasattr(dev, "pulse_samples"):
-        plots.plot_pulse_histogram(dev.pulse_samples(), out, title)
+        atomic_write(out, plots.plot_pulse_histogram(dev.pulse_samples(), title))
     else:
         raise InputError(f"no plot for a {dev.kind} device (plots cover spin-torque and ReRAM cells)",
                          key="--plot")

@@ -35,18 +35,19 @@ import hashlib
 import json
 import re
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from imcsim import units
 from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
 from imcsim.devices import CARD_KINDS as DEVICE_KINDS
-from imcsim.errors import InputError, UnknownKeyError
+from imcsim.errors import InputError, UnknownKeyError, shorten
 from imcsim.params import Params, field_dim
 from imcsim.workloads import CARD_KINDS as WORKLOAD_KINDS
 
@@ -74,11 +75,31 @@ class RunOptions(Params):
     )
 
 
+MAX_NAME_BYTES = 200
+"""Longest run name (UTF-8 bytes): the name becomes a folder, and its hidden siblings add a few characters
+to it within the 255 bytes most file systems allow."""
+
+
+def safe_name(name: str) -> str:
+    """Check that ``name`` can be a folder name on its own: no path separators, no control characters, not
+    hidden (no leading dot, so never ``.`` or ``..``), not too long."""
+    if "/" in name or "\\" in name:
+        raise ValueError(f"must be a plain file name without '/' or '\\' (got {shorten(name)})")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise ValueError(f"must not hold control or unprintable characters (got {shorten(name)})")
+    if name.startswith(".") or name != name.strip():
+        raise ValueError(f"must not start with '.' nor start or end with a space (got {shorten(name)})")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"must be at most {MAX_NAME_BYTES} bytes long (got {len(name.encode('utf-8'))})")
+    return name
+
+
 class RunConfig(Params):
     """A fully resolved, validated run config."""
 
     schema_version: Literal[1]
-    name: str = Field(min_length=1)
+    name: Annotated[str, AfterValidator(safe_name)] = Field(
+        min_length=1, description="run name, also the default output folder out/NAME: a plain file name")
     description: str = ""
     seed: int = Field(0, ge=0, lt=2**32)
     device: Any

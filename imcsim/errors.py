@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+ECHO_CHARS = 60
+"""Longest echo of a user's value in an error line (longer ones are cut in the middle)."""
+MESSAGE_CHARS = 600
+"""Longest message of an error line: a line stays readable whatever the input held."""
+
+
+def shorten(value: Any, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` cut in the middle to at most ``limit`` characters, for echoing a user's value."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
 
 class InputError(Exception):
     """Bad user input: a config, card, override or data file. Exit code 2.
@@ -10,7 +26,9 @@ class InputError(Exception):
     """
 
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
-        message = " ".join(str(message).split("\n"))  # always one line
+        message = " ".join(str(message).split())  # always one line
+        if len(message) > MESSAGE_CHARS:
+            message = f"{message[: MESSAGE_CHARS - 4]} ..."
         self.file = file
         self.key = key
         self.message = message

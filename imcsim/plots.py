@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import textwrap
-from pathlib import Path
 
 import matplotlib
 
@@ -12,11 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from imcsim import __version__
+from imcsim.files import SIGNATURE
+
 CURRENT_RATIOS = (0.6, 0.9, 1.2, 1.5, 2.0, 3.0)
 
 
-def plot_switching(path, out: Path, title: str) -> Path:
-    """Switching probability vs pulse width (several currents) and write error rate vs current."""
+def plot_switching(path, title: str) -> bytes:
+    """PNG bytes: switching probability vs pulse width (several currents) and write error rate vs current."""
     t = np.logspace(-11, -6, 300)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in CURRENT_RATIOS:
@@ -37,14 +39,11 @@ def plot_switching(path, out: Path, title: str) -> Path:
     ax2.set_ylim(1e-30, 2)
     ax2.legend(fontsize=8)
     fig.suptitle("\n".join(textwrap.wrap(title, 110)))
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _png(fig)
 
 
-def plot_pulse_histogram(pulses_by_distance: dict[int, np.ndarray], out: Path, title: str) -> Path:
-    """Histogram of write-and-verify pulses per transition, one series per level distance."""
+def plot_pulse_histogram(pulses_by_distance: dict[int, np.ndarray], title: str) -> bytes:
+    """PNG bytes: histogram of write-and-verify pulses per transition, one series per level distance."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     top = max((int(p.max()) for p in pulses_by_distance.values() if p.size), default=1)
     bins = np.arange(0, top + 2) - 0.5
@@ -54,10 +53,7 @@ def plot_pulse_histogram(pulses_by_distance: dict[int, np.ndarray], out: Path, t
     ax.set_ylabel("cells")
     ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _png(fig)
 
 
 def plot_cumulative(series) -> bytes:
@@ -77,11 +73,7 @@ def plot_cumulative(series) -> bytes:
     ax2.set_ylabel("cumulative energy (mJ)")
     ax1.set_title("writes over the task sequence")
     ax2.set_title("energy over the task sequence")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 MAXIMIZED = ("accuracy", "lifetime")  # metrics where larger is better; the rest are costs
@@ -105,9 +97,10 @@ def pareto_front(x: np.ndarray, y: np.ndarray, x_larger: bool = False, y_larger:
 
 
 def _png(fig) -> bytes:
+    """The figure as PNG bytes, signed in its ``Software`` text so imcsim may later replace the file it lands in."""
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
+    fig.savefig(buf, format="png", dpi=120, metadata={"Software": f"{SIGNATURE.decode()} {__version__}"})
     plt.close(fig)
     return buf.getvalue()
 

@@ -1,8 +1,9 @@
 """Report: the frozen, structured result of a run (SI units), its files and its console view.
 
-Files written by :func:`write_report` (atomically: into a temporary sibling
-folder, then renamed into place, so an interrupted run never leaves a folder
-that looks complete):
+Files written by :func:`write_report` (atomically, by :func:`imcsim.files.write_folder`:
+filled as a hidden sibling folder, then exchanged with the previous report, so a
+kill at any instant leaves one complete report; only a folder imcsim wrote is
+ever replaced):
 
 * ``report.json``: schema version, imcsim version, config hash, seed, the
   fully resolved config, metrics (SI), cost breakdowns, accuracy matrix;
@@ -19,8 +20,6 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imcsim.cost import CostResult
+from imcsim.files import write_folder
 from imcsim.units import format_si
 
 # Metric name suffix -> unit used when rendering it.
@@ -180,9 +180,10 @@ def _write_text(path: Path, text: str) -> None:
 def write_report(report: Report, out_dir: str | Path, extra_files: Mapping[str, bytes] | None = None) -> Path:
     """Write the report files into ``out_dir`` atomically; returns the folder.
 
-    An existing ``out_dir`` is replaced only once the new folder is complete.
+    An existing ``out_dir`` is replaced only once the new folder is complete, and only when imcsim wrote it
+    (:func:`imcsim.files.check_output_folder`).
     """
-    return _write_folder(Path(out_dir), lambda tmp: _fill_report(tmp, report, extra_files))
+    return write_folder(Path(out_dir), lambda tmp: _fill_report(tmp, report, extra_files))
 
 
 def write_reports(reports: Mapping[str, Report], out_dir: str | Path, extra_files: Mapping[str, bytes]) -> Path:
@@ -195,7 +196,7 @@ def write_reports(reports: Mapping[str, Report], out_dir: str | Path, extra_file
         for name, blob in extra_files.items():
             (tmp / name).write_bytes(blob)
 
-    return _write_folder(Path(out_dir), fill)
+    return write_folder(Path(out_dir), fill)
 
 
 def _fill_report(folder: Path, report: Report, extra_files: Mapping[str, bytes] | None) -> None:
@@ -209,23 +210,3 @@ def _fill_report(folder: Path, report: Report, extra_files: Mapping[str, bytes] 
     _write_text(folder / "summary.txt", render_summary(report))
     for name, blob in (extra_files or {}).items():
         (folder / name).write_bytes(blob)
-
-
-def _write_folder(out: Path, fill) -> Path:
-    """Fill a temporary sibling folder, then put it in place of ``out`` (replaced only once complete)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        fill(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            old.rmdir()
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imcsim.files import atomic_write
+from imcsim import __version__
+from imcsim.files import SIGNATURE, atomic_write
 from imcsim.sim.schedule import Schedule
 
 _US = 1e6
@@ -62,12 +63,13 @@ def chrome_trace(sched: Schedule, t_cycle_s: float, title: str, power: list[tupl
         })
     for t, watts in power or []:
         events.append({"name": "power", "ph": "C", "pid": 1, "ts": t * _US, "args": {"W": watts}})
-    return {"traceEvents": events, "displayTimeUnit": "ns",
-            "otherData": {"makespan_cycles": sched.makespan, "cycle_time_s": t_cycle_s,
-                          "critical_path_cycles_by_phase": sched.critical_by_phase,
-                          "simpy_events": c.events}}
+    return {"otherData": {"generator": f"{SIGNATURE.decode()} {__version__}", "makespan_cycles": sched.makespan,
+                          "cycle_time_s": t_cycle_s, "critical_path_cycles_by_phase": sched.critical_by_phase,
+                          "simpy_events": c.events},
+            "displayTimeUnit": "ns", "traceEvents": events}
 
 
 def write_chrome_trace(trace: dict, path: str | os.PathLike) -> Path:
-    """Write ``trace`` to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``trace`` to ``path`` atomically (a temporary file renamed into place); ``otherData.generator``
+    comes first in the file, so imcsim recognises the file as its own (:func:`imcsim.files.is_imcsim_file`)."""
     return atomic_write(path, json.dumps(trace).encode())
