@@ -33,6 +33,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import re
 import typing
 import unicodedata
@@ -47,7 +48,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from imcsim import units
 from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
 from imcsim.devices import CARD_KINDS as DEVICE_KINDS
-from imcsim.errors import InputError, UnknownKeyError, shorten
+from imcsim.errors import FieldError, InputError, UnknownKeyError, shorten
 from imcsim.params import Params, field_dim
 from imcsim.workloads import CARD_KINDS as WORKLOAD_KINDS
 
@@ -139,26 +140,106 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+MAX_YAML_BYTES = 8 * 2**20
+"""Largest config or card file read (a card is a few kB)."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists in one YAML text."""
+MAX_YAML_NODES = 200_000
+"""Most values one YAML text may expand to, aliases expanded (an alias bomb of a few hundred bytes expands to
+billions)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (YAML itself keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    continue  # an unhashable key: the base class reports it
+                if not duplicate:
+                    seen[key] = key_node.start_mark.line + 1
+                else:
+                    first = seen[key]
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {shorten(key)} given twice in one mapping (first on line {first})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A YAML text beyond the nesting or expansion limits."""
+
+    def __init__(self, problem: str, line: int | None):
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = None if line is None else yaml.Mark("", 0, line, 0, None, None)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse one YAML document with the project's limits: no duplicate keys, nesting at most
+    :data:`MAX_YAML_DEPTH`, at most :data:`MAX_YAML_NODES` values with aliases expanded. Raises a
+    :class:`yaml.YAMLError` (with ``problem`` and ``problem_mark``) on any problem."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):  # an event stream: no recursion, no expansion
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise YamlLimitError(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark.line)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def size(n) -> int:
+            if id(n) not in sizes:
+                children = [c for kv in n.value for c in kv] if isinstance(n, yaml.MappingNode) else \
+                    n.value if isinstance(n, yaml.SequenceNode) else []
+                sizes[id(n)] = 1 + sum(size(c) for c in children)
+            return sizes[id(n)]
+
+        if size(node) > MAX_YAML_NODES:
+            raise YamlLimitError(f"expands to {size(node):,} values through its aliases (at most "
+                                 f"{MAX_YAML_NODES:,})", None)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 @functools.lru_cache(maxsize=256)
 def _parse_yaml(text: str) -> Any:
     """Parsed YAML of a text (kept: a sweep reads the same cards at every point; callers get a copy)."""
-    return yaml.safe_load(text)
+    return load_yaml_text(text)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line InputError."""
     shown = _display(path)
-    if not path.is_file():
-        raise InputError("no such file", file=shown)
     try:
-        data = copy.deepcopy(_parse_yaml(path.read_text()))
+        if not path.is_file():
+            raise InputError("no such file" if not path.exists() else "not a file", file=shown)
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise InputError(f"larger than {MAX_YAML_BYTES // 2**20} MiB: not a config or card", file=shown)
+        data = copy.deepcopy(_parse_yaml(path.read_text(encoding="utf-8")))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise InputError(f"{where}{problem}", file=shown) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read: {err}", file=shown) from None
+    except UnicodeDecodeError:
+        raise InputError("not a UTF-8 text file", file=shown) from None
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", file=shown) from None
     if not isinstance(data, dict):
         raise InputError("must be a YAML mapping of keys to values", file=shown)
     return data
@@ -190,10 +271,19 @@ def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path
     key = f"{section}.card"
     if not isinstance(card, str) or not card.strip():
         raise InputError("must be a card name or a path to a card file", file=shown, key=key)
+    try:
+        return _card_path(section, card, config_path, library, shown, key)
+    except OSError as err:
+        raise InputError(f"cannot read card {shorten(card)}: {err.strerror or err}", file=shown, key=key) from None
+
+
+def _card_path(section: str, card: str, config_path: Path, library: Path | None, shown: str, key: str) -> Path:
+    if "\0" in card:
+        raise InputError(f"must be a card name or a path to a card file (got {shorten(card)})", file=shown, key=key)
     if "/" in card or card.endswith((".yaml", ".yml")):
         path = (config_path.parent / card).resolve()
         if not path.is_file():
-            raise InputError(f"no card file at {path}", file=shown, key=key)
+            raise InputError(f"no card file at {shorten(str(path), 200)}", file=shown, key=key)
         return path
     sub, _ = SECTIONS[section]
     if library is None:
@@ -207,7 +297,7 @@ def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path
     if not path.is_file():
         names = [p.stem for p in list_cards(library, section)]
         raise InputError(
-            f"no card '{card}' in {library / sub}{_did_you_mean(card, names)} (available: {', '.join(names) or 'none'})",
+            f"no card {shorten(card)} in {library / sub}{_did_you_mean(card, names)} (available: {', '.join(names) or 'none'})",
             file=shown,
             key=key,
         )
@@ -237,7 +327,10 @@ def _strip_sources(tree: Any, refs: Mapping[str, str], shown: str, prefix: str) 
                     file=shown,
                     key=prefix,
                 )
-            return yaml.safe_load(value) if value else value
+            try:
+                return load_yaml_text(value) if value else value
+            except yaml.YAMLError:
+                return value
     return tree
 
 
@@ -248,7 +341,14 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], origin: str, origins: 
             _merge(base[k], v, origin, origins, key)
         else:
             base[k] = copy.deepcopy(v)
-            origins[key] = origin
+            _forget(origins, key)
+            _record(v, origin, origins, key)
+
+
+def _forget(origins: dict[str, str], prefix: str) -> None:
+    """Drop the origins of the values under ``prefix`` (a value replaced them)."""
+    for key in [k for k in origins if k.startswith(f"{prefix}.")]:
+        del origins[key]
 
 
 def _record(tree: Any, origin: str, origins: dict[str, str], prefix: str) -> None:
@@ -261,13 +361,17 @@ def _record(tree: Any, origin: str, origins: dict[str, str], prefix: str) -> Non
 def parse_set(item: str) -> tuple[list[str], Any]:
     """``'device.write.t_set=2 ns'`` -> (['device', 'write', 't_set'], '2 ns')."""
     if "=" not in item:
-        raise InputError(f"--set '{item}': expected KEY=VALUE, e.g. device.write.t_set=2ns")
+        raise InputError(f"expected KEY=VALUE, e.g. device.write.t_set=2ns (got {shorten(item)})", file="--set",
+                         key=shorten(item, 40).strip("'"))
     key, _, raw = item.partition("=")
     parts = key.strip().split(".")
     if not all(parts):
-        raise InputError(f"--set '{item}': key must be dotted names, e.g. circuit.array.rows")
+        raise InputError(f"the key must be dotted names, e.g. circuit.array.rows (got {shorten(item)})",
+                         file="--set", key=shorten(key.strip(), 80).strip("'") or None)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
+    except YamlLimitError as err:
+        raise InputError(f"the value is {err.problem}", file="--set", key=key.strip()) from None
     except yaml.YAMLError:
         value = raw
     return parts, value
@@ -284,9 +388,11 @@ def _apply_set(tree: dict[str, Any], parts: list[str], value: Any, origins: dict
             nxt = node[p] = {}
             origins[".".join(dotted + parts[: i + 1])] = "--set"
         if not isinstance(nxt, dict):
-            raise InputError(f"--set: '{'.'.join(parts[: i + 1])}' holds a value, not a section")
+            raise InputError(f"holds a value, not a section, so '{'.'.join(parts)}' cannot be set", file="--set",
+                             key=".".join(dotted + parts[: i + 1]))
         node = nxt
     node[parts[-1]] = value
+    _forget(origins, ".".join(dotted + parts))
     _record(value, "--set", origins, ".".join(dotted + parts))
 
 
@@ -365,7 +471,7 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: tuple[Any, ...
     kind = err["type"]
     ctx = err.get("ctx") or {}
     got = err.get("input")
-    got_text = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+    got_text = f" (got {shorten(got)})" if not isinstance(got, dict | list) else ""
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         bound = next(iter(ctx.values()))
@@ -390,6 +496,9 @@ def validate_model(model: type[BaseModel], data: Any, prefix: str, where) -> Any
         errors = exc.errors()
         err = errors[0]
         loc = tuple(err["loc"])
+        blamed = (err.get("ctx") or {}).get("error")
+        if isinstance(blamed, FieldError):
+            loc = (*loc, *blamed.key.split("."))
         dotted = ".".join([prefix] if prefix else []) + "".join(
             f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc
         )
@@ -413,14 +522,22 @@ def _origin_finder(origins: Mapping[str, str], default: str):
 def _validate_section(section: str, tree: dict[str, Any], where) -> Params:
     _, kinds = SECTIONS[section]
     if not isinstance(tree, dict):
-        raise InputError(f"must be a mapping of card fields (got {tree!r})", file=where(section), key=section)
+        raise InputError(f"must be a mapping of card fields (got {shorten(tree)})", file=where(section), key=section)
     kind = tree.get("kind")
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         hint = _did_you_mean(str(kind), list(kinds)) if isinstance(kind, str) else ""
         raise InputError(
-            f"must be one of {sorted(kinds)}{hint} (got {kind!r})", file=where(f"{section}.kind"), key=f"{section}.kind"
+            f"must be one of {sorted(kinds)}{hint} (got {shorten(kind)})", file=where(f"{section}.kind"),
+            key=f"{section}.kind"
         )
-    return validate_model(kinds[kind], tree, section, where)
+    try:
+        return validate_model(kinds[kind], tree, section, where)
+    except UnknownKeyError as err:
+        kind_origin = where(f"{section}.kind")
+        if kind_origin == err.file:
+            raise
+        raise UnknownKeyError(f"{err.message}: {section}.kind is {kind!r}, set by {kind_origin}, and a {kind} card has "
+                              f"no such key", file=err.file, key=err.key) from None
 
 
 def load_config(
@@ -476,16 +593,14 @@ def load_config(
     for item in rest_sets:
         parts, value = parse_set(item)
         if parts[0] in SECTIONS and parts[0] not in tree:
-            raise InputError(f"--set {'.'.join(parts)}: section '{parts[0]}' has no card in the config")
+            raise InputError(f"section '{parts[0]}' has no card in the config", file="--set", key=".".join(parts))
         _apply_set(tree, parts, value, origins)
     if seed is not None:
         tree["seed"] = seed
         origins["seed"] = "--seed"
     where = _origin_finder(origins, shown)
-    if tree.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(
-            f"must be {SCHEMA_VERSION} (got {tree.get('schema_version')!r})", file=where("schema_version"), key="schema_version"
-        )
+    _check_numbers(tree, "", where)
+    _check_schema_version(tree.get("schema_version"), where("schema_version"))
     typed: dict[str, Any] = {}
     for section in SECTIONS:
         if section not in tree:
@@ -502,13 +617,35 @@ def load_config(
     return LoadedConfig(config=config, path=path, cards=cards, resolved=resolved, origins=origins)
 
 
+MAX_INT = 2**63 - 1
+"""Largest integer any config value may hold (every count, size and seed fits far below it)."""
+
+
+def _check_numbers(tree: Any, prefix: str, where) -> None:
+    """Refuse integers no model can evaluate and non-finite numbers anywhere in a tree, naming the key."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            _check_numbers(v, f"{prefix}.{k}" if prefix else str(k), where)
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            _check_numbers(v, f"{prefix}[{i}]", where)
+    elif isinstance(tree, int) and not isinstance(tree, bool) and abs(tree) > MAX_INT:
+        raise InputError(f"{shorten(tree)} is too large (integers are at most 2^63 - 1)", file=where(prefix),
+                         key=prefix)
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        raise InputError(f"must be a finite number (got {tree!r})", file=where(prefix), key=prefix)
+
+
+def _check_schema_version(value: Any, shown: str) -> None:
+    if type(value) is not int or value != SCHEMA_VERSION:  # True == 1 in Python; a boolean is not a version
+        raise InputError(f"must be {SCHEMA_VERSION} (got {shorten(value)})", file=shown, key="schema_version")
+
+
 def _read_card(path: Path, section: str) -> tuple[dict[str, Any], str]:
     """A card file's body with source tags stripped (``schema_version`` checked and removed)."""
     raw = read_yaml(path)
     shown = _display(path)
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"must be {SCHEMA_VERSION} (got {raw.get('schema_version')!r})", file=shown,
-                         key="schema_version")
+    _check_schema_version(raw.get("schema_version"), shown)
     refs = raw.get("references") or {}
     if not isinstance(refs, dict):
         raise InputError("must be a mapping of key -> citation", file=shown, key="references")

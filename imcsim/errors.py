@@ -12,7 +12,10 @@ MESSAGE_CHARS = 600
 
 def shorten(value: Any, limit: int = ECHO_CHARS) -> str:
     """``repr(value)`` cut in the middle to at most ``limit`` characters, for echoing a user's value."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return f"<integer of {value.bit_length()} bits>"
     if len(text) <= limit:
         return text
     half = (limit - 5) // 2
@@ -34,6 +37,18 @@ class InputError(Exception):
         self.message = message
         parts = [p for p in (file, key) if p]
         super().__init__(": ".join([*parts, message]))
+
+
+class FieldError(ValueError):
+    """Raised inside a model validator to blame one key below the model being validated.
+
+    ``key`` is dotted relative to that model (``side_blocks``, ``activity.from_report``); the config loader
+    appends it to the model's own location, so the error names the precise key and the file that set it.
+    """
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 class PhysicsError(InputError):

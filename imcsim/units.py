@@ -197,25 +197,36 @@ def to_si(text: str | float | int, dim: Dim) -> float:
     """Parse ``text`` and check it has dimension ``dim``; return the SI float.
 
     A bare number (int/float, or a string with no unit) is accepted for any
-    dimension and taken to be in SI units already.
+    dimension and taken to be in SI units already. A string with a unit must
+    have the dimension asked for: units that cancel (``2 ms/Ms``) or a percent
+    are plain numbers, refused for a dimensioned quantity.
     """
     if isinstance(text, bool):
         raise UnitError(f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {text!r}")
-    if isinstance(text, int | float):
-        value = float(text)
-    else:
-        q = parse_quantity(text)
-        if q.dim != DIMENSIONLESS and q.dim != dim:
-            raise UnitError(
-                f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {text!r} "
-                f"({DIM_NAMES.get(q.dim, 'another dimension')})"
-            )
-        if q.dim == DIMENSIONLESS and str(text).strip().endswith("%") and dim != DIMENSIONLESS:
-            raise UnitError(f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {text!r}")
-        value = q.value
+    try:
+        if isinstance(text, int | float):
+            value = float(text)
+        else:
+            q = parse_quantity(text)
+            has_unit = bool(_QUANTITY_RE.match(str(text)).group(2))
+            if q.dim != dim and (has_unit or q.dim != DIMENSIONLESS):
+                raise UnitError(
+                    f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {_echo(text)} "
+                    f"({DIM_NAMES.get(q.dim, 'another dimension') if q.dim != DIMENSIONLESS else 'a plain number'}"
+                    f"{' once its units cancel' if q.dim == DIMENSIONLESS and not text.strip().endswith('%') else ''})"
+                )
+            value = q.value
+    except OverflowError:
+        raise UnitError(f"expected a finite number, got {_echo(text)} (too large)") from None
     if not math.isfinite(value):
-        raise UnitError(f"expected a finite number, got {text!r}")
+        raise UnitError(f"expected a finite number, got {_echo(text)}")
     return value
+
+
+def _echo(value: object) -> str:
+    from imcsim.errors import shorten
+
+    return shorten(value)
 
 
 # Rendering -----------------------------------------------------------------

@@ -301,18 +301,17 @@ def test_missing_required_top_level_value(lib):
 
 @pytest.mark.parametrize("item", ["device.read.t_read", "seed"])
 def test_set_without_equals(lib, item):
-    err = expect_error(lib / CONFIG_NAME, [item], file=None, key=None,
-                       says=("--set", f"'{item}'", "KEY=VALUE"))
-    assert str(err).startswith("--set ")
+    err = expect_error(lib / CONFIG_NAME, [item], file="--set", key=item, says=(f"'{item}'", "KEY=VALUE"))
+    assert str(err).startswith(f"--set: {item}: ")
 
 
-@pytest.mark.parametrize("item", ["=1", "device..mtj=1", ".seed=1"])
-def test_set_with_bad_key(lib, item):
-    expect_error(lib / CONFIG_NAME, [item], file=None, key=None, says=(f"'{item}'", "dotted names"))
+@pytest.mark.parametrize(("item", "key"), [("=1", None), ("device..mtj=1", "device..mtj"), (".seed=1", ".seed")])
+def test_set_with_bad_key(lib, item, key):
+    expect_error(lib / CONFIG_NAME, [item], file="--set", key=key, says=(f"'{item}'", "dotted names"))
 
 
 def test_set_into_a_value(lib):
-    expect_error(lib / CONFIG_NAME, ["seed.x=1"], file=None, key=None, says=("--set", "'seed'", "not a section"))
+    expect_error(lib / CONFIG_NAME, ["seed.x=1"], file="--set", key="seed", says=("'seed.x'", "not a section"))
 
 
 def test_set_unknown_top_level_key(lib):

@@ -71,7 +71,7 @@ class TransistorParams(Params):
     i_on_per_width_a_per_m: CurrentPerWidthAPerM = Field(
         alias="i_on_per_width", gt=10.0, le=5000.0, description="saturation drive current per width (e.g. '1 mA/um')"
     )
-    v_drop_v: VoltageV = Field(alias="v_drop", gt=0.0, le=1.0, description="voltage drop across the on transistor")
+    v_drop_v: VoltageV = Field(alias="v_drop", ge=0.01, le=1.0, description="voltage drop across the on transistor")
     cell_height_f: Number = Field(alias="cell_height_f", gt=1.0, le=50.0, description="cell height in F")
 
     def width_for_current_m(self, i_a: float) -> float:

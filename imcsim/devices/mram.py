@@ -33,7 +33,7 @@ from imcsim.params import CurrentA, Number, Params, TimeS
 class BitWriteParams(Params):
     """Card section ``write``: one pulse per flipped bit."""
 
-    i_write_a: CurrentA = Field(alias="i_write", gt=0.0, le=5e-3)
+    i_write_a: CurrentA = Field(alias="i_write", ge=1e-6, le=5e-3)
     t_write_s: TimeS = Field(alias="t_write", gt=1e-12, le=1e-6)
     tau_d_s: TimeS | None = Field(None, alias="tau_d", gt=1e-13, le=1e-7,
                                   description="precessional time constant (STT cards)")

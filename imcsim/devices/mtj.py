@@ -41,7 +41,8 @@ class MTJParams(Params):
         alias="ra", gt=1e-14, le=1e-9, description="resistance-area product of the P state"
     )
     tmr0: Number = Field(alias="tmr", gt=0.0, le=10.0, description="zero-bias TMR ratio (1.5 = 150 %)")
-    v_half_v: VoltageV = Field(alias="v_half", gt=0.0, le=5.0, description="bias at which TMR halves")
+    v_half_v: VoltageV = Field(alias="v_half", ge=0.05, le=5.0,
+                                description="bias at which TMR halves (published 0.2-1 V)")
     delta: Number = Field(alias="delta", gt=1.0, le=300.0, description="thermal stability factor E_b/kT")
     jc0_stt_a_per_m2: CurrentDensityAPerM2 = Field(
         alias="jc0_stt", gt=1e8, le=1e13, description="STT critical current density (zero temperature)"
@@ -52,8 +53,8 @@ class MTJParams(Params):
 class ReadParams(Params):
     """Card section ``read``: how a bit is sensed."""
 
-    v_read_v: VoltageV = Field(alias="v_read", gt=0.0, le=1.5, description="voltage across the MTJ")
-    t_read_s: TimeS = Field(alias="t_read", gt=0.0, le=1e-6, description="sensing time per read")
+    v_read_v: VoltageV = Field(alias="v_read", ge=0.01, le=1.5, description="voltage across the MTJ")
+    t_read_s: TimeS = Field(alias="t_read", ge=1e-11, le=1e-6, description="sensing time per read")
 
 
 @dataclass(frozen=True)

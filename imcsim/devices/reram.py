@@ -79,7 +79,7 @@ class ReRAMCellParams(Params):
 class PulseParams(Params):
     """Card sections ``set_pulse`` / ``reset_pulse``: one programming pulse across the cell."""
 
-    voltage_v: VoltageV = Field(alias="voltage", gt=0.0, le=10.0, description="pulse amplitude across the cell")
+    voltage_v: VoltageV = Field(alias="voltage", ge=0.05, le=10.0, description="pulse amplitude across the cell")
     width_s: TimeS = Field(alias="width", gt=1e-12, le=1e-3, description="pulse width")
 
 
@@ -91,18 +91,18 @@ class ProgrammingParams(Params):
     windows of neighbouring levels never overlap).
     """
 
-    step: Number = Field(gt=0.0, le=1.0, description="nominal conductance change per pulse / (g_max - g_min)")
+    step: Number = Field(ge=1e-4, le=1.0, description="nominal conductance change per pulse / (g_max - g_min)")
     c2c_sigma: Number = Field(
         ge=0.0, le=1.0, description="cycle-to-cycle std of each pulse's change / (g_max - g_min) (NeuroSim)"
     )
-    tolerance: Number = Field(gt=0.0, lt=0.5, description="accepted |G - G_target| / level spacing")
+    tolerance: Number = Field(ge=1e-3, lt=0.5, description="accepted |G - G_target| / level spacing")
     max_pulses: int = Field(ge=1, le=100_000, description="pulses after which a write counts as failed")
 
 
 class ReRAMReadParams(Params):
     """Card section ``read``: the read (and verify-read) operation."""
 
-    v_read_v: VoltageV = Field(alias="v_read", gt=0.0, le=2.0, description="read voltage across the cell")
+    v_read_v: VoltageV = Field(alias="v_read", ge=0.01, le=2.0, description="read voltage across the cell")
     t_read_s: TimeS = Field(alias="t_read", gt=1e-12, le=1e-5, description="read pulse width")
 
 

@@ -47,10 +47,10 @@ class GroupWriteParams(Params):
     """Card section ``write``: the two pulses of a group write."""
 
     n_mtj: int = Field(ge=1, le=64, description="MTJs sharing one HM line and write transistor")
-    i_reset_a: CurrentA = Field(alias="i_reset", gt=0.0, le=5e-3)
+    i_reset_a: CurrentA = Field(alias="i_reset", ge=1e-6, le=5e-3)
     t_reset_s: TimeS = Field(alias="t_reset", gt=1e-12, le=1e-6)
-    i_set_sot_a: CurrentA = Field(alias="i_set_sot", gt=0.0, le=5e-3)
-    i_stt_a: CurrentA = Field(alias="i_stt", gt=0.0, le=1e-3)
+    i_set_sot_a: CurrentA = Field(alias="i_set_sot", ge=1e-6, le=5e-3)
+    i_stt_a: CurrentA = Field(alias="i_stt", ge=1e-6, le=1e-3)
     t_set_s: TimeS = Field(alias="t_set", gt=1e-12, le=1e-6)
 
 

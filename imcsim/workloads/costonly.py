@@ -37,9 +37,12 @@ from scipy.stats import binom
 from imcsim.circuits.bitplanes import N_BITS
 from imcsim.circuits.crossbar import AnalogCrossbar
 from imcsim.circuits.macro import ACC_BITS, BitSerialMacro, MappingError, OpRecord
+from imcsim.errors import FieldError
 from imcsim.params import Params
 from imcsim.workloads.dataflow import LayerCall, LayerGraph
 
+MAX_REPORT_BYTES = 256 * 2**20
+"""Largest ``from_report`` file read (a functional run's report.json is a few MB)."""
 DIGITAL_PARAMS = "digital_params"  # the op that updates parameters kept only in the digital unit (BN, biases)
 
 
@@ -72,14 +75,17 @@ class ActivityStats(Params):
         if not isinstance(data, dict) or not data.get("from_report"):
             return data
         path = Path(str(data["from_report"]))
+        not_report = FieldError("from_report", f"{path} is not an imcsim report.json with tables.activity")
         try:
-            measured = json.loads(path.read_text())["tables"]["activity"]
+            if path.stat().st_size > MAX_REPORT_BYTES:
+                raise not_report
+            measured = json.loads(path.read_text(encoding="utf-8"))["tables"]["activity"]
         except OSError as err:
-            raise ValueError(f"cannot read from_report {path}: {err.strerror or err}") from None
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"from_report {path} is not an imcsim report.json with tables.activity") from None
+            raise FieldError("from_report", f"cannot read {path}: {err.strerror or err}") from None
+        except (ValueError, KeyError, TypeError, RecursionError):  # not JSON, another shape, nested too deep
+            raise not_report from None
         if not isinstance(measured, dict) or not measured:
-            raise ValueError(f"from_report {path} has no measured activity (use the report of a functional run)")
+            raise FieldError("from_report", f"{path} has no measured activity (use the report of a functional run)")
         return {**{k: v for k, v in measured.items() if k in cls.model_fields}, **data}
 
     @field_validator("forward_plane_density", "error_plane_density")

@@ -17,14 +17,33 @@ Images are resized to ``image_size`` (bilinear) and scaled to [0, 1]. Tasks
 pick classes (relabelled 0..n-1), apply a domain shift (``none``,
 ``rotate90``, ``invert``, ``noise``), optionally cap the images per class, and
 split into train and test.
+
+Data files are data, never code:
+
+* a CIFAR-10 batch is read by a restricted unpickler that builds only builtin
+  containers, strings, bytes, numbers and numpy arrays, scalars and dtypes; a
+  pickle naming any other global (``os.system``, ``builtins.exec``, ...) is
+  refused before anything in it runs;
+* a batch must then be a dict whose ``data`` is a uint8 N x 3072 numpy array
+  (other dtypes are refused, not cast) and whose ``labels`` are N integers in
+  0..9;
+* an image is refused when its header declares more than ``MAX_IMAGE_PIXELS``
+  pixels (checked before decoding; Pillow's own decompression-bomb limits are
+  errors too), or when it cannot be decoded (not an image, truncated, corrupt);
+* every refusal and every failure to read is a ``DataError`` naming the file
+  (out of memory excepted); values echoed in a message are cut to a short repr.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import pickle
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -33,6 +52,9 @@ import torch.nn.functional as F
 TRANSFORMS = ("none", "rotate90", "invert", "noise")
 SOURCES = ("digits", "cifar10", "image_folder")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 2**26  # width x height an image header may declare (a 8192 x 8192 image)
+CIFAR_CLASSES = 10
+CIFAR_ROW = 3 * 32 * 32
 
 
 class DataError(ValueError):
@@ -44,6 +66,172 @@ class DataError(ValueError):
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters: a value from a data file, safe to echo in a message."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long to print
+        text = f"<int of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """An error text on one line, cut to at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse(what: str) -> NoReturn:
+    raise pickle.UnpicklingError(f"refused {what}")
+
+
+def _codecs_encode(obj: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of bytes call it: a str to its latin-1 bytes."""
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1", "ascii", "utf-8", "utf8"):
+        _refuse(f"_codecs.encode of type {type(obj).__name__} with codec {_short(encoding)}")
+    return obj.encode(encoding)
+
+
+def _bytes_from(kind: type) -> object:
+    """``bytes``/``bytearray`` as pickles call them (from a str or bytes, or empty), never ``kind(size)``."""
+
+    def make(*args: object) -> object:
+        if args and not isinstance(args[0], (str, bytes, bytearray)):
+            _refuse(f"{kind.__name__}() of type {type(args[0]).__name__}")
+        return kind(*args)
+
+    return make
+
+
+class _PickledArray(np.ndarray):
+    """What ``numpy.ndarray`` names in a batch pickle: an array whose pickled state must match its shape.
+
+    Its state is checked before numpy allocates anything, so a few bytes cannot ask for gigabytes; it cannot be
+    called to make an array. Callers view the result as a plain ``np.ndarray``.
+    """
+
+    def __new__(cls, *args: object, **kwargs: object) -> NoReturn:
+        _refuse("numpy.ndarray() called directly")
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            _refuse("an array state of an unknown form")
+        shape, dtype, raw = state[-4], state[-3], state[-1]
+        if (not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape)
+                or not isinstance(dtype, np.dtype)):
+            _refuse(f"an array of shape {_short(shape)} and dtype {_short(dtype)}")
+        count = math.prod(shape)
+        if dtype.hasobject:
+            fits = isinstance(raw, list) and len(raw) == count
+        else:
+            fits = isinstance(raw, (bytes, bytearray)) and len(raw) == count * dtype.itemsize
+        if not fits:
+            _refuse(f"an array of shape {_short(shape)} and dtype {_clip(str(dtype), 40)} whose data does not fit it")
+        super().__setstate__(state)
+
+
+def _array_reconstructor(reconstruct: object) -> object:
+    """numpy's ``_reconstruct`` as pickles of arrays call it: an empty array that ``__setstate__`` then fills."""
+
+    def make(subtype: object, shape: object, dtype: object) -> np.ndarray:
+        if subtype is not _PickledArray or shape != (0,):
+            _refuse(f"numpy _reconstruct of {_short(subtype)} with shape {_short(shape)}")
+        return reconstruct(subtype, shape, dtype)
+
+    return make
+
+
+def _scalar_maker(scalar: object) -> object:
+    """numpy's ``scalar`` as pickles of numpy scalars call it: a dtype and exactly its bytes (or one object)."""
+
+    def make(dtype: object, *obj: object) -> object:
+        if not isinstance(dtype, np.dtype) or len(obj) != 1 or not (
+                dtype.hasobject or (isinstance(obj[0], bytes) and len(obj[0]) == dtype.itemsize)):
+            _refuse(f"a numpy scalar of dtype {_short(dtype)} from {_short(obj)}")
+        return scalar(dtype, *obj)
+
+    return make
+
+
+@functools.lru_cache(maxsize=1)
+def _pickle_globals() -> dict[tuple[str, str], object]:
+    """The globals a CIFAR-10 batch pickle may name, (module, name) -> what it builds; nothing else is loaded."""
+    if int(np.__version__.split(".")[0]) >= 2:
+        from numpy._core import multiarray, numeric
+    else:
+        from numpy.core import multiarray, numeric
+    allowed: dict[tuple[str, str], object] = {("_codecs", "encode"): _codecs_encode}
+    for builtins_module in ("builtins", "__builtin__"):  # Python 3 names, and Python 2 names (protocols 0-2)
+        for kind in (dict, list, tuple, set, frozenset, str, int, float, complex):
+            allowed[builtins_module, kind.__name__] = kind
+        for kind in (bytes, bytearray):
+            allowed[builtins_module, kind.__name__] = _bytes_from(kind)
+    for core in ("numpy.core", "numpy._core"):  # numpy 1 and numpy 2 write different module names
+        allowed[f"{core}.multiarray", "_reconstruct"] = _array_reconstructor(multiarray._reconstruct)
+        allowed[f"{core}.multiarray", "scalar"] = _scalar_maker(multiarray.scalar)
+        allowed[f"{core}.numeric", "_frombuffer"] = numeric._frombuffer  # protocol 5 arrays
+    allowed["numpy", "ndarray"] = _PickledArray
+    allowed["numpy", "dtype"] = np.dtype
+    return allowed
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads a CIFAR-10 batch pickle, building only the globals of ``_pickle_globals`` (Python 2 str as bytes)."""
+
+    def __init__(self, fh, path: Path) -> None:
+        super().__init__(fh, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        found = _pickle_globals().get((module, name))
+        if found is None:
+            raise DataError(f"{self.path}: refused: the pickle names the global {_short(f'{module}.{name}', 80)}, "
+                            "which a CIFAR-10 batch never holds (only containers, strings, bytes, numbers and "
+                            "numpy arrays are read; nothing in the file was run)")
+        return found
+
+
+def _cifar_labels(lab: object, f: Path) -> np.ndarray:
+    """The labels of a batch as int64, each checked to be an integer class 0..9."""
+    valid = f"expected N integers 0..{CIFAR_CLASSES - 1}"
+    if isinstance(lab, np.ndarray):
+        lab = lab.view(np.ndarray)
+        if lab.ndim != 1 or lab.dtype.kind not in "iu":
+            raise DataError(f"{f}: 'labels' is a {_clip(str(lab.dtype), 40)} array of shape {_short(lab.shape)}; {valid}")
+        bad = np.flatnonzero((lab < 0) | (lab >= CIFAR_CLASSES))
+        if bad.size:
+            at = int(bad[0])
+            raise DataError(f"{f}: label {_short(lab[at].item())} at position {at} is not a CIFAR-10 class; {valid}")
+        return lab.astype(np.int64)
+    if not isinstance(lab, (list, tuple)):
+        raise DataError(f"{f}: 'labels' is a {type(lab).__name__}; {valid}")
+    for at, v in enumerate(lab):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise DataError(f"{f}: label {_short(v)} at position {at} is not an integer; {valid}")
+        if not 0 <= v < CIFAR_CLASSES:
+            raise DataError(f"{f}: label {_short(v)} at position {at} is not a CIFAR-10 class; {valid}")
+    return np.asarray(lab, dtype=np.int64)
+
+
+def _cifar_batch(batch: object, f: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(``data`` N x 3072 uint8, ``labels`` N int64) of one unpickled batch, its structure checked strictly."""
+    if not isinstance(batch, dict):
+        raise DataError(f"{f}: not a CIFAR-10 python batch (a {type(batch).__name__}, expected a dict)")
+    data = batch.get(b"data", batch.get("data"))
+    lab = batch.get(b"labels", batch.get("labels"))
+    if data is None or lab is None:
+        raise DataError(f"{f}: not a CIFAR-10 python batch (no 'data' or no 'labels' entry)")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_ROW:
+        what = (f"a {_clip(str(data.dtype), 40)} array of shape {_short(data.shape)}" if isinstance(data, np.ndarray)
+                else f"a {type(data).__name__}")
+        raise DataError(f"{f}: 'data' is {what}; expected a uint8 numpy array N x {CIFAR_ROW}")
+    data = data.view(np.ndarray)
+    labels = _cifar_labels(lab, f)
+    if len(labels) != len(data):
+        raise DataError(f"{f}: {len(data)} images in 'data' but {len(labels)} 'labels'")
+    return data, labels
 
 
 @dataclass(frozen=True)
@@ -74,7 +262,10 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=4)
 def load_cifar10(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 3, 32, 32) float32 in [0, 1] and labels from CIFAR-10 python batches at ``path``."""
+    """Images (N, 3, 32, 32) float32 in [0, 1] and labels from CIFAR-10 python batches at ``path``.
+
+    Batches are read as data only (see the module docstring); a file that is not one raises ``DataError``.
+    """
     p = Path(path)
     if p.is_dir():
         files = sorted(p.glob("data_batch_*")) + sorted(p.glob("test_batch"))
@@ -88,23 +279,42 @@ def load_cifar10(path: str) -> tuple[np.ndarray, np.ndarray]:
     for f in files:
         try:
             with open(f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            data = np.asarray(batch[b"data"] if b"data" in batch else batch["data"], dtype=np.uint8)
-            lab = batch.get(b"labels", batch.get("labels"))
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ValueError) as err:
-            raise DataError(f"{f}: not a CIFAR-10 python batch ({type(err).__name__})") from None
-        if lab is None or data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
-            raise DataError(f"{f}: expected 'data' N x 3072 uint8 and N 'labels'")
+                batch = _BatchUnpickler(fh, f).load()
+            data, lab = _cifar_batch(batch, f)
+        except (DataError, MemoryError):
+            raise
+        except Exception as err:  # a file that is not a batch fails in many ways, all of them bad data
+            raise DataError(f"{f}: not a CIFAR-10 python batch ({type(err).__name__}: {_clip(str(err))})") from None
         images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(lab, dtype=np.int64))
+        labels.append(lab)
     return np.concatenate(images).astype(np.float32) / 255.0, np.concatenate(labels)
+
+
+def _read_image(f: Path, image_size: int):
+    """The image ``f`` as RGB resized to ``image_size``; ``DataError`` for a bomb or anything that does not decode."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(f) as im:
+                width, height = im.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{f}: refused: the image declares {width} x {height} pixels, more than "
+                                    f"{MAX_IMAGE_PIXELS} (a decompression bomb, or far larger than any task needs)")
+                return im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+        except DataError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DataError(f"{f}: refused: too many pixels ({_clip(str(err))})") from None
+        except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, KeyError, TypeError,
+                ZeroDivisionError) as err:  # not an image, truncated or corrupt
+            raise DataError(f"{f}: not a readable image ({type(err).__name__}: {_clip(str(err))})") from None
 
 
 @functools.lru_cache(maxsize=4)
 def load_image_folder(path: str, image_size: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Images (N, 3, S, S) float32 in [0, 1], labels and class names from ``path/<class>/<image>``."""
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{path}: no such folder (expected PATH/<class name>/<image files>)")
@@ -116,11 +326,7 @@ def load_image_folder(path: str, image_size: int) -> tuple[np.ndarray, np.ndarra
         for f in sorted((root / name).iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(f) as im:
-                    rgb = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-            except (OSError, UnidentifiedImageError):
-                raise DataError(f"{f}: not a readable image") from None
+            rgb = _read_image(f, image_size)
             images.append(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)
             labels.append(label)
     if not images:
