@@ -22,6 +22,17 @@ its point re-run. A failing point is recorded with its error and the sweep goes 
 Points run in local worker processes (``--workers N``) or on a Dask distributed
 cluster (``--scheduler ADDRESS``; its workers need imcsim installed and the config
 files at the same paths).
+
+Stopping a sweep leaves no orphans. Ctrl-C (SIGINT) and SIGTERM stop it alike while
+its points run: the points already finished stay in ``results.csv``, points not
+started are cancelled, local workers still running a point are terminated, and
+``imcsim sweep`` says to rerun with ``--resume`` and exits with 128 plus the signal's
+number (130 for Ctrl-C, 143 for SIGTERM). Local workers ignore SIGINT (their sweep
+stops them) and exit by themselves when their sweep's process dies, even by SIGKILL:
+on Linux the kernel kills them (``PR_SET_PDEATHSIG``) when the pool was started from
+the main thread, and in any case each worker checks about once a second that its
+parent is alive and exits when it is not; multiprocessing's resource tracker then
+exits as well, once no process holds its pipe.
 """
 
 from __future__ import annotations
@@ -34,6 +45,9 @@ import json
 import math
 import os
 import re
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -44,7 +58,7 @@ import numpy as np
 
 from imcsim.compare import COMPARE_METRICS
 from imcsim.errors import InputError
-from imcsim.files import atomic_write
+from imcsim.files import atomic_write, check_writable, mark_folder
 
 SWEEP_SCHEMA = 1
 HEADLINE_METRICS = ("accuracy_source", *COMPARE_METRICS, "analog_error_relative_rms")
@@ -324,12 +338,22 @@ def prepare(spec: SweepSpec, out: Path, resume: bool) -> ResultTable:
                              "differ); rerun with the same arguments or choose another --out", key="--resume")
     elif out.exists() and any(out.iterdir()):
         raise InputError(f"--out: {out} exists and holds no sweep; choose an empty or new folder", key="--out")
+    check_writable(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
+    mark_folder(out)
     if not definition.exists():
         atomic_write(definition, spec.to_json().encode())
     table = ResultTable(out, spec.keys)
     table.load()
     return table
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by a signal (SIGINT or SIGTERM); ``signum`` is its number (exit with 128 + it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
 
 
 class Executor:
@@ -342,19 +366,52 @@ class Executor:
         """Stop: cancel what has not started."""
 
 
+_PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+
+
+def _exit_with_parent(parent: int, deathsig: bool) -> None:
+    """Worker initializer: leave Ctrl-C to the sweep, and exit when the sweep's process ``parent`` dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if deathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL),
+                                                    ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+        except (OSError, AttributeError):  # no prctl here: the watch below suffices
+            pass
+
+    def watch() -> None:  # a dead parent's children are adopted: the parent pid changes
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent:  # it died before the death signal was set
+        os._exit(1)
+    threading.Thread(target=watch, name="imcsim-parent-watch", daemon=True).start()
+
+
 class LocalExecutor(Executor):
-    """Local worker processes (spawned: each imports imcsim once and runs many points)."""
+    """Local worker processes (spawned: each imports imcsim once and runs many points).
+
+    The workers exit when this process dies. The kernel kills them (Linux) only when this executor is created
+    on the main thread, since it ties a child's death signal to the thread that started it; run the executor
+    from the thread that created it.
+    """
 
     def __init__(self, workers: int):
         import multiprocessing
 
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             os.environ.setdefault(var, "1")  # one core per worker process, read when a worker starts
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        deathsig = threading.current_thread() is threading.main_thread()
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_exit_with_parent, initargs=(os.getpid(), deathsig))
         self.workers = workers
+        self._pending: dict[Future, int] = {}
 
     def run(self, tasks, spec):
-        pending: dict[Future, int] = {}
+        pending = self._pending
         it = iter(tasks)
 
         def submit() -> bool:
@@ -369,14 +426,28 @@ class LocalExecutor(Executor):
             if not submit():
                 break
         while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            # a timeout, so that a signal caught by another thread still reaches the main one soon
+            finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in finished:
                 index = pending.pop(fut)
                 yield index, fut.result()
                 submit()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Stop: cancel what has not started; terminate workers still running points (an interrupted sweep)."""
+        busy = any(not fut.done() for fut in self._pending)
+        processes = list((self.pool._processes or {}).values())  # shutdown never stops a running point
+        self.pool.shutdown(wait=not busy, cancel_futures=True)
+        if not busy:
+            return
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
 
 
 class DaskExecutor(Executor):
@@ -409,21 +480,82 @@ class DaskExecutor(Executor):
         self.client.close()
 
 
+class _StopOnSignals:
+    """While a sweep runs (on the main thread): SIGINT and SIGTERM stop it with :class:`SweepInterrupted`.
+
+    The exception is raised at once while the sweep waits for points, else when it next waits, so a row is
+    never cut short; later signals are ignored while the sweep stops. The previous handlers come back after.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.waiting = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                previous = signal.getsignal(sig)
+                if previous not in (signal.SIG_IGN, None):  # a signal this process was told to ignore stays so
+                    self._previous[sig] = signal.signal(sig, self._caught)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def _caught(self, signum: int, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            if self.waiting:
+                raise SweepInterrupted(signum)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise SweepInterrupted(self.signum)
+
+    def each(self, results: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
+        """The items of ``results``; a signal while waiting for the next one stops at once."""
+        while True:
+            self.waiting = True
+            try:
+                self.check()
+                item = next(results, None)
+            finally:
+                self.waiting = False
+            if item is None:
+                return
+            yield item
+
+
 def run_sweep(spec: SweepSpec, executor: Executor, table: ResultTable,
               on_point: Callable[[int, dict], None] | None = None) -> ResultTable:
-    """Run the points of ``spec`` not yet in ``table``, appending each as it finishes."""
+    """Run the points of ``spec`` not yet in ``table``, appending each as it finishes.
+
+    SIGINT (Ctrl-C) and SIGTERM stop it, run on the main thread, with :class:`SweepInterrupted` (a
+    ``KeyboardInterrupt``): the finished points are in ``table``, the executor is closed (pending points
+    cancelled, local workers terminated) and the signal handlers from before are restored.
+    """
     done = table.done()
     todo = [(i, p) for i, p in enumerate(spec.points) if i not in done]
-    try:
-        for index, result in executor.run(todo, spec):
-            row = table.append(index, spec.points[index], result)
-            table.write_parquet()
-            if on_point is not None:
-                on_point(index, row)
-    finally:
-        executor.close()
-        if table.rows:
-            table.write_parquet(force=True)
+    with _StopOnSignals() as stop:
+        try:
+            for index, result in stop.each(executor.run(todo, spec)):
+                row = table.append(index, spec.points[index], result)
+                table.write_parquet()
+                if on_point is not None:
+                    on_point(index, row)
+        except Exception as err:  # e.g. workers killed by the same signal sent to the whole process group
+            if stop.signum is None:
+                raise
+            raise SweepInterrupted(stop.signum) from err
+        finally:
+            executor.close()
+            if table.rows:
+                table.write_parquet(force=True)
+        stop.check()  # a signal that came while the last point was saved still stops the command
     return table
 
 
@@ -465,5 +597,5 @@ def numeric(values: Iterable) -> np.ndarray | None:
     return np.array(out)
 
 
-__all__ = ["HEADLINE_METRICS", "Axis", "DaskExecutor", "LocalExecutor", "ResultTable", "SweepSpec", "parse_grid",
-           "parse_range", "points_of", "prepare", "run_point", "run_sweep", "write_plots"]
+__all__ = ["HEADLINE_METRICS", "Axis", "DaskExecutor", "LocalExecutor", "ResultTable", "SweepInterrupted",
+           "SweepSpec", "parse_grid", "parse_range", "points_of", "prepare", "run_point", "run_sweep", "write_plots"]

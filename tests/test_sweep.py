@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -192,6 +193,151 @@ def test_bad_sweep_arguments_exit_2_with_one_line(tmp_path, capsys):
         assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_run_sweep_between_rows_and_the_handler_comes_back(tmp_path, signum):
+    from imcsim.sweep import Executor, ResultTable, SweepInterrupted, SweepSpec, run_sweep
+
+    class Signalling(Executor):
+        closed = False
+
+        def run(self, tasks, spec):
+            for index, _ in tasks:
+                if index == 1:  # while point 1 runs
+                    os.kill(os.getpid(), signum)
+                yield index, {"status": "ok", "error": "", "seconds": 0.0, "metrics": {}}
+
+        def close(self):
+            self.closed = True
+
+    spec = SweepSpec(config="c.yaml", overrides=[], axes=["grid:k=0,1,2,3"], random=None, sample_seed=0, seed=None,
+                     library=None, points=[{"k": str(i)} for i in range(4)])
+    table, executor = ResultTable(tmp_path, spec.keys), Signalling()
+    previous = signal.getsignal(signum)
+    with pytest.raises(SweepInterrupted) as stopped:
+        run_sweep(spec, executor, table)
+    assert stopped.value.signum == signum
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert executor.closed
+    assert [r["point"] for r in table.rows] == [0]
+    assert [r["point"] for r in rows(tmp_path)] == ["0"]
+    assert signal.getsignal(signum) is previous
+
+
+def _gone(proc) -> bool:
+    """The process has exited (a zombie left unreaped by an init that does not reap counts as exited)."""
+    import psutil
+
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_gone(procs: list, seconds: float) -> list:
+    deadline = time.monotonic() + seconds
+    while (alive := [p for p in procs if not _gone(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+_HOLD_WORKERS = """
+import os, sys, threading, time
+from pathlib import Path
+
+from imcsim.sweep import LocalExecutor
+
+
+def hold(folder):
+    Path(folder, str(os.getpid())).touch()
+    time.sleep(120)
+
+
+def start():
+    executor = LocalExecutor(2)
+    for _ in range(2):
+        executor.pool.submit(hold, sys.argv[1])
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    if sys.argv[2] == "thread":  # a pool started off the main thread: no death signal, the workers watch
+        worker = threading.Thread(target=start)
+        worker.start()
+        worker.join()
+    else:
+        start()
+"""
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_workers_and_resource_tracker_exit_when_the_sweep_is_killed(tmp_path, where):
+    psutil = pytest.importorskip("psutil")
+    script, marks = tmp_path / "hold.py", tmp_path / "marks"
+    script.write_text(_HOLD_WORKERS)
+    marks.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(marks), where], cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.iterdir())) < 2:  # both workers are running a point
+            assert proc.poll() is None, "the stand-in sweep ended"
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        workers = {int(m.name) for m in marks.iterdir()}
+        assert workers <= {c.pid for c in children}
+        assert any("resource_tracker" in " ".join(c.cmdline()) for c in children)
+        proc.kill()  # SIGKILL: nothing runs in the sweep's process
+        proc.wait()
+        left = _wait_gone(children, 5)
+        assert not left, [" ".join(c.cmdline()) for c in left]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever the test left alive
+
+
+def test_sigterm_stops_a_sweep_like_ctrl_c_and_resume_finishes_it(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "sw"
+    # points of about a quarter second: the sweep is still running when its first row is written
+    small = ["workload.cost_only.model.n_layers=1", "workload.cost_only.model.d_model=128",
+             "workload.cost_only.model.d_ff=512"]
+    args = ["sweep", CONFIG, *(a for s in small for a in ("--set", s)), "--grid",
+            "circuit.technology.vdd=0.8,0.85,0.9,0.95,1.0", "--out", str(out), "--workers", "1", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "imcsim.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "results.csv").exists() or not rows(out):
+            if proc.poll() is not None:
+                pytest.fail(f"the sweep ended before it could be stopped: {proc.stderr.read()}")
+            assert time.monotonic() < deadline, "no point finished"
+            time.sleep(0.02)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "imcsim: interrupted;" in err, err
+    assert "rerun with --resume to finish" in err, err
+    assert "Traceback" not in err, err
+    before = rows(out)
+    assert 1 <= len(before) < 5
+    assert not _wait_gone(children, 5)  # the worker and the resource tracker
+    from imcsim.cli import main
+
+    assert main([*args, "--resume"]) == 0
+    after = rows(out)
+    assert sorted(int(r["point"]) for r in after) == [0, 1, 2, 3, 4]  # every point exactly once
+    assert after[: len(before)] == before
+    assert all(r["status"] == "ok" for r in after)
+
+
 def _start_dask(tmp_path: Path) -> tuple[list[subprocess.Popen], str]:
     pytest.importorskip("distributed")
     sched_file = tmp_path / "scheduler.json"
@@ -209,6 +355,7 @@ def _start_dask(tmp_path: Path) -> tuple[list[subprocess.Popen], str]:
     return procs, address
 
 
+@pytest.mark.slow  # starts a Dask scheduler and worker: about 25 s
 def test_sweep_on_a_local_dask_cluster_matches_local_workers(tmp_path):
     procs, address = _start_dask(tmp_path)
     try:
