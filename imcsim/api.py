@@ -13,10 +13,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from imcsim import REPORT_SCHEMA_VERSION, __version__
 from imcsim.circuits import BitSerialMacro, CapacityError, MappingError, build_circuit
+from imcsim.circuits.crossbar import AnalogCrossbar
 from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost
 from imcsim.devices import MemoryDevice, build_device
@@ -26,9 +28,12 @@ from imcsim.sim import TRAINING_PHASES, tally_ops
 from imcsim.sim.tally import measured_activity
 from imcsim.sim.timeline import RunTimeline, energy_over_time, schedule_run, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR
+from imcsim.workloads.adaptation import array_layers as adaptation_layers
 from imcsim.workloads.adaptation import run_adaptation, run_adaptation_cost_only
 from imcsim.workloads.continual import ContinualResult, run_continual, run_cost_only
+from imcsim.workloads.continual import array_layers as continual_layers
 from imcsim.workloads.data import DataError
+from imcsim.workloads.int8 import ArrayLayer
 
 
 @dataclass(frozen=True)
@@ -41,17 +46,38 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
     """Device -> cell costs -> macro action costs. Physics problems name file and key."""
     cfg = loaded.config
     _check_run_options(loaded)
-    try:
-        device = build_device(cfg.device, seed=cfg.seed)
-    except PhysicsError as err:
-        key = f"device.{err.key}" if err.key else "device"
-        raise InputError(err.message, file=loaded.where(key), key=key) from None
-    try:
-        macro = build_circuit(cfg.circuit, device)
-    except PhysicsError as err:
-        key = f"circuit.{err.key}" if err.key else "circuit"
-        raise InputError(err.message, file=loaded.where(key), key=key) from None
+    device = _built(loaded, "device", lambda: build_device(cfg.device, seed=cfg.seed))
+    _check_finite(loaded, "device", _built(loaded, "device", lambda: {
+        name: value for name, (value, _unit) in device.figures().items()}))
+    macro = _built(loaded, "circuit", lambda: build_circuit(cfg.circuit, device))
+    _check_finite(loaded, "circuit", _built(loaded, "circuit", lambda: {
+        **{f"{c}.{a}.{what}": v for (c, a), spec in macro.actions.items()
+           for what, v in (("energy_j", spec.cost.energy_j), ("latency_s", spec.cost.latency_s))},
+        "area_m2": macro.area_m2()}))
     return HardwareModel(device, macro)
+
+
+def _built(loaded: LoadedConfig, section: str, build: Callable):
+    """Run one build step; a physics problem or an arithmetic failure (an overflow, a division by zero, a
+    domain error) becomes an input error naming the section's key."""
+    try:
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            return build()
+    except PhysicsError as err:
+        key = f"{section}.{err.key}" if err.key else section
+        raise InputError(err.message, file=loaded.where(key), key=key) from None
+    except (ArithmeticError, ValueError) as err:  # values each in range whose combination the model cannot evaluate
+        raise InputError(f"its values cannot be evaluated together ({type(err).__name__}: {err}); move the values "
+                         "you changed back toward the card's", file=loaded.where(section), key=section) from None
+
+
+def _check_finite(loaded: LoadedConfig, section: str, figures: dict[str, float]) -> None:
+    """Every derived figure of a built section is finite and non-negative."""
+    bad = {k: v for k, v in figures.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise InputError(f"its values give {name} = {value!r}{f' (+{len(bad) - 1} more)' if len(bad) > 1 else ''}; "
+                         "move the values you changed back toward the card's", file=loaded.where(section), key=section)
 
 
 def _check_run_options(loaded: LoadedConfig) -> torch.device:
@@ -94,6 +120,7 @@ def run(
     cfg = loaded.config
     hw = hardware or build_hardware(loaded)
     dev = _check_run_options(loaded)
+    check_capacity(loaded, hw)  # before any training: a workload that does not fit fails now, with its total
     shared: dict = {}
     ev = _evaluate(loaded, _execute(loaded, cfg.workload, hw, dev, progress, shared), hw)
     tables = ev.tables
@@ -119,6 +146,69 @@ def run(
         tables=tables,
     )
     return RunResult(report, ev.timeline) if keep_timeline else report
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The array a workload needs (its most demanding method) and the one the circuit has."""
+
+    needed: int  # subarrays (crossbars) the run stores weights in
+    available: int  # circuit.array.n_subarrays
+    unit: str  # "subarrays" or "crossbars"
+    parts: dict[str, int]  # needed, by part of the model (backbone, side modules, heads, adapters...)
+    method: str  # the method that needs the most
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.available
+
+
+def check_capacity(loaded: LoadedConfig, hardware: HardwareModel | None = None) -> Capacity:
+    """Map the whole workload onto the circuit from its model's shapes (no data, no training); check it fits.
+
+    Every weight matrix the run stores (for the method and each baseline, in the config's run mode) is
+    placed as :meth:`BitSerialMacro.store` places it, so the total is what the run will use. Raises
+    :class:`InputError` naming ``circuit.array.n_subarrays`` when the total exceeds it (or naming
+    ``circuit.card`` when the circuit cannot map a layer); returns the :class:`Capacity` otherwise.
+    """
+    cfg = loaded.config
+    macro = (hardware or build_hardware(loaded)).macro
+    card = cfg.workload
+    methods = [card.method, *(m for m in getattr(card, "baselines", []) if m != card.method)]
+    best: Capacity | None = None
+    unit = "crossbars" if isinstance(macro, AnalogCrossbar) else "subarrays"
+    a = macro.card.array
+    for method in methods:
+        layers = _array_layers(card.model_copy(update={"method": method}), cfg.run.mode)
+        placed: dict[str, tuple[str, int]] = {}
+        try:
+            for layer in layers:
+                for name, tiles in macro.placement(layer.name, layer.k, layer.n, layer.groups).items():
+                    placed[name] = (layer.part, math.prod(tiles))
+        except MappingError as err:
+            raise InputError(f"{err}; choose a bitserial_macro circuit card", file=loaded.where("circuit.card"),
+                             key="circuit.card") from None
+        parts: dict[str, int] = {}
+        for part, n in placed.values():
+            parts[part] = parts.get(part, 0) + n
+        cap = Capacity(sum(parts.values()), a.n_subarrays, unit, parts, method)
+        if best is None or cap.needed > best.needed:
+            best = cap
+    if not best.fits:
+        key = "circuit.array.n_subarrays"
+        who = "" if best.method == card.method else f" with the baseline method {best.method}"
+        split = ", ".join(f"{part} {n}" for part, n in best.parts.items())
+        raise InputError(f"the workload needs {best.needed} {unit} of {a.rows} x {a.cols}{who} ({split}) but the "
+                         f"circuit has {best.available}; raise {key} to at least {best.needed} or choose a smaller "
+                         "workload", file=loaded.where(key), key=key)
+    return best
+
+
+def _array_layers(card, mode: str) -> list[ArrayLayer]:
+    """The weight matrices a run of the workload ``card`` stores in the array (see :func:`_execute`)."""
+    if card.kind == "lora_adaptation":
+        return adaptation_layers(card, mode)
+    return continual_layers(card, mode)
 
 
 def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
@@ -289,4 +379,4 @@ def _cycles_by_task(timeline: RunTimeline) -> dict[str, int]:
     return out
 
 
-__all__ = ["CostResult", "HardwareModel", "build_hardware", "run"]
+__all__ = ["Capacity", "CostResult", "HardwareModel", "build_hardware", "check_capacity", "run"]

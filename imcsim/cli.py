@@ -134,7 +134,7 @@ def _cmd_run(args) -> int:
 def _cmd_compare(args) -> int:
     from rich.console import Console
 
-    from imcsim.api import build_hardware, run
+    from imcsim.api import build_hardware, check_capacity, run
     from imcsim.compare import comparison_files, render_comparison, unique_names
     from imcsim.config import load_config
     from imcsim.files import check_output_folder
@@ -143,6 +143,8 @@ def _cmd_compare(args) -> int:
     out = check_output_folder(args.out, "--out")
     loaded = [load_config(c, args.overrides, seed=args.seed, library=args.library) for c in args.configs]
     hardware = [build_hardware(cfg) for cfg in loaded]  # every config checked before any run
+    for cfg, hw in zip(loaded, hardware, strict=True):
+        check_capacity(cfg, hw)
     names = unique_names([cfg.config.name for cfg in loaded])
     reports = []
     for name, cfg, hw in zip(names, loaded, hardware, strict=True):
@@ -202,10 +204,10 @@ def _cmd_sweep(args) -> int:
 
         try:
             sweep.run_sweep(spec, executor, table, on_point)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stopped:  # Ctrl-C or SIGTERM (sweep.SweepInterrupted carries which)
             print(f"imcsim: interrupted; {len(table.rows)} of {len(points)} points are in {out}/results.csv; "
                   "rerun with --resume to finish", file=sys.stderr)
-            return 130
+            return 128 + getattr(stopped, "signum", 2)  # 130 for Ctrl-C (SIGINT), 143 for SIGTERM
     mx, my = args.pareto.split(",")
     written = sweep.write_plots(table, axes, args.plot_metric, (mx, my), out)
     if not args.quiet:
@@ -228,13 +230,14 @@ def _write_trace(result, name: str, path: Path) -> None:
 
 
 def _cmd_validate(args) -> int:
-    from imcsim.api import build_hardware
+    from imcsim.api import build_hardware, check_capacity
     from imcsim.config import load_config
 
     loaded = load_config(args.config, args.overrides, library=args.library)
-    build_hardware(loaded)
+    capacity = check_capacity(loaded, build_hardware(loaded))  # the workload fits on the circuit's array
     print(f"{args.config}: valid (config {loaded.config_hash}; cards: "
-          + ", ".join(f"{k}={v}" for k, v in loaded.cards.items()) + ")")
+          + ", ".join(f"{k}={v}" for k, v in loaded.cards.items())
+          + f"; the workload needs {capacity.needed} of {capacity.available} {capacity.unit})")
     return EXIT_OK
 
 
@@ -327,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"imcsim: error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopped:
         print("imcsim: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(stopped, "signum", 2)  # 130 for Ctrl-C (SIGINT)
     except Exception as err:  # an internal error: say so, show where with IMCSIM_DEBUG=1
         if os.environ.get("IMCSIM_DEBUG"):
             traceback.print_exc()

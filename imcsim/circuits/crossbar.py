@@ -50,8 +50,10 @@ from imcsim.circuits.macro import (
     ArrayParams,
     BitSerialMacro,
     BufferParams,
+    CapacityError,
     ComponentParams,
     DigitalParams,
+    MappingError,
     OpRecord,
     PeripheralParams,
     StoredMatrix,
@@ -193,13 +195,19 @@ class AnalogCrossbar(BitSerialMacro):
         """Differential pair of magnitude slices."""
         return self.slices
 
+    def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[str, tuple[int, int]]:
+        """What :meth:`store` programs for a K x N matrix: the matrix alone (no transposed copy), on
+        crossbars of ``rows`` x ``cols`` cells. Grouped layers (``groups`` > 1) are not mapped."""
+        if groups > 1:
+            raise MappingError(f"layer {name} is a grouped convolution ({groups} groups), which the analog "
+                               "crossbar does not map")
+        return {name: self.tiles_for(k, n)}
+
     def store(self, name: str, w_int8: np.ndarray) -> list[OpRecord]:
         w = np.asarray(w_int8, dtype=np.int8)
-        rt, ct = self.tiles_for(*w.shape)
+        rt, ct = self.placement(name, *w.shape)[name]
         used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name != name)
         if used + rt * ct > self.card.array.n_subarrays:
-            from imcsim.circuits.macro import CapacityError
-
             raise CapacityError(f"weights need {used + rt * ct} crossbars but the macro has {self.card.array.n_subarrays}")
         self.stored[name] = StoredMatrix(name, np.zeros_like(w), rt, ct)  # fresh cells: level 0 (g_min)
         self.ell[name] = np.zeros((*w.shape, self.slices))

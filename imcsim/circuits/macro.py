@@ -306,6 +306,17 @@ class BitSerialMacro:
             return math.ceil(groups / per), 1
         return groups * math.ceil(k / a.rows), math.ceil(n * cpw / a.cols)
 
+    def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[str, tuple[int, int]]:
+        """What :meth:`store` programs for ``groups`` K x N matrices under ``name``: each stored matrix's
+        (row tiles, column tiles); with the ``transposed_copy`` input-gradient dataflow, W^T as well.
+
+        The subarrays a matrix takes are the product of its tiles (see :meth:`tiles_for`).
+        """
+        placed = {name: self.tiles_for(k, n, groups)}
+        if self.card.dataflow.input_grad == "transposed_copy":
+            placed[transposed_name(name)] = self.tiles_for(n, k, groups)
+        return placed
+
     def store(self, name: str, w_int8: np.ndarray, groups: int = 1) -> list[OpRecord]:
         """Program a K x N INT8 matrix (or ``groups`` of them stacked along the rows) into fresh subarrays.
 
@@ -313,20 +324,20 @@ class BitSerialMacro:
         dataflow, W^T (of each group) is stored as well.
         """
         w = np.asarray(w_int8, dtype=np.int8)
+        kg, n = w.shape[0] // groups, w.shape[1]
+        placed = self.placement(name, kg, n, groups)
         copies = {name: w}
-        if self.card.dataflow.input_grad == "transposed_copy":
-            kg, n = w.shape[0] // groups, w.shape[1]
+        if transposed_name(name) in placed:
             copies[transposed_name(name)] = np.ascontiguousarray(
                 w.reshape(groups, kg, n).transpose(0, 2, 1).reshape(groups * n, kg))
-        need = sum(math.prod(self.tiles_for(m.shape[0] // groups, m.shape[1], groups)) for m in copies.values())
+        need = sum(math.prod(tiles) for tiles in placed.values())
         used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name not in copies)
         if used + need > self.card.array.n_subarrays:
             raise CapacityError(
                 f"weights need {used + need} subarrays but the macro has {self.card.array.n_subarrays}"
             )
         for key, m in copies.items():
-            tiles = self.tiles_for(m.shape[0] // groups, m.shape[1], groups)
-            self.stored[key] = StoredMatrix(key, np.zeros_like(m), *tiles, groups=groups)
+            self.stored[key] = StoredMatrix(key, np.zeros_like(m), *placed[key], groups=groups)
         return [self.write_back(key, m, phase="deploy") for key, m in copies.items()]
 
     def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:

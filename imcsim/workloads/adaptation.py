@@ -41,11 +41,18 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
+from imcsim.errors import FieldError
 from imcsim.params import Params
 from imcsim.workloads.continual import ContinualResult
 from imcsim.workloads.costonly import ActivityStats, cost_only_step
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
-from imcsim.workloads.int8 import Hardware, IMCLinear, imc_modules
+from imcsim.workloads.int8 import (
+    ArrayLayer,
+    Hardware,
+    IMCLinear,
+    array_layers_of,
+    imc_modules,
+)
 from imcsim.workloads.memory import TrainingMemory, training_memory
 from imcsim.workloads.transformer import (
     Attention,
@@ -77,7 +84,7 @@ class TransformerSpec(Params):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerSpec:
         if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+            raise FieldError("n_heads", f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         return self
 
 
@@ -135,7 +142,7 @@ class AdaptationCard(Params):
         models = [self.model] + ([self.cost_only.model] if self.cost_only is not None else [])
         decoder_only = [t for t in self.adapters.targets if t.startswith(("self.", "cross."))]
         if decoder_only and any(m.decoder_layers == 0 for m in models):
-            raise ValueError(f"adapters.targets {decoder_only} name decoder projections, but a model has no "
+            raise FieldError("adapters.targets", f"{decoder_only} name decoder projections, but a model has no "
                              "decoder_layers")
         return self
 
@@ -143,7 +150,7 @@ class AdaptationCard(Params):
     def _enough_token_pairs(self) -> AdaptationCard:
         pairs = self.model.vocab * (self.model.vocab - 1) // 2
         if pairs < self.adapters.pool_size + self.n_tasks:
-            raise ValueError(f"a vocab of {self.model.vocab} gives {pairs} token-pair tasks, fewer than "
+            raise FieldError("model.vocab", f"a vocab of {self.model.vocab} gives {pairs} token-pair tasks, fewer than "
                              f"adapters.pool_size + n_tasks = {self.adapters.pool_size + self.n_tasks}")
         return self
 
@@ -371,6 +378,43 @@ def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, devic
                            source_accuracy=source_acc, final_losses=losses, memory=mem)
 
 
+def _adapted_model(card: AdaptationCard, m: TransformerSpec, heads: list[tuple[str, int]], device: str = "meta"
+                   ) -> tuple[TinyTransformer, list[torch.nn.Module]]:
+    """The adapted model of sizes ``m`` with ``heads`` (untrained; on meta tensors: shapes only), and its
+    adapters (LoRAFusion's pool: ``pool_size`` adapters of the card's rank)."""
+    with torch.device(device):
+        model = TinyTransformer(m.vocab, m.d_model, m.n_heads, m.n_layers, m.d_ff, m.seq_len, SOURCE_CLASSES,
+                                m.decoder_layers)
+        states = []
+        if card.method == "lorafusion":  # the pool's shapes: N adapters of the card's rank on the targets
+            probe = copy.deepcopy(model)
+            attach_lora(probe, card.adapters.targets, card.adapters.rank)
+            states = [lora_state(probe)] * card.adapters.pool_size
+        adapters = _attach(card, model, states, heads)
+    return model, adapters
+
+
+def _part(name: str) -> str:
+    if name.startswith("head."):
+        return "heads"
+    return "adapters" if re.search(r"\.(lora_[AB]|pool\d+\.[AB])$", name) else "base model"
+
+
+def array_layers(card: AdaptationCard, mode: str) -> list[ArrayLayer]:
+    """The weight matrices a run of ``card`` stores in the array, from the untrained model (no data, no training):
+    the base model's projections and the method's adapters in the array (the LoRA slot in ReRAM, or
+    LoRAFusion's pool); not the layers kept in the digital unit (heads; LoRA's A and B with
+    ``adapter_memory: sram``). ``mode``: functional (the card's model, a head per task) or cost_only
+    (the cost-only model, on meta tensors, with the counted task's head)."""
+    if mode == "cost_only":
+        model, adapters = _adapted_model(card, card.cost_only.model, [(COST_TASK, card.cost_only.n_classes)])
+    else:  # the functional model trains, so it is small: built on the CPU (torch's RNG is left as it was)
+        with torch.random.fork_rng(devices=[]):
+            model, adapters = _adapted_model(card, card.model, [(f"task{i}", 2) for i in range(card.n_tasks)], "cpu")
+    digital = {id(m) for m in _digital_layers(card, model, adapters)}
+    return array_layers_of([m for m in imc_modules(model) if id(m) not in digital], _part)
+
+
 @functools.lru_cache(maxsize=16)
 def _trace_adapted(card_json: str) -> tuple[TinyTransformer, list[torch.nn.Module], LayerGraph, TrainingMemory]:
     """The card's cost-only model on meta tensors, with its adapters, one head and the traced step.
@@ -380,15 +424,7 @@ def _trace_adapted(card_json: str) -> tuple[TinyTransformer, list[torch.nn.Modul
     card = AdaptationCard.model_validate_json(card_json)
     spec = card.cost_only
     m = spec.model
-    with torch.device("meta"):
-        model = TinyTransformer(m.vocab, m.d_model, m.n_heads, m.n_layers, m.d_ff, m.seq_len, SOURCE_CLASSES,
-                                m.decoder_layers)
-        states = []
-        if card.method == "lorafusion":  # the pool's shapes: N adapters of the card's rank on the targets
-            probe = copy.deepcopy(model)
-            attach_lora(probe, card.adapters.targets, card.adapters.rank)
-            states = [lora_state(probe)] * card.adapters.pool_size
-        adapters = _attach(card, model, states, [(COST_TASK, spec.n_classes)])
+    model, adapters = _adapted_model(card, m, [(COST_TASK, spec.n_classes)])
     params = _task_params(card, model, COST_TASK)
     for p in params:
         p.requires_grad_(True)

@@ -33,12 +33,13 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
 from imcsim.circuits.macro import BitSerialMacro, OpRecord
+from imcsim.errors import FieldError
 from imcsim.params import Params
 from imcsim.workloads.backbones import build_backbone
 from imcsim.workloads.costonly import DIGITAL_PARAMS, CostOnlySpec, cost_only_step
 from imcsim.workloads.data import DataError, TaskData, make_task
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
-from imcsim.workloads.int8 import Hardware, imc_modules
+from imcsim.workloads.int8 import ArrayLayer, Hardware, array_layers_of, imc_modules
 from imcsim.workloads.memory import TrainingMemory, training_memory
 from imcsim.workloads.models import RepNet, TinyCNN
 
@@ -68,9 +69,9 @@ class TaskSpec(Params):
     @model_validator(mode="after")
     def _check_source(self) -> TaskSpec:
         if self.source in ("digits", "cifar10") and any(c > 9 for c in self.classes):
-            raise ValueError(f"{self.source} classes are 0..9 (got {self.classes})")
+            raise FieldError("classes", f"{self.source} classes are 0..9 (got {self.classes})")
         if self.source != "digits" and not self.path:
-            raise ValueError(f"source {self.source} needs a path to the data")
+            raise FieldError("path", f"source {self.source} needs a path to the data")
         return self
 
 
@@ -135,7 +136,8 @@ class ContinualCard(Params):
         n = ARCH_BLOCKS[self.model.arch]
         bad = [b for b in self.repnet.side_blocks if not 0 <= b < n]
         if bad:
-            raise ValueError(f"repnet.side_blocks must be {self.model.arch} block indices 0..{n - 1} (got {bad})")
+            raise FieldError("repnet.side_blocks",
+                             f"must be {self.model.arch} block indices 0..{n - 1} (got {bad})")
         return self
 
     @field_validator("tasks")
@@ -180,6 +182,45 @@ class ContinualResult:
 def side_blocks(card: ContinualCard) -> list[int]:
     """The blocks that get side modules: Rep-Net methods only (a baseline runs the bare backbone)."""
     return list(card.repnet.side_blocks) if card.method in ("repnet", "repnet_bias") else []
+
+
+def deployed_model(card: ContinualCard, backbone: torch.nn.Module, heads: list[tuple[str, int]]) -> RepNet:
+    """The model a functional run deploys: ``backbone``, the method's side modules and a head per
+    (task, classes) of ``heads``."""
+    model = RepNet(backbone, side_blocks(card), card.repnet.width, card.model.image_size, card.repnet.per_task)
+    for name, n_classes in heads:
+        model.add_head(name, n_classes)
+    return model
+
+
+# Input channels of a data source's images (digits are grey; cifar10 and image folders are RGB).
+SOURCE_CHANNELS = {"digits": 1, "cifar10": 3, "image_folder": 3}
+_PARTS = {"backbone": "backbone", "side": "side modules", "head": "heads"}
+
+
+def _part(name: str) -> str:
+    return _PARTS.get(name.split(".", 1)[0], "other layers")
+
+
+def array_layers(card: ContinualCard, mode: str) -> list[ArrayLayer]:
+    """The weight matrices a run of ``card`` stores in the array, from the untrained model (no data, no training).
+
+    Functional (``mode="functional"``): every IMC layer of the deployed model (backbone, the method's side
+    modules, per task when ``repnet.per_task``, and every task's head), one matrix per group of a grouped
+    conv. Cost-only: every layer of the model :func:`_trace_step` traces (one task), a grouped layer as
+    one stored matrix.
+    """
+    arch, width = card.model.arch, card.model.width
+    with torch.random.fork_rng(devices=[]):  # built on the CPU (as _trace_step builds it); torch's RNG is left as it was
+        if mode == "cost_only":
+            spec, task = card.cost_only, card.tasks[0]
+            model = RepNet(build_backbone(arch, spec.in_channels, width), side_blocks(card), card.repnet.width,
+                           spec.image_size)
+            model.add_head(task.name, len(task.classes))
+        else:
+            backbone = build_backbone(arch, SOURCE_CHANNELS[card.pretrain.task.source], width)
+            model = deployed_model(card, backbone, [(t.name, len(t.classes)) for t in card.tasks])
+    return array_layers_of(imc_modules(model), _part, grouped=mode == "cost_only")
 
 
 def _set_trainable(model: RepNet, method: Method) -> None:
@@ -304,9 +345,7 @@ def run_continual(
     backbone, source_acc = copy.deepcopy(cached[0]), cached[1]
     torch.manual_seed(seed + 1)
 
-    model = RepNet(backbone, side_blocks(card), card.repnet.width, size, card.repnet.per_task).to(device)
-    for t in tasks:
-        model.add_head(t.name, t.n_classes).to(device)
+    model = deployed_model(card, backbone, [(t.name, t.n_classes) for t in tasks]).to(device)
     _set_trainable(model, card.method)
     graphs = {t.name: training_graph(model, card.method, t.name, t.x_train[:2].shape) for t in tasks}
     memory = step_memory(model, card.method, [t.name for t in tasks],
@@ -394,6 +433,14 @@ def _trace_step(arch: str, width: int, in_channels: int, image_size: int, batch:
     return graph, memory, digital
 
 
+def _cost_only_trace(card: ContinualCard) -> tuple[LayerGraph, TrainingMemory, int]:
+    """:func:`_trace_step` of the card's cost-only step (its first task)."""
+    spec, task = card.cost_only, card.tasks[0]
+    return _trace_step(card.model.arch, card.model.width, spec.in_channels, spec.image_size, spec.batch_size,
+                       tuple(side_blocks(card)), card.repnet.width, card.method, task.name, len(task.classes),
+                       card.train.momentum > 0)
+
+
 def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> ContinualResult:
     """Count one training step of the card's model at the ``cost_only`` sizes (no data, no arithmetic)."""
     spec = card.cost_only
@@ -401,9 +448,7 @@ def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> Cont
         raise ValueError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
                          "steps_per_task, activity)")
     task = card.tasks[0]
-    graph, memory, digital = _trace_step(card.model.arch, card.model.width, spec.in_channels, spec.image_size,
-                                         spec.batch_size, tuple(side_blocks(card)), card.repnet.width, card.method,
-                                         task.name, len(task.classes), card.train.momentum > 0)
+    graph, memory, digital = _cost_only_trace(card)
     step = cost_only_step(macro, graph, spec.activity, digital, task.name, seed)
     n = len(card.tasks)
     return ContinualResult(

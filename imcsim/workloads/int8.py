@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -311,6 +312,35 @@ class IMCConv2d(IMCModule):
 
 def imc_modules(model: nn.Module) -> list[IMCModule]:
     return [m for m in model.modules() if isinstance(m, IMCModule)]
+
+
+class ArrayLayer(NamedTuple):
+    """A weight matrix a run stores in the array: ``groups`` K x N matrices under ``name``.
+
+    ``part``: the part of the model it belongs to (backbone, side modules, heads, adapters...).
+    """
+
+    name: str
+    k: int
+    n: int
+    groups: int = 1
+    part: str = ""
+
+
+def array_layers_of(modules: list[IMCModule], part_of: Callable[[str], str], grouped: bool = False
+                    ) -> list[ArrayLayer]:
+    """The matrices stored for ``modules``, from their shapes (they may live on the meta device).
+
+    As :meth:`IMCModule.deploy` stores them (a functional run): one matrix per group of a grouped
+    conv. With ``grouped``, as a cost-only step stores a traced layer (see
+    :func:`imcsim.workloads.dataflow.traced_layer_call`): the groups' K x N matrices together.
+    ``part_of`` names the part of the model a module (by name) belongs to.
+    """
+    if grouped:
+        return [ArrayLayer(m.name, math.prod(m.weight.shape[1:]), m.weight.shape[0] // getattr(m, "groups", 1),
+                           getattr(m, "groups", 1), part_of(m.name)) for m in modules]
+    return [ArrayLayer(name, *w.shape, 1, part_of(m.name))
+            for m in modules for name, w in zip(m.stored_names(), m.weight_matrices(), strict=True)]
 
 
 def int8_image(module: IMCModule, index: int = 0) -> np.ndarray:
