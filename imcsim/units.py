@@ -148,7 +148,7 @@ def _parse_unit_token(token: str) -> tuple[float, Dim]:
         if token.startswith(prefix) and token[len(prefix) :] in _BASE_UNITS:
             base_scale, dim = _BASE_UNITS[token[len(prefix) :]]
             return scale * base_scale, dim
-    raise UnitError(f"unknown unit '{token}'")
+    raise UnitError(f"unknown unit {_echo(token)}")
 
 
 def parse_unit(expr: str) -> tuple[float, Dim]:
@@ -170,7 +170,7 @@ def parse_unit(expr: str) -> tuple[float, Dim]:
             continue
         m = _FACTOR_RE.match(part)
         if not m or not part:
-            raise UnitError(f"cannot read unit expression '{expr}'")
+            raise UnitError(f"cannot read unit expression {_echo(expr)}")
         token, exp_s = m.group(1), m.group(2)
         exp = int(exp_s) if exp_s else 1
         s, d = _parse_unit_token(token)
@@ -182,12 +182,12 @@ def parse_unit(expr: str) -> tuple[float, Dim]:
 def parse_quantity(text: str | float | int) -> Quantity:
     """Parse ``"10 ns"`` (or a bare number, taken as SI) into a :class:`Quantity`."""
     if isinstance(text, bool):
-        raise UnitError(f"expected a number, got {text!r}")
+        raise UnitError(f"expected a number, got {_echo(text)}")
     if isinstance(text, int | float):
         return Quantity(float(text), DIMENSIONLESS)
     m = _QUANTITY_RE.match(str(text))
     if not m:
-        raise UnitError(f"cannot read {text!r} as a number with a unit")
+        raise UnitError(f"cannot read {_echo(text)} as a number with a unit")
     number = float(m.group(1))
     scale, dim = parse_unit(m.group(2))
     return Quantity(number * scale, dim)
@@ -202,7 +202,7 @@ def to_si(text: str | float | int, dim: Dim) -> float:
     are plain numbers, refused for a dimensioned quantity.
     """
     if isinstance(text, bool):
-        raise UnitError(f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {text!r}")
+        raise UnitError(f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {_echo(text)}")
     try:
         if isinstance(text, int | float):
             value = float(text)
