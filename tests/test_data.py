@@ -253,6 +253,25 @@ def test_cifar_truncated_batch_names_the_file(tmp_path):
         load_cifar10(str(path))
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="measures memory through /proc")
+@pytest.mark.parametrize("opcode", [b"\x96", b"\x8e", b"\x8d"])  # BYTEARRAY8, BINBYTES8, BINUNICODE8
+def test_cifar_length_claims_beyond_the_file_allocate_nothing(tmp_path, opcode):
+    """A few bytes claiming an exabyte string: refused from the opcodes, before the unpickler allocates."""
+    import resource
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x05" + opcode + struct.pack("<Q", 2**62) + b"abc")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    in_use = int(next(ln for ln in Path("/proc/self/status").read_text().splitlines()
+                      if ln.startswith("VmSize:")).split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + 4 * 2**30, hard))  # allocating the claim would fail loudly
+    try:
+        with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR-10 python batch .*remain"):
+            load_cifar10(str(path))
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def _png_declaring(width: int, height: int) -> bytes:
     """A 1 x 1 PNG whose header claims ``width`` x ``height`` pixels (read by PIL without decoding)."""
     buf = io.BytesIO()

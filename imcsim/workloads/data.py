@@ -37,8 +37,10 @@ Data files are data, never code:
 from __future__ import annotations
 
 import functools
+import io
 import math
 import pickle
+import pickletools
 import struct
 import warnings
 from dataclasses import dataclass
@@ -52,6 +54,7 @@ import torch.nn.functional as F
 TRANSFORMS = ("none", "rotate90", "invert", "noise")
 SOURCES = ("digits", "cifar10", "image_folder")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
+MAX_BATCH_BYTES = 2**30  # a CIFAR-10 python batch is about 31 MB
 MAX_IMAGE_PIXELS = 2**26  # width x height an image header may declare (a 8192 x 8192 image)
 CIFAR_CLASSES = 10
 CIFAR_ROW = 3 * 32 * 32
@@ -278,8 +281,15 @@ def load_cifar10(path: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for f in files:
         try:
-            with open(f, "rb") as fh:
-                batch = _BatchUnpickler(fh, f).load()
+            if f.stat().st_size > MAX_BATCH_BYTES:
+                raise DataError(f"{f}: {f.stat().st_size:,} bytes, more than a CIFAR-10 batch can hold "
+                                f"(at most {MAX_BATCH_BYTES:,})")
+            blob = f.read_bytes()
+            # The opcodes first, read without building anything: a length field claiming more than the file
+            # holds is refused here, never handed to the unpickler, which would allocate that length.
+            for _ in pickletools.genops(io.BytesIO(blob)):
+                pass
+            batch = _BatchUnpickler(io.BytesIO(blob), f).load()
             data, lab = _cifar_batch(batch, f)
         except (DataError, MemoryError):
             raise
