@@ -181,8 +181,9 @@ def _cmd_sweep(args) -> int:
     for key, value in points[0].items():  # every swept key must exist (a bad value only fails its own points)
         try:
             load_config(args.config, [*args.overrides, f"{key}={value}"], seed=args.seed, library=args.library)
-        except UnknownKeyError:
-            raise
+        except UnknownKeyError as err:
+            axis = "--grid" if any(g.startswith(f"{key}=") for g in args.grid) else "--range"
+            raise UnknownKeyError(f"swept key {key}: {err.message}", file=axis, key=err.key) from None
         except InputError:
             pass
     spec = sweep.SweepSpec(config=str(Path(args.config).resolve()), overrides=list(args.overrides),

@@ -248,6 +248,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def find_library(start: Path, explicit: Path | None = None) -> Path | None:
     """The card library for a config at ``start`` (see the module docstring)."""
     if explicit is not None:
+        if not explicit.is_dir():
+            raise InputError(f"{shorten(str(explicit))} is not a folder (give the folder holding devices/, "
+                             "circuits/, workloads/)", key="--library")
         return explicit
     here = start.resolve()
     here = here if here.is_dir() else here.parent

@@ -151,3 +151,15 @@ def test_an_echoed_value_is_cut(capsys):
     line = _refused(capsys, "validate", MAIN, "--set", "device.write.t_set=" + "ab" * 5000)
     assert " ... " in line
     assert len(line) < 300
+
+
+@pytest.mark.parametrize("command", [["list", "devices"], ["validate", MAIN]])
+def test_a_library_that_is_not_a_folder_is_refused(tmp_path, capsys, command):
+    line = _refused(capsys, *command, "--library", str(tmp_path / "nowhere"))
+    assert line.startswith("imcsim: error: --library: ")
+
+
+def test_an_unknown_swept_key_names_its_axis(tmp_path, capsys):
+    line = _refused(capsys, "sweep", COST, "--grid", "nosuch.key=1,2", "--out", str(tmp_path / "s"))
+    assert line.startswith("imcsim: error: --grid: nosuch: swept key nosuch.key: unknown key")
+    assert list(tmp_path.iterdir()) == []
