@@ -91,6 +91,10 @@ def _check_run_options(loaded: LoadedConfig) -> torch.device:
         raise InputError("cost-only runs count the weight gradient in the digital unit; set "
                          "circuit.dataflow.weight_grad=digital or use mode functional",
                          file=loaded.where("circuit.dataflow.weight_grad"), key="circuit.dataflow.weight_grad")
+    if run_opts.torch_device == "cuda" and loaded.config.workload.kind == "lora_adaptation":
+        raise InputError("adaptation workloads train their small transformer on the CPU (its cost is the circuit "
+                         "model's, not the arithmetic's); use auto or cpu", file=loaded.where("run.torch_device"),
+                         key="run.torch_device")
     try:
         return torch_device(run_opts.torch_device)
     except InputError as err:
@@ -117,10 +121,17 @@ def run(
     stateful (the macro holds the stored weights), so use a fresh one per run.
     With ``keep_timeline`` a :class:`RunResult` also carries the step schedules.
     """
-    cfg = loaded.config
     hw = hardware or build_hardware(loaded)
     dev = _check_run_options(loaded)
     check_capacity(loaded, hw)  # before any training: a workload that does not fit fails now, with its total
+    # The workloads seed torch's global generators; the caller's state (a notebook's) is put back after.
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if dev.type == "cuda" else []):
+        return _run(loaded, progress, hw, dev, keep_timeline)
+
+
+def _run(loaded: LoadedConfig, progress: Callable[[str, int, int], None] | None, hw: HardwareModel,
+         dev: torch.device, keep_timeline: bool) -> Report | RunResult:
+    cfg = loaded.config
     shared: dict = {}
     ev = _evaluate(loaded, _execute(loaded, cfg.workload, hw, dev, progress, shared), hw)
     tables = ev.tables
@@ -328,8 +339,9 @@ def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) 
         c = cost(tally.counts_by_task[name], macro.actions, {"all": task_cycles.get(name, 0)}, t_cycle).scaled(share)
         pulses = sum(n for (comp, action), n in c.counts.items()
                      if comp == hw.device.component and action.endswith("_pulse"))
-        for i in range(reps):
-            per_task.append({"task": name if reps == 1 else f"{name}#{i + 1}", "steps": steps_i * share,
+        labels = list(result.repeat_names) or ([name] if reps == 1 else [f"{name}#{i + 1}" for i in range(reps)])
+        for label in labels:
+            per_task.append({"task": label, "steps": steps_i * share,
                              "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
                              "write_pulses": int(pulses), "cells_programmed": round(tally.programmed_by_task[name] * share)})
     tables = {

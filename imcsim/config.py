@@ -68,7 +68,7 @@ class RunOptions(Params):
         "functional", description="functional: real data and training; cost_only: shapes and activity statistics only"
     )
     torch_device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="where functional training runs (auto: CUDA when present)"
+        "auto", description="where functional training runs (auto: CUDA when present; adaptation workloads train on the CPU)"
     )
     engine: Literal["compiled", "simpy"] = Field(
         "compiled",
@@ -125,8 +125,11 @@ class LoadedConfig:
 
     @property
     def config_hash(self) -> str:
-        """SHA-256 of the resolved config (canonical JSON), first 16 hex digits."""
-        blob = json.dumps(self.resolved, sort_keys=True, separators=(",", ":")).encode()
+        """SHA-256 of the resolved config (canonical JSON), first 16 hex digits. The card paths are left out:
+        the cards' contents are in the resolved config, and the same config hashes alike however its path
+        is spelled or wherever it is run from."""
+        physics = {k: v for k, v in self.resolved.items() if k != "cards"}
+        blob = json.dumps(physics, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -659,7 +662,7 @@ def _read_card(path: Path, section: str) -> tuple[dict[str, Any], str]:
 def load_card(section: str, card: str, overrides: list[str] | None = None, *,
               library: str | Path | None = None) -> tuple[Params, Any]:
     """Load one card by name or path (relative to the working folder), with ``--set``-style
-    overrides given relative to the card (``write.t_set=2ns``).
+    overrides given relative to the card (``write.t_set=2ns``) or as run takes them (``device.write.t_set=2ns``).
 
     Returns the validated card and a ``where(dotted_key) -> file`` function for errors.
     """
@@ -671,6 +674,8 @@ def load_card(section: str, card: str, overrides: list[str] | None = None, *,
     _record(body, shown, origins, section)
     for item in overrides or []:
         parts, value = parse_set(item)
+        if len(parts) > 1 and parts[0] == section:  # the same key as run and sweep take: device.write.t_set
+            parts = parts[1:]
         _apply_set(body, parts, value, origins, prefix=section)
     where = _origin_finder(origins, shown)
     return _validate_section(section, body, where), where

@@ -1,15 +1,17 @@
-"""Plots rendered from models and reports (matplotlib, no display needed)."""
+"""Plots rendered from models and reports as PNG bytes.
+
+Figures are made with :class:`matplotlib.figure.Figure` and its Agg canvas, never through pyplot: importing
+this module leaves a notebook's backend and open figures as they were.
+"""
 
 from __future__ import annotations
 
 import io
 import textwrap
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from imcsim import __version__
 from imcsim.files import SIGNATURE
@@ -20,7 +22,7 @@ CURRENT_RATIOS = (0.6, 0.9, 1.2, 1.5, 2.0, 3.0)
 def plot_switching(path, title: str) -> bytes:
     """PNG bytes: switching probability vs pulse width (several currents) and write error rate vs current."""
     t = np.logspace(-11, -6, 300)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(11, 4.2))
     for r in CURRENT_RATIOS:
         ax1.semilogx(t * 1e9, 1.0 - path.wer(r * path.ic0_a, t), label=f"I = {r:g} I_c0")
     ax1.axvline(path.t_op_s * 1e9, color="k", ls=":", lw=1)
@@ -44,7 +46,7 @@ def plot_switching(path, title: str) -> bytes:
 
 def plot_pulse_histogram(pulses_by_distance: dict[int, np.ndarray], title: str) -> bytes:
     """PNG bytes: histogram of write-and-verify pulses per transition, one series per level distance."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = _subplots(figsize=(6.5, 4.2))
     top = max((int(p.max()) for p in pulses_by_distance.values() if p.size), default=1)
     bins = np.arange(0, top + 2) - 0.5
     for d, pulses in sorted(pulses_by_distance.items()):
@@ -58,7 +60,7 @@ def plot_pulse_histogram(pulses_by_distance: dict[int, np.ndarray], title: str) 
 
 def plot_cumulative(series) -> bytes:
     """PNG bytes: cumulative write pulses and energy over the task sequence, one line per run."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(11, 4.2))
     for s in series:
         x = np.arange(len(s.writes))
         ax1.plot(x, s.writes, marker="o", label=s.name)
@@ -96,19 +98,25 @@ def pareto_front(x: np.ndarray, y: np.ndarray, x_larger: bool = False, y_larger:
     return np.array(front, dtype=np.int64)
 
 
+def _subplots(*grid: int, figsize: tuple[float, float]):
+    """A figure on its own Agg canvas and its axes (as ``pyplot.subplots`` returns them, without pyplot)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*grid)
+
+
 def _png(fig) -> bytes:
     """The figure as PNG bytes, signed in its ``Software`` text so imcsim may later replace the file it lands in."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=120, metadata={"Software": f"{SIGNATURE.decode()} {__version__}"})
-    plt.close(fig)
     return buf.getvalue()
 
 
 def plot_metric_vs_param(values: list, x: np.ndarray | None, y: np.ndarray, key: str, metric: str,
                          log_x: bool = False) -> bytes:
     """PNG bytes: ``metric`` against the swept ``key`` (numbers on an axis; other values as categories)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = _subplots(figsize=(6.4, 4.2))
     if x is None:
         cats = sorted({str(v) for v in values})
         pos = np.array([cats.index(str(v)) for v in values])
@@ -129,7 +137,7 @@ def plot_metric_vs_param(values: list, x: np.ndarray | None, y: np.ndarray, key:
 
 def plot_pareto(x: np.ndarray, y: np.ndarray, mx: str, my: str) -> bytes:
     """PNG bytes: every point of two metrics with their Pareto front drawn."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = _subplots(figsize=(6.4, 4.6))
     ax.scatter(x, y, s=14, alpha=0.5, label="points")
     front = pareto_front(x, y, _better_larger(mx), _better_larger(my))
     ax.plot(x[front], y[front], color="C3", marker="o", label=f"Pareto front ({len(front)})")

@@ -164,6 +164,7 @@ class ContinualResult:
     step_scale: float = 1.0  # training steps each counted step stands for (cost-only: one step counted)
     memory: TrainingMemory | None = None  # training memory of one step (the largest over the tasks)
     task_repeats: int = 1  # cost-only: the one counted task stands for this many alike tasks
+    repeat_names: tuple[str, ...] = ()  # cost-only: the names of the tasks it stands for, when they have names
 
     @property
     def average_accuracy(self) -> float:
@@ -455,4 +456,5 @@ def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> Cont
         ops=step.ops, graphs={task.name: graph}, task_names=[task.name], accuracy=np.full((1, 1), np.nan),
         steps_per_task=[1], trainable_params=step.trainable_params, source_accuracy=float("nan"),
         final_losses=[float("nan")], step_scale=float(spec.steps_per_task * n), memory=memory, task_repeats=n,
+        repeat_names=tuple(t.name for t in card.tasks),
     )

@@ -1,0 +1,70 @@
+"""Behaviour a new user or a notebook relies on: the same keys everywhere, stable hashes, untouched global state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imcsim import api
+from imcsim.config import load_card, load_config
+from imcsim.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "configs" / "sas_mram_repnet.yaml"
+COST = ROOT / "configs" / "sas_mram_repnet_mobilenetv2_cost.yaml"
+
+
+def test_the_device_command_takes_the_keys_run_takes():
+    short, _ = load_card("device", "sas_mram_4mtj_zhang_tcad2024", ["write.t_set=3ns"], library=ROOT)
+    full, _ = load_card("device", "sas_mram_4mtj_zhang_tcad2024", ["device.write.t_set=3ns"], library=ROOT)
+    assert short.write.t_set_s == full.write.t_set_s == pytest.approx(3e-9)
+
+
+def test_the_config_hash_does_not_depend_on_how_the_path_is_spelled(monkeypatch, tmp_path):
+    absolute = load_config(MAIN).config_hash
+    monkeypatch.chdir(ROOT)
+    relative = load_config(Path("configs") / MAIN.name).config_hash
+    monkeypatch.chdir(tmp_path)
+    elsewhere = load_config(os.path.relpath(MAIN, tmp_path)).config_hash
+    assert absolute == relative == elsewhere
+    assert load_config(MAIN, ["device.write.t_set=3ns"]).config_hash != absolute  # the physics still counts
+
+
+def test_a_run_leaves_the_callers_random_state_alone(monkeypatch):
+    real = api._execute
+
+    def seeding(*args, **kwargs):  # the workloads seed torch's global generator
+        torch.manual_seed(12345)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "_execute", seeding)
+    torch.manual_seed(7)
+    state = torch.random.get_rng_state()
+    api.run(load_config(COST, ["workload.cost_only.steps_per_task=2", "workload.baselines=[]"]))
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_importing_imcsim_keeps_the_matplotlib_backend():
+    code = ("import matplotlib; matplotlib.use('pdf'); import imcsim.plots, imcsim.cli, imcsim.api, imcsim.sweep; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "pdf"
+
+
+def test_cost_only_per_task_rows_carry_the_cards_task_names():
+    loaded = load_config(COST, ["workload.cost_only.steps_per_task=2", "workload.baselines=[]"])
+    rows = api.run(loaded).tables["per_task"]
+    assert [r["task"] for r in rows] == [t.name for t in loaded.config.workload.tasks]
+
+
+def test_cuda_for_an_adaptation_run_is_refused_not_ignored():
+    loaded = load_config(ROOT / "configs" / "reram_lora_bert_mini_cost.yaml", ["run.torch_device=cuda"])
+    with pytest.raises(InputError) as info:
+        api.build_hardware(loaded)
+    assert info.value.key == "run.torch_device"
+    assert "CPU" in info.value.message
