@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from imcsim.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -62,6 +65,9 @@ def test_golden(config):
     for key in ("latency_per_step_s", "latency_in_order_per_step_s"):
         assert m[key] == pytest.approx(g[key], rel=0.05), key
     assert m["latency_per_step_s"] <= m["latency_in_order_per_step_s"] * (1 + 1e-9)
+    if "analog_error_relative_rms" in g:  # measured by functional runs; not measured (NaN) by cost-only runs
+        cost_only = load_config(config).config.run.mode == "cost_only"
+        assert math.isnan(m["analog_error_relative_rms"]) == math.isnan(g["analog_error_relative_rms"]) == cost_only
 
 
 def test_run_trace_writes_a_chrome_trace(tmp_path):
