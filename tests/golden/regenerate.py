@@ -34,20 +34,26 @@ def smoke_settings(config: Path) -> list[str]:
     return SMOKE_BY_KIND[kind]
 
 
-def golden_for(config: Path) -> dict:
-    from imcsim.api import build_hardware, run
+def derived_for(config: Path) -> dict:
+    """What the config's hardware derives (no run): device figures, per-action costs, macro area."""
+    from imcsim.api import build_hardware
     from imcsim.config import load_config
 
-    smoke = smoke_settings(config)
-    loaded = load_config(config, smoke)
-    hw = build_hardware(loaded)
-    derived = {
+    hw = build_hardware(load_config(config, smoke_settings(config)))
+    return {
         "device_figures": {k: v for k, (v, _) in hw.device.figures().items()},
         "actions": {f"{c}.{a}": [s.cost.energy_j, s.cost.latency_s] for (c, a), s in hw.macro.actions.items()},
         "area_m2": hw.macro.area_m2(),
     }
-    report = run(loaded, hardware=hw)
-    return {"config": config.name, "smoke_settings": smoke, "derived": derived,
+
+
+def golden_for(config: Path) -> dict:
+    from imcsim.api import run
+    from imcsim.config import load_config
+
+    smoke = smoke_settings(config)
+    report = run(load_config(config, smoke))
+    return {"config": config.name, "smoke_settings": smoke, "derived": derived_for(config),
             "metrics": dict(report.metrics)}
 
 
