@@ -1,6 +1,6 @@
 """Adapting a frozen transformer to a task sequence on the macro: LoRA, LoRAFusion, full fine-tuning.
 
-Flow of one run (functional mode; DESIGN.md "Workloads", LoRA vs LoRAFusion):
+Flow of one run (functional mode; docs/architecture.md, "Workloads"):
 
 1. Generated data (nothing is downloaded): token sequences over a small
    vocabulary. The source task labels a sequence by which of tokens 0..3 occurs

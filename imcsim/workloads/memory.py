@@ -1,6 +1,6 @@
 """Training memory of a model: weights, optimizer state and the activations kept for backward.
 
-Accounting (DESIGN.md "Workloads"; Rep-Net and TinyTL both argue that the
+Accounting (docs/architecture.md, "Training memory"; Rep-Net and TinyTL both argue that the
 activations kept for the backward pass, not the parameters, dominate training
 memory on a device):
 

@@ -12,7 +12,7 @@ input x and bias b:
 * LoRA (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
   ICLR 2022): ``y = x W0^T + b + (alpha / r) (x A^T) B^T`` with trainable
   A (r x k) and B (d x r); B starts at zero so the model starts unchanged.
-* LoRAFusion (see DESIGN.md, "Workloads"): a pool of N trained LoRA adapters
+* LoRAFusion (docs/architecture.md, "Workloads"): a pool of N trained LoRA adapters
   (A_i, B_i) is deployed once and frozen. Per new task only fusion
   coefficients w (N values per transformer block, shared by that block's
   adapted linears) and a magnitude vector m (d values per adapted linear) are
