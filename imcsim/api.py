@@ -114,26 +114,28 @@ def run(
     progress: Callable[[str, int, int], None] | None = None,
     hardware: HardwareModel | None = None,
     keep_timeline: bool = False,
+    trace_step: int = 1,
 ) -> Report | RunResult:
     """Run a loaded config end to end and return its :class:`Report`.
 
     ``hardware`` (from :func:`build_hardware`) is built here when not given; it is
     stateful (the macro holds the stored weights), so use a fresh one per run.
-    With ``keep_timeline`` a :class:`RunResult` also carries the step schedules.
+    With ``keep_timeline`` a :class:`RunResult` also carries the step schedules, with the schedule of
+    training step ``trace_step`` (1-based) kept whole for a trace.
     """
     hw = hardware or build_hardware(loaded)
     dev = _check_run_options(loaded)
     check_capacity(loaded, hw)  # before any training: a workload that does not fit fails now, with its total
     # The workloads seed torch's global generators; the caller's state (a notebook's) is put back after.
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if dev.type == "cuda" else []):
-        return _run(loaded, progress, hw, dev, keep_timeline)
+        return _run(loaded, progress, hw, dev, keep_timeline, trace_step)
 
 
 def _run(loaded: LoadedConfig, progress: Callable[[str, int, int], None] | None, hw: HardwareModel,
-         dev: torch.device, keep_timeline: bool) -> Report | RunResult:
+         dev: torch.device, keep_timeline: bool, trace_step: int) -> Report | RunResult:
     cfg = loaded.config
     shared: dict = {}
-    ev = _evaluate(loaded, _execute(loaded, cfg.workload, hw, dev, progress, shared), hw)
+    ev = _evaluate(loaded, _execute(loaded, cfg.workload, hw, dev, progress, shared), hw, trace_step)
     tables = ev.tables
     baselines = [m for m in getattr(cfg.workload, "baselines", []) if m != cfg.workload.method]
     if baselines:  # the same scenario per method, each on fresh hardware of the same config
@@ -254,13 +256,13 @@ class _Evaluation:
     timeline: RunTimeline
 
 
-def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel) -> _Evaluation:
+def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel, trace_step: int = 1) -> _Evaluation:
     """Tally, schedule and cost a workload result on the hardware that ran it: the report's metrics and tables."""
     cfg = loaded.config
     tally = tally_ops(result.ops)
     macro = hw.macro
     t_cycle = macro.t_cycle_s
-    timeline = schedule_run(result.ops, result.graphs, macro, cfg.run.engine)
+    timeline = schedule_run(result.ops, result.graphs, macro, cfg.run.engine, trace_step)
     train = cost(tally.counts(TRAINING_PHASES), macro.actions,
                  {p: timeline.critical_by_phase.get(p, 0) for p in TRAINING_PHASES}, t_cycle)
     deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": timeline.deploy_cycles}, t_cycle)

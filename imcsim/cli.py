@@ -1,6 +1,6 @@
 """Command line: a thin shell over :mod:`imcsim.api`.
 
-    imcsim run CONFIG [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR] [--trace FILE]
+    imcsim run CONFIG [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR] [--trace FILE [--trace-step N]]
     imcsim compare CONFIG [CONFIG ...] [--out DIR] [--set KEY=VALUE ...] [--seed N] [--library DIR]
     imcsim sweep CONFIG (--grid KEY=V1,V2 | --range KEY=START:STOP:N[:log]) ... [--random N] [--out DIR]
                  [--resume] [--workers N] [--scheduler ADDRESS] [--plot METRIC] [--pareto MX,MY]
@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", metavar="FILE",
                    help="also write the schedule of the first training step as a Chrome trace-event JSON "
                         "(open it in https://ui.perfetto.dev)")
+    r.add_argument("--trace-step", type=int, default=1, metavar="N",
+                   help="the training step --trace records (1-based; default 1; the last step if the run has fewer)")
     common(r)
 
     c = sub.add_parser("compare", help="run several configs and compare them side by side (table, plot, break-even)")
@@ -99,6 +101,7 @@ def _cmd_run(args) -> int:
 
     from imcsim.api import build_hardware, run
     from imcsim.config import load_config
+    from imcsim.errors import InputError
     from imcsim.files import check_output_file, check_output_folder
     from imcsim.report import render_summary, write_report
 
@@ -107,9 +110,11 @@ def _cmd_run(args) -> int:
     out = check_output_folder(Path(args.out) if args.out else Path("out") / loaded.config.name, "--out")
     if args.trace:
         check_output_file(args.trace, "--trace", "trace.json")
+    if args.trace_step < 1:
+        raise InputError(f"training steps are numbered from 1 (got {args.trace_step})", key="--trace-step")
     console = Console(stderr=True)
     if args.quiet:
-        result = run(loaded, hardware=hardware, keep_timeline=True)
+        result = run(loaded, hardware=hardware, keep_timeline=True, trace_step=args.trace_step)
     else:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
@@ -118,16 +123,17 @@ def _cmd_run(args) -> int:
             def progress(name: str, done: int, total: int) -> None:
                 bar.update(task, description=f"training {name}", completed=done, total=total)
 
-            result = run(loaded, progress, hardware, keep_timeline=True)
+            result = run(loaded, progress, hardware, keep_timeline=True, trace_step=args.trace_step)
     report = result.report
     write_report(report, out)
-    if args.trace:
-        _write_trace(result, loaded.config.name, Path(args.trace))
+    traced = _write_trace(result, loaded.config.name, Path(args.trace)) if args.trace else 0
     if not args.quiet:
         render_summary(report, Console(width=max(Console().width, 120)))
         print(f"report written to {out}/ (report.json, counts.csv, summary.txt)")
-        if args.trace:
-            print(f"schedule trace written to {args.trace} (open it in https://ui.perfetto.dev)")
+        if traced:
+            fewer = f" (the run has {traced} steps)" if traced < args.trace_step else ""
+            print(f"schedule of training step {traced}{fewer} written to {args.trace} "
+                  "(open it in https://ui.perfetto.dev)")
     return EXIT_OK
 
 
@@ -218,16 +224,19 @@ def _cmd_sweep(args) -> int:
     return EXIT_OK
 
 
-def _write_trace(result, name: str, path: Path) -> None:
+def _write_trace(result, name: str, path: Path) -> int:
+    """Write the kept step's schedule as a Chrome trace; return its step number (0: the run had no step)."""
     from imcsim.sim.chrome import chrome_trace, write_chrome_trace
     from imcsim.sim.timeline import step_power_profile
 
     timeline = result.timeline
-    if timeline.first_step is None:
-        return
-    power = step_power_profile(timeline.first_step, timeline.t_cycle_s)
-    trace = chrome_trace(timeline.first_step, timeline.t_cycle_s, f"imcsim {name}: training step 1", power)
+    if timeline.traced is None:
+        return 0
+    power = step_power_profile(timeline.traced, timeline.t_cycle_s)
+    trace = chrome_trace(timeline.traced, timeline.t_cycle_s, f"imcsim {name}: training step {timeline.traced_index}",
+                         power)
     write_chrome_trace(trace, path)
+    return timeline.traced_index
 
 
 def _cmd_validate(args) -> int:

@@ -68,3 +68,20 @@ def test_cuda_for_an_adaptation_run_is_refused_not_ignored():
         api.build_hardware(loaded)
     assert info.value.key == "run.torch_device"
     assert "CPU" in info.value.message
+
+
+def test_trace_step_keeps_the_asked_step_or_the_last():
+    from sys import path as sys_path
+
+    sys_path.insert(0, str(ROOT / "tests" / "golden"))
+    from regenerate import SMOKE_SETTINGS
+
+    loaded = load_config(MAIN, [*SMOKE_SETTINGS, "workload.baselines=[]"])
+    result = api.run(loaded, keep_timeline=True, trace_step=5)
+    timeline = result.timeline
+    assert timeline.traced_index == 5
+    assert timeline.traced is not timeline.first_step
+    assert timeline.traced.makespan == timeline.step_cycles[4]
+    one_step = load_config(COST, ["workload.cost_only.steps_per_task=2", "workload.baselines=[]"])
+    last = api.run(one_step, keep_timeline=True, trace_step=3).timeline  # cost-only: one counted step
+    assert last.traced_index == len(last.step_cycles) == 1

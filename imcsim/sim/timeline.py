@@ -57,6 +57,9 @@ class RunTimeline:
     first_step: Schedule | None = None
     scheduler: Scheduler | None = None
     tasks_scheduled: int = 0
+    trace_step: int = 1  # the training step (1-based) whose schedule is kept for a trace
+    traced: Schedule | None = None  # that step's schedule (the last step when the run has fewer)
+    traced_index: int = 0  # its step number
 
     @property
     def total_cycles(self) -> int:
@@ -82,6 +85,8 @@ class RunTimeline:
             self.busy_by_group[resource_group(name)] += busy * sub.get(name, 1)
         if self.first_step is None:
             self.first_step = sched
+        if len(self.step_cycles) <= self.trace_step:
+            self.traced, self.traced_index = sched, len(self.step_cycles)
 
 
 def group_capacity(macro: BitSerialMacro) -> dict[str, int]:
@@ -109,10 +114,12 @@ def split_steps(ops: Sequence[OpRecord]) -> tuple[list[OpRecord], dict[int, list
 
 
 def schedule_run(ops: Sequence[OpRecord], graphs: Mapping[str, LayerGraph], macro: BitSerialMacro,
-                 engine: str = "compiled") -> RunTimeline:
-    """Schedule every training step of ``ops`` (and the deployment) on ``macro``."""
+                 engine: str = "compiled", trace_step: int = 1) -> RunTimeline:
+    """Schedule every training step of ``ops`` (and the deployment) on ``macro``; keep the schedule of
+    training step ``trace_step`` (1-based; the last step when there are fewer)."""
     scheduler = Scheduler(macro_view(macro), engine)
-    timeline = RunTimeline(macro.t_cycle_s, capacity_by_group=group_capacity(macro), scheduler=scheduler)
+    timeline = RunTimeline(macro.t_cycle_s, capacity_by_group=group_capacity(macro), scheduler=scheduler,
+                           trace_step=trace_step)
     deploy, steps = split_steps(ops)
     if deploy:
         timeline.deploy_cycles = scheduler.schedule(deploy, None).makespan
