@@ -12,9 +12,11 @@ import textwrap
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, ScalarFormatter
 
 from imcsim import __version__
 from imcsim.files import SIGNATURE
+from imcsim.units import unit_of_name
 
 CURRENT_RATIOS = (0.6, 0.9, 1.2, 1.5, 2.0, 3.0)
 
@@ -64,7 +66,9 @@ def plot_cumulative(series) -> bytes:
     for s in series:
         x = np.arange(len(s.writes))
         ax1.plot(x, s.writes, marker="o", label=s.name)
-        ax2.plot(x, s.energy_j * 1e3, marker="o", label=s.name)
+        ax2.plot(x, s.energy_j, marker="o", label=s.name)
+    _format_axis(ax1.yaxis, "")
+    _format_axis(ax2.yaxis, "J")
     longest = max(series, key=lambda s: len(s.writes))
     for ax in (ax1, ax2):
         ax.set_xticks(np.arange(len(longest.writes)))
@@ -72,7 +76,7 @@ def plot_cumulative(series) -> bytes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     ax1.set_ylabel("cumulative write pulses")
-    ax2.set_ylabel("cumulative energy (mJ)")
+    ax2.set_ylabel("cumulative energy")
     ax1.set_title("writes over the task sequence")
     ax2.set_title("energy over the task sequence")
     return _png(fig)
@@ -113,36 +117,90 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+TINY_VARIATION = 1e-3
+"""Below this spread relative to their mean, values are plotted as their relative change (ppm)."""
+
+
+def _format_axis(axis, unit: str) -> None:
+    """Readable ticks: SI prefixes with the unit where there is one, never an offset (set after the scale:
+    on a log axis the minor ticks, which label ranges within a decade, get the same form)."""
+
+    def formatter():
+        if unit and unit != "m^2":
+            return EngFormatter(unit=unit, places=None)
+        plain = ScalarFormatter(useOffset=False)
+        plain.set_powerlimits((-3, 4))
+        return plain
+
+    axis.set_major_formatter(formatter())
+    if axis.get_scale() == "log":
+        axis.set_minor_formatter(formatter())
+
+
+def _values_for_axis(values: np.ndarray, name: str) -> tuple[np.ndarray, str, str]:
+    """(values to plot, unit for the formatter, axis label) of a metric or key: in its unit, in mm^2 for areas,
+    or as the relative change in ppm from the first value when the values hardly vary."""
+    unit = unit_of_name(name)
+    finite = values[np.isfinite(values)]
+    ref = float(np.mean(np.abs(finite))) if finite.size else 0.0
+    if finite.size > 1 and ref > 0 and 0 < np.ptp(finite) < TINY_VARIATION * ref:
+        base = float(finite[0])
+        shown = f"{base:.6g} {unit}".strip()
+        return (values / base - 1.0) * 1e6, "", f"{name}: change from {shown} (ppm)"
+    if unit == "m^2":
+        return values * 1e6, "", f"{name} (mm^2)"
+    return values, unit, name
+
+
 def plot_metric_vs_param(values: list, x: np.ndarray | None, y: np.ndarray, key: str, metric: str,
-                         log_x: bool = False) -> bytes:
-    """PNG bytes: ``metric`` against the swept ``key`` (numbers on an axis; other values as categories)."""
+                         log_x: bool = False, groups: list | None = None, group_key: str = "") -> bytes:
+    """PNG bytes: ``metric`` against the swept ``key`` (numbers on an axis; other values as categories); with
+    ``groups`` (the values of another swept key, one per point) one coloured series per group value."""
     fig, ax = _subplots(figsize=(6.4, 4.2))
+    y, y_unit, y_label = _values_for_axis(np.asarray(y, dtype=float), metric)
     if x is None:
         cats = sorted({str(v) for v in values})
-        pos = np.array([cats.index(str(v)) for v in values])
-        ax.scatter(pos, y)
+        x_plot = np.array([cats.index(str(v)) for v in values], dtype=float)
         ax.set_xticks(range(len(cats)))
         ax.set_xticklabels(cats, rotation=30, ha="right", fontsize=8)
+        x_label = key
     else:
-        order = np.argsort(x)
-        ax.plot(x[order], y[order], marker="o", linestyle="-" if len(set(x)) == len(x) else "none")
-        if log_x:
+        x_plot, x_unit, x_label = _values_for_axis(np.asarray(x, dtype=float), key)
+        if log_x and x_label == key:
             ax.set_xscale("log")
-    ax.set_xlabel(key)
-    ax.set_ylabel(metric)
+        _format_axis(ax.xaxis, x_unit)
+    series = {None: np.arange(len(y))} if groups is None else {
+        g: np.array([i for i, v in enumerate(groups) if str(v) == g]) for g in sorted({str(v) for v in groups})}
+    for name, idx in series.items():
+        order = idx[np.argsort(x_plot[idx], kind="stable")]
+        one_per_x = len(set(x_plot[order])) == len(order)
+        ax.plot(x_plot[order], y[order], marker="o", linestyle="-" if one_per_x else "none",
+                label=None if name is None else f"{group_key} = {name}")
+    if groups is not None:
+        ax.legend(fontsize=8)
+    _format_axis(ax.yaxis, y_unit)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     ax.set_title(f"{metric} against {key}")
     ax.grid(alpha=0.3)
     return _png(fig)
 
 
-def plot_pareto(x: np.ndarray, y: np.ndarray, mx: str, my: str) -> bytes:
-    """PNG bytes: every point of two metrics with their Pareto front drawn."""
+def plot_pareto(x: np.ndarray, y: np.ndarray, mx: str, my: str, labels: list[str] | None = None) -> bytes:
+    """PNG bytes: every point of two metrics with their Pareto front drawn; the front's points carry their
+    ``labels`` (e.g. the swept values)."""
     fig, ax = _subplots(figsize=(6.4, 4.6))
-    ax.scatter(x, y, s=14, alpha=0.5, label="points")
     front = pareto_front(x, y, _better_larger(mx), _better_larger(my))
-    ax.plot(x[front], y[front], color="C3", marker="o", label=f"Pareto front ({len(front)})")
-    ax.set_xlabel(mx + (" (higher is better)" if _better_larger(mx) else " (lower is better)"))
-    ax.set_ylabel(my + (" (higher is better)" if _better_larger(my) else " (lower is better)"))
+    xs, x_unit, x_label = _values_for_axis(np.asarray(x, dtype=float), mx)
+    ys, y_unit, y_label = _values_for_axis(np.asarray(y, dtype=float), my)
+    ax.scatter(xs, ys, s=14, alpha=0.5, label="points")
+    ax.plot(xs[front], ys[front], color="C3", marker="o", label=f"Pareto front ({len(front)})")
+    for i in front if labels is not None else ():
+        ax.annotate(labels[i], (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    _format_axis(ax.xaxis, x_unit)
+    _format_axis(ax.yaxis, y_unit)
+    ax.set_xlabel(x_label + (" (higher is better)" if _better_larger(mx) else " (lower is better)"))
+    ax.set_ylabel(y_label + (" (higher is better)" if _better_larger(my) else " (lower is better)"))
     ax.set_title(f"{my} against {mx}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -30,10 +30,7 @@ from rich.table import Table
 
 from imcsim.cost import CostResult
 from imcsim.files import write_folder
-from imcsim.units import format_si
-
-# Metric name suffix -> unit used when rendering it.
-_SUFFIX_UNITS = {"_j": "J", "_s": "s", "_m2": "m^2", "_w": "W", "_bytes": "B"}
+from imcsim.units import format_si, unit_of_name
 
 
 @dataclass(frozen=True)
@@ -101,9 +98,9 @@ def _jsonable(obj: Any) -> Any:
 
 
 def render_metric(name: str, value: float) -> str:
-    for suffix, unit in _SUFFIX_UNITS.items():
-        if name.endswith(suffix):
-            return format_si(value, unit)
+    unit = unit_of_name(name)
+    if unit:
+        return format_si(value, unit)
     if isinstance(value, float) and name.startswith(("accuracy", "forgetting", "utilization")):
         return f"{100 * value:.1f} %"
     if isinstance(value, float):

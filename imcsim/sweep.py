@@ -572,18 +572,33 @@ def write_plots(table: ResultTable, axes: list[Axis], metric: str, pareto: tuple
         y = np.array([float(r[metric]) for r in rows])
         for axis in axes:
             values = [r[axis.key] for r in rows]
+            other = next((a.key for a in axes if a.key != axis.key), None)  # a 2-D sweep: one series per value
+            unit = value_unit(values)
             name = f"{metric}_vs_{axis.key}.png"
-            atomic_write(out / name, plots.plot_metric_vs_param(values, numeric(values), y, axis.key, metric,
-                                                                log_x=axis.log))
+            atomic_write(out / name, plots.plot_metric_vs_param(
+                values, numeric(values), y, f"{axis.key} ({unit})" if unit else axis.key, metric, log_x=axis.log,
+                groups=[r[other] for r in rows] if other else None, group_key=other or ""))
             written.append(name)
     mx, my = pareto
     pts = finished(mx, my)
     if pts:
         x = np.array([float(r[mx]) for r in pts])
         y = np.array([float(r[my]) for r in pts])
-        atomic_write(out / "pareto.png", plots.plot_pareto(x, y, mx, my))
+        labels = [", ".join(str(r[a.key]) for a in axes) for r in pts]
+        atomic_write(out / "pareto.png", plots.plot_pareto(x, y, mx, my, labels))
         written.append("pareto.png")
     return written
+
+
+def value_unit(values: Iterable) -> str:
+    """The unit every one of ``values`` is written in ('1ns', '2 ns' -> 'ns'); '' when none or they differ."""
+    units = set()
+    for v in values:
+        m = _NUMBER.match(str(v))
+        if m is None:
+            return ""
+        units.add(m.group(2))
+    return units.pop() if len(units) == 1 else ""
 
 
 def numeric(values: Iterable) -> np.ndarray | None:

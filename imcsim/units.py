@@ -231,6 +231,14 @@ def _echo(value: object) -> str:
 
 # Rendering -----------------------------------------------------------------
 
+NAME_SUFFIX_UNITS = {"_j": "J", "_s": "s", "_m2": "m^2", "_w": "W", "_bytes": "B", "_hz": "Hz"}
+"""The unit a metric or key name ends in (``energy_train_j`` is in J)."""
+
+
+def unit_of_name(name: str) -> str:
+    """The SI unit a metric name carries in its suffix; '' for a plain number."""
+    return next((u for suffix, u in NAME_SUFFIX_UNITS.items() if name.endswith(suffix)), "")
+
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 
 _RENDER_PREFIXES = [
