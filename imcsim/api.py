@@ -23,6 +23,7 @@ from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost
 from imcsim.devices import MemoryDevice, build_device
 from imcsim.errors import InputError, PhysicsError
+from imcsim.metrics import METHOD_COLUMNS
 from imcsim.report import Report
 from imcsim.sim import TRAINING_PHASES, tally_ops
 from imcsim.sim.tally import measured_activity
@@ -367,11 +368,6 @@ def _pulses(c: CostResult, hw: HardwareModel) -> int:
     return round(sum(n for (comp, action), n in c.counts.items()
                      if comp == hw.device.component and action.endswith("_pulse")))
 
-
-METHOD_COLUMNS = ("trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes",
-                  "memory_activations_kept_bytes", "energy_train_j", "latency_train_s", "write_pulses",
-                  "cells_written", "cells_programmed_per_task", "writes_max_per_cell", "lifetime_tasks",
-                  "lifetime_years")
 
 
 def _method_row(method: str, ev: _Evaluation) -> dict:

@@ -170,6 +170,7 @@ def _cmd_sweep(args) -> int:
     from imcsim import sweep
     from imcsim.config import load_config
     from imcsim.errors import InputError, UnknownKeyError
+    from imcsim.metrics import SWEEP_METRICS
 
     axes = [*map(sweep.parse_grid, args.grid), *map(sweep.parse_range, args.ranges)]
     if not axes:
@@ -179,8 +180,8 @@ def _cmd_sweep(args) -> int:
     if args.workers < 1:
         raise InputError(f"--workers {args.workers}: at least 1", key="--workers")
     metrics = [args.plot_metric, *args.pareto.split(",")]
-    if len(args.pareto.split(",")) != 2 or any(m not in sweep.HEADLINE_METRICS for m in metrics):
-        raise InputError(f"--plot/--pareto: metrics must be among {', '.join(sweep.HEADLINE_METRICS)}",
+    if len(args.pareto.split(",")) != 2 or any(m not in SWEEP_METRICS for m in metrics):
+        raise InputError(f"--plot/--pareto: metrics must be among {', '.join(SWEEP_METRICS)}",
                          key="--pareto")
     points = sweep.points_of(axes, args.random, args.sample_seed)
     base = load_config(args.config, args.overrides, seed=args.seed, library=args.library)

@@ -21,15 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imcsim.metrics import COMPARE_METRICS
 from imcsim.report import Report, render_metric
-
-COMPARE_METRICS = (
-    "accuracy_average", "forgetting", "trainable_params", "memory_peak_bytes", "training_steps",
-    "energy_train_j", "energy_per_step_j", "energy_deploy_j", "latency_train_s", "latency_per_step_s",
-    "write_pulses", "write_pulses_deploy", "cells_written", "cells_programmed_per_step", "cells_programmed_per_task",
-    "energy_program_j", "latency_program_s", "writes_max_per_cell", "writes_max_per_cell_per_step",
-    "lifetime_steps", "lifetime_tasks", "lifetime_years", "area_m2", "subarrays_used",
-)
 
 
 @dataclass(frozen=True)

@@ -56,12 +56,11 @@ from pathlib import Path
 
 import numpy as np
 
-from imcsim.compare import COMPARE_METRICS
 from imcsim.errors import InputError
 from imcsim.files import atomic_write, check_writable, mark_folder
+from imcsim.metrics import SWEEP_METRICS
 
 SWEEP_SCHEMA = 1
-HEADLINE_METRICS = ("accuracy_source", *COMPARE_METRICS, "analog_error_relative_rms")
 FIXED_COLUMNS = ("point", "status", "error", "seconds")
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 
@@ -215,7 +214,7 @@ def run_point(config: str, overrides: list[str], point: dict[str, str], seed: in
     except Exception as err:  # a point that breaks the model is recorded; the sweep goes on
         metrics, status, error = {}, "error", f"internal error: {type(err).__name__}: {err}"
     return {"status": status, "error": " ".join(error.split()), "seconds": round(time.perf_counter() - t0, 3),
-            "metrics": {k: metrics[k] for k in HEADLINE_METRICS if k in metrics}}
+            "metrics": {k: metrics[k] for k in SWEEP_METRICS if k in metrics}}
 
 
 @dataclass
@@ -229,7 +228,7 @@ class ResultTable:
 
     @property
     def columns(self) -> list[str]:
-        return [*FIXED_COLUMNS, *self.keys, *HEADLINE_METRICS]
+        return [*FIXED_COLUMNS, *self.keys, *SWEEP_METRICS]
 
     @property
     def csv_path(self) -> Path:
@@ -612,5 +611,5 @@ def numeric(values: Iterable) -> np.ndarray | None:
     return np.array(out)
 
 
-__all__ = ["HEADLINE_METRICS", "Axis", "DaskExecutor", "LocalExecutor", "ResultTable", "SweepInterrupted",
+__all__ = ["Axis", "DaskExecutor", "LocalExecutor", "ResultTable", "SweepInterrupted",
            "SweepSpec", "parse_grid", "parse_range", "points_of", "prepare", "run_point", "run_sweep", "write_plots"]

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "imcsim"
 LAYERS = [
     {"imcsim", "errors"},
     {"units"},
-    {"params", "files"},
+    {"params", "files", "metrics"},
     {"actions"},
     {"devices"},
     {"circuits"},

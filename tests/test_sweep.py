@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imcsim.errors import InputError
+from imcsim.metrics import SWEEP_METRICS
 from imcsim.plots import pareto_front
-from imcsim.sweep import HEADLINE_METRICS, Axis, parse_grid, parse_range, points_of
+from imcsim.sweep import Axis, parse_grid, parse_range, points_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "reram_lora_bert_mini_cost.yaml")
@@ -132,7 +133,7 @@ def test_sweep_equals_single_runs_and_records_a_bad_point(tmp_path):
     res = imcsim("run", CONFIG, *SETS, "--set", "device.set_pulse.voltage=1.6V", "--out", str(single), "--quiet")
     assert res.returncode == 0, res.stderr
     metrics = json.loads((single / "report.json").read_text())["metrics"]
-    for key in HEADLINE_METRICS:
+    for key in SWEEP_METRICS:
         if key in metrics and isinstance(metrics[key], (int, float)):
             assert float(got[2][key]) == pytest.approx(metrics[key], rel=1e-12), key
     first = next(r for r in table if r["point"] == 0)
