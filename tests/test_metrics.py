@@ -30,7 +30,8 @@ def test_each_metric_states_unit_basis_and_meaning(metric: Metric):
     assert metric.basis in BASES
     assert len(metric.description) > 15
     assert metric.unit == (unit_of_name(metric.name) or "1")
-    assert metric.rel >= 0 and metric.abs_tol >= 0
+    assert metric.rel >= 0
+    assert metric.abs_tol >= 0
 
 
 def test_the_tables_read_the_registry():
