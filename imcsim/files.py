@@ -142,7 +142,7 @@ def _exchange(a: Path, b: Path) -> bool:
     """Swap the names ``a`` and ``b`` in one atomic step; False where the system cannot."""
     try:
         fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # not Linux, or a C library without renameat2
         return False
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
