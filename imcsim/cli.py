@@ -257,13 +257,13 @@ def _cmd_list(args) -> int:
     from imcsim.errors import InputError
 
     if args.what == "kinds":
-        from imcsim.circuits import DESCRIPTIONS as CIRCUITS
-        from imcsim.devices import DESCRIPTIONS as DEVICES
-        from imcsim.workloads import DESCRIPTIONS as WORKLOADS
+        import imcsim.config  # noqa: F401  (every built-in kind registers on import)
+        from imcsim.registry import REGISTRIES, load_plugins
 
-        for section, table in (("device", DEVICES), ("circuit", CIRCUITS), ("workload", WORKLOADS)):
-            for kind, desc in table.items():
-                print(f"{section + '.kind: ' + kind:<40} {desc}")
+        load_plugins()
+        for registry in REGISTRIES:
+            for kind, desc in registry.descriptions.items():
+                print(f"{registry.section + '.kind: ' + kind:<40} {desc}")
         return EXIT_OK
     lib = find_library(Path.cwd(), Path(args.library) if args.library else None)
     if lib is None:

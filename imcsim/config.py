@@ -50,6 +50,7 @@ from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
 from imcsim.devices import CARD_KINDS as DEVICE_KINDS
 from imcsim.errors import FieldError, InputError, UnknownKeyError, shorten
 from imcsim.params import Params, field_dim
+from imcsim.registry import load_plugins
 from imcsim.workloads import CARD_KINDS as WORKLOAD_KINDS
 
 SCHEMA_VERSION = 1
@@ -554,6 +555,7 @@ def load_config(
     library: str | Path | None = None,
 ) -> LoadedConfig:
     """Load, resolve and validate a run config. Raises InputError on any problem."""
+    load_plugins()
     path = Path(path)
     shown = _display(path)
     raw = read_yaml(path)
@@ -666,6 +668,7 @@ def load_card(section: str, card: str, overrides: list[str] | None = None, *,
 
     Returns the validated card and a ``where(dotted_key) -> file`` function for errors.
     """
+    load_plugins()
     base = Path.cwd() / "_"
     lib = find_library(base, Path(library) if library else None)
     path = _resolve_card_path(section, card, base, lib, "command line")

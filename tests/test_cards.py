@@ -142,6 +142,6 @@ def test_device_parameter_moves_the_figures():
 
 
 def test_card_kinds_registry_matches_descriptions():
-    from imcsim.devices import DESCRIPTIONS
+    from imcsim.registry import DEVICES
 
-    assert set(CARD_KINDS) == set(DESCRIPTIONS)
+    assert set(CARD_KINDS) == set(DEVICES.descriptions)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "imcsim"
 LAYERS = [
-    {"imcsim", "errors"},
+    {"imcsim", "errors", "registry"},
     {"units"},
     {"params", "files", "metrics"},
     {"actions"},

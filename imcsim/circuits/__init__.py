@@ -8,24 +8,18 @@ from imcsim.circuits.macro import (
     MappingError,
     OpRecord,
 )
+from imcsim.registry import CIRCUITS
 
-CARD_KINDS = {
-    "bitserial_macro": BitSerialMacroCard,
-    "analog_crossbar": AnalogCrossbarCard,
-}
-
-DESCRIPTIONS = {
-    "bitserial_macro": "bit-serial digital IMC macro: AND-sensing subarrays, counters, adder tree, shift-add",
-    "analog_crossbar": "analog ReRAM crossbar: DAC inputs, column current sums, ADCs, differential multi-level slices",
-}
+CIRCUITS.register("bitserial_macro", BitSerialMacroCard, BitSerialMacro,
+                  "bit-serial digital IMC macro: AND-sensing subarrays, counters, adder tree, shift-add")
+CIRCUITS.register("analog_crossbar", AnalogCrossbarCard, AnalogCrossbar,
+                  "analog ReRAM crossbar: DAC inputs, column current sums, ADCs, differential multi-level slices")
+CARD_KINDS = CIRCUITS  # kind -> card model
 
 
 def build_circuit(card, device) -> BitSerialMacro:
-    if isinstance(card, AnalogCrossbarCard):
-        return AnalogCrossbar(card, device)
-    if isinstance(card, BitSerialMacroCard):
-        return BitSerialMacro(card, device)
-    raise TypeError(f"no circuit model for card type {type(card).__name__}")
+    """Circuit model of a validated card (of any registered kind) on ``device``."""
+    return CIRCUITS.for_card(card).build(card, device)
 
 
-__all__ = ["CARD_KINDS", "DESCRIPTIONS", "AnalogCrossbar", "BitSerialMacro", "CapacityError", "MappingError", "OpRecord", "build_circuit"]
+__all__ = ["CARD_KINDS", "AnalogCrossbar", "BitSerialMacro", "CapacityError", "MappingError", "OpRecord", "build_circuit"]
