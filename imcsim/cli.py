@@ -266,8 +266,6 @@ def _cmd_list(args) -> int:
                 print(f"{registry.section + '.kind: ' + kind:<40} {desc}")
         return EXIT_OK
     lib = find_library(Path.cwd(), Path(args.library) if args.library else None)
-    if lib is None:
-        raise InputError("no devices/, circuits/ or workloads/ folder here or above; give --library DIR")
     if args.what == "configs":
         paths = sorted((lib / "configs").glob("*.yaml"))
     else:

@@ -14,7 +14,9 @@ Card resolution rule: in section ``device`` (``circuit``, ``workload``), a
 path relative to the config file; otherwise it is a card name looked up as
 ``LIBRARY/devices/NAME.yaml`` (``circuits/``, ``workloads/``), where LIBRARY
 is ``--library DIR`` if given, else the nearest folder at or above the config
-file that has a ``devices``, ``circuits`` or ``workloads`` folder.
+file that has a ``devices``, ``circuits`` or ``workloads`` folder, else the
+folder named by ``$IMCSIM_LIBRARY``, else the built-in library installed with
+the package (``imcsim/library``: the shipped cards and configs).
 
 Every other key in a section overrides the card field of the same dotted
 path (presets plus per-field overrides). ``--set a.b.c=VALUE`` overrides any
@@ -34,6 +36,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
 import typing
 import unicodedata
@@ -138,8 +141,9 @@ class LoadedConfig:
 
 
 def _display(path: Path) -> str:
+    """``path`` as the user reaches it: relative to the working folder when below it, links not resolved."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(Path(os.path.abspath(path)).relative_to(Path(os.path.abspath(Path.cwd()))))
     except ValueError:
         return str(path)
 
@@ -249,19 +253,31 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def find_library(start: Path, explicit: Path | None = None) -> Path | None:
+BUILTIN_LIBRARY = Path(__file__).resolve().parent / "library"
+"""The shipped cards and configs, installed with the package."""
+LIBRARY_ENV = "IMCSIM_LIBRARY"
+"""Environment variable naming a library folder, used when no library lies at or above the config."""
+
+
+def find_library(start: Path, explicit: Path | None = None) -> Path:
     """The card library for a config at ``start`` (see the module docstring)."""
     if explicit is not None:
         if not explicit.is_dir():
             raise InputError(f"{shorten(str(explicit))} is not a folder (give the folder holding devices/, "
                              "circuits/, workloads/)", key="--library")
         return explicit
-    here = start.resolve()
+    here = Path(os.path.abspath(start))  # not resolved: a config reached through a link finds cards beside the link
     here = here if here.is_dir() else here.parent
     for folder in (here, *here.parents):
         if any((folder / sub).is_dir() for sub, _ in SECTIONS.values()):
             return folder
-    return None
+    env = os.environ.get(LIBRARY_ENV)
+    if env:
+        if not Path(env).is_dir():
+            raise InputError(f"{shorten(env)} is not a folder (give the folder holding devices/, circuits/, "
+                             "workloads/)", key=LIBRARY_ENV)
+        return Path(env)
+    return BUILTIN_LIBRARY
 
 
 def list_cards(library: Path, section: str) -> list[Path]:
@@ -274,7 +290,7 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path | None, shown: str) -> Path:
+def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path, shown: str) -> Path:
     key = f"{section}.card"
     if not isinstance(card, str) or not card.strip():
         raise InputError("must be a card name or a path to a card file", file=shown, key=key)
@@ -284,7 +300,7 @@ def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path
         raise InputError(f"cannot read card {shorten(card)}: {err.strerror or err}", file=shown, key=key) from None
 
 
-def _card_path(section: str, card: str, config_path: Path, library: Path | None, shown: str, key: str) -> Path:
+def _card_path(section: str, card: str, config_path: Path, library: Path, shown: str, key: str) -> Path:
     if "\0" in card:
         raise InputError(f"must be a card name or a path to a card file (got {shorten(card)})", file=shown, key=key)
     if "/" in card or card.endswith((".yaml", ".yml")):
@@ -293,13 +309,6 @@ def _card_path(section: str, card: str, config_path: Path, library: Path | None,
             raise InputError(f"no card file at {shorten(str(path), 200)}", file=shown, key=key)
         return path
     sub, _ = SECTIONS[section]
-    if library is None:
-        raise InputError(
-            f"card '{card}' cannot be resolved: no {sub}/ folder at or above the config; "
-            "give --library DIR or a path to the card file",
-            file=shown,
-            key=key,
-        )
     path = library / sub / f"{card}.yaml"
     if not path.is_file():
         names = [p.stem for p in list_cards(library, section)]

@@ -449,16 +449,21 @@ def test_cli_unphysical_value_exit_2(lib, capsys):
 
 
 def test_cli_library_option(tmp_path, monkeypatch, capsys):
-    """A config outside any library resolves its cards with --library."""
+    """A config outside any library takes its cards from --library, else from the built-in library."""
+    from imcsim.config import BUILTIN_LIBRARY
+
     libdir = _make_library(tmp_path / "lib")
     (tmp_path / "cfgs").mkdir()
     cfg = tmp_path / "cfgs" / "c.yaml"
     shutil.move(libdir / CONFIG_NAME, cfg)
     monkeypatch.chdir(tmp_path / "cfgs")
-    assert main(["validate", "c.yaml"]) == 2
-    assert "cannot be resolved" in capsys.readouterr().err
+    monkeypatch.delenv("IMCSIM_LIBRARY", raising=False)
+    assert main(["validate", "c.yaml"]) == 0
+    assert f"device={BUILTIN_LIBRARY / 'devices'}" in capsys.readouterr().out
     assert main(["validate", "c.yaml", "--library", str(libdir)]) == 0
-    assert "c.yaml: valid" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "c.yaml: valid" in out
+    assert f"device={libdir / 'devices'}" in out
 
 
 # --- property: any breaking mutation is a one-line exit-2 error -----------------

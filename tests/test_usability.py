@@ -85,3 +85,42 @@ def test_trace_step_keeps_the_asked_step_or_the_last():
     one_step = load_config(COST, ["workload.cost_only.steps_per_task=2", "workload.baselines=[]"])
     last = api.run(one_step, keep_timeline=True, trace_step=3).timeline  # cost-only: one counted step
     assert last.traced_index == len(last.step_cycles) == 1
+
+
+MINE = """schema_version: 1
+name: mine
+device: {card: sram_6t_28nm}
+circuit: {card: bitserial_macro_28nm, array: {n_subarrays: 4096}}
+workload: {card: repnet_mobilenetv2_224}
+run: {mode: cost_only}
+"""
+
+
+def test_shipped_cards_work_outside_a_clone(tmp_path, monkeypatch, capsys):
+    from imcsim import cli
+    from imcsim.config import BUILTIN_LIBRARY
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IMCSIM_LIBRARY", raising=False)
+    assert cli.main(["list", "devices"]) == 0
+    assert "sas_mram_4mtj_zhang_tcad2024" in capsys.readouterr().out
+    (tmp_path / "mine.yaml").write_text(MINE)
+    loaded = load_config(tmp_path / "mine.yaml")
+    assert Path(loaded.cards["device"]).resolve() == (BUILTIN_LIBRARY / "devices" / "sram_6t_28nm.yaml").resolve()
+
+
+def test_a_library_named_by_the_environment_comes_before_the_built_in_one(tmp_path, monkeypatch):
+    lib = tmp_path / "lib"
+    (lib / "devices").mkdir(parents=True)
+    (lib / "devices" / "sram_6t_28nm.yaml").write_text(
+        (ROOT / "devices" / "sram_6t_28nm.yaml").read_text().replace("vdd: 0.9 V", "vdd: 0.8 V"))
+    for sub in ("circuits", "workloads"):
+        (lib / sub).symlink_to(ROOT / sub)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.yaml").write_text(MINE)
+    monkeypatch.setenv("IMCSIM_LIBRARY", str(lib))
+    assert load_config(work / "mine.yaml").config.device.cell.vdd_v == pytest.approx(0.8)
+    monkeypatch.setenv("IMCSIM_LIBRARY", str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match="IMCSIM_LIBRARY"):
+        load_config(work / "mine.yaml")
