@@ -287,8 +287,10 @@ def load_cifar10(path: str) -> tuple[np.ndarray, np.ndarray]:
             blob = f.read_bytes()
             # The opcodes first, read without building anything: a length field claiming more than the file
             # holds is refused here, never handed to the unpickler, which would allocate that length.
-            for _ in pickletools.genops(io.BytesIO(blob)):
-                pass
+            with warnings.catch_warnings():  # a malformed string opcode warns inside pickletools: it is refused anyway
+                warnings.simplefilter("ignore", DeprecationWarning)
+                for _ in pickletools.genops(io.BytesIO(blob)):
+                    pass
             batch = _BatchUnpickler(io.BytesIO(blob), f).load()
             data, lab = _cifar_batch(batch, f)
         except (DataError, MemoryError):
