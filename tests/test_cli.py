@@ -63,6 +63,8 @@ def test_every_config_runs_from_the_cli_and_matches_its_golden(config, tmp_path)
     for key, value in g.items():  # every registered metric, within its registered tolerance
         assert REGISTRY[key].matches(m[key], value), (key, m[key], value)
     assert m["latency_per_step_s"] <= m["latency_in_order_per_step_s"] * (1 + 1e-9)
+    phases = ("forward", "input_grad", "weight_grad", "update")  # the critical path split over the run
+    assert sum(m[f"latency_{p}_s"] for p in phases) == pytest.approx(m["latency_train_s"], rel=1e-9)
     assert report["metric_units"]["energy_train_j"] == "J"
     if "analog_error_relative_rms" in g:  # measured by functional runs; not measured (NaN) by cost-only runs
         cost_only = load_config(config).config.run.mode == "cost_only"
