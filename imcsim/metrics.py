@@ -32,7 +32,7 @@ class Metric:
 
     @property
     def unit(self) -> str:
-        return unit_of_name(self.name) or "1"
+        return unit_of(self.name)
 
     def matches(self, value: float, golden: float) -> bool:
         """``value`` is within tolerance of ``golden`` (NaN matches NaN, infinity matches itself)."""
@@ -136,5 +136,5 @@ assert not _unregistered, _unregistered
 
 
 def unit_of(name: str) -> str:
-    """The unit of a registered metric; KeyError for an unregistered one."""
-    return REGISTRY[name].unit
+    """The unit of a metric, from its name's suffix; ``1`` for a plain number or a fraction."""
+    return unit_of_name(name) or "1"

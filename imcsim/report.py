@@ -30,7 +30,7 @@ from rich.table import Table
 
 from imcsim.cost import CostResult
 from imcsim.files import write_folder
-from imcsim.metrics import REGISTRY
+from imcsim.metrics import unit_of
 from imcsim.units import format_si, unit_of_name
 
 
@@ -58,7 +58,7 @@ class Report:
             "seed": self.seed,
             "config": self.config,
             "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
-            "metric_units": {k: REGISTRY[k].unit if k in REGISTRY else (unit_of_name(k) or "1") for k in self.metrics},
+            "metric_units": {k: unit_of(k) for k in self.metrics},
             "costs": {
                 group: {
                     "energy_j": {f"{c}.{a}": e for (c, a), e in cr.energy_j.items()},

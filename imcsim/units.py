@@ -208,8 +208,8 @@ def to_si(text: str | float | int, dim: Dim) -> float:
             value = float(text)
         else:
             q = parse_quantity(text)
-            has_unit = bool(_QUANTITY_RE.match(str(text)).group(2))
-            if q.dim != dim and (has_unit or q.dim != DIMENSIONLESS):
+            has_unit = bool(_QUANTITY_RE.match(str(text)).group(2))  # a bare number is SI for any dimension
+            if has_unit and q.dim != dim:
                 raise UnitError(
                     f"expected {DIM_NAMES.get(dim, 'a quantity')}, got {_echo(text)} "
                     f"({DIM_NAMES.get(q.dim, 'another dimension') if q.dim != DIMENSIONLESS else 'a plain number'}"

@@ -518,6 +518,7 @@ def judge(case: Case) -> str | None:
 
         loaded = load_config(case.config, case.overrides, library=case.library)
         hw = build_hardware(loaded)
+        # looked up, not imported: the script also measures versions of imcsim that have no capacity check
         check = getattr(sys.modules["imcsim.api"], "check_capacity", None)
         if check is not None:
             check(loaded, hw)
