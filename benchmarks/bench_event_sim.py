@@ -9,7 +9,8 @@ Measured side by side in one process:
 * imcsim, cold: counting the step's ops from shapes (meta tensors) and
   activity statistics, then scheduling a new shape signature (task graph,
   discrete-event simulation with the compiled engine) and tallying it; the
-  same with the simpy engine, which gives the same schedule, for reference;
+  same with the simpy oracle (:mod:`imcsim.sim.oracle`, test-only), which
+  gives the same schedule, for reference;
 * imcsim, warm: scheduling and tallying a step whose shape signature was
   seen before (every later step of a run): the recorded order is replayed.
 
@@ -69,7 +70,10 @@ def main() -> int:
     from imcsim.api import build_hardware
     from imcsim.config import load_config
     from imcsim.sim import tally_ops
-    from imcsim.sim.schedule import Scheduler
+    from imcsim.sim.engine import compile_graph, retime
+    from imcsim.sim.graph import build_step_graph
+    from imcsim.sim.oracle import simulate_simpy
+    from imcsim.sim.replay import Scheduler
     from imcsim.sim.timeline import macro_view, split_steps
     from imcsim.workloads.continual import run_cost_only
 
@@ -96,11 +100,12 @@ def main() -> int:
         scheduler.schedule(step_ops, layers)  # same shape signature: replayed
         tally_ops(step_ops)
         t3 = time.perf_counter()
-        reference = Scheduler(macro_view(macro), engine="simpy")
-        ref = reference.schedule(step_ops, layers)
+        graph = build_step_graph(step_ops, layers, macro_view(macro))
+        order, simpy_events, _ = simulate_simpy(graph)
+        ref = retime(graph, compile_graph(graph, order, simpy_events))
         tally_ops(step_ops)
         t4 = time.perf_counter()
-        assert np.array_equal(ref.start, sched.start), "the engines disagree"
+        assert np.array_equal(ref.start, sched.start), "the engine and the simpy oracle disagree"
         samples.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3, scheduler.events, len(sched.graph.tasks),
                         sched.makespan))
     count_s = min(s[0] for s in samples)
@@ -113,7 +118,7 @@ def main() -> int:
           f"= {count_s / t_torch:.3f} x torch")
     print(f"schedule + tally, new signature (compiled engine): {cold_s * 1e3:8.1f} ms = {cold_s / t_torch:.3f} x torch; "
           f"{tasks} tasks, {events} events, {events / cold_s:,.0f} events/s")
-    print(f"schedule + tally, new signature (simpy engine, same schedule): {simpy_s * 1e3:8.1f} ms = "
+    print(f"schedule + tally, new signature (simpy oracle, same schedule): {simpy_s * 1e3:8.1f} ms = "
           f"{simpy_s / t_torch:.3f} x torch; {events / simpy_s:,.0f} events/s")
     print(f"schedule + tally, seen signature (replay): {warm_s * 1e3:8.1f} ms = {warm_s / t_torch:.4f} x torch; "
           f"{tasks / warm_s:,.0f} tasks/s")

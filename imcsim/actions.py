@@ -3,16 +3,35 @@
 An *action* is one counted event of one component (``cell.read``,
 ``adder_tree.reduce``, ``sas_group.reset_pulse``). Counting and costing are
 separate: simulators count actions; an :class:`ActionTable` maps each
-``(component, action)`` to an :class:`ActionCost`. Energies add; serial
-latencies add; parallel latencies take the maximum.
+``(component, action)`` to an :class:`ActionSpec`: its cost, what one count
+means, and its kind. Energies add; serial latencies add; parallel latencies
+take the maximum.
+
+Every action states its kind (:data:`ACTION_KINDS`); code that needs the
+writes of a run, or its transfers, selects actions by kind, never by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 ActionKey = tuple[str, str]
+ActionKind = Literal["read", "compute", "write", "write_pulse", "write_assist", "verify", "transfer", "leakage",
+                     "event"]
+ACTION_KINDS: dict[str, str] = {
+    "read": "a stored cell read (its sense is a separate compute action)",
+    "compute": "arithmetic or logic in a peripheral or the digital unit (sense, count, add, convert, MAC)",
+    "write": "a cell written by a full-swing write whose line energy the cell model includes (SRAM)",
+    "write_pulse": "a programming pulse applied to a non-volatile cell; the circuit's write driver issues it",
+    "write_assist": "energy that helps a write pulse (an STT assist current) without being a pulse itself",
+    "verify": "a read that checks a programmed cell (write-and-verify)",
+    "transfer": "bits moved between a buffer, a register file or a memory and the arrays",
+    "leakage": "static power over a time",
+    "event": "a counted event with no cost of its own (a failed program-and-verify)",
+}
+WRITE_KINDS = frozenset({"write", "write_pulse"})
 
 
 @dataclass(frozen=True)
@@ -51,10 +70,15 @@ def serial(costs: Iterable[ActionCost]) -> ActionCost:
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """A costed action with a one-line description of what one count means."""
+    """A costed action: what one count means, and its kind (one of :data:`ACTION_KINDS`)."""
 
     cost: ActionCost
     description: str
+    kind: ActionKind
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_KINDS:
+            raise ValueError(f"action kind must be one of {sorted(ACTION_KINDS)}, got {self.kind!r}")
 
 
 class ActionTable(Mapping[ActionKey, ActionSpec]):
@@ -80,3 +104,16 @@ class ActionTable(Mapping[ActionKey, ActionSpec]):
 
     def latency_s(self, key: ActionKey) -> float:
         return self[key].cost.latency_s
+
+    def kind(self, key: ActionKey) -> str:
+        return self[key].kind
+
+    def of_kind(self, *kinds: str, component: str | None = None) -> frozenset[ActionKey]:
+        """The actions of the given kinds (of one component if given)."""
+        return frozenset(k for k, spec in self._entries.items()
+                         if spec.kind in kinds and (component is None or k[0] == component))
+
+    def count_of_kind(self, counts: Mapping[ActionKey, float], *kinds: str, component: str | None = None) -> float:
+        """Sum of ``counts`` over the actions of the given kinds."""
+        keys = self.of_kind(*kinds, component=component)
+        return sum(n for k, n in counts.items() if k in keys)

@@ -1,7 +1,7 @@
 """Python API: build the hardware of a config, run its workload, cost it, report.
 
     loaded = load_config("configs/sas_mram_repnet.yaml")
-    report = run(loaded)
+    report = run(loaded)           # execute, tally, schedule, cost, metrics -> Report
     write_report(report, "out/sas_mram_repnet")
 
 The CLI (:mod:`imcsim.cli`) is a thin shell over these functions.
@@ -23,12 +23,10 @@ from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost
 from imcsim.devices import MemoryDevice, build_device
 from imcsim.errors import InputError, PhysicsError
-from imcsim.metrics import METHOD_COLUMNS
+from imcsim.metrics import RunContext, evaluate, method_row
 from imcsim.report import Report
 from imcsim.sim import TRAINING_PHASES, tally_ops
-from imcsim.sim.tally import measured_activity
-from imcsim.sim.timeline import RunTimeline, energy_over_time, schedule_run, step_power_profile
-from imcsim.units import SECONDS_PER_YEAR
+from imcsim.sim.timeline import schedule_run
 from imcsim.workloads.adaptation import array_layers as adaptation_layers
 from imcsim.workloads.adaptation import run_adaptation, run_adaptation_cost_only
 from imcsim.workloads.continual import ContinualResult, run_continual, run_cost_only
@@ -88,10 +86,6 @@ def _check_run_options(loaded: LoadedConfig) -> torch.device:
         raise InputError("run.mode=cost_only needs a workload.cost_only section (batch_size, steps_per_task, "
                          "activity and the model's sizes); add one or use mode functional",
                          file=loaded.where("run.mode"), key="run.mode")
-    if run_opts.mode == "cost_only" and loaded.config.circuit.dataflow.weight_grad != "digital":
-        raise InputError("cost-only runs count the weight gradient in the digital unit; set "
-                         "circuit.dataflow.weight_grad=digital or use mode functional",
-                         file=loaded.where("circuit.dataflow.weight_grad"), key="circuit.dataflow.weight_grad")
     if run_opts.torch_device == "cuda" and loaded.config.workload.kind == "lora_adaptation":
         raise InputError("adaptation workloads train their small transformer on the CPU (its cost is the circuit "
                          "model's, not the arithmetic's); use auto or cpu", file=loaded.where("run.torch_device"),
@@ -114,52 +108,63 @@ def run(
     loaded: LoadedConfig,
     progress: Callable[[str, int, int], None] | None = None,
     hardware: HardwareModel | None = None,
-    keep_timeline: bool = False,
     trace_step: int = 1,
-) -> Report | RunResult:
-    """Run a loaded config end to end and return its :class:`Report`.
+) -> Report:
+    """Run a loaded config end to end and return its :class:`Report`, with the run's step schedules attached
+    (``report.timeline``; the schedule of training step ``trace_step``, 1-based, kept whole for a trace).
 
     ``hardware`` (from :func:`build_hardware`) is built here when not given; it is
     stateful (the macro holds the stored weights), so use a fresh one per run.
-    With ``keep_timeline`` a :class:`RunResult` also carries the step schedules, with the schedule of
-    training step ``trace_step`` (1-based) kept whole for a trace.
     """
     hw = hardware or build_hardware(loaded)
     dev = _check_run_options(loaded)
     check_capacity(loaded, hw)  # before any training: a workload that does not fit fails now, with its total
     # The workloads seed torch's global generators; the caller's state (a notebook's) is put back after.
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if dev.type == "cuda" else []):
-        return _run(loaded, progress, hw, dev, keep_timeline, trace_step)
+        return _run(loaded, progress, hw, dev, trace_step)
 
 
 def _run(loaded: LoadedConfig, progress: Callable[[str, int, int], None] | None, hw: HardwareModel,
-         dev: torch.device, keep_timeline: bool, trace_step: int) -> Report | RunResult:
+         dev: torch.device, trace_step: int) -> Report:
+    """The pipeline: execute, tally, schedule, cost, metrics (the method and each baseline), report."""
     cfg = loaded.config
     shared: dict = {}
-    ev = _evaluate(loaded, _execute(loaded, cfg.workload, hw, dev, progress, shared), hw, trace_step)
-    tables = ev.tables
+    ctx = _measure(loaded, _execute(loaded, cfg.workload, hw, dev, progress, shared), hw, trace_step)
+    metrics, tables = evaluate(ctx)
     baselines = [m for m in getattr(cfg.workload, "baselines", []) if m != cfg.workload.method]
     if baselines:  # the same scenario per method, each on fresh hardware of the same config
-        rows = [_method_row(cfg.workload.method, ev)]
+        rows = [method_row(cfg.workload.method, metrics)]
         for method in baselines:
             other_hw = build_hardware(loaded)
             card = cfg.workload.model_copy(update={"method": method})
-            other = _evaluate(loaded, _execute(loaded, card, other_hw, dev, progress, shared), other_hw)
-            rows.append(_method_row(method, other))
+            other, _ = evaluate(_measure(loaded, _execute(loaded, card, other_hw, dev, progress, shared), other_hw))
+            rows.append(method_row(method, other))
         tables["methods"] = rows
-    report = Report(
+    return Report(
         schema_version=REPORT_SCHEMA_VERSION,
         imcsim_version=__version__,
         name=cfg.name,
         config_hash=loaded.config_hash,
         seed=cfg.seed,
         config=loaded.resolved,
-        metrics=ev.metrics,
-        costs={"train": ev.train, "deploy": ev.deploy},
+        metrics=metrics,
+        costs={"train": ctx.train, "deploy": ctx.deploy},
         action_descriptions={f"{c}.{a}": spec.description for (c, a), spec in hw.macro.actions.items()},
         tables=tables,
+        timeline=ctx.timeline,
     )
-    return RunResult(report, ev.timeline) if keep_timeline else report
+
+
+def _measure(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel, trace_step: int = 1) -> RunContext:
+    """Tally, schedule and cost a workload result on the hardware that ran it."""
+    cfg = loaded.config
+    macro = hw.macro
+    tally = tally_ops(result.ops)
+    timeline = schedule_run(result.ops, result.graphs, macro, trace_step=trace_step)
+    train = cost(tally.counts(TRAINING_PHASES), macro.actions,
+                 {p: timeline.critical_by_phase.get(p, 0) for p in TRAINING_PHASES}, macro.t_cycle_s)
+    deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": timeline.deploy_cycles}, macro.t_cycle_s)
+    return RunContext(cfg, hw.device, macro, result, tally, timeline, train.scaled(result.step_scale), deploy)
 
 
 @dataclass(frozen=True)
@@ -246,148 +251,6 @@ def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
     except DataError as err:
         key = f"workload.{err.key}" if err.key else "workload"
         raise InputError(str(err), file=loaded.where(key), key=key) from None
-
-
-@dataclass
-class _Evaluation:
-    metrics: dict[str, float]
-    tables: dict
-    train: CostResult
-    deploy: CostResult
-    timeline: RunTimeline
-
-
-def _evaluate(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel, trace_step: int = 1) -> _Evaluation:
-    """Tally, schedule and cost a workload result on the hardware that ran it: the report's metrics and tables."""
-    cfg = loaded.config
-    tally = tally_ops(result.ops)
-    macro = hw.macro
-    t_cycle = macro.t_cycle_s
-    timeline = schedule_run(result.ops, result.graphs, macro, cfg.run.engine, trace_step)
-    train = cost(tally.counts(TRAINING_PHASES), macro.actions,
-                 {p: timeline.critical_by_phase.get(p, 0) for p in TRAINING_PHASES}, t_cycle)
-    deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": timeline.deploy_cycles}, t_cycle)
-    counted = sum(result.steps_per_task)
-    scale = result.step_scale
-    steps = counted * scale
-    train = train.scaled(scale)
-    all_cells = (sum(s.values.size * macro.cells_per_weight for s in macro.stored.values())
-                 + sum(b.size for b in macro.scratch.values()))
-    ws = tally.write_stats(all_cells)
-    step_latency = train.total_latency_s / steps if steps else 0.0
-    if scale == 1.0:
-        max_per_step = ws.max_writes / steps if steps else 0.0
-    else:  # one counted step stands for many: the hottest bit position's expected write rate
-        max_per_step = tally.pooled_max_write_rate(macro.cells_per_weight) / counted
-    endurance = hw.device.endurance_cycles
-    lifetime_steps = endurance / max_per_step if max_per_step > 0 and math.isfinite(endurance) else math.inf
-    cells_programmed = sum(tally.programmed_by_task.values()) * scale
-    n_tasks = len(result.task_names) * result.task_repeats
-    steps_per_task = steps / n_tasks if n_tasks else 0.0
-    leak_w = hw.device.leakage_per_bit_w * macro.card.array.rows * macro.card.array.cols * macro.subarrays_used
-    accuracy = {} if cfg.run.mode == "cost_only" else {
-        "accuracy_source": result.source_accuracy,
-        "accuracy_average": result.average_accuracy,
-        "forgetting": result.forgetting,
-    }
-    metrics: dict[str, float] = {
-        **accuracy,
-        "trainable_params": result.trainable_params,
-        **(result.memory.as_bytes() if result.memory is not None else {}),
-        "training_steps": round(steps),
-        "energy_train_j": train.total_energy_j,
-        "energy_per_step_j": train.total_energy_j / steps if steps else 0.0,
-        "energy_deploy_j": deploy.total_energy_j,
-        "energy_array_leakage_train_j": leak_w * train.total_latency_s,
-        "latency_train_s": train.total_latency_s,
-        "latency_per_step_s": step_latency,
-        **{f"latency_{p}_s": train.latency_s.get(p, 0.0) for p in TRAINING_PHASES},
-        "latency_in_order_per_step_s": sum(timeline.in_order_cycles) * t_cycle / counted if counted else 0.0,
-        "latency_deploy_s": deploy.total_latency_s,
-        **{f"utilization_{g}": u for g, u in timeline.utilization().items() if timeline.capacity_by_group[g]},
-        "write_pulses": _pulses(train, hw),
-        "write_pulses_deploy": _pulses(deploy, hw),
-        "cells_written": ws.cells_written,
-        "writes_max_per_cell": ws.max_writes * scale if scale == 1.0 else max_per_step * steps,
-        "writes_mean_per_cell": ws.mean_writes * scale,
-        "writes_max_per_cell_per_step": max_per_step,
-        "endurance_cycles": hw.device.endurance_cycles,
-        "lifetime_steps": lifetime_steps,
-        "lifetime_years": lifetime_steps * step_latency / SECONDS_PER_YEAR,
-        "lifetime_tasks": lifetime_steps / steps_per_task if steps_per_task else math.inf,
-        "cells_programmed": cells_programmed,
-        "cells_programmed_per_step": cells_programmed / steps if steps else 0.0,
-        "cells_programmed_per_task": cells_programmed / n_tasks if n_tasks else 0.0,
-        # the training write-backs' energy and own duration (before the schedule overlaps them)
-        "energy_program_j": cost(tally.program_counts, macro.actions, {}, t_cycle).total_energy_j * scale,
-        "latency_program_s": tally.program_cycles * t_cycle * scale,
-        "area_m2": macro.area_m2(),
-        "subarrays_used": macro.subarrays_used,
-        "utilization": macro.utilization(),
-        "cycle_time_s": t_cycle,
-        "schedule_tasks": timeline.tasks_scheduled,
-        "schedule_events": timeline.scheduler.events,
-        "schedules_simulated": timeline.scheduler.simulated,
-        "schedules_replayed": timeline.scheduler.replayed,
-    }
-    error = getattr(macro, "error", None)
-    if error is not None:  # analog results: error of every counted GEMM against the exact product
-        measured = error.outputs > 0  # cost-only runs evaluate no analog arithmetic: not measured (NaN, null)
-        metrics["analog_error_relative_rms"] = error.relative_rms if measured else math.nan
-        metrics["analog_error_max_abs"] = error.max_abs_error if measured else math.nan
-    per_task = []
-    task_cycles = _cycles_by_task(timeline)
-    reps = result.task_repeats
-    for name, steps_i in zip(result.task_names, result.steps_per_task, strict=True):
-        share = scale / reps  # cost-only: the counted task stands for ``reps`` alike tasks
-        c = cost(tally.counts_by_task[name], macro.actions, {"all": task_cycles.get(name, 0)}, t_cycle).scaled(share)
-        pulses = sum(n for (comp, action), n in c.counts.items()
-                     if comp == hw.device.component and action.endswith("_pulse"))
-        labels = list(result.repeat_names) or ([name] if reps == 1 else [f"{name}#{i + 1}" for i in range(reps)])
-        for label in labels:
-            per_task.append({"task": label, "steps": steps_i * share,
-                             "energy_j": c.total_energy_j, "latency_s": c.total_latency_s,
-                             "write_pulses": int(pulses), "cells_programmed": round(tally.programmed_by_task[name] * share)})
-    tables = {
-        "tasks": result.task_names,
-        "accuracy_matrix": result.accuracy.tolist(),
-        "per_task": per_task,
-        "write_histogram": [list(p) for p in ws.histogram],
-        "writes_max_per_layer": ws.per_layer_max,
-        "device_figures": {k: v for k, (v, _) in hw.device.figures().items()},
-        "activity": measured_activity(result.ops, [s.values for s in macro.stored.values()]) if cfg.run.mode == "functional" else {},
-        "energy_over_time": [list(p) for p in energy_over_time(timeline)],
-        "step_power_profile": [list(p) for p in step_power_profile(timeline.first_step, t_cycle)]
-        if timeline.first_step is not None else [],
-    }
-    return _Evaluation(metrics, tables, train, deploy, timeline)
-
-
-def _pulses(c: CostResult, hw: HardwareModel) -> int:
-    """Device write pulses among the counted actions."""
-    return round(sum(n for (comp, action), n in c.counts.items()
-                     if comp == hw.device.component and action.endswith("_pulse")))
-
-
-
-def _method_row(method: str, ev: _Evaluation) -> dict:
-    """One row of the baselines table: the method's headline figures on the shared hardware."""
-    return {"method": method, **{k: ev.metrics[k] for k in METHOD_COLUMNS if k in ev.metrics}}
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """A report with the schedules behind it (for a trace export)."""
-
-    report: Report
-    timeline: RunTimeline
-
-
-def _cycles_by_task(timeline: RunTimeline) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for task, cyc in zip(timeline.step_task, timeline.step_cycles, strict=True):
-        out[task] = out.get(task, 0) + cyc
-    return out
 
 
 __all__ = ["Capacity", "CostResult", "HardwareModel", "build_hardware", "check_capacity", "run"]

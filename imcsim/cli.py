@@ -5,7 +5,7 @@
     imcsim sweep CONFIG (--grid KEY=V1,V2 | --range KEY=START:STOP:N[:log]) ... [--random N] [--out DIR]
                  [--resume] [--workers N] [--scheduler ADDRESS] [--plot METRIC] [--pareto MX,MY]
     imcsim validate CONFIG [--set ...] [--library DIR]
-    imcsim list devices|circuits|workloads|configs [--library DIR]
+    imcsim list devices|circuits|components|workloads|configs|kinds|methods [--library DIR]
     imcsim device CARD [--set KEY=VALUE ...] [--library DIR]
     imcsim --version
 
@@ -82,8 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     common(v)
 
     ls = sub.add_parser("list", help="list cards or configs with a one-line description")
-    ls.add_argument("what", choices=["devices", "circuits", "workloads", "configs", "kinds"],
-                    help="cards of a kind of section, the run configs, or the model kinds cards can name")
+    ls.add_argument("what", choices=["devices", "circuits", "components", "workloads", "configs", "kinds",
+                                     "methods"],
+                    help="cards of a kind of section (components: the component cards circuit cards name), the run "
+                         "configs, the model kinds cards can name, or the training methods workload cards can name")
     ls.add_argument("--library", metavar="DIR", help="folder holding devices/, circuits/, workloads/, configs/")
 
     d = sub.add_parser("device", help="print the figures a device card derives")
@@ -114,7 +116,7 @@ def _cmd_run(args) -> int:
         raise InputError(f"training steps are numbered from 1 (got {args.trace_step})", key="--trace-step")
     console = Console(stderr=True)
     if args.quiet:
-        result = run(loaded, hardware=hardware, keep_timeline=True, trace_step=args.trace_step)
+        report = run(loaded, hardware=hardware, trace_step=args.trace_step)
     else:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
@@ -123,13 +125,12 @@ def _cmd_run(args) -> int:
             def progress(name: str, done: int, total: int) -> None:
                 bar.update(task, description=f"training {name}", completed=done, total=total)
 
-            result = run(loaded, progress, hardware, keep_timeline=True, trace_step=args.trace_step)
-    report = result.report
+            report = run(loaded, progress, hardware, trace_step=args.trace_step)
     write_report(report, out)
-    traced = _write_trace(result, loaded.config.name, Path(args.trace)) if args.trace else 0
+    traced = _write_trace(report, Path(args.trace)) if args.trace else 0
     if not args.quiet:
         render_summary(report, Console(width=max(Console().width, 120)))
-        print(f"report written to {out}/ (report.json, counts.csv, summary.txt)")
+        print(f"report written to {out}/ (report.json, counts.csv, layers.csv, summary.txt)")
         if traced:
             fewer = f" (the run has {traced} steps)" if traced < args.trace_step else ""
             print(f"schedule of training step {traced}{fewer} written to {args.trace} "
@@ -170,7 +171,7 @@ def _cmd_sweep(args) -> int:
     from imcsim import sweep
     from imcsim.config import load_config
     from imcsim.errors import InputError, UnknownKeyError
-    from imcsim.metrics import SWEEP_METRICS
+    from imcsim.metrics import SWEEP_METRICS, check_metric
 
     axes = [*map(sweep.parse_grid, args.grid), *map(sweep.parse_range, args.ranges)]
     if not axes:
@@ -179,10 +180,12 @@ def _cmd_sweep(args) -> int:
         raise InputError(f"--random {args.random}: draw at least one point", key="--random")
     if args.workers < 1:
         raise InputError(f"--workers {args.workers}: at least 1", key="--workers")
-    metrics = [args.plot_metric, *args.pareto.split(",")]
-    if len(args.pareto.split(",")) != 2 or any(m not in SWEEP_METRICS for m in metrics):
-        raise InputError(f"--plot/--pareto: metrics must be among {', '.join(SWEEP_METRICS)}",
-                         key="--pareto")
+    check_metric(args.plot_metric, "--plot", SWEEP_METRICS)
+    pareto = args.pareto.split(",")
+    if len(pareto) != 2:
+        raise InputError(f"--pareto {args.pareto}: give two metrics, MX,MY", key="--pareto")
+    for metric in pareto:
+        check_metric(metric, "--pareto", SWEEP_METRICS)
     points = sweep.points_of(axes, args.random, args.sample_seed)
     base = load_config(args.config, args.overrides, seed=args.seed, library=args.library)
     for key, value in points[0].items():  # every swept key must exist (a bad value only fails its own points)
@@ -216,8 +219,7 @@ def _cmd_sweep(args) -> int:
             print(f"imcsim: interrupted; {len(table.rows)} of {len(points)} points are in {out}/results.csv; "
                   "rerun with --resume to finish", file=sys.stderr)
             return 128 + getattr(stopped, "signum", 2)  # 130 for Ctrl-C (SIGINT), 143 for SIGTERM
-    mx, my = args.pareto.split(",")
-    written = sweep.write_plots(table, axes, args.plot_metric, (mx, my), out)
+    written = sweep.write_plots(table, axes, args.plot_metric, (pareto[0], pareto[1]), out)
     if not args.quiet:
         ok = sum(r["status"] == "ok" for r in table.rows)
         print(f"{len(table.rows)} of {len(points)} points done ({ok} ok, {len(table.rows) - ok} failed); "
@@ -225,17 +227,17 @@ def _cmd_sweep(args) -> int:
     return EXIT_OK
 
 
-def _write_trace(result, name: str, path: Path) -> int:
+def _write_trace(report, path: Path) -> int:
     """Write the kept step's schedule as a Chrome trace; return its step number (0: the run had no step)."""
     from imcsim.sim.chrome import chrome_trace, write_chrome_trace
     from imcsim.sim.timeline import step_power_profile
 
-    timeline = result.timeline
+    timeline = report.timeline
     if timeline.traced is None:
         return 0
     power = step_power_profile(timeline.traced, timeline.t_cycle_s)
-    trace = chrome_trace(timeline.traced, timeline.t_cycle_s, f"imcsim {name}: training step {timeline.traced_index}",
-                         power)
+    trace = chrome_trace(timeline.traced, timeline.t_cycle_s,
+                         f"imcsim {report.name}: training step {timeline.traced_index}", power)
     write_chrome_trace(trace, path)
     return timeline.traced_index
 
@@ -265,9 +267,20 @@ def _cmd_list(args) -> int:
             for kind, desc in registry.descriptions.items():
                 print(f"{registry.section + '.kind: ' + kind:<40} {desc}")
         return EXIT_OK
+    if args.what == "methods":
+        from imcsim.registry import METHODS, load_plugins
+
+        load_plugins()
+        for name, desc in METHODS.descriptions.items():
+            print(f"{name:<14} {','.join(sorted(METHODS[name].workloads)):<36} {desc}")
+        return EXIT_OK
     lib = find_library(Path.cwd(), Path(args.library) if args.library else None)
     if args.what == "configs":
         paths = sorted((lib / "configs").glob("*.yaml"))
+    elif args.what == "components":
+        from imcsim.config import COMPONENT_FOLDER, SECTIONS
+
+        paths = sorted((lib / SECTIONS["circuit"][0] / COMPONENT_FOLDER).glob("*.yaml"))
     else:
         section = {"devices": "device", "circuits": "circuit", "workloads": "workload"}[args.what]
         paths = list_cards(lib, section)
@@ -275,7 +288,10 @@ def _cmd_list(args) -> int:
         print(f"no {args.what} in {lib}")
     for p in paths:
         try:
-            desc = str(read_yaml(p).get("description", "")).strip()
+            card = read_yaml(p)
+            desc = str(card.get("description", "")).strip()
+            if args.what == "components":
+                desc = f"{card.get('kind', '?')!s:<14} {desc}"
         except InputError as err:
             desc = f"(unreadable: {err.message})"
         print(f"{p.stem:<40} {desc}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim.metrics import COMPARE_METRICS
+from imcsim.metrics import COMPARE_METRICS, unit_of
 from imcsim.report import Report, render_metric
 
 
@@ -90,7 +90,8 @@ def break_even_lines(series: list[TaskSeries]) -> list[str]:
 
 
 def comparison_files(names: list[str], reports: list[Report]) -> dict[str, bytes]:
-    """compare.json, compare.csv and compare.png for the runs."""
+    """compare.json, compare.csv and compare.png for the runs (the metrics of :data:`COMPARE_METRICS`, with
+    their units)."""
     from imcsim import plots
 
     series = [TaskSeries.of(n, r) for n, r in zip(names, reports, strict=True)]
@@ -98,16 +99,17 @@ def comparison_files(names: list[str], reports: list[Report]) -> dict[str, bytes
         "runs": names,
         "metrics": {n: {k: r.metrics.get(k) for k in COMPARE_METRICS if k in r.metrics}
                     for n, r in zip(names, reports, strict=True)},
+        "metric_units": {k: unit_of(k) for k in COMPARE_METRICS if any(k in r.metrics for r in reports)},
         "cumulative": {s.name: {"tasks": ["deploy", *s.tasks], "write_pulses": s.writes.tolist(),
                                 "energy_j": s.energy_j.tolist()} for s in series},
         "break_even": break_even_lines(series),
     }
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["metric", *names])
+    w.writerow(["metric", "unit", *names])
     for key in COMPARE_METRICS:
         if any(key in r.metrics for r in reports):
-            w.writerow([key, *(repr(r.metrics[key]) if key in r.metrics else "" for r in reports)])
+            w.writerow([key, unit_of(key), *(repr(r.metrics[key]) if key in r.metrics else "" for r in reports)])
     png = plots.plot_cumulative(series)
     return {"compare.json": (json.dumps(data, indent=2) + "\n").encode(), "compare.csv": buf.getvalue().encode(),
             "compare.png": png}

@@ -74,10 +74,6 @@ class RunOptions(Params):
     torch_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where functional training runs (auto: CUDA when present; adaptation workloads train on the CPU)"
     )
-    engine: Literal["compiled", "simpy"] = Field(
-        "compiled",
-        description="event simulation of each new step shape: compiled (fast) or simpy (reference); same schedule",
-    )
 
 
 MAX_NAME_BYTES = 200
@@ -301,22 +297,24 @@ def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path
 
 
 def _card_path(section: str, card: str, config_path: Path, library: Path, shown: str, key: str) -> Path:
+    return _lookup(card, config_path.parent, library / SECTIONS[section][0], "card", shown, key)
+
+
+def _lookup(card: str, relative_to: Path, folder: Path, what: str, shown: str, key: str) -> Path:
+    """The file of a card given by name (``folder/NAME.yaml``) or by path (relative to ``relative_to``)."""
     if "\0" in card:
-        raise InputError(f"must be a card name or a path to a card file (got {shorten(card)})", file=shown, key=key)
+        raise InputError(f"must be a {what} name or a path to a {what} file (got {shorten(card)})", file=shown,
+                         key=key)
     if "/" in card or card.endswith((".yaml", ".yml")):
-        path = (config_path.parent / card).resolve()
+        path = (relative_to / card).resolve()
         if not path.is_file():
-            raise InputError(f"no card file at {shorten(str(path), 200)}", file=shown, key=key)
+            raise InputError(f"no {what} file at {shorten(str(path), 200)}", file=shown, key=key)
         return path
-    sub, _ = SECTIONS[section]
-    path = library / sub / f"{card}.yaml"
+    path = folder / f"{card}.yaml"
     if not path.is_file():
-        names = [p.stem for p in list_cards(library, section)]
-        raise InputError(
-            f"no card {shorten(card)} in {library / sub}{_did_you_mean(card, names)} (available: {', '.join(names) or 'none'})",
-            file=shown,
-            key=key,
-        )
+        names = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        raise InputError(f"no {what} {shorten(card)} in {folder}{_did_you_mean(card, names)} "
+                         f"(available: {', '.join(names) or 'none'})", file=shown, key=key)
     return path
 
 
@@ -572,6 +570,7 @@ def load_config(
     origins: dict[str, str] = {}
     tree: dict[str, Any] = {}
     cards: dict[str, str] = {}
+    card_paths: dict[str, Path] = {}
     top_valid = sorted(_aliases(RunConfig))
     # `--set device.card=NAME` swaps a section's card before cards are resolved.
     card_sets: dict[str, Any] = {}
@@ -597,6 +596,7 @@ def load_config(
                 raise InputError("must be a mapping with a 'card' key (a card name or path)", file=shown, key=key)
             card_file = "--set" if key in card_sets else shown
             card_path = _resolve_card_path(key, value["card"], path, lib, card_file)
+            card_paths[key] = card_path
             body, card_shown = _read_card(card_path, key)
             _record(body, card_shown, origins, key)
             origins[f"{key}.card"] = card_file
@@ -616,6 +616,8 @@ def load_config(
         tree["seed"] = seed
         origins["seed"] = "--seed"
     where = _origin_finder(origins, shown)
+    if isinstance(tree.get("circuit"), dict):
+        resolve_components(tree["circuit"], "circuit", card_paths.get("circuit", path), lib, origins, where)
     _check_numbers(tree, "", where)
     _check_schema_version(tree.get("schema_version"), where("schema_version"))
     typed: dict[str, Any] = {}
@@ -666,8 +668,53 @@ def _read_card(path: Path, section: str) -> tuple[dict[str, Any], str]:
     refs = raw.get("references") or {}
     if not isinstance(refs, dict):
         raise InputError("must be a mapping of key -> citation", file=shown, key="references")
-    body = {k: v for k, v in raw.items() if k != "schema_version"}
-    return _strip_sources(body, refs, shown, section), shown
+    body = _strip_sources({k: v for k, v in raw.items() if k != "schema_version"}, refs, shown, section)
+    comps = body.get("components")
+    if isinstance(comps, dict):  # a component given by name only: the mapping form, so overrides merge into it
+        body["components"] = {role: {"card": e} if isinstance(e, str) else e for role, e in comps.items()}
+    return body, shown
+
+
+COMPONENT_FOLDER = "components"
+"""Component cards live in this folder of the circuit cards' folder (``circuits/components/``)."""
+
+
+def resolve_components(body: dict[str, Any], prefix: str, card_path: Path, library: Path, origins: dict[str, str],
+                       where) -> None:
+    """Fill each ``components.ROLE`` entry of a circuit card body from the component card it names.
+
+    An entry is a mapping with ``card`` (a component card name, looked up in the library's
+    ``circuits/components/``, or a path relative to the circuit card) and per-field overrides, which win
+    over the component card's fields. Origins of the component card's fields are recorded, so an error
+    names the component card file.
+    """
+    comps = body.get("components")
+    if comps is None:
+        return
+    if not isinstance(comps, dict):
+        key = f"{prefix}.components"
+        raise InputError(f"must be a mapping of role -> component card (got {shorten(comps)})", file=where(key),
+                         key=key)
+    for role, entry in comps.items():
+        key = f"{prefix}.components.{role}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("card"), str) or not entry["card"].strip():
+            raise InputError(f"must be a component card name or a mapping with a 'card' key (got {shorten(entry)})",
+                             file=where(key), key=key)
+        path = _lookup(entry["card"], card_path.parent, library / SECTIONS["circuit"][0] / COMPONENT_FOLDER,
+                       "component card", where(f"{key}.card"), f"{key}.card")
+        card_body, card_shown = _read_card(path, key)
+        found: dict[str, str] = {}
+        _record(card_body, card_shown, found, key)
+        for k, v in found.items():
+            origins.setdefault(k, v)
+        comps[role] = _overlaid(card_body, entry)
+
+
+def _overlaid(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _overlaid(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
 
 
 def load_card(section: str, card: str, overrides: list[str] | None = None, *,
@@ -690,4 +737,6 @@ def load_card(section: str, card: str, overrides: list[str] | None = None, *,
             parts = parts[1:]
         _apply_set(body, parts, value, origins, prefix=section)
     where = _origin_finder(origins, shown)
+    if section == "circuit":
+        resolve_components(body, section, path, lib, origins, where)
     return _validate_section(section, body, where), where

@@ -1,38 +1,165 @@
-"""The metrics registry: every figure a report carries, with its unit, basis, meaning and golden tolerance.
+"""The metrics registry: every figure a report carries, with its unit, basis, meaning, golden tolerance and the
+function that computes it from one run's :class:`RunContext`.
 
-One list, read by the report (units in report.json), the methods table, ``imcsim compare`` and
-``imcsim sweep`` (their columns), and the golden tests (every registered metric against its tolerance).
-The values themselves are computed by :func:`imcsim.api.run`.
+One list, read by the report (units in report.json, the console summary), the methods table, ``imcsim compare``
+and ``imcsim sweep`` (their columns and plots), and the golden tests (every registered metric against its
+tolerance). :func:`evaluate` computes every metric and the report's tables; :mod:`imcsim.api` only runs the
+pipeline (execute, tally, schedule, cost) that fills the context.
 
-Bases: ``run`` (a total over the whole run: every task, every step), ``step`` (per training step),
-``task`` (per task), ``hardware`` (a property of the built hardware), ``schedule`` (bookkeeping of the event
-simulation). Units are SI; ``1`` marks a plain number or a fraction.
+Bases: ``run`` (a total over the whole run: every task, every step), ``step`` (per training step), ``task``
+(per task), ``hardware`` (a property of the built hardware), ``schedule`` (bookkeeping of the event
+simulation). Units are SI, from the name's suffix (:func:`unit_of`); ``1`` marks a plain number or a fraction.
+A MAC is one multiply-accumulate, counted as 2 operations in TOPS/W.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
-from imcsim.units import unit_of_name
+from imcsim.circuits.macro import BitSerialMacro
+from imcsim.config import RunConfig
+from imcsim.cost import CostResult, cost
+from imcsim.devices import MemoryDevice
+from imcsim.errors import InputError
+from imcsim.ops import PHASES, TRAINING_PHASES, OpRecord
+from imcsim.sim.tally import Tally, WriteStats, measured_activity
+from imcsim.sim.timeline import RunTimeline, energy_over_time, step_power_profile
+from imcsim.units import SECONDS_PER_YEAR, unit_of_name
+from imcsim.workloads.continual import ContinualResult
 
 BASES = ("run", "step", "task", "hardware", "schedule")
+GEMM_PHASES = ("forward", "input_grad", "weight_grad")  # the phases whose MACs make a training step's
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What one run produced, from which every metric and table is computed: the workload's result (ops,
+    accuracy), its tally, its schedules, its training and deployment costs, the hardware and the config."""
+
+    config: RunConfig
+    device: MemoryDevice
+    macro: BitSerialMacro
+    result: ContinualResult
+    tally: Tally
+    timeline: RunTimeline
+    train: CostResult  # training phases, scaled to every step the counted steps stand for
+    deploy: CostResult
+
+    @property
+    def counted_steps(self) -> int:
+        return sum(self.result.steps_per_task)
+
+    @property
+    def scale(self) -> float:
+        """Training steps each counted step stands for (cost-only runs count one)."""
+        return self.result.step_scale
+
+    @property
+    def steps(self) -> float:
+        return self.counted_steps * self.scale
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.result.task_names) * self.result.task_repeats
+
+    @property
+    def t_cycle_s(self) -> float:
+        return self.macro.t_cycle_s
+
+    def per_step(self, total: float) -> float:
+        return total / self.steps if self.steps else 0.0
+
+    @cached_property
+    def write_stats(self) -> WriteStats:
+        cells = (sum(s.values.size * self.macro.cells_per_weight for s in self.macro.matrices().values())
+                 + sum(b.size for b in self.macro.scratch.values()))
+        return self.tally.write_stats(cells)
+
+    @cached_property
+    def max_writes_per_step(self) -> float:
+        """Writes of the hottest cell per step (cost-only: the hottest bit position's expected rate)."""
+        if self.scale == 1.0:
+            return self.write_stats.max_writes / self.steps if self.steps else 0.0
+        return self.tally.pooled_max_write_rate(self.macro.cells_per_weight) / self.counted_steps
+
+    @cached_property
+    def lifetime_steps(self) -> float:
+        endurance = self.device.endurance_cycles
+        rate = self.max_writes_per_step
+        return endurance / rate if rate > 0 and math.isfinite(endurance) else math.inf
+
+    @cached_property
+    def phase_energy_j(self) -> dict[str, float]:
+        """Training energy of each phase over the run."""
+        return {p: cost(self.tally.counts((p,)), self.macro.actions, {}, self.t_cycle_s).scaled(self.scale)
+                .total_energy_j for p in TRAINING_PHASES}
+
+    def macs_per_step(self, phases: Iterable[str]) -> float:
+        return sum(self.tally.macs_by_phase[p] for p in phases) / self.counted_steps if self.counted_steps else 0.0
+
+    @cached_property
+    def in_order_cycles(self) -> int:
+        """Cycles of every training op run one after another: its own cycles and its buffer transfers."""
+        bits = self.macro.card.buffer.bits_per_cycle
+        return sum(self.timeline.in_order_cycles) + sum(
+            transfer_cycles(op, bits) for op in self.result.ops if op.phase != "deploy")
+
+    @property
+    def analog_error(self) -> Any:
+        """The analog circuit's error against the exact products, None for a digital circuit."""
+        return getattr(self.macro, "error", None)
+
+
+def transfer_cycles(op: OpRecord, bits_per_cycle: int) -> int:
+    """Buffer cycles the schedule charges an op: a GEMM or digital op (but an optimizer update or an in-array
+    weight gradient) loads its operand through a buffer port and stores its result, once per sample chunk."""
+    if op.kind == "write" or (op.kind == "digital" and op.phase == "update") or (
+            op.kind == "gemm" and op.phase == "weight_grad"):
+        return 0
+    n = len(op.chunk_cycles) if op.chunk_cycles is not None else 1
+    return n * sum(math.ceil(bits / n / bits_per_cycle) if bits > 0 else 0 for bits in (
+        op.counts.get(("input_buffer", "read_bit"), 0), op.counts.get(("output_buffer", "write_bit"), 0)))
+
+
+def _pulses(c: CostResult, device: MemoryDevice) -> int:
+    """Device write pulses among the counted actions."""
+    return round(sum(n for (comp, action), n in c.counts.items()
+                     if comp == device.component and action.endswith("_pulse")))
+
+
+Compute = Callable[[RunContext], Any]
 
 
 @dataclass(frozen=True)
 class Metric:
     """One registered metric. ``rel``/``abs_tol``: how far a rerun may drift from its golden value (0: exact;
-    training-dependent figures drift with floating-point order across machines)."""
+    training-dependent figures drift with floating-point order across machines). ``compute`` returns its value
+    from a run, or None where it does not apply (``when`` says where it does). ``label``: a short column
+    header; ``fraction``: shown as a percent; ``higher_is_better``: a figure of merit, not a cost."""
 
     name: str
     basis: str
     description: str
+    compute: Compute
     rel: float = 0.0
     abs_tol: float = 0.0
+    when: str = ""
+    label: str = ""
+    fraction: bool = False
+    higher_is_better: bool = False
+    unit_override: str = ""
 
     @property
     def unit(self) -> str:
-        return unit_of(self.name)
+        return self.unit_override or unit_of_name(self.name) or "1"
+
+    @property
+    def header(self) -> str:
+        return self.label or self.name
 
     def matches(self, value: float, golden: float) -> bool:
         """``value`` is within tolerance of ``golden`` (NaN matches NaN, infinity matches itself)."""
@@ -45,96 +172,320 @@ class Metric:
 
 TRAINED = dict(rel=0.05, abs_tol=1e-12)  # follows the training trajectory
 HOTTEST = dict(rel=0.15)  # set by one cell, the most written: one weight's trajectory (56 vs 61 writes seen)
+FUNCTIONAL = "functional runs (cost-only runs train nothing)"
+MEMORY = "runs whose workload traces its training memory"
+
+
+def _functional(value: Compute) -> Compute:
+    return lambda c: None if c.config.run.mode == "cost_only" else value(c)
+
+
+def _memory(name: str) -> Compute:
+    return lambda c: None if c.result.memory is None else c.result.memory.as_bytes()[name]
+
+
+def _utilization(group: str) -> Compute:
+    return lambda c: c.timeline.utilization()[group] if c.timeline.capacity_by_group.get(group) else None
+
+
+def _analog(value: Callable[[Any], float]) -> Compute:
+    """An analog error figure; NaN where the run evaluated no analog arithmetic (cost-only)."""
+    return lambda c: None if c.analog_error is None else (value(c.analog_error) if c.analog_error.outputs > 0
+                                                          else math.nan)
+
+
+def _tops_per_watt(macs: float, energy_j: float) -> float:
+    return 2 * macs / energy_j / 1e12 if energy_j else 0.0
+
+
+_PHASE_WORDS = {"forward": "forward", "input_grad": "input-gradient", "weight_grad": "weight-gradient",
+                "update": "update (write-back)"}
+
+
+def _phase_metrics() -> list[Metric]:
+    out = []
+    for p in TRAINING_PHASES:
+        w = _PHASE_WORDS[p]
+        out += [
+            Metric(f"energy_train_{p}_j", "run", f"training energy of the {w} phase over the run",
+                   lambda c, p=p: c.phase_energy_j[p], **TRAINED),
+            Metric(f"latency_train_{p}_s", "run", f"critical-path time in the {w} phase over the run (the four "
+                   "phases add up to latency_train_s)", lambda c, p=p: c.train.latency_s.get(p, 0.0), **TRAINED),
+            Metric(f"latency_per_step_{p}_s", "step", f"critical-path time in the {w} phase per training step",
+                   lambda c, p=p: c.per_step(c.train.latency_s.get(p, 0.0)), **TRAINED),
+        ]
+    return out
+
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("accuracy_source", "run", "accuracy of the deployed model on its source (pretraining) task, 0..1",
-           abs_tol=0.1),
-    Metric("accuracy_average", "run", "mean accuracy over every task after the last one, 0..1", abs_tol=0.1),
+           _functional(lambda c: c.result.source_accuracy), abs_tol=0.1, when=FUNCTIONAL, label="source acc.",
+           fraction=True, higher_is_better=True),
+    Metric("accuracy_average", "run", "mean accuracy over every task after the last one, 0..1",
+           _functional(lambda c: c.result.average_accuracy), abs_tol=0.1, when=FUNCTIONAL, label="acc.",
+           fraction=True, higher_is_better=True),
     Metric("forgetting", "run", "mean drop of each earlier task's accuracy from just after it was learned, 0..1",
-           abs_tol=0.1),
-    Metric("trainable_params", "run", "parameters the method trains"),
-    Metric("memory_weights_bytes", "step", "training memory: weights (frozen at 8 bits, trainable at 32)"),
-    Metric("memory_optimizer_bytes", "step", "training memory: optimizer state of the trainable weights"),
-    Metric("memory_activations_kept_bytes", "step", "training memory: activations kept for the backward pass"),
-    Metric("memory_activations_peak_bytes", "step", "largest live activation and error set over the step"),
-    Metric("memory_peak_bytes", "step", "peak training memory: weights + optimizer state + live activations"),
-    Metric("training_steps", "run", "training steps over every task"),
-    Metric("energy_train_j", "run", "training energy over every task", **TRAINED),
-    Metric("energy_per_step_j", "step", "training energy per step", **TRAINED),
-    Metric("energy_deploy_j", "run", "energy of deploying the weights into the array", **TRAINED),
+           _functional(lambda c: c.result.forgetting), abs_tol=0.1, when=FUNCTIONAL, label="forget", fraction=True),
+    Metric("trainable_params", "run", "parameters the method trains", lambda c: c.result.trainable_params,
+           label="params"),
+    Metric("memory_weights_bytes", "step", "training memory: weights (frozen at 8 bits, trainable at 32)",
+           _memory("memory_weights_bytes"), when=MEMORY),
+    Metric("memory_optimizer_bytes", "step", "training memory: optimizer state of the trainable weights",
+           _memory("memory_optimizer_bytes"), when=MEMORY),
+    Metric("memory_activations_kept_bytes", "step", "training memory: activations kept for the backward pass",
+           _memory("memory_activations_kept_bytes"), when=MEMORY, label="kept act."),
+    Metric("memory_activations_peak_bytes", "step", "largest live activation and error set over the step",
+           _memory("memory_activations_peak_bytes"), when=MEMORY),
+    Metric("memory_peak_bytes", "step", "peak training memory: weights + optimizer state + live activations",
+           _memory("memory_peak_bytes"), when=MEMORY, label="memory"),
+    Metric("training_steps", "run", "training steps over every task", lambda c: round(c.steps)),
+    Metric("energy_train_j", "run", "training energy over every task", lambda c: c.train.total_energy_j,
+           label="energy", **TRAINED),
+    Metric("energy_per_step_j", "step", "training energy per step", lambda c: c.per_step(c.train.total_energy_j),
+           **TRAINED),
+    Metric("energy_deploy_j", "run", "energy of deploying the weights into the array",
+           lambda c: c.deploy.total_energy_j, **TRAINED),
     Metric("energy_array_leakage_train_j", "run", "leakage of the occupied arrays over the training time "
-           "(reported beside energy_train_j, not in it)", **TRAINED),
-    Metric("energy_program_j", "run", "energy of the training write-backs", **TRAINED),
-    Metric("latency_train_s", "run", "scheduled training time over every task", **TRAINED),
-    Metric("latency_per_step_s", "step", "scheduled time per training step", **TRAINED),
-    Metric("latency_forward_s", "run", "critical-path time in the forward phase, over the run", **TRAINED),
-    Metric("latency_input_grad_s", "run", "critical-path time in the input-gradient phase, over the run",
+           "(reported beside energy_train_j, not in it)",
+           lambda c: (c.device.leakage_per_bit_w * c.macro.card.array.rows * c.macro.card.array.cols
+                      * c.macro.subarrays_used * c.train.total_latency_s), **TRAINED),
+    Metric("energy_program_j", "run", "energy of the training write-backs",
+           lambda c: cost(c.tally.program_counts, c.macro.actions, {}, c.t_cycle_s).total_energy_j * c.scale,
            **TRAINED),
-    Metric("latency_weight_grad_s", "run", "critical-path time in the weight-gradient phase, over the run",
+    Metric("macs_forward_per_step", "step", "multiply-accumulates of the forward pass per training step, from the "
+           "ops' GEMM shapes (m x k x n; a grouped layer packed block-diagonally counts its whole block) and the "
+           "digital unit's counted INT8 MACs",
+           lambda c: c.macs_per_step(("forward",)), **TRAINED),
+    Metric("macs_train_per_step", "step", "multiply-accumulates of a whole training step: forward, input-gradient "
+           "and weight-gradient GEMMs", lambda c: c.macs_per_step(GEMM_PHASES), **TRAINED),
+    Metric("energy_per_mac_forward_j", "step", "forward-phase energy per forward MAC",
+           lambda c: (c.per_step(c.phase_energy_j["forward"]) / c.macs_per_step(("forward",))
+                      if c.macs_per_step(("forward",)) else 0.0), **TRAINED),
+    Metric("energy_per_mac_train_j", "step", "training energy per step (every phase, write-backs included) per "
+           "MAC of the step", lambda c: (c.per_step(c.train.total_energy_j) / c.macs_per_step(GEMM_PHASES)
+                                         if c.macs_per_step(GEMM_PHASES) else 0.0), **TRAINED),
+    Metric("tops_per_watt_forward", "step", "forward MACs x 2 operations per forward-phase energy, in TOPS/W "
+           "(10^12 operations per joule; 1 MAC = 2 operations)",
+           lambda c: _tops_per_watt(c.macs_per_step(("forward",)), c.per_step(c.phase_energy_j["forward"])),
+           unit_override="TOPS/W", higher_is_better=True, **TRAINED),
+    Metric("tops_per_watt_train", "step", "training-step MACs x 2 operations per training energy per step (every "
+           "phase, write-backs included), in TOPS/W (1 MAC = 2 operations)",
+           lambda c: _tops_per_watt(c.macs_per_step(GEMM_PHASES), c.per_step(c.train.total_energy_j)),
+           unit_override="TOPS/W", higher_is_better=True, **TRAINED),
+    *[m for m in _phase_metrics() if m.name.startswith("energy_")],
+    Metric("latency_train_s", "run", "scheduled training time over every task", lambda c: c.train.total_latency_s,
+           label="latency", **TRAINED),
+    Metric("latency_per_step_s", "step", "scheduled time per training step (the step's critical path)",
+           lambda c: c.per_step(c.train.total_latency_s), **TRAINED),
+    *[m for m in _phase_metrics() if m.name.startswith("latency_")],
+    Metric("latency_in_order_per_step_s", "step", "time per step with every op run one after another, its buffer "
+           "transfers included (no overlap)",
+           lambda c: c.in_order_cycles * c.t_cycle_s / c.counted_steps if c.counted_steps else 0.0, **TRAINED),
+    Metric("latency_deploy_s", "run", "scheduled time of the deployment writes", lambda c: c.deploy.total_latency_s,
            **TRAINED),
-    Metric("latency_update_s", "run", "critical-path time in the update (write-back) phase, over the run",
-           **TRAINED),
-    Metric("latency_in_order_per_step_s", "step", "time per step with every op run one after another "
-           "(no overlap; buffer transfers left out)", **TRAINED),
-    Metric("latency_deploy_s", "run", "scheduled time of the deployment writes", **TRAINED),
-    Metric("latency_program_s", "run", "own duration of the training write-backs, before overlap", **TRAINED),
+    Metric("latency_program_s", "run", "own duration of the training write-backs, before overlap",
+           lambda c: c.tally.program_cycles * c.t_cycle_s * c.scale, **TRAINED),
     Metric("utilization_array", "run", "busy fraction of the occupied subarrays over the training time",
-           **TRAINED),
-    Metric("utilization_digital", "run", "busy fraction of the digital unit over the training time", **TRAINED),
-    Metric("utilization_buffer", "run", "busy fraction of the buffer ports over the training time", **TRAINED),
+           _utilization("array"), fraction=True, **TRAINED),
+    Metric("utilization_digital", "run", "busy fraction of the digital unit over the training time",
+           _utilization("digital"), fraction=True, **TRAINED),
+    Metric("utilization_buffer", "run", "busy fraction of the buffer ports over the training time",
+           _utilization("buffer"), fraction=True, **TRAINED),
     Metric("utilization_write_drivers", "run", "busy fraction of the write drivers over the training time",
-           rel=0.1, abs_tol=1e-6),
+           _utilization("write_drivers"), fraction=True, rel=0.1, abs_tol=1e-6),
     Metric("utilization_scratch", "run", "busy fraction of the scratch subarrays (in-array weight gradient)",
+           _utilization("scratch"), fraction=True, when="circuit.dataflow.weight_grad=in_array", **TRAINED),
+    Metric("write_pulses", "run", "write pulses on the memory cells during training",
+           lambda c: _pulses(c.train, c.device), label="pulses", **TRAINED),
+    Metric("write_pulses_deploy", "run", "write pulses of the deployment", lambda c: _pulses(c.deploy, c.device),
            **TRAINED),
-    Metric("write_pulses", "run", "write pulses on the memory cells during training", **TRAINED),
-    Metric("write_pulses_deploy", "run", "write pulses of the deployment", **TRAINED),
-    Metric("cells_written", "run", "cells written at least once during training", **TRAINED),
-    Metric("writes_max_per_cell", "run", "writes of the most written cell over the run", **HOTTEST),
-    Metric("writes_mean_per_cell", "run", "mean writes per stored cell over the run", **TRAINED),
-    Metric("writes_max_per_cell_per_step", "step", "write rate of the most written cell per step", **HOTTEST),
-    Metric("endurance_cycles", "hardware", "write endurance of the device's cells"),
+    Metric("cells_ever_written", "run", "cells written at least once during training (each counted once)",
+           lambda c: c.write_stats.cells_ever_written, label="cells written", **TRAINED),
+    Metric("writes_max_per_cell", "run", "writes of the most written cell over the run",
+           lambda c: (c.write_stats.max_writes * c.scale if c.scale == 1.0
+                      else c.max_writes_per_step * c.steps), label="max w/cell", **HOTTEST),
+    Metric("writes_mean_per_cell", "run", "mean writes per stored cell over the run",
+           lambda c: c.write_stats.mean_writes * c.scale, **TRAINED),
+    Metric("writes_max_per_cell_per_step", "step", "write rate of the most written cell per step",
+           lambda c: c.max_writes_per_step, **HOTTEST),
+    Metric("endurance_cycles", "hardware", "write endurance of the device's cells",
+           lambda c: c.device.endurance_cycles),
     Metric("lifetime_steps", "run", "training steps until the most written cell reaches its endurance",
-           **HOTTEST),
+           lambda c: c.lifetime_steps, higher_is_better=True, **HOTTEST),
     Metric("lifetime_years", "run", "years of back-to-back training until the most written cell wears out",
-           **HOTTEST),
-    Metric("lifetime_tasks", "run", "tasks until the most written cell wears out", **HOTTEST),
-    Metric("cells_programmed", "run", "cells whose stored value changed, summed over the write-backs", **TRAINED),
-    Metric("cells_programmed_per_step", "step", "cells programmed per training step", **TRAINED),
-    Metric("cells_programmed_per_task", "task", "cells programmed per task", **TRAINED),
-    Metric("area_m2", "hardware", "macro area: cell arrays, peripherals and the digital unit", rel=1e-9),
-    Metric("subarrays_used", "hardware", "subarrays (crossbars) holding weights"),
-    Metric("utilization", "hardware", "fraction of the occupied subarrays' cells holding weights"),
-    Metric("cycle_time_s", "hardware", "clock period of the macro", rel=1e-9),
-    Metric("schedule_tasks", "schedule", "tile operations the event simulation scheduled", **TRAINED),
-    Metric("schedule_events", "schedule", "events the event simulation processed", **TRAINED),
-    Metric("schedules_simulated", "schedule", "step schedules simulated (the rest replayed by shape)"),
-    Metric("schedules_replayed", "schedule", "step schedules replayed from one of the same shape"),
+           lambda c: c.lifetime_steps * c.per_step(c.train.total_latency_s) / SECONDS_PER_YEAR, label="lifetime y",
+           higher_is_better=True, **HOTTEST),
+    Metric("lifetime_tasks", "run", "tasks until the most written cell wears out",
+           lambda c: c.lifetime_steps / (c.steps / c.n_tasks) if c.n_tasks and c.steps else math.inf,
+           label="lifetime tasks", higher_is_better=True, **HOTTEST),
+    Metric("cells_programmed", "run", "cells whose stored value changed, summed over the write-backs (a cell "
+           "counts at every write-back that changes it)",
+           lambda c: sum(c.tally.programmed_by_task.values()) * c.scale, **TRAINED),
+    Metric("cells_programmed_per_step", "step", "cells programmed per training step",
+           lambda c: c.per_step(sum(c.tally.programmed_by_task.values()) * c.scale), **TRAINED),
+    Metric("cells_programmed_per_task", "task", "cells programmed per task",
+           lambda c: sum(c.tally.programmed_by_task.values()) * c.scale / c.n_tasks if c.n_tasks else 0.0,
+           label="cells prog./task", **TRAINED),
+    Metric("area_m2", "hardware", "macro area: cell arrays, peripherals and the digital unit",
+           lambda c: c.macro.area_m2(), rel=1e-9),
+    Metric("subarrays_used", "hardware", "subarrays (crossbars) holding weights", lambda c: c.macro.subarrays_used),
+    Metric("utilization_cells", "hardware", "fraction of the occupied subarrays' cells holding weights",
+           lambda c: c.macro.utilization(), fraction=True),
+    Metric("cycle_time_s", "hardware", "clock period of the macro", lambda c: c.t_cycle_s, rel=1e-9),
+    Metric("schedule_tasks", "schedule", "tile operations the event simulation scheduled",
+           lambda c: c.timeline.tasks_scheduled, **TRAINED),
+    Metric("schedule_events", "schedule", "events the event simulation processed",
+           lambda c: c.timeline.scheduler.events, **TRAINED),
+    Metric("schedules_simulated", "schedule", "step schedules simulated (the rest replayed by shape)",
+           lambda c: c.timeline.scheduler.simulated),
+    Metric("schedules_replayed", "schedule", "step schedules replayed from one of the same shape",
+           lambda c: c.timeline.scheduler.replayed),
     Metric("analog_error_relative_rms", "run", "relative RMS error of the analog GEMMs against the exact "
-           "products (not measured, NaN, in cost-only runs)", rel=0.1),
+           "products (not measured, NaN, in cost-only runs)", _analog(lambda e: e.relative_rms), rel=0.1,
+           when="analog circuits"),
     Metric("analog_error_max_abs", "run", "largest absolute error of an analog GEMM output (NaN in cost-only runs)",
-           rel=0.1),
+           _analog(lambda e: e.max_abs_error), rel=0.1, when="analog circuits"),
 )}
+
+RENAMED = {
+    "latency_forward_s": "latency_train_forward_s",
+    "latency_input_grad_s": "latency_train_input_grad_s",
+    "latency_weight_grad_s": "latency_train_weight_grad_s",
+    "latency_update_s": "latency_train_update_s",
+    "utilization": "utilization_cells",
+    "cells_written": "cells_ever_written",
+}
+"""Former metric names and the names that replaced them."""
 
 COMPARE_METRICS = (
     "accuracy_average", "forgetting", "trainable_params", "memory_peak_bytes", "training_steps",
-    "energy_train_j", "energy_per_step_j", "energy_deploy_j", "latency_train_s", "latency_per_step_s",
-    "write_pulses", "write_pulses_deploy", "cells_written", "cells_programmed_per_step", "cells_programmed_per_task",
-    "energy_program_j", "latency_program_s", "writes_max_per_cell", "writes_max_per_cell_per_step",
-    "lifetime_steps", "lifetime_tasks", "lifetime_years", "area_m2", "subarrays_used",
+    "energy_train_j", "energy_per_step_j", "energy_deploy_j", "energy_per_mac_train_j", "tops_per_watt_train",
+    "latency_train_s", "latency_per_step_s", "write_pulses", "write_pulses_deploy", "cells_ever_written",
+    "cells_programmed_per_step", "cells_programmed_per_task", "energy_program_j", "latency_program_s",
+    "writes_max_per_cell", "writes_max_per_cell_per_step", "lifetime_steps", "lifetime_tasks", "lifetime_years",
+    "area_m2", "subarrays_used",
 )
 """Columns of ``imcsim compare``, in order."""
 SWEEP_METRICS = ("accuracy_source", *COMPARE_METRICS, "analog_error_relative_rms")
 """Columns of a sweep's results, in order (a resumed sweep's table keeps them)."""
 METHOD_COLUMNS = (
     "trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes", "memory_activations_kept_bytes",
-    "energy_train_j", "latency_train_s", "write_pulses", "cells_written", "cells_programmed_per_task",
+    "energy_train_j", "latency_train_s", "write_pulses", "cells_ever_written", "cells_programmed_per_task",
     "writes_max_per_cell", "lifetime_tasks", "lifetime_years",
 )
 """Columns of the methods (baselines) table, in order."""
-_unregistered = [n for n in {*SWEEP_METRICS, *METHOD_COLUMNS} if n not in REGISTRY]
+SUMMARY_METHOD_COLUMNS = (
+    "trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes", "energy_train_j", "latency_train_s",
+    "write_pulses", "writes_max_per_cell", "lifetime_years",
+)
+"""The methods table's columns the console summary shows."""
+_unregistered = [n for n in {*SWEEP_METRICS, *METHOD_COLUMNS, *SUMMARY_METHOD_COLUMNS, *RENAMED.values()}
+                 if n not in REGISTRY]
 assert not _unregistered, _unregistered
 
 
 def unit_of(name: str) -> str:
-    """The unit of a metric, from its name's suffix; ``1`` for a plain number or a fraction."""
-    return unit_of_name(name) or "1"
+    """The unit of a metric: the registered one, else from its name's suffix; ``1`` for a plain number."""
+    metric = REGISTRY.get(name)
+    return metric.unit if metric is not None else unit_of_name(name) or "1"
+
+
+def check_metric(name: str, option: str, among: Iterable[str] = REGISTRY) -> str:
+    """``name`` if it is one of ``among``; an input error naming ``option`` otherwise (the new name of a
+    renamed metric, or the choices)."""
+    among = tuple(among)
+    if name in among:
+        return name
+    if name in RENAMED:
+        raise InputError(f"metric {name} was renamed {RENAMED[name]}; use {RENAMED[name]}", key=option)
+    raise InputError(f"unknown metric {name!r}; choose one of {', '.join(among)}", key=option)
+
+
+def evaluate(ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every registered metric that applies to the run (registry order) and the report's tables."""
+    metrics = {}
+    for name, metric in REGISTRY.items():
+        value = metric.compute(ctx)
+        if value is not None:
+            metrics[name] = value
+    return metrics, tables(ctx)
+
+
+def method_row(method: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the methods table: the method's figures named in :data:`METHOD_COLUMNS`."""
+    return {"method": method, **{k: metrics[k] for k in METHOD_COLUMNS if k in metrics}}
+
+
+def tables(ctx: RunContext) -> dict[str, Any]:
+    """The report's tables: accuracy matrix, cost per task, per layer, write histogram, device figures with
+    their units, measured operand activity, energy over time and the first step's power profile."""
+    result, macro, timeline = ctx.result, ctx.macro, ctx.timeline
+    ws = ctx.write_stats
+    return {
+        "tasks": result.task_names,
+        "accuracy_matrix": result.accuracy.tolist(),
+        "per_task": per_task_table(ctx),
+        "layers": layer_table(ctx),
+        "write_histogram": [list(p) for p in ws.histogram],
+        "writes_max_per_layer": ws.per_layer_max,
+        "device_figures": {k: {"value": v, "unit": u or "1"} for k, (v, u) in ctx.device.figures().items()},
+        "activity": measured_activity(result.ops, [s.values for s in macro.stored.values()])
+        if ctx.config.run.mode == "functional" else {},
+        "energy_over_time": [list(p) for p in energy_over_time(timeline)],
+        "step_power_profile": [list(p) for p in step_power_profile(timeline.first_step, ctx.t_cycle_s)]
+        if timeline.first_step is not None else [],
+    }
+
+
+def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
+    """Per task: steps, energy, scheduled time, write pulses and cells programmed (cost-only: the counted task
+    stands for ``task_repeats`` alike tasks, each a row)."""
+    result, tally = ctx.result, ctx.tally
+    cycles: dict[str, int] = {}
+    for task, cyc in zip(ctx.timeline.step_task, ctx.timeline.step_cycles, strict=True):
+        cycles[task] = cycles.get(task, 0) + cyc
+    reps = result.task_repeats
+    share = ctx.scale / reps
+    rows = []
+    by_task = tally.counts_by_task
+    for name, steps in zip(result.task_names, result.steps_per_task, strict=True):
+        c = cost(by_task[name], ctx.macro.actions, {"all": cycles.get(name, 0)},
+                 ctx.t_cycle_s).scaled(share)
+        labels = list(result.repeat_names) or ([name] if reps == 1 else [f"{name}#{i + 1}" for i in range(reps)])
+        for label in labels:
+            rows.append({"task": label, "steps": steps * share, "energy_j": c.total_energy_j,
+                         "latency_s": c.total_latency_s, "write_pulses": _pulses(c, ctx.device),
+                         "cells_programmed": round(tally.programmed_by_task[name] * share)})
+    return rows
+
+
+LAYER_COLUMNS = ("module", "shape", "macs_forward_per_step", "macs_train_per_step", "subarrays",
+                 *(f"energy_{p}_j" for p in PHASES), *(f"latency_{p}_s" for p in PHASES))
+"""Columns of ``tables.layers`` and layers.csv: energies over the run; latencies are the own time of the
+module's ops (before the schedule overlaps them) over the run."""
+
+
+def layer_table(ctx: RunContext) -> list[dict[str, Any]]:
+    """Per workload module: its forward GEMM shape (m x k x n), MACs per step, subarrays, and per phase its
+    energy and own op time over the run (training phases scaled to every step, deployment once)."""
+    tally, macro = ctx.tally, ctx.macro
+    subarrays: dict[str, int] = {}
+    for (layer, _region), s in macro.matrices().items():
+        module = tally.module_of.get(layer, layer)
+        subarrays[module] = subarrays.get(module, 0) + s.row_tiles * s.col_tiles
+    steps = ctx.counted_steps
+    rows = []
+    for module, by_phase in tally.counts_by_module.items():
+        row: dict[str, Any] = {"module": module, "shape": " x ".join(map(str, tally.shape_of.get(module, ()))),
+                               "macs_forward_per_step": tally.macs_by_module[module]["forward"] / steps if steps else 0,
+                               "macs_train_per_step": sum(tally.macs_by_module[module][p] for p in GEMM_PHASES) / steps
+                               if steps else 0, "subarrays": subarrays.get(module, 0)}
+        for p in PHASES:
+            scale = 1.0 if p == "deploy" else ctx.scale
+            row[f"energy_{p}_j"] = cost(by_phase.get(p, {}), macro.actions, {}, ctx.t_cycle_s).total_energy_j * scale
+        for p in PHASES:
+            row[f"latency_{p}_s"] = tally.cycles_by_module[module][p] * ctx.t_cycle_s * (
+                1.0 if p == "deploy" else ctx.scale)
+        rows.append(row)
+    return rows
+

@@ -16,7 +16,7 @@ from matplotlib.ticker import EngFormatter, ScalarFormatter
 
 from imcsim import __version__
 from imcsim.files import SIGNATURE
-from imcsim.units import unit_of_name
+from imcsim.metrics import REGISTRY, unit_of
 
 CURRENT_RATIOS = (0.6, 0.9, 1.2, 1.5, 2.0, 3.0)
 
@@ -82,11 +82,10 @@ def plot_cumulative(series) -> bytes:
     return _png(fig)
 
 
-MAXIMIZED = ("accuracy", "lifetime")  # metrics where larger is better; the rest are costs
-
-
 def _better_larger(metric: str) -> bool:
-    return metric.startswith(MAXIMIZED)
+    """Larger is better for a registered figure of merit (accuracy, lifetime, TOPS/W); the rest are costs."""
+    m = REGISTRY.get(metric)
+    return m is not None and m.higher_is_better
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, x_larger: bool = False, y_larger: bool = False) -> np.ndarray:
@@ -138,9 +137,10 @@ def _format_axis(axis, unit: str) -> None:
 
 
 def _values_for_axis(values: np.ndarray, name: str) -> tuple[np.ndarray, str, str]:
-    """(values to plot, unit for the formatter, axis label) of a metric or key: in its unit, in mm^2 for areas,
-    or as the relative change in ppm from the first value when the values hardly vary."""
-    unit = unit_of_name(name)
+    """(values to plot, unit for the formatter, axis label) of a metric or key: in its registered unit (a key's
+    from its suffix), in mm^2 for areas, or as the relative change in ppm from the first value when the values
+    hardly vary."""
+    unit = "" if unit_of(name) == "1" else unit_of(name)
     finite = values[np.isfinite(values)]
     ref = float(np.mean(np.abs(finite))) if finite.size else 0.0
     if finite.size > 1 and ref > 0 and 0 < np.ptp(finite) < TINY_VARIATION * ref:

@@ -6,8 +6,11 @@ kill at any instant leaves one complete report; only a folder imcsim wrote is
 ever replaced):
 
 * ``report.json``: schema version, imcsim version, config hash, seed, the
-  fully resolved config, metrics (SI), cost breakdowns, accuracy matrix;
+  fully resolved config, metrics (SI) with their units (``metric_units``, from
+  :data:`imcsim.metrics.REGISTRY`), cost breakdowns, tables (accuracy matrix,
+  per task, per layer, device figures with their units, ...);
 * ``counts.csv``: component, action, phase group, count, energy (J);
+* ``layers.csv``: the per-layer table (:data:`imcsim.metrics.LAYER_COLUMNS`);
 * ``summary.txt``: the console summary, rendered from the same data.
 
 Tables and text are rendered from the structured data; nothing parses text.
@@ -30,13 +33,15 @@ from rich.table import Table
 
 from imcsim.cost import CostResult
 from imcsim.files import write_folder
-from imcsim.metrics import unit_of
-from imcsim.units import format_si, unit_of_name
+from imcsim.metrics import LAYER_COLUMNS, REGISTRY, SUMMARY_METHOD_COLUMNS, unit_of
+from imcsim.sim.timeline import RunTimeline
+from imcsim.units import format_si
 
 
 @dataclass(frozen=True)
 class Report:
-    """Everything a run found. All quantities in SI units."""
+    """Everything a run found. All quantities in SI units. ``timeline``: the run's step schedules (for a trace),
+    attached by :func:`imcsim.api.run` and not written to the report's files."""
 
     schema_version: int
     imcsim_version: str
@@ -48,6 +53,7 @@ class Report:
     costs: Mapping[str, CostResult]
     action_descriptions: Mapping[str, str] = field(default_factory=dict)
     tables: Mapping[str, Any] = field(default_factory=dict)
+    timeline: RunTimeline | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,13 +106,17 @@ def _jsonable(obj: Any) -> Any:
 
 
 def render_metric(name: str, value: float) -> str:
-    unit = unit_of_name(name)
-    if unit:
-        return format_si(value, unit)
-    if isinstance(value, float) and name.startswith(("accuracy", "forgetting", "utilization")):
+    """A metric's value in human units: SI prefixes with its unit, a percent for a fraction."""
+    metric = REGISTRY.get(name)
+    unit = unit_of(name)
+    if metric is not None and metric.fraction and isinstance(value, float):
         return f"{100 * value:.1f} %"
+    if metric is not None and metric.unit_override:
+        return f"{value:.3g} {unit}"
+    if unit != "1":
+        return format_si(value, unit)
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.3g}"
     return str(value)
 
 
@@ -144,17 +154,11 @@ def render_summary(report: Report, console: Console | None = None) -> str:
     methods = report.tables.get("methods")
     if methods:
         t = Table(title="methods on the same scenario and hardware")
-        cols = ("method", "params", "acc.", "forget", "memory", "energy", "latency", "pulses", "max w/cell",
-                "lifetime")
-        for col in cols:
-            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("method", justify="right", no_wrap=True)
+        for key in SUMMARY_METHOD_COLUMNS:
+            t.add_column(REGISTRY[key].header, justify="right", no_wrap=True)
         for row in methods:
-            t.add_row(row["method"], str(row["trainable_params"]),
-                      *(render_metric(k, row[k]) if k in row else "" for k in ("accuracy_average", "forgetting")),
-                      format_si(row["memory_peak_bytes"], "B") if "memory_peak_bytes" in row else "",
-                      format_si(row["energy_train_j"], "J"), format_si(row["latency_train_s"], "s"),
-                      str(row["write_pulses"]), f"{row['writes_max_per_cell']:.4g}",
-                      f"{row['lifetime_years']:.3g} y")
+            t.add_row(row["method"], *(render_metric(k, row[k]) if k in row else "" for k in SUMMARY_METHOD_COLUMNS))
         out.print(t)
     train = report.costs.get("train")
     if train is not None and train.total_energy_j > 0:
@@ -198,6 +202,16 @@ def write_reports(reports: Mapping[str, Report], out_dir: str | Path, extra_file
     return write_folder(Path(out_dir), fill)
 
 
+def layers_csv(rows: list[Mapping[str, Any]]) -> str:
+    """The per-layer table as CSV; the column names carry the units."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(LAYER_COLUMNS)
+    for row in rows:
+        w.writerow([repr(v) if isinstance(v, float) else v for v in (row.get(c, "") for c in LAYER_COLUMNS)])
+    return buf.getvalue()
+
+
 def _fill_report(folder: Path, report: Report, extra_files: Mapping[str, bytes] | None) -> None:
     _write_text(folder / "report.json", json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n")
     buf = io.StringIO()
@@ -206,6 +220,7 @@ def _fill_report(folder: Path, report: Report, extra_files: Mapping[str, bytes] 
     for row in report.counts_rows():
         w.writerow([row[0], row[1], row[2], row[3], repr(row[4])])
     _write_text(folder / "counts.csv", buf.getvalue())
+    _write_text(folder / "layers.csv", layers_csv(report.tables.get("layers") or []))
     _write_text(folder / "summary.txt", render_summary(report))
     for name, blob in (extra_files or {}).items():
         (folder / name).write_bytes(blob)

@@ -29,7 +29,7 @@ def test_negative_costs_are_refused():
 
 
 def test_table_names_a_missing_action():
-    table = ActionTable({("adc", "convert"): ActionSpec(ActionCost(1e-12, 1e-9), "one conversion")})
+    table = ActionTable({("adc", "convert"): ActionSpec(ActionCost(1e-12, 1e-9), "one conversion", "compute")})
     assert table.energy_j(("adc", "convert")) == 1e-12
     assert table.latency_s(("adc", "convert")) == 1e-9
     with pytest.raises(KeyError, match=r"no cost for action dac\.convert"):

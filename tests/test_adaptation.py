@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -165,3 +166,67 @@ def test_bad_adaptation_settings_are_input_errors(setting, needle):
         load_config(ROOT / "configs" / "reram_lora_bert_mini_cost.yaml", [setting])
     assert "workload" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def _adapted(method: str, **card):
+    """A tiny transformer with ``method``'s adapters (over a random pool when it asks for one) and two heads."""
+    import torch
+
+    from imcsim.registry import METHODS
+    from imcsim.workloads.trainer import trained_parameters
+    from imcsim.workloads.transformer import TinyTransformer, attach_lora, lora_state
+
+    torch.manual_seed(0)
+    impl = METHODS[method]
+    card = SimpleNamespace(adapters=SimpleNamespace(targets=["q", "v"], rank=2, pool_size=3), **card)
+    model = TinyTransformer(12, 8, 2, 1, 16, 6, 4)
+    pool = []
+    for _ in range(impl.pool_size(card)):
+        member = TinyTransformer(12, 8, 2, 1, 16, 6, 4)
+        for a in attach_lora(member, ["q", "v"], 2):
+            torch.nn.init.normal_(a.lora_B.weight)
+        pool.append(lora_state(member))
+    adapters = impl.attach(card, model, pool)
+    for task in ("a", "b"):
+        model.add_head(task, 2)
+    trained_parameters(model, impl)
+    return impl, card, model, adapters
+
+
+def test_lora_trains_a_and_b_and_starts_each_task_afresh():
+    import torch
+
+    impl, card, model, adapters = _adapted("lora", adapter_memory="reram")
+    trains = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")}
+    assert trains
+    assert all(n.endswith((".lora_A.weight", ".lora_B.weight")) for n in trains)
+    assert impl.digital_layers(card, adapters) == []  # in ReRAM: stored in the array
+    sram = impl.digital_layers(SimpleNamespace(adapter_memory="sram"), adapters)
+    assert {m.name for m in sram} == {f"enc.0.attn.{p}.lora_{x}" for p in "qv" for x in "AB"}
+    with torch.no_grad():
+        adapters[0].lora_B.weight.fill_(1.0)
+    impl.start_task(model, adapters)
+    assert all(not a.lora_B.weight.any() for a in adapters)  # a fresh adapter in the same slot
+    assert impl.task_state(model) == {}  # earlier tasks see the latest adapter
+
+
+def test_lorafusion_keeps_coefficients_per_task_and_counts_its_fusion_digitally():
+    import torch
+
+    from imcsim.api import build_hardware
+
+    impl, _card, model, adapters = _adapted("lorafusion")
+    trains = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")}
+    assert trains == {"enc.0.attn.q.coef.w", "enc.0.attn.q.magnitude", "enc.0.attn.v.magnitude"}  # coef shared
+    with torch.no_grad():
+        adapters[0].coef.w.fill_(0.5)
+    state = impl.task_state(model)
+    assert set(state) == {f"enc.0.attn.{p}.{k}" for p in "qv" for k in ("coef.w", "magnitude")}
+    impl.start_task(model, adapters)
+    assert not adapters[0].coef.w.any()
+    assert torch.equal(adapters[1].magnitude, adapters[1].base.weight.norm(dim=1))
+    macro = build_hardware(load_config(ROOT / "configs" / "reram_lora.yaml")).macro
+    ops = impl.step_ops(macro, adapters, rows=12, samples=2)
+    assert {op.module for op in ops} == {"enc.0.attn.q", "enc.0.attn.v"}
+    assert {op.kind for op in ops} == {"digital"}
+    assert {op.phase for op in ops} == {"forward", "input_grad"}

@@ -38,10 +38,10 @@ SMALL_MOBILENET = ["workload.baselines=[]", "workload.cost_only.image_size=64", 
                    "workload.model.width=8", "workload.repnet.width=8"]
 
 
-def _stored_layout(loaded, hw) -> dict[str, tuple[int, int]]:
+def _stored_layout(loaded, hw) -> dict[tuple[str, str], tuple[int, int]]:
     """Every matrix the check places for the config's method: name -> (row tiles, column tiles)."""
     card = loaded.config.workload
-    placed: dict[str, tuple[int, int]] = {}
+    placed: dict[tuple[str, str], tuple[int, int]] = {}
     for layer in _array_layers(card, loaded.config.run.mode):
         placed.update(hw.macro.placement(layer.name, layer.k, layer.n, layer.groups))
     return placed
@@ -52,7 +52,7 @@ def _check_matches_the_run(config: str, sets: list[str]) -> int:
     needed = check_capacity(loaded).needed
     hw = build_hardware(loaded)
     report = run(loaded, hardware=hw)
-    stored = {s.name: (s.row_tiles, s.col_tiles) for s in hw.macro.stored.values()}
+    stored = {key: (s.row_tiles, s.col_tiles) for key, s in hw.macro.matrices().items()}
     assert _stored_layout(loaded, hw) == stored  # the same matrices, tiled the same way
     assert needed == hw.macro.subarrays_used == report.metrics["subarrays_used"]
     return needed

@@ -18,7 +18,9 @@ from imcsim.devices.mtj import MTJ, MTJParams
 from imcsim.units import SECONDS_PER_YEAR
 
 ROOT = Path(__file__).resolve().parents[1]
-PHYSICAL_CARDS = sorted((ROOT / "devices").glob("*.yaml")) + sorted((ROOT / "circuits").glob("*.yaml"))
+COMPONENT_CARDS = sorted((ROOT / "circuits" / "components").glob("*.yaml"))
+PHYSICAL_CARDS = (sorted((ROOT / "devices").glob("*.yaml")) + sorted((ROOT / "circuits").glob("*.yaml"))
+                  + COMPONENT_CARDS)
 ALL_CARDS = [(sec, p) for sec, (sub, _) in SECTIONS.items() for p in sorted((ROOT / sub).glob("*.yaml"))]
 TAG = re.compile(r"\[([A-Za-z0-9_.\-]+)\]\s*$")
 NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -51,9 +53,9 @@ def test_every_physical_number_cites_a_reference(path):
 
 @pytest.mark.parametrize(("section", "path"), ALL_CARDS, ids=lambda x: getattr(x, "stem", x))
 def test_every_card_validates_and_builds(section, path):
-    body, shown = _read_card(path, section)
-    _, kinds = SECTIONS[section]
-    card = validate_model(kinds[body["kind"]], body, section, lambda _k: shown)
+    from imcsim.config import load_card
+
+    card, _ = load_card(section, str(path))  # a circuit card's components are read from their cards
     if section == "device":
         dev = build_device(card)
         for name, (value, _unit) in dev.figures().items():
@@ -62,6 +64,35 @@ def test_every_card_validates_and_builds(section, path):
             assert spec.cost.energy_j >= 0, action
             assert spec.cost.latency_s >= 0, action
         assert dev.area_per_bit_m2 > 0
+
+
+@pytest.mark.parametrize("path", COMPONENT_CARDS, ids=lambda p: p.stem)
+def test_every_component_card_validates_against_its_kind(path):
+    from imcsim.components import COMPONENTS
+
+    body, shown = _read_card(path, "component")
+    if body["kind"] == "digital_unit":
+        body.setdefault("macs_per_cycle", 1)  # the lanes are the circuit card's choice
+    card = validate_model(COMPONENTS[body["kind"]], body, "component", lambda _k: shown)
+    assert card.description
+    assert card.references
+
+
+def test_a_component_override_and_a_swapped_component_card_reach_the_circuit(root):
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+    from imcsim.errors import InputError
+
+    base = build_hardware(load_config(root / "configs" / "sas_mram_repnet.yaml")).macro
+    over = build_hardware(load_config(root / "configs" / "sas_mram_repnet.yaml",
+                                      ["circuit.components.sense_amp.energy=8 fJ"])).macro
+    assert over.actions.energy_j(("sense_amp", "sense")) == pytest.approx(2 * base.actions.energy_j(("sense_amp",
+                                                                                                    "sense")))
+    assert over.actions.energy_j(("adder_tree", "combine")) == base.actions.energy_j(("adder_tree", "combine"))
+    with pytest.raises(InputError, match=r"circuit.components.sense_amp.card: no component card 'nope' in .*available: "):
+        load_config(root / "configs" / "sas_mram_repnet.yaml", ["circuit.components.sense_amp.card=nope"])
+    with pytest.raises(InputError, match=r"latch_sense_amp_28nm.yaml: circuit.components.sense_amp.node: .*outside"):
+        build_hardware(load_config(root / "configs" / "sas_mram_repnet.yaml", ["circuit.technology.node=180 nm"]))
 
 
 def _device(name: str, *sets: str):
@@ -145,3 +176,12 @@ def test_card_kinds_registry_matches_descriptions():
     from imcsim.registry import DEVICES
 
     assert set(CARD_KINDS) == set(DEVICES.descriptions)
+
+
+def test_list_components_shows_each_component_card_with_its_kind(capsys):
+    from imcsim.cli import main
+
+    assert main(["list", "components"]) == 0
+    lines = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert {p.stem for p in COMPONENT_CARDS} == set(lines)
+    assert lines["latch_sense_amp_28nm"] == "sense_amp"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import re
@@ -27,6 +29,20 @@ def imcsim(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.Com
     exe = shutil.which("imcsim")
     cmd = [exe, *args] if exe else [sys.executable, "-m", "imcsim.cli", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``imcsim ARGS`` run in this process (the same ``main`` the console script calls, without the seconds of a
+    fresh interpreter); the README commands themselves run as subprocesses above."""
+    from imcsim.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code
+    return subprocess.CompletedProcess(["imcsim", *args], code, out.getvalue(), err.getvalue())
 
 
 def _readme_blocks() -> list[str]:
@@ -64,8 +80,11 @@ def test_every_config_runs_from_the_cli_and_matches_its_golden(config, tmp_path)
         assert REGISTRY[key].matches(m[key], value), (key, m[key], value)
     assert m["latency_per_step_s"] <= m["latency_in_order_per_step_s"] * (1 + 1e-9)
     phases = ("forward", "input_grad", "weight_grad", "update")  # the critical path split over the run
-    assert sum(m[f"latency_{p}_s"] for p in phases) == pytest.approx(m["latency_train_s"], rel=1e-9)
-    assert report["metric_units"]["energy_train_j"] == "J"
+    assert sum(m[f"latency_train_{p}_s"] for p in phases) == pytest.approx(m["latency_train_s"], rel=1e-9)
+    assert report["metric_units"] == {k: REGISTRY[k].unit for k in report["metrics"]}
+    layers = (tmp_path / "out" / "layers.csv").read_text().splitlines()
+    assert layers[0].startswith("module,shape,macs_forward_per_step,")
+    assert len(layers) == len(report["tables"]["layers"]) + 1
     if "analog_error_relative_rms" in g:  # measured by functional runs; not measured (NaN) by cost-only runs
         cost_only = load_config(config).config.run.mode == "cost_only"
         assert math.isnan(m["analog_error_relative_rms"]) == math.isnan(g["analog_error_relative_rms"]) == cost_only
@@ -87,8 +106,8 @@ def test_run_trace_writes_a_chrome_trace(tmp_path):
 
 
 def test_run_trace_into_a_folder_is_a_clear_input_error(tmp_path):
-    res = imcsim("run", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--out", str(tmp_path / "o"), "--quiet",
-                 "--trace", str(tmp_path))
+    res = cli("run", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--out", str(tmp_path / "o"), "--quiet",
+              "--trace", str(tmp_path))
     assert res.returncode == 2
     assert "--trace" in res.stderr
     assert "Traceback" not in res.stderr
@@ -105,19 +124,19 @@ def test_readme_setup_commands_are_exact_and_ci_runs_the_test_command():
 
 def test_readme_reference_commands(tmp_path):
     assert imcsim("--version").stdout.startswith("imcsim ")
-    res = imcsim("validate", "configs/sas_mram_repnet.yaml")
+    res = cli("validate", "configs/sas_mram_repnet.yaml")
     assert res.returncode == 0
     assert "valid" in res.stdout
     for what in ("devices", "circuits", "workloads", "configs"):
-        res = imcsim("list", what)
+        res = cli("list", what)
         assert res.returncode == 0
         folder = ROOT / what
         for card in folder.glob("*.yaml"):
             assert card.stem in res.stdout
-    res = imcsim("device", "sas_mram_4mtj_zhang_tcad2024")
+    res = cli("device", "sas_mram_4mtj_zhang_tcad2024")
     assert res.returncode == 0
     assert "write_energy_per_bit_random_data" in res.stdout
-    res = imcsim("device", "sas_mram_4mtj_zhang_tcad2024", "--set", "write.t_reset=3ns")
+    res = cli("device", "sas_mram_4mtj_zhang_tcad2024", "--set", "write.t_reset=3ns")
     assert res.returncode == 0
 
 
@@ -132,7 +151,7 @@ def test_readme_reference_commands(tmp_path):
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
-    res = imcsim(*args, "--library", str(ROOT)) if args[0] == "device" else imcsim(*args)
+    res = cli(*args, "--library", str(ROOT)) if args[0] == "device" else cli(*args)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
@@ -142,7 +161,7 @@ def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
 
 def test_bad_input_writes_nothing(tmp_path):
     out = tmp_path / "out"
-    res = imcsim("run", "configs/sas_mram_repnet.yaml", "--out", str(out), "--set", "device.mtj.delta=0")
+    res = cli("run", "configs/sas_mram_repnet.yaml", "--out", str(out), "--set", "device.mtj.delta=0")
     assert res.returncode == 2
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
@@ -176,14 +195,14 @@ def test_readme_main_run_as_written():
 @pytest.mark.parametrize("card", ["sas_mram_4mtj_zhang_tcad2024", "reram_hfox_neurosim"])
 def test_device_plot_writes_a_png(tmp_path, card):
     out = tmp_path / "plot.png"
-    res = imcsim("device", card, "--plot", str(out))
+    res = cli("device", card, "--plot", str(out))
     assert res.returncode == 0, res.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 10_000
 
 
 def test_device_plot_refused_for_sram(tmp_path):
-    res = imcsim("device", "sram_6t_28nm", "--plot", str(tmp_path / "x.png"))
+    res = cli("device", "sram_6t_28nm", "--plot", str(tmp_path / "x.png"))
     assert res.returncode == 2
     assert "no plot for a sram device" in res.stderr
 
@@ -201,7 +220,7 @@ def test_set_card_swaps_the_device(tmp_path):
 
 
 def test_run_options_checked_before_running():
-    res = imcsim("run", "configs/sas_mram_repnet.yaml", "--set", "run.mode=cost_only")
+    res = cli("run", "configs/sas_mram_repnet.yaml", "--set", "run.mode=cost_only")
     assert res.returncode == 2
     assert res.stderr.strip() == ("imcsim: error: --set: run.mode: run.mode=cost_only needs a workload.cost_only "
                                   "section (batch_size, steps_per_task, activity and the model's sizes); add one or "
@@ -209,8 +228,8 @@ def test_run_options_checked_before_running():
 
 
 def test_cost_only_grouped_convs_on_an_analog_crossbar_are_a_clear_input_error(tmp_path):
-    res = imcsim("run", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--out", str(tmp_path / "o"), "--quiet",
-                 "--set", "circuit.card=reram_crossbar_isaac_32nm", "--set", "device.card=reram_hfox_neurosim")
+    res = cli("run", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--out", str(tmp_path / "o"), "--quiet",
+              "--set", "circuit.card=reram_crossbar_isaac_32nm", "--set", "device.card=reram_hfox_neurosim")
     assert res.returncode == 2
     assert res.stderr.startswith("imcsim: error: --set: circuit.card: layer ")
     assert "grouped convolution" in res.stderr

@@ -68,7 +68,8 @@ def test_cli_compare_writes_table_plot_and_reports(tmp_path):
         assert cum["energy_j"][-1] == pytest.approx(run_report["metrics"]["energy_deploy_j"]
                                                     + run_report["metrics"]["energy_train_j"], rel=1e-9)
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "compare.csv").read_text().startswith("metric,sas_mram_repnet,stt_variant")
+    assert (out / "compare.csv").read_text().startswith("metric,unit,sas_mram_repnet,stt_variant\n")
+    assert data["metric_units"]["energy_train_j"] == "J"
     # the two devices write differently: the comparison is not trivial
     assert data["metrics"]["sas_mram_repnet"]["energy_train_j"] != data["metrics"]["stt_variant"]["energy_train_j"]
 

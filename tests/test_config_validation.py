@@ -472,6 +472,23 @@ _TAG = re.compile(r"^(.*?)\s*\[([A-Za-z0-9_.\-]+)\]\s*$")
 _CARDS = {s: yaml.safe_load((REPO / f).read_text()) for s, f in CARD_FILES.items()}
 
 
+def _with_components(card: dict) -> dict:
+    """A circuit card with each named component's card fields under its role (the keys --set can reach)."""
+    out = dict(card)
+    comps = {}
+    for role, entry in (card.get("components") or {}).items():
+        name = entry if isinstance(entry, str) else entry["card"]
+        body = yaml.safe_load((REPO / "circuits" / "components" / f"{name}.yaml").read_text())
+        fields = {k: v for k, v in body.items() if k not in ("schema_version", "kind", "references", "description")}
+        comps[role] = {**fields, **({k: v for k, v in entry.items() if k != "card"} if isinstance(entry, dict) else {})}
+    if comps:
+        out["components"] = comps
+    return out
+
+
+_CARDS["circuit"] = _with_components(_CARDS["circuit"])
+
+
 def _card_paths() -> tuple[list[tuple[str, ...]], list[tuple[str, Any]]]:
     """Mapping paths (where a key can be inserted) and numeric leaves (dotted, dimension)."""
     mappings: list[tuple[str, ...]] = [(), ("run",)]
@@ -508,7 +525,7 @@ _WRONG_UNITS = ["ns", "nm", "pJ", "uA", "V", "kOhm", "MHz", "fF", "um^2", "mW", 
 
 def test_mutation_tables_cover_the_cards():
     assert ("device", "mtj") in MAPPING_PATHS
-    assert ("circuit", "peripherals", "sense_amp") in MAPPING_PATHS
+    assert ("circuit", "components", "sense_amp") in MAPPING_PATHS
     assert ("workload", "pretrain", "task") in MAPPING_PATHS
     leaves = dict(NUMERIC_LEAVES)
     assert leaves["device.read.t_read"] == units.TIME

@@ -36,8 +36,8 @@ def rel_err(y, exact) -> float:
        st.integers(1, 5), st.sampled_from([1, 2, 4, 8]))
 @settings(max_examples=25, deadline=None)
 def test_wide_adc_and_exact_cells_give_the_integer_product(w, m, dac_bits):
-    xb = crossbar("circuit.analog.adc_bits=16", "circuit.array.rows=16", "circuit.array.cols=32",
-                  f"circuit.analog.dac_bits={dac_bits}")
+    xb = crossbar("circuit.components.adc.bits=16", "circuit.array.rows=16", "circuit.array.cols=32",
+                  f"circuit.components.dac.bits={dac_bits}")
     xb.store("w", w)
     nominal(xb, "w", w)
     rng = np.random.default_rng(m)
@@ -56,7 +56,7 @@ def test_adc_error_falls_with_resolution():
     exact = x.long() @ torch.from_numpy(w).long()
     errors = []
     for bits in (4, 6, 8, 10):
-        xb = crossbar(f"circuit.analog.adc_bits={bits}")
+        xb = crossbar(f"circuit.components.adc.bits={bits}")
         xb.store("w", w)
         nominal(xb, "w", w)
         y, _ = xb.forward(x, "w")
@@ -70,7 +70,7 @@ def test_adc_error_falls_with_resolution():
 def test_programming_error_reaches_the_result():
     rng = np.random.default_rng(1)
     w = np.clip(rng.normal(0, 30, (64, 8)), -128, 127).astype(np.int8)
-    xb = crossbar("circuit.analog.adc_bits=12")
+    xb = crossbar("circuit.components.adc.bits=12")
     xb.store("w", w)
     x = torch.from_numpy(rng.integers(-128, 128, (8, 64), dtype=np.int8))
     y, _ = xb.forward(x, "w")
@@ -126,7 +126,7 @@ def test_int8_layer_on_the_crossbar_gets_the_analog_result_and_its_counts():
     from imcsim.workloads.int8 import Hardware, IMCLinear, quantize
 
     torch.manual_seed(0)
-    xb = crossbar("circuit.analog.adc_bits=4")
+    xb = crossbar("circuit.components.adc.bits=4")
     hw = Hardware(xb)
     layer = IMCLinear(96, 24, name="l", bias=False)
     layer.deploy(hw)

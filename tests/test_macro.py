@@ -35,10 +35,9 @@ def test_hand_computed_forward(small_hardware):
         ("column_counter", "increment"): 1 * 1 + 1 * 9,  # popcount(x_k) * ones in row k
         ("adder_tree", "combine"): 2 * 2,  # 2 active plane passes x 2 outputs
         ("shift_add", "accumulate"): 2 * 2,
-        ("psum", "add"): 0,
         ("input_buffer", "read_bit"): 3 * 8,
         ("output_buffer", "write_bit"): 2 * 32,
-    }
+    }  # no partial sums (one row tile); an op keeps only the actions it counted
     assert dict(rec.counts) == expected
     assert rec.cycles == 2 + 1
     # energy is exactly counts x per-action energies
@@ -135,27 +134,26 @@ def test_weights_that_do_not_fit_are_refused(small_hardware):
 
 def test_transposed_copy_dataflow():
     from imcsim.api import build_hardware
-    from imcsim.circuits.macro import transposed_name
     from imcsim.config import load_config
 
     hw = build_hardware(load_config(MAIN_CONFIG, ["circuit.array.rows=8", "circuit.array.cols=16",
                                                   "circuit.dataflow.input_grad=transposed_copy"]))
     macro = hw.macro
     deploy = macro.store("w", W)
-    assert [r.layer for r in deploy] == ["w", transposed_name("w")]
+    assert [(r.layer, r.region) for r in deploy] == [("w", "weights"), ("w", "transposed")]
     assert macro.subarrays_used == 1 + 2  # W: 3 x 16 bit cells; W^T: 2 x 24 bit cells over two 16-column tiles
     dy = torch.tensor([[1, -1]], dtype=torch.int8)
     dx, rec = macro.backward_input(dy, "w")
     assert dx.tolist() == [[1, 3, -3]]
     # forward-style against W^T: 9 active bits, each reading one row of 3 weights x 8 bits
-    assert rec.counts[("row_driver", "activate_row")] == 9 * macro.stored[transposed_name("w")].col_tiles
+    assert rec.counts[("row_driver", "activate_row")] == 9 * macro.transposed["w"].col_tiles
     assert rec.counts[("sense_amp", "sense")] == 9 * 24
     new = W.copy()
     new[0, 0] = -1
     recs = macro.update_weights("w", new)
     assert len(recs) == 2
     assert all(r.cell_writes.sum() > 0 for r in recs)
-    assert np.array_equal(macro.stored[transposed_name("w")].values, new.T)
+    assert np.array_equal(macro.transposed["w"].values, new.T)
 
 
 def test_in_array_weight_gradient_hand_computed():
@@ -185,7 +183,7 @@ def test_in_array_weight_gradient_hand_computed():
 
 
 def test_popcount_tree_bit_adds():
-    from imcsim.circuits.macro import popcount_tree_bit_adds
+    from imcsim.components.blocks import popcount_tree_bit_adds
 
     assert popcount_tree_bit_adds(2) == 1
     assert popcount_tree_bit_adds(4) == 2 * 1 + 1 * 2

@@ -1,7 +1,8 @@
-"""Kinds register once, in registries; other packages add kinds through entry points."""
+"""Kinds and methods register once, in registries; other packages add them through entry points."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imcsim.registry import DEVICES, REGISTRIES
+from imcsim.registry import DEVICES, METHODS, REGISTRIES
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "tests" / "plugins" / "imcsim_demo_plugin"
@@ -48,6 +49,29 @@ def test_an_installed_plugin_is_listed_and_used(installed, tmp_path):
     assert "valid" in res.stdout
 
 
+def test_an_installed_method_is_listed_and_trains(installed, tmp_path):
+    import torch
+
+    from imcsim.config import load_config
+    from imcsim.workloads.backbones import build_backbone
+
+    listed = _imcsim(installed, "list", "methods")
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.split()[:2] == ["demo_bias_head", "continual_learning"] for line in listed.stdout.splitlines())
+    config = "configs/sas_mram_repnet_mobilenetv2_cost.yaml"
+    res = _imcsim(installed, "run", config, "--set", "workload.method=demo_bias_head", "--set",
+                  "workload.baselines=[last_layer]", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    card = load_config(ROOT / config).config.workload
+    norms = [m for m in build_backbone(card.model.arch, card.cost_only.in_channels, card.model.width).modules()
+             if isinstance(m, torch.nn.BatchNorm2d)]
+    rows = {row["method"]: row for row in report["tables"]["methods"]}
+    assert list(rows) == ["demo_bias_head", "last_layer"]
+    # the heads as last_layer, plus the bias of the backbone's last batch norm
+    assert report["metrics"]["trainable_params"] == rows["last_layer"]["trainable_params"] + norms[-1].num_features
+
+
 def test_without_the_plugin_its_kind_is_unknown(tmp_path):
     card = tmp_path / "demo.yaml"
     card.write_text((ROOT / "devices" / "sram_6t_28nm.yaml").read_text().replace("kind: sram", "kind: demo_sram"))
@@ -55,6 +79,11 @@ def test_without_the_plugin_its_kind_is_unknown(tmp_path):
                   f"device.card={card}")
     assert res.returncode == 2
     assert "device.kind: must be one of" in res.stderr
+    res = _imcsim(tmp_path, "validate", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--set",
+                  "workload.method=demo_bias_head")
+    assert res.returncode == 2
+    assert "workload.method: must be one of 'repnet', 'repnet_bias', 'last_layer', 'bias_only' or 'full' " \
+           "(got 'demo_bias_head')" in res.stderr
 
 
 def test_a_broken_plugin_is_one_line_naming_its_entry_point(monkeypatch, capsys):
@@ -81,5 +110,7 @@ def test_a_kind_registers_once_with_a_description():
         DEVICES.register("sram", object, None, "again")
     with pytest.raises(ValueError, match="description"):
         DEVICES.register("new_kind", object, None, " ")
-    for registry in REGISTRIES:
+    with pytest.raises(ValueError, match="registered already"):
+        METHODS.register("repnet", METHODS["last_layer"], "again")
+    for registry in (*REGISTRIES, METHODS):
         assert all(len(d) > 10 for d in registry.descriptions.values())

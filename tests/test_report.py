@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imcsim.cost import EMPTY, cost
+from imcsim.metrics import LAYER_COLUMNS
 from imcsim.report import Report, write_report
 
 keys = st.sampled_from([("sense_amp", "sense"), ("adder_tree", "combine"), ("sas_group", "reset_pulse"),
@@ -47,13 +48,14 @@ def _report(name="r", energy=1e-12) -> Report:
     c = cost({("sense_amp", "sense"): 3}, _table(), {"forward": 2}, 1e-9)
     return Report(schema_version=1, imcsim_version="x", name=name, config_hash="abc", seed=0,
                   config={"name": name}, metrics={"energy_train_j": energy, "accuracy_average": 0.5},
-                  costs={"train": c})
+                  costs={"train": c}, tables={"layers": [{"module": "conv1", "shape": "8 x 9 x 4",
+                                                          "macs_forward_per_step": 288.0, "subarrays": 1}]})
 
 
 def _table():
     from imcsim.actions import ActionCost, ActionSpec, ActionTable
 
-    return ActionTable({("sense_amp", "sense"): ActionSpec(ActionCost(2e-15, 1e-9), "one sense")})
+    return ActionTable({("sense_amp", "sense"): ActionSpec(ActionCost(2e-15, 1e-9), "one sense", "compute")})
 
 
 def test_report_files_are_complete(tmp_path):
@@ -66,6 +68,10 @@ def test_report_files_are_complete(tmp_path):
     assert rows[0] == "component,action,group,count,energy_j"
     assert rows[1].startswith("sense_amp,sense,train,3,")
     assert "energy_train_j" in (out / "summary.txt").read_text()
+    layers = (out / "layers.csv").read_text().splitlines()
+    assert layers[0].split(",") == list(LAYER_COLUMNS)
+    assert layers[1].startswith("conv1,8 x 9 x 4,288.0,")
+    assert data["metric_units"] == {"energy_train_j": "J", "accuracy_average": "1"}
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary folder left behind
 
 

@@ -1,8 +1,11 @@
-"""Event schedule: a hand-computed case, bounds, energy conservation, compiled engine = simpy = replay, determinism."""
+"""Event schedule: a hand-computed case, bounds, energy conservation, compiled engine = simpy oracle = replay,
+determinism, and simpy kept off the run path."""
 
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -11,32 +14,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imcsim.actions import ActionCost, ActionSpec, ActionTable
-from imcsim.circuits.macro import OpRecord
+from imcsim.ops import OpRecord
 from imcsim.sim.chrome import chrome_trace
-from imcsim.sim.schedule import (
+from imcsim.sim.engine import compile_graph, retime, simulate
+from imcsim.sim.graph import (
     WRITE_DRIVERS,
     MacroView,
     Resources,
-    Scheduler,
     Segment,
     Task,
     TaskGraph,
     build_step_graph,
-    compile_graph,
     critical_path_bound,
     op_energy_j,
-    retime,
-    simulate,
 )
+from imcsim.sim.oracle import simulate_simpy
+from imcsim.sim.replay import Scheduler
 from imcsim.workloads.dataflow import LayerCall, LayerGraph
 
 T_CYCLE = 1e-9
 ACTIONS = ActionTable({
-    ("cell", "set_pulse"): ActionSpec(ActionCost(2e-12, 1e-9), "one pulse of 1 ns"),
-    ("cell", "read"): ActionSpec(ActionCost(1e-13, 0.0), "read"),
-    ("input_buffer", "read_bit"): ActionSpec(ActionCost(1e-14, 0.0), "bit"),
-    ("output_buffer", "write_bit"): ActionSpec(ActionCost(1e-14, 0.0), "bit"),
-    ("digital", "mac_int8"): ActionSpec(ActionCost(3e-13, 0.0), "mac"),
+    ("cell", "set_pulse"): ActionSpec(ActionCost(2e-12, 1e-9), "one pulse of 1 ns", "write_pulse"),
+    ("cell", "read"): ActionSpec(ActionCost(1e-13, 0.0), "read", "read"),
+    ("input_buffer", "read_bit"): ActionSpec(ActionCost(1e-14, 0.0), "bit", "transfer"),
+    ("output_buffer", "write_bit"): ActionSpec(ActionCost(1e-14, 0.0), "bit", "transfer"),
+    ("digital", "mac_int8"): ActionSpec(ActionCost(3e-13, 0.0), "mac", "compute"),
 })
 
 
@@ -132,9 +134,9 @@ def random_steps(draw):
 def test_schedule_properties(case):
     ops, layers, v = case
     graph = build_step_graph(ops, layers, v)
-    order, events, simpy_start = simulate(graph, "simpy")
+    order, events, simpy_start = simulate_simpy(graph)
     # the compiled engine processes the same events in the same order as simpy
-    c_order, c_events, c_start = simulate(graph, "compiled")
+    c_order, c_events, c_start = simulate(graph)
     assert (c_order, c_events) == (order, events)
     assert np.array_equal(c_start, simpy_start)
     sched = retime(graph, compile_graph(graph, order, events))
@@ -162,13 +164,13 @@ def test_replayed_signature_retimes_with_new_durations():
     scheduler = Scheduler(view())
     first = scheduler.schedule(two_layer_step(), TWO_LAYERS)
     slower = two_layer_step()
-    slower[0].chunk_cycles = np.array([20, 20])
+    slower[0] = slower[0].tagged(chunk_cycles=np.array([20, 20]))
     second = scheduler.schedule(slower, TWO_LAYERS)
     assert scheduler.simulated == 1
     assert scheduler.replayed == 1
     assert second.makespan > first.makespan
     graph = build_step_graph(slower, TWO_LAYERS, view())
-    order, _, _simpy_start = simulate(graph)
+    order, _, _ = simulate(graph)
     assert second.makespan == retime(graph, compile_graph(graph, order, 0)).makespan
 
 
@@ -205,13 +207,14 @@ def random_task_graphs(draw):
 @settings(max_examples=300, deadline=None)
 @given(random_task_graphs())
 def test_compiled_engine_matches_simpy_event_for_event(graph):
-    order, events, start = simulate(graph, "simpy")
-    c_order, c_events, c_start = simulate(graph, "compiled")
+    order, events, start = simulate_simpy(graph)
+    c_order, c_events, c_start = simulate(graph)
     assert c_order == order
     assert c_events == events
     assert np.array_equal(c_start, start)
 
 
-def test_unknown_engine_is_refused():
-    with pytest.raises(ValueError, match="engine"):
-        Scheduler(view(), engine="fast")
+def test_the_run_path_does_not_import_simpy():
+    code = "import sys, imcsim.api, imcsim.cli, imcsim.sim.chrome; print('simpy' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert res.stdout.strip() == "False"

@@ -185,13 +185,17 @@ def test_bad_sweep_arguments_exit_2_with_one_line(tmp_path, capsys):
     from imcsim.cli import main
 
     for extra in (["--grid", "no.such.key=1,2"], ["--range", "circuit.technology.vdd=1:2"], [],
-                  ["--grid", "seed=1", "--pareto", "energy_train_j"], ["--grid", "seed=1", "--workers", "0"]):
+                  ["--grid", "seed=1", "--pareto", "energy_train_j"], ["--grid", "seed=1", "--workers", "0"],
+                  ["--grid", "seed=1", "--plot", "latency_forward_s"],
+                  ["--grid", "seed=1", "--pareto", "energy_train_j,cells_written"]):
         code = main(["sweep", CONFIG, *extra, "--out", str(tmp_path / "x"), "--quiet"])
         err = capsys.readouterr().err
         assert code == 2, (extra, err)
         assert err.startswith("imcsim: error: "), err
         assert err.count("\n") == 1, err
         assert not (tmp_path / "x").exists()
+        if "_forward_s" in " ".join(extra) or "cells_written" in " ".join(extra):  # a former name: the new one
+            assert "latency_train_forward_s" in err or "cells_ever_written" in err, err
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -77,13 +77,12 @@ def test_trace_step_keeps_the_asked_step_or_the_last():
     from regenerate import SMOKE_SETTINGS
 
     loaded = load_config(MAIN, [*SMOKE_SETTINGS, "workload.baselines=[]"])
-    result = api.run(loaded, keep_timeline=True, trace_step=5)
-    timeline = result.timeline
+    timeline = api.run(loaded, trace_step=5).timeline
     assert timeline.traced_index == 5
     assert timeline.traced is not timeline.first_step
     assert timeline.traced.makespan == timeline.step_cycles[4]
     one_step = load_config(COST, ["workload.cost_only.steps_per_task=2", "workload.baselines=[]"])
-    last = api.run(one_step, keep_timeline=True, trace_step=3).timeline  # cost-only: one counted step
+    last = api.run(one_step, trace_step=3).timeline  # cost-only: one counted step
     assert last.traced_index == len(last.step_cycles) == 1
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -213,3 +216,44 @@ def test_cost_only_backward_reaches_trainable_bn_biases():
     bias = input_grad_layers("bias_only")
     assert any(name.startswith("backbone.") for name in bias)
     assert len(bias) > 10
+
+
+@pytest.mark.parametrize(("method", "parts"), [
+    ("repnet", {"heads", "sides"}),
+    ("repnet_bias", {"heads", "sides", "bn_bias"}),
+    ("last_layer", {"heads"}),
+    ("bias_only", {"heads", "bn_bias"}),
+    ("full", {"heads", "sides", "bn_bias", "backbone"}),
+])
+def test_each_continual_method_trains_its_parameters(method, parts):
+    """Each method module says what trains; the trainer adds every task's head."""
+    from imcsim.registry import METHODS
+    from imcsim.workloads.trainer import trained_parameters
+
+    torch.manual_seed(0)
+    impl = METHODS[method]
+    card = SimpleNamespace(repnet=SimpleNamespace(side_blocks=[0, 2]))
+    model = RepNet(TinyCNN(width=4), impl.side_blocks(card), 4, 16)
+    model.add_head("t", 3)
+    trained_parameters(model, impl)
+    bn_bias = {id(m.bias) for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    groups = {"heads": {id(p) for p in model.heads.parameters()}, "sides": {id(p) for p in model.sides.parameters()},
+              "bn_bias": bn_bias, "backbone": {id(p) for p in model.backbone.parameters()} - bn_bias}
+    trains = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trains == set().union(*(groups[g] for g in parts))
+    assert bool(len(model.sides)) == (method in ("repnet", "repnet_bias"))  # only Rep-Net attaches side modules
+    model.train()
+    impl.train_mode(model)
+    assert model.backbone.training == (method == "full")  # a frozen backbone keeps its BN running statistics
+
+
+def test_a_card_names_a_registered_method_of_its_workload(root):
+    from imcsim.config import load_config
+    from imcsim.errors import InputError
+    from imcsim.registry import METHODS
+
+    assert METHODS.names_for("continual_learning") == ["repnet", "repnet_bias", "last_layer", "bias_only", "full"]
+    for setting in ("workload.method=lora", "workload.baselines=[full, nope]"):
+        with pytest.raises(InputError, match=re.escape(
+                "must be one of 'repnet', 'repnet_bias', 'last_layer', 'bias_only' or 'full'")):
+            load_config(root / "configs" / "sas_mram_repnet.yaml", [setting])

@@ -1,13 +1,10 @@
-"""Circuits: the bit-serial digital IMC macro built from a device's cell costs."""
+"""Circuits composed of components around a device's cells: the bit-serial digital macro and the analog crossbar,
+both implementing :class:`imcsim.circuits.base.ArrayCircuit`."""
 
+from imcsim.circuits.base import ArrayCircuit, CapacityError, MappingError
 from imcsim.circuits.crossbar import AnalogCrossbar, AnalogCrossbarCard
-from imcsim.circuits.macro import (
-    BitSerialMacro,
-    BitSerialMacroCard,
-    CapacityError,
-    MappingError,
-    OpRecord,
-)
+from imcsim.circuits.macro import BitSerialMacro, BitSerialMacroCard
+from imcsim.ops import OpRecord
 from imcsim.registry import CIRCUITS
 
 CIRCUITS.register("bitserial_macro", BitSerialMacroCard, BitSerialMacro,
@@ -17,9 +14,9 @@ CIRCUITS.register("analog_crossbar", AnalogCrossbarCard, AnalogCrossbar,
 CARD_KINDS = CIRCUITS  # kind -> card model
 
 
-def build_circuit(card, device) -> BitSerialMacro:
+def build_circuit(card, device) -> ArrayCircuit:
     """Circuit model of a validated card (of any registered kind) on ``device``."""
     return CIRCUITS.for_card(card).build(card, device)
 
 
-__all__ = ["CARD_KINDS", "AnalogCrossbar", "BitSerialMacro", "CapacityError", "MappingError", "OpRecord", "build_circuit"]
+__all__ = ["CARD_KINDS", "AnalogCrossbar", "ArrayCircuit", "BitSerialMacro", "CapacityError", "MappingError", "OpRecord", "build_circuit"]

@@ -11,7 +11,7 @@ device reports (write-and-verify leaves each cell within its tolerance window,
 not exactly on its level), so programming error reaches the results.
 
 Inputs. An INT8 input is applied sign-magnitude: its magnitude |x| (0..128) in
-``C = ceil(8 / d)`` cycles of ``d = dac_bits`` bits (d = 1 is bit-serial), once for
+``C = ceil(8 / d)`` cycles of ``d`` bits (``components.dac.bits``) (d = 1 is bit-serial), once for
 the positive inputs and once for the negative ones; a sign with no input in a
 GEMM is skipped (ReLU outputs need one pass). Zero inputs drive nothing, so they
 add neither energy nor programming error.
@@ -19,7 +19,7 @@ add neither energy nor programming error.
 Compute. In each cycle, each row tile of ``rows`` rows sums currents on every
 column: ``I = V_read * sum_k x_c[k] G[k]``; a reference column of g_min cells
 removes the g_min part, so the ADC sees ``sum_k x_c[k] (G[k] - g_min) / spacing``
-in level units, quantized by an ``adc_bits`` ADC over the full scale
+in level units, quantized by a ``components.adc.bits`` ADC over the full scale
 ``rows * (2^d - 1) * (levels - 1)`` (an ADC with more codes than level sums
 resolves every sum exactly). Shift-and-add combines slices (``+/- 2^(b s)``),
 cycles (``2^(d c)``), input signs and row tiles digitally. With an ADC wide
@@ -34,7 +34,6 @@ The input gradient ``dy @ W^T`` drives the columns and converts on the rows
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,41 +41,38 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from imcsim.actions import ActionCost, ActionSpec, ActionTable
 from imcsim.circuits.activity import plane_ones
-from imcsim.circuits.bitplanes import N_BITS, int8_matmul
-from imcsim.circuits.macro import (
-    ACC_BITS,
+from imcsim.circuits.base import (
+    ArrayCircuit,
     ArrayParams,
-    BitSerialMacro,
     BufferParams,
-    CapacityError,
-    ComponentParams,
-    DigitalParams,
     MappingError,
-    OpRecord,
-    PeripheralParams,
+    SharedComponents,
     StoredMatrix,
-    TechnologyParams,
     _compact,
     chunk_sizes,
 )
+from imcsim.circuits.bitplanes import N_BITS, int8_matmul
+from imcsim.circuits.stream import ACC_BITS
+from imcsim.components import Component, Technology
+from imcsim.components.blocks import Adc, AdcCard, Dac, DacCard
 from imcsim.devices.base import MemoryDevice
 from imcsim.errors import PhysicsError
-from imcsim.params import Number, Params, TimeS
+from imcsim.ops import OpRecord
+from imcsim.params import Params
 
 
 class AnalogParams(Params):
-    """Card section ``analog``: converters of the crossbar."""
+    """Card section ``analog``: how the converters are shared."""
 
-    dac_bits: int = Field(1, ge=1, le=8, description="input bits applied per cycle (1 = bit-serial)")
-    dac: ComponentParams = Field(description="a 1-bit input driver/DAC conversion at its reference node")
-    adc_bits: int = Field(ge=1, le=16, description="ADC resolution")
-    adc: ComponentParams = Field(description="one ADC conversion at ``adc_reference_bits``")
-    adc_reference_bits: int = Field(ge=1, le=16)
-    adc_growth_per_bit: Number = Field(gt=1.0, le=4.0, description="conversion energy ratio per extra bit")
-    t_adc_s: TimeS = Field(alias="t_adc", gt=1e-12, le=1e-5, description="time of one conversion")
     cols_per_adc: int = Field(1, ge=1, le=1 << 12, description="columns multiplexed onto one ADC")
+
+
+class CrossbarComponents(SharedComponents):
+    """The blocks of an analog crossbar, each named by its component card (with per-field overrides)."""
+
+    dac: DacCard = Field(description="input driver/DAC of a row (forward) or column (input gradient)")
+    adc: AdcCard = Field(description="converter of a column (forward) or row (input gradient) sum")
 
 
 class CrossbarDataflowParams(Params):
@@ -90,13 +86,12 @@ class AnalogCrossbarCard(Params):
     kind: Literal["analog_crossbar"]
     description: str
     references: dict[str, str]
-    technology: TechnologyParams
+    technology: Technology
     array: ArrayParams
     dataflow: CrossbarDataflowParams = CrossbarDataflowParams()
     buffer: BufferParams = BufferParams()
-    analog: AnalogParams
-    peripherals: PeripheralParams
-    digital: DigitalParams
+    analog: AnalogParams = AnalogParams()
+    components: CrossbarComponents
 
 
 @dataclass
@@ -122,10 +117,11 @@ class ErrorStats:
         return math.sqrt(self.sum_sq_error / self.sum_sq_exact) if self.sum_sq_exact else 0.0
 
 
-class AnalogCrossbar(BitSerialMacro):
+class AnalogCrossbar(ArrayCircuit):
     """A ReRAM crossbar with DAC inputs and ADC outputs; same interface as the digital macro."""
 
     exact = False  # results carry the analog path's error: computed and counted together
+    unit = "crossbars"
 
     def __init__(self, card: AnalogCrossbarCard, device: MemoryDevice):
         if not hasattr(device, "program") or not hasattr(device, "level_spacing_siemens"):
@@ -138,47 +134,29 @@ class AnalogCrossbar(BitSerialMacro):
         self.slices = 2 * per_side  # cells per weight: W+ slices then W- slices
         mags = [float(2 ** (b * i)) for i in range(per_side)]
         self.slice_weights = torch.tensor(mags + [-m for m in mags], dtype=torch.float64)
-        a = card.analog
-        self.in_cycles = math.ceil(N_BITS / a.dac_bits)
+        self.in_cycles = math.ceil(N_BITS / card.components.dac.bits)
         self.error = ErrorStats()
         self.ell: dict[str, np.ndarray] = {}  # programmed conductances in level units, (K, N, S)
-        super().__init__(card, device, _check_bits=False)
-        tech = card.technology
         # One conversion per cycle slot: the cycle is the slower of the clock and the ADC.
-        self.t_cycle_s = max(1.0 / tech.clock_hz, a.t_adc_s)
+        super().__init__(card, device, max(1.0 / card.technology.clock_hz, card.components.adc.t_conversion_s))
 
     # --- costs ------------------------------------------------------------------
 
-    def _adc_energy_j(self) -> float:
-        a = self.card.analog
-        e_ref = self.energy("adc")
-        return e_ref * a.adc_growth_per_bit ** (a.adc_bits - a.adc_reference_bits)
-
-    def _extra_components(self) -> dict[str, ComponentParams]:
-        return {"adc": self.card.analog.adc, "dac": self.card.analog.dac}
-
-    def _build_actions(self) -> ActionTable:
-        base = dict(super()._build_actions().items())
-        a = self.card.analog
-        base[("adc", "convert")] = ActionSpec(
-            ActionCost(self._adc_energy_j(), a.t_adc_s), f"one {a.adc_bits}-bit conversion of a column or row sum"
-        )
-        base[("dac", "convert")] = ActionSpec(
-            ActionCost(self.energy("dac") * 2 ** (a.dac_bits - 1), 0.0),
-            f"one {a.dac_bits}-bit input applied to a line (binary-weighted: energy doubles per bit)",
-        )
-        return ActionTable(base)
+    def _build_blocks(self) -> dict[str, Component]:
+        c, tech = self.card.components, self.card.technology
+        return {"dac": Dac("dac", c.dac, tech), "adc": Adc("adc", c.adc, tech), **self._shared_blocks(c)}
 
     def area_m2(self) -> float:
-        a, an = self.card.array, self.card.analog
+        """Crossbar area: cells, an ADC per ``cols_per_adc`` columns, a DAC per row, an accumulator per column,
+        write drivers and the digital unit."""
+        a, an, b = self.card.array, self.card.analog, self.blocks
         per_sub = (
             a.rows * a.cols * self.device.area_per_bit_m2 * self.device.bits_per_cell
-            + math.ceil(a.cols / an.cols_per_adc) * self.area("adc")
-            + a.rows * self.area("dac")
-            + a.cols * ACC_BITS * (self.area("full_adder") + self.area("register_bit"))
+            + math.ceil(a.cols / an.cols_per_adc) * b["adc"].area_m2
+            + a.rows * b["dac"].area_m2
+            + a.cols * b["shift_add"].area_m2
         )
-        return (a.n_subarrays * per_sub + self.write_driver_count * self.area("write_driver")
-                + self.card.digital.macs_per_cycle * self.area("mac_int8"))
+        return a.n_subarrays * per_sub + self._shared_area_m2()
 
     # --- mapping and programming ------------------------------------------------------
 
@@ -195,20 +173,18 @@ class AnalogCrossbar(BitSerialMacro):
         """Differential pair of magnitude slices."""
         return self.slices
 
-    def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[str, tuple[int, int]]:
+    def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[tuple[str, str], tuple[int, int]]:
         """What :meth:`store` programs for a K x N matrix: the matrix alone (no transposed copy), on
         crossbars of ``rows`` x ``cols`` cells. Grouped layers (``groups`` > 1) are not mapped."""
         if groups > 1:
             raise MappingError(f"layer {name} is a grouped convolution ({groups} groups), which the analog "
                                "crossbar does not map")
-        return {name: self.tiles_for(k, n)}
+        return {(name, "weights"): self.tiles_for(k, n)}
 
     def store(self, name: str, w_int8: np.ndarray) -> list[OpRecord]:
         w = np.asarray(w_int8, dtype=np.int8)
-        rt, ct = self.placement(name, *w.shape)[name]
-        used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name != name)
-        if used + rt * ct > self.card.array.n_subarrays:
-            raise CapacityError(f"weights need {used + rt * ct} crossbars but the macro has {self.card.array.n_subarrays}")
+        rt, ct = self.placement(name, *w.shape)[(name, "weights")]
+        self._check_room(rt * ct, {(name, "weights")})
         self.stored[name] = StoredMatrix(name, np.zeros_like(w), rt, ct)  # fresh cells: level 0 (g_min)
         self.ell[name] = np.zeros((*w.shape, self.slices))
         return [self.write_back(name, w, phase="deploy")]
@@ -216,7 +192,8 @@ class AnalogCrossbar(BitSerialMacro):
     def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:
         return [self.write_back(name, new_int8)]
 
-    def write_back(self, name: str, new_int8: np.ndarray, phase: str = "update") -> OpRecord:
+    def write_back(self, name: str, new_int8: np.ndarray, phase: str = "update", region: str = "weights"
+                   ) -> OpRecord:
         """Program the changed cells by write-and-verify; keep their programmed conductances."""
         s = self.stored[name]
         new = np.asarray(new_int8, dtype=np.int8)
@@ -226,19 +203,13 @@ class AnalogCrossbar(BitSerialMacro):
         g_min = self.device.card.cell.g_min_siemens
         ell = self.ell[name]
         ell[changed] = (res.g_final_siemens[changed] - g_min) / self.device.level_spacing_siemens
-        rec = OpRecord(phase=phase, layer=name, kind="write", shape=new.shape,
-                       cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)),
-                       changed_weights=int((s.values != new).sum()))
-        comp = self.device.component
         counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses, "verify_read": res.verify_reads,
                   "write_fail": res.failures}
-        for action, c in counts.items():
-            rec.counts[(comp, action)] = c
-            if action.endswith("_pulse"):
-                rec.counts[("write_driver", action)] = c
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
-        pulse_time = sum(self.actions[(comp, a)].cost.latency_s * c for a, c in counts.items())
-        rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
+        rec = OpRecord(phase=phase, kind="write", layer=name, shape=new.shape, counts=self._write_counts(counts),
+                       cycles=self._write_cycles(counts, drivers),
+                       cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)),
+                       changed_weights=int((s.values != new).sum()))
         s.assign(new)
         return rec
 
@@ -251,7 +222,6 @@ class AnalogCrossbar(BitSerialMacro):
         slices. Lines are tiled ``lines_per_tile`` at a time; each tile's sums are
         converted separately.
         """
-        an = self.card.analog
         m, length = inp.shape
         _, n_out, slices = ell.shape
         tiles = math.ceil(length / lines_per_tile)
@@ -262,10 +232,10 @@ class AnalogCrossbar(BitSerialMacro):
             x16 = torch.nn.functional.pad(x16, (0, pad))
             g = torch.nn.functional.pad(g, (0, 0, 0, pad))
         g_t = g.reshape(tiles, lines_per_tile, n_out * slices)  # (T, R, O*S)
-        d = an.dac_bits
+        d = self.card.components.dac.bits
         mask = 2**d - 1
         full_scale = lines_per_tile * mask * (self.levels - 1)
-        lsb = max(1.0, full_scale / (2**an.adc_bits - 1))
+        lsb = max(1.0, full_scale / (2**self.card.components.adc.bits - 1))
         out = torch.zeros((m, n_out * slices), dtype=torch.float64)
         sums = torch.empty((tiles, m, n_out * slices), dtype=torch.float32)
         nonzero_inputs = 0
@@ -288,7 +258,8 @@ class AnalogCrossbar(BitSerialMacro):
         return y, stats
 
     def _analog_gemm(self, inp: torch.Tensor, ell: np.ndarray, lines_per_tile: int, exact: torch.Tensor | None,
-                     phase: str, layer: str, count: bool, samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
+                     phase: str, layer: str, count: bool, samples: int = 1, slice_serial: bool = False
+                     ) -> tuple[torch.Tensor, OpRecord | None]:
         m, length = inp.shape
         y, st = self._analog_mvm(inp, ell, lines_per_tile)
         y_int = torch.round(y).clamp_(-(2**31), 2**31 - 1).to(torch.int32)
@@ -296,63 +267,91 @@ class AnalogCrossbar(BitSerialMacro):
             return y_int, None
         self.error.add(y_int, exact)
         n_out = ell.shape[1]
-        an, a = self.card.analog, self.card.array
-        rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, length, n_out))
-        other_tiles = math.ceil(n_out * self.slices / (a.cols if lines_per_tile == a.rows else a.rows))
-        rec.counts[("dac", "convert")] = m * length * self.in_cycles * st["passes"] * other_tiles
-        rec.counts[(self.device.component, "read")] = st["nonzero_inputs"] * n_out * self.slices
-        rec.counts[("adc", "convert")] = st["conversions"]
-        rec.counts[("shift_add", "accumulate")] = st["conversions"]
-        rec.counts[("psum", "add")] = m * n_out * (st["tiles"] - 1)
-        rec.counts[("input_buffer", "read_bit")] = m * length * N_BITS
-        rec.counts[("output_buffer", "write_bit")] = m * n_out * ACC_BITS
-        rec.plane_ones = plane_ones(inp)
-        # Crossbars of a layer work in parallel; in each, the vectors, signs and input cycles
-        # run one after another and each cycle converts its columns cols_per_adc at a time.
-        per_vector = self.in_cycles * st["passes"] * an.cols_per_adc
-        rec.cycles = m * per_vector
-        rec.chunk_cycles = per_vector * chunk_sizes(m, samples)
-        return y_int, rec
+        rec = self._analog_op(m, length, n_out, not slice_serial, st["passes"],
+                              st["nonzero_inputs"], phase, layer, samples, slice_serial=slice_serial)
+        return y_int, rec.tagged(plane_ones=plane_ones(inp))
 
-    def expected_gemm(self, m: int, length: int, n_out: int, density: list[float], phase: str, layer: str,
-                      samples: int = 1, copies: int = 1) -> OpRecord:
-        """Expected counts of an (m x length) @ (length x n_out) GEMM whose INT8 operand has bit ``i`` (LSB
-        first, two's complement) set with probability ``density[i]`` (cost-only mode).
+    def _analog_op(self, m: int, length: int, n_out: int, by_rows: bool, passes: float, driven: float, phase: str,
+                   layer: str, samples: int, slice_serial: bool = False, copies: int = 1) -> OpRecord:
+        """The op of an (m x length) @ (length x n_out) analog GEMM from its statistics: the input sign passes
+        run (``passes``) and the DAC chunks that drive their line (``driven``, over cycles and passes).
 
-        Same actions as :meth:`_analog_gemm`. The sign bit's density is the share of negative inputs; a
-        sign pass runs when some input has that sign. Magnitude bits are taken to be set with the
-        two's-complement bits' densities (exact for non-negative inputs, close for a symmetric spread),
-        and a DAC chunk drives its line when any of its bits is set.
+        Lines are rows (``by_rows``: forward) or columns (input gradient); on columns one slice of the
+        differential weights is driven at a time (``slice_serial``), so each input cycle runs once per slice.
+        Measured (functional) and expected (cost-only) statistics give their op through this one function.
         """
         an, a = self.card.analog, self.card.array
-        forward = phase == "forward"
-        lines_per_tile = a.rows if forward else max(1, a.cols // self.slices)
+        lines_per_tile = a.rows if by_rows else max(1, a.cols // self.slices)
         tiles = math.ceil(length / lines_per_tile)
-        p_neg = float(density[N_BITS - 1])
-        n_in = m * length
-        passes = (1.0 - p_neg**n_in) + (1.0 - (1.0 - p_neg) ** n_in)
-        mag = [float(p) for p in density[: N_BITS - 1]] + [0.0]
-        d = an.dac_bits
-        live = sum(1.0 - math.prod(1.0 - mag[b] for b in range(c * d, min((c + 1) * d, N_BITS)))
-                   for c in range(self.in_cycles))
-        per_slice = 1 if forward else self.slices  # the input gradient drives one slice of columns at a time
-        other_tiles = math.ceil(n_out * self.slices / (a.cols if forward else a.rows))
+        per_slice = self.slices if slice_serial else 1
+        other_tiles = math.ceil(n_out * self.slices / (a.cols if by_rows else a.rows))
         conversions = m * tiles * self.in_cycles * passes * n_out * self.slices
         counts = {
             ("dac", "convert"): m * length * self.in_cycles * passes * other_tiles * per_slice,
-            (self.device.component, "read"): n_in * live * n_out * self.slices,
+            (self.device.component, "read"): driven * n_out * self.slices,
             ("adc", "convert"): conversions,
             ("shift_add", "accumulate"): conversions,
             ("psum", "add"): m * n_out * (tiles - 1),
             ("input_buffer", "read_bit"): m * length * N_BITS,
             ("output_buffer", "write_bit"): m * n_out * ACC_BITS,
         }
-        rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, length, n_out))
-        rec.counts = Counter({k: round(v * copies) for k, v in counts.items() if v})
+        # Crossbars of a layer work in parallel; in each, the vectors, signs and input cycles
+        # run one after another and each cycle converts its columns cols_per_adc at a time.
         per_vector = self.in_cycles * passes * an.cols_per_adc * per_slice * copies
-        rec.cycles = math.ceil(m * per_vector)
-        rec.chunk_cycles = np.array([math.ceil(c * per_vector) for c in chunk_sizes(m, samples)], dtype=np.int64)
-        return rec
+        return OpRecord(phase=phase, kind="gemm", layer=layer, counts={k: round(v * copies) for k, v in counts.items()},
+                        cycles=math.ceil(m * per_vector), shape=(m, length, n_out), macs=m * length * n_out * copies,
+                        chunk_cycles=np.array([math.ceil(c * per_vector) for c in chunk_sizes(m, samples)],
+                                              dtype=np.int64))
+
+    def expected_gemm(self, m: int, length: int, n_out: int, density: list[float], phase: str, layer: str,
+                      samples: int = 1, copies: int = 1) -> OpRecord:
+        """Expected counts of an (m x length) @ (length x n_out) GEMM whose INT8 operand has bit ``i`` (LSB
+        first, two's complement) set with probability ``density[i]`` (cost-only mode).
+
+        Same actions as :meth:`_analog_gemm`, counted by the same function. The sign bit's density is the
+        share of negative inputs; a sign pass runs when some input has that sign. A DAC chunk drives its
+        line when a bit of the input's magnitude in it is set: a non-negative input's magnitude bits are its
+        own; a negative input's magnitude is NOT x + 1, whose bit b is set with probability
+        (1 - p_b)(1 - C_b) + p_b C_b, C_b = prod_{j<b} (1 - p_j) being the chance that the +1 carries into
+        it (bit 7 is set only for -128). Bits are taken as independent (exact for one-bit DACs).
+        """
+        d = self.card.components.dac.bits
+        p = [float(v) for v in density]
+        p_neg = p[N_BITS - 1]
+        n_in = m * length
+        passes = (1.0 - p_neg**n_in) + (1.0 - (1.0 - p_neg) ** n_in)
+        pos = [*p[: N_BITS - 1], 0.0]
+        carry = [math.prod(1.0 - p[j] for j in range(b)) for b in range(N_BITS)]
+        neg = [(1.0 - p[b]) * (1.0 - carry[b]) + p[b] * carry[b] for b in range(N_BITS - 1)] + [carry[N_BITS - 1]]
+
+        def nonzero(bits: list[float], c: int) -> float:
+            return 1.0 - math.prod(1.0 - bits[b] for b in range(c * d, min((c + 1) * d, N_BITS)))
+
+        live = sum((1.0 - p_neg) * nonzero(pos, c) + p_neg * nonzero(neg, c) for c in range(self.in_cycles))
+        forward = phase == "forward"
+        return self._analog_op(m, length, n_out, forward, passes, n_in * live, phase, layer, samples,
+                               slice_serial=not forward, copies=copies)
+
+    def expected_forward(self, m: int, k: int, n: int, groups: int, samples: int, density: list[float],
+                         weight_bit_density: float, layer: str) -> OpRecord:
+        """Expected counts of the forward pass (cost-only mode); grouped layers are not mapped."""
+        self.placement(layer, k, n, groups)
+        return self.expected_gemm(m, k, n, density, "forward", layer, samples)
+
+    def expected_input_grad(self, m: int, k: int, n: int, groups: int, samples: int, density: list[float],
+                            weight_bit_density: float, layer: str) -> OpRecord:
+        """Expected counts of ``dy @ W^T`` (cost-only mode), per the card's input-gradient dataflow."""
+        self.placement(layer, k, n, groups)
+        if self.card.dataflow.input_grad == "digital":
+            return self.digital_input_grad(m, k, n, groups, samples, layer)
+        return self.expected_gemm(m, n, k, density, "input_grad", layer, samples)
+
+    def digital_input_grad(self, m: int, k: int, n: int, groups: int, samples: int, layer: str) -> OpRecord:
+        """``dy @ W^T`` in the digital unit: every cell of the weights is read out once through the ADCs,
+        then the product is digital."""
+        cells = k * n * self.slices * groups
+        return self.digital_gemm(m, n, k, phase="input_grad", layer=layer, samples=samples, copies=groups,
+                                 extra={(self.device.component, "read"): cells, ("adc", "convert"): cells})
 
     def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True,
                 samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
@@ -364,17 +363,9 @@ class AnalogCrossbar(BitSerialMacro):
         s = self.stored[name]
         exact = int8_matmul(dy_int8, torch.from_numpy(np.ascontiguousarray(s.values.T)))
         if self.card.dataflow.input_grad == "digital":
-            m, n = dy_int8.shape
-            k = s.values.shape[0]
-            rec = self.digital_gemm(m, n, k, phase="input_grad", layer=name, samples=samples)
-            rec.counts[(self.device.component, "read")] += s.values.size * self.slices
-            rec.counts[("adc", "convert")] += s.values.size * self.slices
-            return exact, rec
+            k, n = s.values.shape
+            return exact, self.digital_input_grad(dy_int8.shape[0], k, n, 1, samples, name)
         ell_t = np.ascontiguousarray(self.ell[name].transpose(1, 0, 2))  # (N, K, 2S)
         per_tile = max(1, self.card.array.cols // self.slices)
-        dx, rec = self._analog_gemm(dy_int8, ell_t, per_tile, exact, "input_grad", name, True, samples)
-        # one slice of columns is driven at a time, so each input cycle runs once per slice
-        rec.counts[("dac", "convert")] *= self.slices
-        rec.cycles *= self.slices
-        rec.chunk_cycles *= self.slices
-        return dx, rec
+        return self._analog_gemm(dy_int8, ell_t, per_tile, exact, "input_grad", name, True, samples,
+                                 slice_serial=True)

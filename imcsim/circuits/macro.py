@@ -31,71 +31,47 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from imcsim.actions import ActionCost, ActionSpec, ActionTable
-from imcsim.circuits.activity import popcount8, stream_activity
+from imcsim.circuits import stream
+from imcsim.circuits.base import (
+    ArrayCircuit,
+    ArrayParams,
+    BufferParams,
+    CapacityError,
+    MappingError,
+    SharedComponents,
+    StoredMatrix,
+    _compact,
+    chunk_sizes,
+)
 from imcsim.circuits.bitplanes import N_BITS, bit_planes, int8_matmul
+from imcsim.circuits.stream import ACC_BITS, StreamGeometry, stream_op
+from imcsim.components import Component, Technology
+from imcsim.components.blocks import (
+    LineDriver,
+    LineDriverCard,
+    SenseAmp,
+    SenseAmpCard,
+    adder_tree,
+    column_counter,
+    popcount_tree,
+)
 from imcsim.devices.base import MemoryDevice
 from imcsim.errors import PhysicsError
-from imcsim.params import AreaM2, EnergyJ, FrequencyHz, LengthM, Params, VoltageV
+from imcsim.ops import OpRecord
+from imcsim.params import Params
 
-ACC_BITS = 32  # width of output accumulators (INT32 partial sums)
+TechnologyParams = Technology
+__all__ = ["ACC_BITS", "ArrayParams", "BitSerialMacro", "BitSerialMacroCard", "BufferParams", "CapacityError",
+           "MappingError", "StoredMatrix", "chunk_sizes"]
+
 # A binary counter increment toggles 1 + 1/2 + 1/4 + ... < 2 bits on average.
-COUNTER_TOGGLES_PER_INCREMENT = 2.0
-
-
-class ComponentParams(Params):
-    """A peripheral's cost at its reference node; scaled to the macro's node.
-
-    Energy scales with switched capacitance (proportional to F) and V^2; area
-    with F^2 (first-order CMOS scaling, Dennard et al., IEEE JSSC 9(5), 1974).
-    """
-
-    energy_j: EnergyJ = Field(alias="energy", ge=0.0, le=1e-9, description="energy per action")
-    area_m2: AreaM2 = Field(alias="area", ge=0.0, le=1e-6, description="area per instance")
-    node_m: LengthM = Field(alias="node", gt=1e-9, le=500e-9, description="reference technology node")
-    vdd_v: VoltageV = Field(alias="vdd", gt=0.1, le=5.0, description="reference supply voltage")
-
-    def scaled(self, node_m: float, vdd_v: float) -> tuple[float, float]:
-        """(energy J, area m^2) at ``node_m`` and ``vdd_v``."""
-        s = node_m / self.node_m
-        return self.energy_j * s * (vdd_v / self.vdd_v) ** 2, self.area_m2 * s * s
-
-
-class TechnologyParams(Params):
-    node_m: LengthM = Field(alias="node", gt=1e-9, le=500e-9)
-    vdd_v: VoltageV = Field(alias="vdd", gt=0.1, le=5.0)
-    clock_hz: FrequencyHz = Field(alias="clock", gt=1e6, le=1e10)
-
-
-class ArrayParams(Params):
-    rows: int = Field(ge=2, le=1 << 16, description="cells per column of one subarray")
-    cols: int = Field(ge=8, le=1 << 16, description="cells per row of one subarray")
-    n_subarrays: int = Field(ge=1, le=1 << 24, description="subarrays in the macro")
-    rows_per_sense: int = Field(1, ge=1, le=1 << 16, description="lines sensed together in one cycle")
-    write_drivers_per_subarray: int = Field(1, ge=1, le=1 << 12)
-    write_drivers: int | None = Field(
-        None, ge=1, le=1 << 24,
-        description="write drivers the macro has, shared by the subarrays through the write bus "
-                    "(default: write_drivers_per_subarray for every subarray)",
-    )
-    scratch_subarrays: int = Field(
-        16, ge=1, le=1 << 20, description="subarrays that hold operand bit planes for the in-array weight gradient"
-    )
-
-
-class BufferParams(Params):
-    ports: int = Field(2, ge=1, le=1 << 10, description="buffer ports that move operands in and results out")
-    bits_per_cycle: int = Field(256, ge=1, le=1 << 20, description="bits one port moves per cycle")
-
-
 class DataflowParams(Params):
     skip_zero_planes: bool = Field(True, description="skip all-zero input planes (no cycle spent)")
     input_grad: Literal["transposable_read", "transposed_copy", "digital"] = Field(
@@ -110,19 +86,11 @@ class DataflowParams(Params):
     )
 
 
-class PeripheralParams(Params):
-    sense_amp: ComponentParams = Field(description="one sense of one column")
-    full_adder: ComponentParams = Field(description="one 1-bit full-adder operation")
-    register_bit: ComponentParams = Field(description="one bit read or written in a buffer register")
-    wordline_cell: ComponentParams = Field(description="driving a line: energy per cell on the line")
-    write_driver: ComponentParams = Field(description="driver overhead of one write pulse")
+class MacroComponents(SharedComponents):
+    """The blocks of a bit-serial macro, each named by its component card (with per-field overrides)."""
 
-
-class DigitalParams(Params):
-    mac_int8: ComponentParams = Field(description="one INT8 multiply with INT32 accumulate")
-    fp32_update: ComponentParams = Field(description="one FP32 SGD update of one parameter (mul + add)")
-    sram_bit: ComponentParams = Field(description="one bit read or written in the master-weight SRAM")
-    macs_per_cycle: int = Field(ge=1, le=1 << 20)
+    sense_amp: SenseAmpCard
+    line_driver: LineDriverCard = Field(description="row and bit-column lines: energy per cell on a line")
 
 
 class BitSerialMacroCard(Params):
@@ -131,191 +99,59 @@ class BitSerialMacroCard(Params):
     kind: Literal["bitserial_macro"]
     description: str
     references: dict[str, str]
-    technology: TechnologyParams
+    technology: Technology
     array: ArrayParams
     dataflow: DataflowParams = DataflowParams()
     buffer: BufferParams = BufferParams()
-    peripherals: PeripheralParams
-    digital: DigitalParams
+    components: MacroComponents
 
 
-@dataclass
-class OpRecord:
-    """One counted operation of the op stream (a GEMM phase, a write-back, digital work)."""
-
-    phase: str
-    layer: str
-    kind: str
-    counts: Counter = field(default_factory=Counter)
-    cycles: int = 0
-    shape: tuple[int, ...] = ()
-    cell_writes: np.ndarray | None = None
-    task: str = ""
-    module: str = ""  # the workload layer the op belongs to
-    step: int = -1  # training step (-1: deployment)
-    # Cycles of each sample's share of the op (operands split by sample), for the event schedule;
-    # None: the op is one indivisible burst of ``cycles``.
-    chunk_cycles: np.ndarray | None = None
-    plane_ones: np.ndarray | None = None  # 1 bits per plane of the streamed operand (activity statistics)
-    changed_weights: int = 0  # write-back: weights whose INT8 code changed
-
-
-def _compact(counts: np.ndarray) -> np.ndarray:
-    """Per-cell write counts in the smallest unsigned type that holds them (a run keeps one per write op)."""
-    top = int(counts.max()) if counts.size else 0
-    return counts.astype(np.min_scalar_type(top), copy=False) if counts.min(initial=0) >= 0 else counts
-
-
-@dataclass
-class StoredMatrix:
-    """An INT8 matrix held in the array: its layout and current bits."""
-
-    name: str
-    values: np.ndarray  # int8, K x N (groups: their K x N matrices stacked along the rows)
-    row_tiles: int
-    col_tiles: int
-    groups: int = 1
-    _ones: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-
-    def ones(self, axis: int) -> np.ndarray:
-        """1 bits of the stored codes summed along ``axis`` (1: per row, 0: per column); cached until a write."""
-        cached = self._ones.get(axis)
-        if cached is None:
-            cached = self._ones[axis] = popcount8(self.values.view(np.uint8)).sum(axis=axis)
-        return cached
-
-    def assign(self, new: np.ndarray) -> None:
-        """Replace the stored codes (the caller counts the writes)."""
-        self.values[...] = new
-        self._ones.clear()
-
-
-class BitSerialMacro:
+class BitSerialMacro(ArrayCircuit):
     """A macro built from a card and a device model; executes and counts GEMMs."""
 
-    exact = True  # results equal the integer product, so counting can be separated from computing
-    memo_writes = False  # reuse write counts of matrices seen before (cost-only runs program the same ones)
-
-    def __init__(self, card: BitSerialMacroCard, device: MemoryDevice, _check_bits: bool = True):
-        if _check_bits and device.bits_per_cell != 1:
+    def __init__(self, card: BitSerialMacroCard, device: MemoryDevice):
+        if device.bits_per_cell != 1:
             raise PhysicsError(
                 f"a bit-serial digital macro senses one bit per cell; the device stores {device.bits_per_cell} "
                 "bits per cell (use a 1-bit device card or an analog crossbar)",
                 key="kind",
             )
-        self.card = card
-        self.device = device
-        tech = card.technology
-        self.t_cycle_s = max(1.0 / tech.clock_hz, device.actions()["read"].cost.latency_s)
-        components = {
-            name: getattr(group, name)
-            for group in (card.peripherals, card.digital)
-            for name in type(group).model_fields
-            if isinstance(getattr(group, name), ComponentParams)
+        # a sense cycle is the slower of the clock and the cell read
+        super().__init__(card, device, max(1.0 / card.technology.clock_hz, device.actions()["read"].cost.latency_s))
+
+    def _build_blocks(self) -> dict[str, Component]:
+        c, a, tech = self.card.components, self.card.array, self.card.technology
+        return {
+            "sense_amp": SenseAmp("sense_amp", c.sense_amp, tech, self.t_cycle_s),
+            "row_driver": LineDriver("row_driver", c.line_driver, tech, "activate_row", a.cols,
+                                     "row line driven across a subarray"),
+            "col_driver": LineDriver("col_driver", c.line_driver, tech, "activate_col", a.rows,
+                                     "bit-column driven down a subarray"),
+            "column_counter": column_counter(c.adder_cell, tech, a.rows),
+            "adder_tree": adder_tree(c.adder_cell, tech, a.rows),
+            "popcount_tree": popcount_tree(c.adder_cell, tech, a.cols),
+            **self._shared_blocks(c),
         }
-        components.update(self._extra_components())
-        self._scaled = {name: c.scaled(tech.node_m, tech.vdd_v) for name, c in components.items()}
-        self.actions = self._build_actions()
-        self.stored: dict[str, StoredMatrix] = {}
-        self.scratch: dict[str, np.ndarray] = {}  # operand bit planes left in scratch rows, per layer
 
-    # --- costs ----------------------------------------------------------------
-
-    def _extra_components(self) -> dict[str, ComponentParams]:
-        """Components a subclass's card adds beyond ``peripherals`` and ``digital``."""
-        return {}
-
-    def energy(self, name: str) -> float:
-        return self._scaled[name][0]
-
-    def area(self, name: str) -> float:
-        return self._scaled[name][1]
-
-    @property
-    def counter_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.card.array.rows + 1)))
-
-    def _build_actions(self) -> ActionTable:
-        a = self.card.array
-        e_fa = self.energy("full_adder")
-        t = self.t_cycle_s
-        dev = self.device
-        entries: dict[tuple[str, str], ActionSpec] = {}
-        for action, spec in dev.actions().items():
-            entries[(dev.component, action)] = spec
-        wd = self.energy("write_driver")
-        for action in dev.actions():
-            if action.endswith("_pulse"):
-                entries[("write_driver", action)] = ActionSpec(
-                    ActionCost(wd, 0.0), f"driver overhead of one {action.replace('_', ' ')}"
-                )
-        combine_bits = (N_BITS - 1) * (self.counter_bits + N_BITS)
-        entries.update(
-            {
-                ("sense_amp", "sense"): ActionSpec(ActionCost(self.energy("sense_amp"), t), "one column sensed"),
-                ("row_driver", "activate_row"): ActionSpec(
-                    ActionCost(self.energy("wordline_cell") * a.cols, 0.0), "one row line driven across a subarray"
-                ),
-                ("col_driver", "activate_col"): ActionSpec(
-                    ActionCost(self.energy("wordline_cell") * a.rows, 0.0), "one bit-column driven down a subarray"
-                ),
-                ("column_counter", "increment"): ActionSpec(
-                    ActionCost(e_fa * COUNTER_TOGGLES_PER_INCREMENT, 0.0),
-                    "a sensed AND result of 1 increments a column popcount counter",
-                ),
-                ("adder_tree", "combine"): ActionSpec(
-                    ActionCost(e_fa * combine_bits, 0.0), "8 weight-bit counts of one output combined with shifts"
-                ),
-                ("shift_add", "accumulate"): ActionSpec(
-                    ActionCost(e_fa * ACC_BITS, 0.0), "one plane result shifted into a 32-bit accumulator"
-                ),
-                ("psum", "add"): ActionSpec(ActionCost(e_fa * ACC_BITS, 0.0), "32-bit partial sum across row tiles"),
-                ("popcount_tree", "reduce"): ActionSpec(
-                    ActionCost(e_fa * popcount_tree_bit_adds(a.cols), 0.0),
-                    "popcount of one row of AND results across a subarray's columns",
-                ),
-                ("input_buffer", "read_bit"): ActionSpec(ActionCost(self.energy("register_bit"), 0.0), "one bit"),
-                ("output_buffer", "write_bit"): ActionSpec(ActionCost(self.energy("register_bit"), 0.0), "one bit"),
-                ("digital", "mac_int8"): ActionSpec(ActionCost(self.energy("mac_int8"), 0.0), "INT8 MAC"),
-                ("digital", "fp32_update"): ActionSpec(
-                    ActionCost(self.energy("fp32_update"), 0.0), "FP32 SGD update of one parameter"
-                ),
-                ("sram", "read_bit"): ActionSpec(ActionCost(self.energy("sram_bit"), 0.0), "master weight bit"),
-                ("sram", "write_bit"): ActionSpec(ActionCost(self.energy("sram_bit"), 0.0), "master weight bit"),
-            }
-        )
-        return ActionTable(entries)
-
-    # --- mapping --------------------------------------------------------------
-
-    @property
-    def cells_per_weight(self) -> int:
-        """Cells one INT8 weight occupies."""
-        return math.ceil(N_BITS / self.device.bits_per_cell)
-
-    def tiles_for(self, k: int, n: int, groups: int = 1) -> tuple[int, int]:
-        """(row tiles, column tiles) of ``groups`` K x N matrices.
-
-        Groups that fit in one subarray are packed block-diagonally, as many side by
-        side as rows and columns allow; larger groups are tiled one after another.
-        """
-        a = self.card.array
-        cpw = self.cells_per_weight
-        if groups > 1 and k <= a.rows and n * cpw <= a.cols:
-            per = min(a.rows // k, a.cols // (n * cpw))
-            return math.ceil(groups / per), 1
-        return groups * math.ceil(k / a.rows), math.ceil(n * cpw / a.cols)
-
-    def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[str, tuple[int, int]]:
+    def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[tuple[str, str], tuple[int, int]]:
         """What :meth:`store` programs for ``groups`` K x N matrices under ``name``: each stored matrix's
         (row tiles, column tiles); with the ``transposed_copy`` input-gradient dataflow, W^T as well.
 
         The subarrays a matrix takes are the product of its tiles (see :meth:`tiles_for`).
         """
-        placed = {name: self.tiles_for(k, n, groups)}
+        placed = {(name, "weights"): self.tiles_for(k, n, groups)}
         if self.card.dataflow.input_grad == "transposed_copy":
-            placed[transposed_name(name)] = self.tiles_for(n, k, groups)
+            placed[(name, "transposed")] = self.tiles_for(n, k, groups)
         return placed
+
+    def area_m2(self) -> float:
+        """Macro area: cell arrays, per-column sense amplifiers and counters, an accumulator per 8 columns
+        (one output), write drivers and the digital unit."""
+        a, b = self.card.array, self.blocks
+        per_col = b["sense_amp"].area_m2 + b["column_counter"].area_m2
+        per_sub = a.rows * a.cols * self.device.area_per_bit_m2 + a.cols * per_col \
+            + (a.cols // N_BITS) * b["shift_add"].area_m2
+        return a.n_subarrays * per_sub + self._shared_area_m2()
 
     def store(self, name: str, w_int8: np.ndarray, groups: int = 1) -> list[OpRecord]:
         """Program a K x N INT8 matrix (or ``groups`` of them stacked along the rows) into fresh subarrays.
@@ -326,105 +162,74 @@ class BitSerialMacro:
         w = np.asarray(w_int8, dtype=np.int8)
         kg, n = w.shape[0] // groups, w.shape[1]
         placed = self.placement(name, kg, n, groups)
-        copies = {name: w}
-        if transposed_name(name) in placed:
-            copies[transposed_name(name)] = np.ascontiguousarray(
-                w.reshape(groups, kg, n).transpose(0, 2, 1).reshape(groups * n, kg))
-        need = sum(math.prod(tiles) for tiles in placed.values())
-        used = sum(s.row_tiles * s.col_tiles for s in self.stored.values() if s.name not in copies)
-        if used + need > self.card.array.n_subarrays:
-            raise CapacityError(
-                f"weights need {used + need} subarrays but the macro has {self.card.array.n_subarrays}"
-            )
-        for key, m in copies.items():
-            self.stored[key] = StoredMatrix(key, np.zeros_like(m), *placed[key], groups=groups)
-        return [self.write_back(key, m, phase="deploy") for key, m in copies.items()]
+        copies = {(name, "weights"): w}
+        if (name, "transposed") in placed:
+            copies[(name, "transposed")] = _transposed(w, groups)
+        self._check_room(sum(math.prod(tiles) for tiles in placed.values()), set(copies))
+        for (layer, region), m in copies.items():
+            held = self.stored if region == "weights" else self.transposed
+            held[layer] = StoredMatrix(layer, np.zeros_like(m), *placed[(layer, region)], groups=groups)
+        return [self.write_back(layer, m, phase="deploy", region=region) for (layer, region), m in copies.items()]
 
     def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:
         """Write back a layer's new INT8 weights, and its transposed copy if one is kept."""
         recs = [self.write_back(name, new_int8)]
-        t_name = transposed_name(name)
-        if t_name in self.stored:
-            g = self.stored[name].groups
-            w = np.asarray(new_int8)
-            kg, n = w.shape[0] // g, w.shape[1]
-            recs.append(self.write_back(t_name, np.ascontiguousarray(
-                w.reshape(g, kg, n).transpose(0, 2, 1).reshape(g * n, kg))))
+        if name in self.transposed:
+            recs.append(self.write_back(name, _transposed(np.asarray(new_int8), self.stored[name].groups),
+                                        region="transposed"))
         return recs
-
-    @property
-    def write_driver_count(self) -> int:
-        a = self.card.array
-        return a.write_drivers if a.write_drivers is not None else a.n_subarrays * a.write_drivers_per_subarray
-
-    @property
-    def subarrays_used(self) -> int:
-        return sum(s.row_tiles * s.col_tiles for s in self.stored.values())
-
-    def utilization(self) -> float:
-        """Fraction of the cells of the used subarrays that hold weights."""
-        a = self.card.array
-        used = self.subarrays_used
-        if used == 0:
-            return 0.0
-        cells = sum(s.values.size * self.cells_per_weight for s in self.stored.values())
-        return cells / (used * a.rows * a.cols)
-
-    def area_m2(self) -> float:
-        """Macro area: cell arrays, per-column peripherals, and the digital unit."""
-        a = self.card.array
-        per_col = self.area("sense_amp") + self.counter_bits * self.area("full_adder")
-        per_sub = (
-            a.rows * a.cols * self.device.area_per_bit_m2
-            + a.cols * per_col
-            + (a.cols // N_BITS) * ACC_BITS * (self.area("full_adder") + self.area("register_bit"))
-        )
-        digital = self.card.digital.macs_per_cycle * self.area("mac_int8")
-        return a.n_subarrays * per_sub + self.write_driver_count * self.area("write_driver") + digital
 
     # --- execution ------------------------------------------------------------
 
-    def _stream_counts(
-        self, x: torch.Tensor, line_len: int, cells_per_line: int, lines_per_bit: int, n_out: int, phase: str,
-        layer: str, other_tiles: int, stored_ones: np.ndarray, samples: int = 1,
-    ) -> OpRecord:
-        """Counts of streaming int8 ``x`` (M x line_len) bit-serially against stored lines.
+    def stream_geometry(self, phase: str, k: int, n: int, groups: int = 1, region: str = "weights"
+                        ) -> tuple[StreamGeometry, int]:
+        """How a GEMM phase on ``groups`` stored K x N matrices streams its operand, and the number of alike
+        copies its counts stand for (groups not packed into one subarray run one after another).
 
-        ``stored_ones[l]`` is the number of 1 cells a 1 bit of ``x[:, l]`` meets (summed over
-        the lines it activates): each such AND result increments a column counter.
+        Forward (x @ W) and the input gradient from a stored transposed copy (dy @ W^T, ``region``
+        ``transposed``) drive rows; the transposable read drives the 8 bit-columns of each weight column.
+        Groups that fit one subarray side by side are packed block-diagonally (see :meth:`tiles_for`).
         """
         a = self.card.array
-        m = x.shape[0]
-        # Lines are rows (forward: a.rows per subarray) or bit-columns (transposed: a.cols).
-        lines_per_tile = a.rows if lines_per_bit == 1 else a.cols
-        tile_len = max(1, lines_per_tile // lines_per_bit)
-        tiles_along = math.ceil(line_len / tile_len)
-        plane_ones, active_passes, cycles, increments = stream_activity(
-            x.numpy().view(np.uint8), tile_len, a.rows_per_sense, lines_per_bit, stored_ones,
-            self.card.dataflow.skip_zero_planes, chunk_rows=math.ceil(m / max(1, samples)),
-        )
-        cycles_per_tile = cycles.sum(axis=0)
-        ones = int(plane_ones.sum())
-        lines = ones * lines_per_bit
-        rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, line_len, n_out))
-        dev = self.device.component
-        line_action = ("row_driver", "activate_row") if lines_per_bit == 1 else ("col_driver", "activate_col")
-        rec.counts[line_action] = lines * other_tiles
-        rec.counts[(dev, "read")] = lines * cells_per_line
-        rec.counts[("sense_amp", "sense")] = int(cycles_per_tile.sum()) * cells_per_line
-        rec.counts[("column_counter", "increment")] = int(increments)
-        rec.counts[("adder_tree", "combine")] = int(active_passes) * n_out
-        rec.counts[("shift_add", "accumulate")] = int(active_passes) * n_out
-        rec.counts[("psum", "add")] = m * n_out * (tiles_along - 1)
-        rec.counts[("input_buffer", "read_bit")] = m * line_len * N_BITS
-        rec.counts[("output_buffer", "write_bit")] = m * n_out * ACC_BITS
-        # Tiles along the stream run in parallel subarrays; the slowest one sets the time,
-        # plus one cycle for the combine/accumulate pipeline to drain.
-        rec.cycles = int(cycles_per_tile.max()) + 1 if active_passes else 0
-        per_chunk = cycles.max(axis=1)
-        rec.chunk_cycles = per_chunk + (per_chunk > 0)
-        rec.plane_ones = plane_ones
-        return rec
+        cpw = self.cells_per_weight
+        by_rows = phase == "forward" or region == "transposed"
+        kk, nn = (k, n) if phase == "forward" else (n, k)  # lines along the stream, outputs
+        if by_rows:
+            per = self._packed(kk, nn, groups)
+            if per:
+                return StreamGeometry(groups * kk, per * kk, nn * N_BITS, 1, per * nn, groups * nn, 1, 1), 1
+            return StreamGeometry(kk, a.rows, nn * N_BITS, 1, nn, nn, math.ceil(nn * cpw / a.cols),
+                                  math.ceil(kk / a.rows)), groups
+        per = self._packed(k, n, groups)
+        if per:
+            return StreamGeometry(groups * n, per * n, k, N_BITS, per * k, groups * k, 1, 1), 1
+        per_row = max(1, a.cols // cpw)  # weights of one row of a tile
+        return StreamGeometry(n, per_row, k, N_BITS, k, k, math.ceil(k / a.rows), math.ceil(n / per_row)), groups
+
+    def _packed(self, k: int, n: int, groups: int) -> int:
+        """Groups of K x N packed side by side in one subarray (0: not packed)."""
+        a = self.card.array
+        if groups > 1 and k <= a.rows and n * self.cells_per_weight <= a.cols:
+            return min(a.rows // k, a.cols // (n * self.cells_per_weight), groups)
+        return 0
+
+    def _measured_op(self, x: torch.Tensor, phase: str, name: str, region: str, stored_ones: np.ndarray,
+                     samples: int) -> OpRecord:
+        s = (self.stored if region == "weights" else self.transposed)[name]
+        k, n = s.values.shape if region == "weights" else s.values.shape[::-1]
+        geom, _ = self.stream_geometry(phase, k, n, region=region)
+        a = self.card.array
+        st = stream.measured(x.numpy().view(np.uint8), geom, a.rows_per_sense, self.card.dataflow.skip_zero_planes,
+                             stored_ones, samples)
+        return stream_op(geom, st, self.device.component, phase, name, region, macs=x.shape[0] * k * n)
+
+    def _expected_op(self, phase: str, m: int, k: int, n: int, groups: int, samples: int, density: list[float],
+                     weight_bit_density: float, layer: str, region: str = "weights") -> OpRecord:
+        geom, copies = self.stream_geometry(phase, k, n, groups, region)
+        a = self.card.array
+        st = stream.expected(m, geom, density, weight_bit_density, a.rows_per_sense,
+                             self.card.dataflow.skip_zero_planes, samples)
+        return stream_op(geom, st, self.device.component, phase, layer, region, copies, macs=m * k * n * groups)
 
     def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True,
                 samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
@@ -434,12 +239,14 @@ class BitSerialMacro:
 
     def forward_counts(self, x_int8: torch.Tensor, name: str, phase: str = "forward", samples: int = 1) -> OpRecord:
         """The counts of ``x @ W`` (see :meth:`forward`) without computing the product."""
-        s = self.stored[name]
-        k, n = s.values.shape
-        return self._stream_counts(
-            x_int8, line_len=k, cells_per_line=n * N_BITS, lines_per_bit=1, n_out=n, phase=phase, layer=name,
-            other_tiles=s.col_tiles, stored_ones=s.ones(1), samples=samples,
-        )
+        return self._measured_op(x_int8, "forward", name, "weights", self.stored[name].ones(1),
+                                 samples).tagged(phase=phase)
+
+    def expected_forward(self, m: int, k: int, n: int, groups: int, samples: int, density: list[float],
+                         weight_bit_density: float, layer: str) -> OpRecord:
+        """Expected counts of the forward pass of ``groups`` K x N matrices on M vectors whose bit ``i`` is
+        set with probability ``density[i]`` (cost-only mode): the same counting as :meth:`forward_counts`."""
+        return self._expected_op("forward", m, k, n, groups, samples, density, weight_bit_density, layer)
 
     def backward_input(self, dy_int8: torch.Tensor, name: str, samples: int = 1) -> tuple[torch.Tensor, OpRecord]:
         """``dy @ W^T`` for W stored under ``name``, per the card's input-gradient dataflow."""
@@ -448,55 +255,41 @@ class BitSerialMacro:
 
     def backward_input_counts(self, dy_int8: torch.Tensor, name: str, samples: int = 1) -> OpRecord:
         """The counts of ``dy @ W^T`` (see :meth:`backward_input`) without computing the product."""
-        s = self.stored[name]
-        k, n = s.values.shape
         flow = self.card.dataflow.input_grad
         if flow == "transposable_read":
-            rec = self._stream_counts(
-                dy_int8, line_len=n, cells_per_line=k, lines_per_bit=N_BITS, n_out=k, phase="input_grad",
-                layer=name, other_tiles=s.row_tiles, stored_ones=s.ones(0),
-                samples=samples,
-            )
-        elif flow == "transposed_copy":
-            t = self.stored[transposed_name(name)]
-            rec = self._stream_counts(
-                dy_int8, line_len=n, cells_per_line=k * N_BITS, lines_per_bit=1, n_out=k, phase="input_grad",
-                layer=name, other_tiles=t.col_tiles, stored_ones=t.ones(1),
-                samples=samples,
-            )
-        else:
-            m = dy_int8.shape[0]
-            rec = self.digital_gemm(m, n, k, phase="input_grad", layer=name, samples=samples)
-            rec.counts[(self.device.component, "read")] += k * n * N_BITS
-            rec.counts[("sense_amp", "sense")] += k * n * N_BITS
-            rec.counts[("row_driver", "activate_row")] += k * s.col_tiles
-            read = math.ceil(k / s.row_tiles) if s.row_tiles else 0  # weights read out once, row tiles in parallel
-            rec.cycles += read
-            rec.chunk_cycles[0] += read
-        return rec
+            return self._measured_op(dy_int8, "input_grad", name, "weights", self.stored[name].ones(0), samples)
+        if flow == "transposed_copy":
+            return self._measured_op(dy_int8, "input_grad", name, "transposed", self.transposed[name].ones(1),
+                                     samples)
+        k, n = self.stored[name].values.shape
+        return self.digital_input_grad(dy_int8.shape[0], k, n, 1, samples, name)
 
-    def digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str, samples: int = 1,
-                      copies: int = 1) -> OpRecord:
-        """``copies`` INT8 GEMMs (m x k) @ (k x n) in the digital unit (a grouped layer, or one per head)."""
-        rec = OpRecord(phase=phase, layer=layer, kind="digital", shape=(m, k, n))
-        rec.counts[("digital", "mac_int8")] = m * k * n * copies
-        rec.counts[("input_buffer", "read_bit")] = (m * k + k * n) * N_BITS * copies
-        rec.counts[("output_buffer", "write_bit")] = m * n * ACC_BITS * copies
-        macs = self.card.digital.macs_per_cycle
-        rec.cycles = math.ceil(m * k * n / macs) * copies
-        rec.chunk_cycles = np.array([math.ceil(c * k * n / macs) * copies for c in chunk_sizes(m, samples)],
-                                    dtype=np.int64)
-        return rec
+    def expected_input_grad(self, m: int, k: int, n: int, groups: int, samples: int, density: list[float],
+                            weight_bit_density: float, layer: str) -> OpRecord:
+        """Expected counts of ``dy @ W^T`` (cost-only mode): the same counting as :meth:`backward_input_counts`."""
+        flow = self.card.dataflow.input_grad
+        if flow == "digital":
+            return self.digital_input_grad(m, k, n, groups, samples, layer)
+        region = "transposed" if flow == "transposed_copy" else "weights"
+        return self._expected_op("input_grad", m, k, n, groups, samples, density, weight_bit_density, layer, region)
+
+    def digital_input_grad(self, m: int, k: int, n: int, groups: int, samples: int, layer: str) -> OpRecord:
+        """``dy @ W^T`` in the digital unit: the weights are read out of the array once (every row of every
+        group, its row tiles in parallel), then multiplied digitally."""
+        row_tiles, col_tiles = self.tiles_for(k, n)
+        cells = k * n * N_BITS * groups
+        return self.digital_gemm(m, n, k, phase="input_grad", layer=layer, samples=samples, copies=groups, extra={
+            (self.device.component, "read"): cells,
+            ("sense_amp", "sense"): cells,
+            ("row_driver", "activate_row"): k * col_tiles * groups,
+        }, extra_cycles=math.ceil(k / row_tiles) * groups)
 
     def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str, samples: int = 1
                     ) -> tuple[torch.Tensor, list[OpRecord]]:
         """``x^T @ dy`` (K x N), per the card's weight-gradient dataflow; exact either way."""
-        dw = int8_matmul(x_int8.t().contiguous(), dy_int8)
-        m, k = x_int8.shape
-        n = dy_int8.shape[1]
         if self.card.dataflow.weight_grad == "digital":
-            return dw, [self.digital_gemm(m, k, n, phase="weight_grad", layer=name, samples=samples)]
-        return dw, self._in_array_weight_grad(x_int8, dy_int8, name)
+            return super().weight_grad(x_int8, dy_int8, name, samples)
+        return int8_matmul(x_int8.t().contiguous(), dy_int8), self._in_array_weight_grad(x_int8, dy_int8, name)
 
     def _in_array_weight_grad(self, x: torch.Tensor, dy: torch.Tensor, name: str) -> list[OpRecord]:
         """Counts of x^T dy by in-array AND of operand bit planes.
@@ -510,36 +303,13 @@ class BitSerialMacro:
         AND-senses the M columns, a popcount tree reduces them, and the count is
         shifted by i + j (with the two's-complement signs) into the (k, n) accumulator.
         """
-        a = self.card.array
         m, k = x.shape
         n = dy.shape[1]
-        lines = a.rows // N_BITS
-        if lines < 2:
-            raise CapacityError(f"in-array weight gradient needs >= {2 * N_BITS} rows per subarray (has {a.rows})")
-        k_c = min(k, max(1, round(lines * k / (k + n))), lines - 1)
-        n_c = min(n, lines - k_c)
-        groups_k, groups_n = math.ceil(k / k_c), math.ceil(n / n_c)
-        col_tiles = math.ceil(m / a.cols)
         xp = bit_planes(x.t().contiguous().numpy())  # (8, K, M)
         dp = bit_planes(dy.t().contiguous().numpy())  # (8, N, M)
         skip = self.card.dataflow.skip_zero_planes
-        ax = xp.any(axis=2).sum(axis=0) if skip else np.full(k, N_BITS)  # non-zero planes per x column
-        bd = dp.any(axis=2).sum(axis=0) if skip else np.full(n, N_BITS)
-        pairs = int(ax.sum()) * int(bd.sum())
-        rec = OpRecord(phase="weight_grad", layer=name, kind="gemm", shape=(m, k, n))
-        dev = self.device.component
-        rec.counts[("row_driver", "activate_row")] = 2 * pairs * col_tiles
-        rec.counts[(dev, "read")] = 2 * pairs * m
-        rec.counts[("sense_amp", "sense")] = pairs * m
-        rec.counts[("popcount_tree", "reduce")] = pairs * col_tiles
-        rec.counts[("shift_add", "accumulate")] = pairs
-        rec.counts[("psum", "add")] = k * n * (col_tiles - 1)
-        rec.counts[("input_buffer", "read_bit")] = (m * k + m * n) * N_BITS
-        rec.counts[("output_buffer", "write_bit")] = k * n * ACC_BITS
-        parallel = max(1, min(groups_k * groups_n * col_tiles, a.scratch_subarrays))
-        rec.cycles = math.ceil(pairs * col_tiles / parallel) + (1 if pairs else 0)
-        # Operand writes into the scratch rows: one replica of each operand's planes is
-        # tracked cell by cell; the replicas add the same counts again.
+        ax = int(xp.any(axis=2).sum()) if skip else k * N_BITS  # non-zero planes over the x columns
+        bd = int(dp.any(axis=2).sum()) if skip else n * N_BITS
         # A smaller batch fills the first m columns; the others keep their old contents.
         operands = np.concatenate([xp.reshape(N_BITS * k, m), dp.reshape(N_BITS * n, m)])
         old_bits = self.scratch.get(name)
@@ -551,47 +321,91 @@ class BitSerialMacro:
         new_bits = old_bits.copy()
         new_bits[:, :m] = operands
         self.scratch[name] = new_bits
+        return self._in_array_ops(name, m, k, n, ax * bd, old_bits, new_bits, 1.0)
+
+    def expected_weight_grad(self, m: int, k: int, n: int, groups: int, samples: int, x_density: list[float],
+                             dy_density: list[float], layer: str, rng: np.random.Generator,
+                             sample_columns: int = 2048) -> list[OpRecord]:
+        """Expected counts of x^T dy (cost-only mode), per the card's weight-gradient dataflow.
+
+        In array (each of ``groups`` groups in turn): a plane of an M-element operand column is non-zero with
+        probability 1 - (1 - p_i)^M, so
+        the expected plane pairs are (K sum_i P_x,i) (N sum_j P_dy,j). The scratch writes are counted by the
+        device on operand planes drawn with the densities, replacing the previous step's (an independent
+        draw: the steady state), on at most ``sample_columns`` batch columns scaled to M.
+        """
+        if self.card.dataflow.weight_grad == "digital":
+            return super().expected_weight_grad(m, k, n, groups, samples, x_density, dy_density, layer, rng)
+        skip = self.card.dataflow.skip_zero_planes
+
+        def planes(density: list[float]) -> float:
+            return sum(1.0 - (1.0 - p) ** m for p in density) if skip else float(N_BITS)
+
+        cols = min(m, sample_columns)
+        # rows: plane i of every x column (K rows per plane), then plane j of every dy column
+        p = np.concatenate([np.repeat(np.asarray(x_density, dtype=float), k),
+                            np.repeat(np.asarray(dy_density, dtype=float), n)])[:, None]
+        old_bits = (rng.random((p.shape[0], cols)) < p).astype(np.uint8)
+        new_bits = (rng.random((p.shape[0], cols)) < p).astype(np.uint8)
+        self.scratch[layer] = new_bits
+        pairs = round(k * planes(x_density) * n * planes(dy_density))
+        ops = self._in_array_ops(layer, m, k, n, pairs, old_bits, new_bits, m / cols)
+        if groups == 1:
+            return ops
+        # groups (as functional runs store them: one matrix each) take their turns on the scratch subarrays
+        return [op.tagged(counts={key: c * groups for key, c in op.counts.items()}, cycles=op.cycles * groups,
+                          macs=op.macs * groups) for op in ops]
+
+    def _in_array_ops(self, name: str, m: int, k: int, n: int, pairs: int, old_bits: np.ndarray,
+                      new_bits: np.ndarray, write_scale: float) -> list[OpRecord]:
+        """The operand-plane writes and the AND-sensing of the in-array weight gradient (see
+        :meth:`_in_array_weight_grad`), from the plane pairs and the scratch rows before and after; write counts
+        are scaled by ``write_scale`` (a sample of the batch columns)."""
+        a = self.card.array
+        lines = a.rows // N_BITS
+        if lines < 2:
+            raise CapacityError(f"in-array weight gradient needs >= {2 * N_BITS} rows per subarray (has {a.rows})")
+        k_c = min(k, max(1, round(lines * k / (k + n))), lines - 1)
+        n_c = min(n, lines - k_c)
+        groups_k, groups_n = math.ceil(k / k_c), math.ceil(n / n_c)
+        col_tiles = math.ceil(m / a.cols)
+        dev = self.device.component
+        parallel = max(1, min(groups_k * groups_n * col_tiles, a.scratch_subarrays))
+        rec = OpRecord(phase="weight_grad", kind="gemm", layer=name, region="operands", shape=(m, k, n), counts={
+            ("row_driver", "activate_row"): 2 * pairs * col_tiles,
+            (dev, "read"): 2 * pairs * m,
+            ("sense_amp", "sense"): pairs * m,
+            ("popcount_tree", "reduce"): pairs * col_tiles,
+            ("shift_add", "accumulate"): pairs,
+            ("psum", "add"): k * n * (col_tiles - 1),
+            ("input_buffer", "read_bit"): (m * k + m * n) * N_BITS,
+            ("output_buffer", "write_bit"): k * n * ACC_BITS,
+        }, cycles=math.ceil(pairs * col_tiles / parallel) + (1 if pairs else 0), macs=m * k * n)
+        # Operand writes into the scratch rows: one replica of each operand's planes is
+        # tracked cell by cell; the replicas add the same counts again.
         ev_x = self.device.count_writes(old_bits[: N_BITS * k], new_bits[: N_BITS * k])
         ev_d = self.device.count_writes(old_bits[N_BITS * k :], new_bits[N_BITS * k :])
-        wrec = OpRecord(phase="weight_grad", layer=f"{name}#operands", kind="write", shape=new_bits.shape,
+        writes = {action: round((ev_x.counts.get(action, 0) * groups_n + ev_d.counts.get(action, 0) * groups_k)
+                                * write_scale)
+                  for action in set(ev_x.counts) | set(ev_d.counts)}
+        wrec = OpRecord(phase="weight_grad", kind="write", layer=name, region="operands", shape=new_bits.shape,
+                        counts=self._write_counts(writes),
+                        cycles=self._write_cycles(writes, parallel * a.write_drivers_per_subarray),
                         cell_writes=_compact(np.concatenate([ev_x.cell_writes, ev_d.cell_writes])))
-        for action in set(ev_x.counts) | set(ev_d.counts):
-            c = ev_x.counts.get(action, 0) * groups_n + ev_d.counts.get(action, 0) * groups_k
-            wrec.counts[(dev, action)] = c
-            if action.endswith("_pulse"):
-                wrec.counts[("write_driver", action)] = c
-        pulse_time = sum(self.actions[(comp, act)].cost.latency_s * c for (comp, act), c in wrec.counts.items()
-                         if comp == dev)
-        drivers = parallel * a.write_drivers_per_subarray
-        wrec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
         return [wrec, rec]
 
-    def update_digital(self, name: str, n_params: int) -> OpRecord:
-        """Counted FP32 optimizer step on ``n_params`` master weights kept in SRAM."""
-        rec = OpRecord(phase="update", layer=name, kind="digital", shape=(n_params,))
-        rec.counts[("digital", "fp32_update")] = n_params
-        rec.counts[("sram", "read_bit")] = n_params * 32
-        rec.counts[("sram", "write_bit")] = n_params * 32
-        rec.cycles = math.ceil(n_params / self.card.digital.macs_per_cycle)
-        return rec
-
-    def write_back(self, name: str, new_int8: np.ndarray, phase: str = "update") -> OpRecord:
-        """Rewrite the stored matrix to ``new_int8``; only changed cells are written."""
-        s = self.stored[name]
+    def write_back(self, name: str, new_int8: np.ndarray, phase: str = "update", region: str = "weights"
+                   ) -> OpRecord:
+        """Rewrite the stored matrix (``region``: its weights or its transposed copy) to ``new_int8``; only
+        changed cells are written."""
+        s = (self.stored if region == "weights" else self.transposed)[name]
         new = np.asarray(new_int8, dtype=np.int8)
-        k, n = new.shape
         counts, cell_writes, changed = _WRITE_MEMO.get(self.device, s.values, new, remember=self.memo_writes)
-        rec = OpRecord(phase=phase, layer=name, kind="write", shape=(k, n), cell_writes=cell_writes,
-                       changed_weights=changed)
-        comp = self.device.component
-        for action, count in counts.items():
-            rec.counts[(comp, action)] = count
-            if action.endswith("_pulse"):
-                rec.counts[("write_driver", action)] = count
-        # Write latency: pulses of a subarray are issued by its write drivers one after another.
+        # Pulses of a subarray are issued by its write drivers one after another.
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
-        pulse_time = sum(self.actions[(comp, a)].cost.latency_s * c for a, c in counts.items())
-        rec.cycles = math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
+        rec = OpRecord(phase=phase, kind="write", layer=name, region=region, shape=new.shape,
+                       counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers),
+                       cell_writes=cell_writes, changed_weights=changed)
         s.assign(new)
         return rec
 
@@ -638,37 +452,10 @@ class _WriteMemo:
 _WRITE_MEMO = _WriteMemo()
 
 
-def chunk_sizes(m: int, samples: int) -> np.ndarray:
-    """Vectors in each sample's chunk when ``m`` vectors belong to ``samples`` samples (in order)."""
-    rows = math.ceil(m / max(1, samples)) if m else 1
-    return np.array([min(rows, m - start) for start in range(0, m, rows)] or [0], dtype=np.int64)
-
-
-def popcount_tree_bit_adds(width: int) -> int:
-    """Full-adder operations of a binary popcount tree over ``width`` bits.
-
-    Level l (1-based) adds width / 2^l pairs of l-bit numbers: sum_l (width / 2^l) * l.
-    """
-    total, level, inputs = 0, 1, width
-    while inputs > 1:
-        pairs = inputs // 2
-        total += pairs * level
-        inputs = pairs + inputs % 2
-        level += 1
-    return total
-
-
-def transposed_name(name: str) -> str:
-    """Name under which the transposed copy of stored matrix ``name`` is kept."""
-    return f"{name}^T"
-
-
-class CapacityError(ValueError):
-    """The workload's stored weights do not fit in the macro's subarrays."""
-
-
-class MappingError(ValueError):
-    """The circuit has no mapping for a layer of the workload."""
+def _transposed(w: np.ndarray, groups: int) -> np.ndarray:
+    """The stored transposed copy of ``groups`` K x N matrices stacked along the rows: their N x K transposes."""
+    kg, n = w.shape[0] // groups, w.shape[1]
+    return np.ascontiguousarray(w.reshape(groups, kg, n).transpose(0, 2, 1).reshape(groups * n, kg))
 
 
 def _cell_bits(w: np.ndarray) -> np.ndarray:

@@ -73,8 +73,8 @@ class _BitwiseMRAM(NonVolatileCell):
     def actions(self) -> dict[str, ActionSpec]:
         rd, w = self.card.read, self.card.write
         return {
-            "read": ActionSpec(ActionCost(self.mtj.read_energy_j(rd), rd.t_read_s), "one MTJ read at V_read"),
-            "write_pulse": ActionSpec(ActionCost(self.e_write_j, w.t_write_s), "one flipped bit written"),
+            "read": ActionSpec(ActionCost(self.mtj.read_energy_j(rd), rd.t_read_s), "one MTJ read at V_read", "read"),
+            "write_pulse": ActionSpec(ActionCost(self.e_write_j, w.t_write_s), "one flipped bit written", "write_pulse"),
         }
 
     def write_count_key(self) -> tuple | None:

@@ -529,23 +529,23 @@ class ReRAM(NonVolatileCell):
         return {
             "read": ActionSpec(
                 ActionCost(self.read_energy_j(self.g_mean_siemens), r.t_read_s),
-                "one cell read at V_read (cell energy at the mean level conductance)",
+                "one cell read at V_read (cell energy at the mean level conductance)", "read",
             ),
             "set_pulse": ActionSpec(
                 ActionCost(self.set_pulse_energy_j(s.g_mean_set_siemens), set_p.width_s),
-                "one SET pulse of write-and-verify (expected energy over random transitions)",
+                "one SET pulse of write-and-verify (expected energy over random transitions)", "write_pulse",
             ),
             "reset_pulse": ActionSpec(
                 ActionCost(self.reset_pulse_energy_j(s.g_mean_reset_siemens), reset_p.width_s),
-                "one RESET pulse of write-and-verify (expected energy over random transitions)",
+                "one RESET pulse of write-and-verify (expected energy over random transitions)", "write_pulse",
             ),
             "verify_read": ActionSpec(
                 ActionCost(self.read_energy_j(s.g_mean_verify_siemens), r.t_read_s),
-                "one verify read after a programming pulse",
+                "one verify read after a programming pulse", "verify",
             ),
             "write_fail": ActionSpec(
                 ActionCost(0.0, 0.0),
-                "a cell still outside its window after max_pulses (its pulses and reads are costed above)",
+                "a cell still outside its window after max_pulses (its pulses and reads are costed above)", "event",
             ),
         }
 

@@ -203,16 +203,16 @@ class SASMRAM(NonVolatileCell):
         return {
             "read": ActionSpec(
                 ActionCost(self.mtj.read_energy_j(self.card.read), self.card.read.t_read_s),
-                "one MTJ read at V_read (cell energy only)",
+                "one MTJ read at V_read (cell energy only)", "read",
             ),
             "reset_pulse": ActionSpec(
-                ActionCost(self.e_reset_j, w.t_reset_s), "SOT reset of one group through the HM line"
+                ActionCost(self.e_reset_j, w.t_reset_s), "SOT reset of one group through the HM line", "write_pulse"
             ),
             "set_pulse": ActionSpec(
-                ActionCost(self.e_set_sot_j, w.t_set_s), "sub-critical SOT pulse of a group set"
+                ActionCost(self.e_set_sot_j, w.t_set_s), "sub-critical SOT pulse of a group set", "write_pulse"
             ),
             "stt_assist": ActionSpec(
-                ActionCost(self.e_stt_per_bit_j, 0.0), "STT current through one selected MTJ during a set"
+                ActionCost(self.e_stt_per_bit_j, 0.0), "STT current through one selected MTJ during a set", "write_assist"
             ),
         }
 

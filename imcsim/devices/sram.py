@@ -93,8 +93,8 @@ class SRAM:
     def actions(self) -> dict[str, ActionSpec]:
         c = self.card.cell
         return {
-            "read": ActionSpec(ActionCost(self.e_read_j, c.t_read_s), "one bit read (bitline swing restored)"),
-            "write_bit": ActionSpec(ActionCost(self.e_write_j, c.t_write_s), "one bit written (full bitline swing)"),
+            "read": ActionSpec(ActionCost(self.e_read_j, c.t_read_s), "one bit read (bitline swing restored)", "read"),
+            "write_bit": ActionSpec(ActionCost(self.e_write_j, c.t_write_s), "one bit written (full bitline swing)", "write"),
         }
 
     def write_count_key(self) -> tuple | None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from imcsim import __version__
 from imcsim.files import SIGNATURE, atomic_write
-from imcsim.sim.schedule import Schedule
+from imcsim.sim.engine import Schedule
 
 _US = 1e6
 

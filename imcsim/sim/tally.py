@@ -1,6 +1,6 @@
-"""Tally of an op stream: action counts by phase and task, and per-cell writes.
+"""Tally of an op stream: action counts by phase, task and workload module, MACs, and per-cell writes.
 
-Time is not tallied here: :mod:`imcsim.sim.schedule` schedules the ops.
+Time is not tallied here: :mod:`imcsim.sim.replay` schedules the ops.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imcsim.circuits.macro import OpRecord
-
-TRAINING_PHASES = ("forward", "input_grad", "weight_grad", "update")
+from imcsim.ops import TRAINING_PHASES, OpRecord, region_label
 
 
 @dataclass(frozen=True)
@@ -22,7 +20,7 @@ class WriteStats:
     """Per-cell write statistics over the training ops (deployment excluded)."""
 
     cells: int
-    cells_written: int
+    cells_ever_written: int  # cells written at least once
     max_writes: int
     mean_writes: float
     histogram: tuple[tuple[int, int], ...]  # (writes, number of cells)
@@ -33,10 +31,13 @@ class WriteStats:
 class Tally:
     """Counts of an op stream, grouped by phase and by task, and per-cell writes."""
 
-    counts_by_phase: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    counts_by_task: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    cell_writes: dict[str, np.ndarray] = field(default_factory=dict)
-    changed_weights: dict[str, list[int]] = field(default_factory=dict)  # layer -> [changed, written weights]
+    # per (phase, task, module ``OpRecord.home``): [counts, own cycles, MACs], one update per op; the views by
+    # phase, task and module add them up
+    by_key: dict[tuple[str, str, str], list] = field(default_factory=dict)
+    module_of: dict[str, str] = field(default_factory=dict)  # stored layer -> its module
+    shape_of: dict[str, tuple[int, ...]] = field(default_factory=dict)  # module -> its first forward GEMM's shape
+    cell_writes: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (layer, region) -> writes
+    changed_weights: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> [changed, written]
     # training write-backs: cells whose value changed (summed over write-backs) per task, their counts, cycles
     programmed_by_task: Counter = field(default_factory=Counter)
     program_counts: Counter = field(default_factory=Counter)
@@ -44,20 +45,32 @@ class Tally:
     n_ops: int = 0
 
     def add(self, op: OpRecord) -> None:
-        self.counts_by_phase[op.phase].update(op.counts)
-        if op.phase != "deploy":
-            self.counts_by_task[op.task].update(op.counts)
+        module = op.home
+        key = (op.phase, op.task, module)
+        acc = self.by_key.get(key)
+        if acc is None:
+            self.by_key[key] = [dict(op.counts), op.cycles, op_macs(op)]
+        else:
+            counts = acc[0]
+            for k, n in op.counts.items():
+                counts[k] = counts.get(k, 0) + n
+            acc[1] += op.cycles
+            acc[2] += op_macs(op)
+        self._views = None
+        self.module_of.setdefault(op.layer, module)
+        if op.phase == "forward" and op.kind in ("gemm", "digital") and len(op.shape) == 3:
+            self.shape_of.setdefault(module, op.shape)
         if op.cell_writes is not None and op.phase != "deploy" and op.kind == "write":
             self.programmed_by_task[op.task] += int(np.count_nonzero(op.cell_writes))
             self.program_counts.update(op.counts)
             self.program_cycles += op.cycles
         if op.cell_writes is not None and op.phase != "deploy":
-            seen = self.changed_weights.setdefault(op.layer, [0, 0])
+            seen = self.changed_weights.setdefault(op.target, [0, 0])
             seen[0] += op.changed_weights
             seen[1] += math.prod(op.shape)
-            acc = self.cell_writes.get(op.layer)
+            acc = self.cell_writes.get(op.target)
             if acc is None:
-                self.cell_writes[op.layer] = op.cell_writes.astype(np.int64)
+                self.cell_writes[op.target] = op.cell_writes.astype(np.int64)
             elif acc.shape == op.cell_writes.shape:
                 acc += op.cell_writes
             else:  # a region that grew (e.g. scratch rows for a larger batch): pad both to the union
@@ -65,13 +78,59 @@ class Tally:
                 grown = np.zeros(shape, dtype=np.int64)
                 grown[tuple(slice(0, d) for d in acc.shape)] += acc
                 grown[tuple(slice(0, d) for d in op.cell_writes.shape)] += op.cell_writes
-                self.cell_writes[op.layer] = grown
+                self.cell_writes[op.target] = grown
         self.n_ops += 1
 
+    def _view(self) -> dict:
+        """Counts by phase, by task (training ops) and by module and phase; cycles and MACs by module and phase;
+        MACs by phase. Computed once after the last :meth:`add`."""
+        if getattr(self, "_views", None) is None:
+            v = {name: defaultdict(Counter) for name in ("phase", "task", "cycles", "macs")}
+            v["module"] = defaultdict(lambda: defaultdict(Counter))
+            v["macs_phase"] = Counter()
+            for (phase, task, module), (counts, cycles, macs) in self.by_key.items():
+                v["phase"][phase].update(counts)
+                if phase != "deploy":
+                    v["task"][task].update(counts)
+                v["module"][module][phase].update(counts)
+                v["cycles"][module][phase] += cycles
+                v["macs"][module][phase] += macs
+                v["macs_phase"][phase] += macs
+            self._views = v
+        return self._views
+
+    @property
+    def counts_by_phase(self) -> dict[str, Counter]:
+        return self._view()["phase"]
+
+    @property
+    def counts_by_task(self) -> dict[str, Counter]:
+        """Counts of each task's training ops (deployment left out)."""
+        return self._view()["task"]
+
+    @property
+    def counts_by_module(self) -> dict[str, dict[str, Counter]]:
+        """Counts per workload module and phase, deployment included."""
+        return self._view()["module"]
+
+    @property
+    def cycles_by_module(self) -> dict[str, Counter]:
+        """Own cycles per workload module and phase."""
+        return self._view()["cycles"]
+
+    @property
+    def macs_by_module(self) -> dict[str, Counter]:
+        return self._view()["macs"]
+
+    @property
+    def macs_by_phase(self) -> Counter:
+        return self._view()["macs_phase"]
+
     def counts(self, phases: Iterable[str] = TRAINING_PHASES) -> Counter:
+        by_phase = self.counts_by_phase
         out: Counter = Counter()
         for p in phases:
-            out.update(self.counts_by_phase.get(p, Counter()))
+            out.update(by_phase.get(p, Counter()))
         return out
 
     def pooled_max_write_rate(self, cells_per_weight: int) -> float:
@@ -80,20 +139,25 @@ class Tally:
 
         Pools the writes at each bit position over all layers, per changed weight, and scales by the
         busiest layer's share of changed weights: the mean over a small layer's few weights would be
-        dominated by the heavy tail of write-and-verify pulse counts.
+        dominated by the heavy tail of write-and-verify pulse counts. Operand planes of the in-array weight
+        gradient are rewritten whole every step: their hottest cell's writes in the counted step count as they are.
         """
         per_position = np.zeros(cells_per_weight)
         changed = 0
         share = 0.0
-        for layer, a in self.cell_writes.items():
-            c, n = self.changed_weights.get(layer, (0, 0))
+        operands = 0.0
+        for (layer, region), a in self.cell_writes.items():
+            if region == "operands":
+                operands = max(operands, float(a.max(initial=0)))
+                continue
+            c, n = self.changed_weights.get((layer, region), (0, 0))
             rows = a.reshape(-1, a.shape[-1])
             if not a.size or not n or rows.shape[1] % cells_per_weight:
                 continue
             per_position += rows.reshape(rows.shape[0], -1, cells_per_weight).sum(axis=(0, 1))
             changed += c
             share = max(share, c / n)
-        return float(per_position.max() / changed * share) if changed else 0.0
+        return max(float(per_position.max() / changed * share) if changed else 0.0, operands)
 
     def write_stats(self, all_cells: int) -> WriteStats:
         """Statistics over every stored cell (``all_cells``), never-written cells included."""
@@ -111,12 +175,18 @@ class Tally:
         total = int(np.dot(np.arange(len(freq)), freq))
         return WriteStats(
             cells=all_cells,
-            cells_written=int(freq[1:].sum()),
+            cells_ever_written=int(freq[1:].sum()),
             max_writes=int(np.flatnonzero(freq)[-1]) if size and freq[1:].any() else 0,
             mean_writes=total / all_cells if all_cells else 0.0,
             histogram=tuple(sorted((int(k), int(v)) for k, v in hist.items() if v)),
-            per_layer_max={k: int(v.max()) for k, v in self.cell_writes.items()},
+            per_layer_max={region_label(*k): int(v.max()) for k, v in self.cell_writes.items()},
         )
+
+
+def op_macs(op: OpRecord) -> int:
+    """Multiply-accumulates of an op, as the circuit that made it counted them (every group and copy of a
+    GEMM; none for writes and optimizer updates)."""
+    return op.macs
 
 
 def tally_ops(ops: Iterable[OpRecord]) -> Tally:
@@ -145,7 +215,7 @@ def measured_activity(ops: Iterable[OpRecord], stored: Iterable[np.ndarray] = ()
     changed = weights = 0
     by_kind: dict[str, list[int]] = {}  # layer-name suffix -> [changed, weights]
     for op in ops:
-        if op.phase == "update" and op.kind == "write" and not op.layer.endswith("^T"):
+        if op.phase == "update" and op.kind == "write" and op.region == "weights":
             changed += op.changed_weights
             weights += op.shape[0] * op.shape[1]
             acc = by_kind.setdefault("." + op.layer.rsplit(".", 1)[-1], [0, 0])

@@ -1,7 +1,7 @@
 """Schedule a whole run step by step and add up what the schedules say.
 
 Ops are grouped by training step (``OpRecord.step``); each step's task graph is
-scheduled (:mod:`imcsim.sim.schedule`) and the steps run one after another (a
+scheduled (:mod:`imcsim.sim.replay`) and the steps run one after another (a
 step's forward needs the weights the previous step wrote back). Deployment
 writes form a schedule of their own.
 """
@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imcsim.circuits.macro import BitSerialMacro, OpRecord
-from imcsim.sim.schedule import ARRAY_PREFIX, MacroView, Schedule, Scheduler
+from imcsim.circuits.macro import BitSerialMacro
+from imcsim.ops import OpRecord
+from imcsim.sim.engine import Schedule
+from imcsim.sim.graph import ARRAY_PREFIX, MacroView
+from imcsim.sim.replay import Scheduler
 from imcsim.workloads.dataflow import LayerGraph
 
 
@@ -25,7 +28,7 @@ def macro_view(macro: BitSerialMacro) -> MacroView:
         actions=macro.actions,
         device_component=macro.device.component,
         t_cycle_s=macro.t_cycle_s,
-        subarrays={name: s.row_tiles * s.col_tiles for name, s in macro.stored.items()},
+        subarrays={key: s.row_tiles * s.col_tiles for key, s in macro.matrices().items()},
         drivers_per_subarray=a.write_drivers_per_subarray,
         write_drivers=macro.write_driver_count,
         scratch_subarrays=a.scratch_subarrays,
@@ -114,10 +117,10 @@ def split_steps(ops: Sequence[OpRecord]) -> tuple[list[OpRecord], dict[int, list
 
 
 def schedule_run(ops: Sequence[OpRecord], graphs: Mapping[str, LayerGraph], macro: BitSerialMacro,
-                 engine: str = "compiled", trace_step: int = 1) -> RunTimeline:
+                 trace_step: int = 1) -> RunTimeline:
     """Schedule every training step of ``ops`` (and the deployment) on ``macro``; keep the schedule of
     training step ``trace_step`` (1-based; the last step when there are fewer)."""
-    scheduler = Scheduler(macro_view(macro), engine)
+    scheduler = Scheduler(macro_view(macro))
     timeline = RunTimeline(macro.t_cycle_s, capacity_by_group=group_capacity(macro), scheduler=scheduler,
                            trace_step=trace_step)
     deploy, steps = split_steps(ops)

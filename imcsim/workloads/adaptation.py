@@ -24,6 +24,12 @@ Flow of one run (functional mode; docs/architecture.md, "Workloads"):
 5. After each task, every seen task is tested with the state the hardware
    holds: one LoRA adapter slot (its earlier tasks see the latest adapter),
    per-task coefficients kept in SRAM (LoRAFusion switches them at no write).
+
+The step loop is the task-sequence trainer's (:mod:`imcsim.workloads.trainer`); this module is the
+adaptation scenario it runs: generated data, pretraining (and a pool of adapters when the method asks for
+one), the transformer and its tracing, and the digital work of attention and of the layers kept in the
+digital unit. The methods (``lora``, ``lorafusion``, ``full`` and any plug-in's) live in
+:mod:`imcsim.methods`.
 """
 
 from __future__ import annotations
@@ -31,42 +37,46 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
-from imcsim.circuits.macro import BitSerialMacro, OpRecord
+from imcsim.circuits.macro import BitSerialMacro
 from imcsim.errors import FieldError
+from imcsim.ops import OpRecord
 from imcsim.params import Params
-from imcsim.workloads.continual import ContinualResult
-from imcsim.workloads.costonly import ActivityStats, cost_only_step
+from imcsim.workloads.costonly import ActivityStats
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
-from imcsim.workloads.int8 import (
-    ArrayLayer,
-    Hardware,
-    IMCLinear,
-    array_layers_of,
-    imc_modules,
-)
+from imcsim.workloads.int8 import ArrayLayer, IMCLinear, IMCModule, array_layers_of, imc_modules
 from imcsim.workloads.memory import TrainingMemory, training_memory
+from imcsim.workloads.trainer import (
+    ContinualResult,
+    CostOnlyPlan,
+    Prepared,
+    Progress,
+    Scenario,
+    Schedule,
+    Streams,
+    method_field,
+    method_for,
+    run_cost_only,
+    run_functional,
+    trained_parameters,
+)
 from imcsim.workloads.transformer import (
     Attention,
-    LoRAFusionLinear,
     LoRALinear,
     TinyTransformer,
     attach_lora,
-    attach_lorafusion,
-    fusion_coefficients,
-    lora_pool_from,
     lora_state,
 )
 
-AdaptMethod = Literal["lora", "lorafusion", "full"]
+KIND = "lora_adaptation"
+AdaptMethod = Annotated[str, method_field(KIND)]  # a registered method of transformer adaptation
 SOURCE_CLASSES = 4
 COST_TASK = "task"  # the task a cost-only step is counted for
 _TARGET = re.compile(r"((attn|self|cross)\.)?[qkvo]|ff\.[12]")
@@ -192,14 +202,9 @@ def _pairs(vocab: int, rng: np.random.Generator) -> list[tuple[int, int]]:
 
 def _attach(card: AdaptationCard, model: TinyTransformer, pool_states: list, heads: list[tuple[str, int]]
             ) -> list[torch.nn.Module]:
-    """Attach the method's adapters (LoRAFusion: over ``pool_states``) and the task heads, in place of the
-    base head; freeze everything (each task unfreezes what it trains). Returns the adapters."""
-    ad = card.adapters
-    adapters: list[torch.nn.Module] = []
-    if card.method == "lora":
-        adapters = attach_lora(model, ad.targets, ad.rank)
-    elif card.method == "lorafusion":
-        adapters = attach_lorafusion(model, lora_pool_from(pool_states), ad.targets, ad.rank)
+    """Attach the method's adapters (over ``pool_states``, the pretrained pool it asked for) and the task
+    heads, in place of the base head; freeze everything. Returns the adapters."""
+    adapters = method_for(KIND, card.method).attach(card, model, pool_states)
     for p in model.parameters():
         p.requires_grad_(False)
     for name, n_classes in heads:
@@ -209,45 +214,22 @@ def _attach(card: AdaptationCard, model: TinyTransformer, pool_states: list, hea
 
 
 def _digital_layers(card: AdaptationCard, model: TinyTransformer, adapters: list[torch.nn.Module]
-                    ) -> list[IMCLinear]:
-    """Layers kept in the digital unit: the heads, and LoRA's A and B when ``adapter_memory: sram``."""
-    layers = list(model.heads.values())
-    if card.method == "lora" and card.adapter_memory == "sram":
-        layers += [m for a in adapters for m in (a.lora_A, a.lora_B)]
-    return layers
+                    ) -> list[torch.nn.Module]:
+    """Layers kept in the digital unit: the heads, and the adapter layers the method keeps in SRAM."""
+    return [*model.heads.values(), *method_for(KIND, card.method).digital_layers(card, adapters)]
 
 
-def _task_params(card: AdaptationCard, model: torch.nn.Module, name: str) -> list[torch.nn.Parameter]:
-    """The parameters a step on task ``name`` trains: its head and the method's adapter parameters."""
-    def wanted(key: str) -> bool:
-        if key.startswith("heads."):
-            return key.startswith(f"heads.{name}.")
-        if card.method == "lora":
-            return ".lora_A." in key or ".lora_B." in key
-        if card.method == "lorafusion":
-            return key.endswith(".w") or key.endswith(".magnitude")
-        return True
-    return [p for key, p in model.named_parameters() if wanted(key)]
-
-
-def _fit(model: torch.nn.Module, task: SeqTask, head: str, params, spec: PhaseSpec, rng: np.random.Generator,
-         step: Callable[[int], None] | None = None, after: Callable[[], None] | None = None) -> float:
+def _fit(model: torch.nn.Module, task: SeqTask, head: str, params, spec: PhaseSpec, rng: np.random.Generator
+         ) -> None:
+    """Train in float, off-device (the shipped pretrained model and adapter pool)."""
     opt = torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
-    loss_v = float("nan")
     for _ in range(spec.epochs):
         model.train()
         order = torch.from_numpy(rng.permutation(len(task.y_train)))
         for idx in order.split(spec.batch_size):
-            if step is not None:
-                step(len(idx))
             opt.zero_grad()
-            loss = F.cross_entropy(model(task.x_train[idx], head), task.y_train[idx])
-            loss.backward()
+            F.cross_entropy(model(task.x_train[idx], head), task.y_train[idx]).backward()
             opt.step()
-            if after is not None:
-                after()
-            loss_v = loss.item()
-    return loss_v
 
 
 def _accuracy(model: torch.nn.Module, task: SeqTask, head: str) -> float:
@@ -256,140 +238,109 @@ def _accuracy(model: torch.nn.Module, task: SeqTask, head: str) -> float:
         return float((model(task.x_test, head).argmax(1) == task.y_test).float().mean())
 
 
-def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, device: torch.device,
-                   progress: Callable[[str, int, int], None] | None = None, shared: dict | None = None
-                   ) -> ContinualResult:
-    """Run the adaptation scenario on ``macro``; see the module docstring."""
-    del device, shared  # trains on CPU: the tiny model is bound by the circuit model, not by arithmetic
-    spec, ad = card.model, card.adapters
-    data_rng, pre_rng, rng = (np.random.default_rng([seed, i]) for i in range(3))
-    pairs = _pairs(spec.vocab, data_rng)  # enough of them: checked by the card
-    source = make_seq_task("source", tuple(range(SOURCE_CLASSES)), spec.vocab, spec.seq_len, card.pretrain.samples,
-                           card.test_fraction, data_rng)
-    pool_tasks = [make_seq_task(f"pool{i}", pairs[i], spec.vocab, spec.seq_len, card.pool_train.samples,
-                                card.test_fraction, data_rng) for i in range(ad.pool_size)]
-    tasks = [make_seq_task(f"tokens_{a}_vs_{b}", (a, b), spec.vocab, spec.seq_len, card.train.samples,
-                           card.test_fraction, data_rng) for a, b in pairs[ad.pool_size:ad.pool_size + card.n_tasks]]
+class AdaptationScenario(Scenario):
+    """Transformer adaptation for the trainer: generated token tasks on a pretrained tiny transformer."""
 
-    torch.manual_seed(seed)
-    model = TinyTransformer(spec.vocab, spec.d_model, spec.n_heads, spec.n_layers, spec.d_ff, spec.seq_len,
-                            SOURCE_CLASSES, spec.decoder_layers)
-    _fit(model, source, "base", list(model.parameters()), card.pretrain, pre_rng)  # float, off-device
-    source_acc = _accuracy(model, source, "base")
+    kind = KIND
+    small_params_layer = "adapter_params"
 
-    states = []
-    if card.method == "lorafusion":
-        for pt in pool_tasks:  # the shipped pool: one adapter per pool task, trained in float
+    @property
+    def schedule(self) -> Schedule:
+        t = self.card.train
+        return Schedule(t.epochs, t.batch_size, t.lr, momentum=0.9)
+
+    def prepare(self, streams: Streams, seed: int, device: torch.device, shared: dict | None) -> Prepared:
+        """Generated tasks, the pretrained transformer, the method's pool and adapters, a head per task."""
+        card = self.card
+        spec, ad = card.model, card.adapters
+        pairs = _pairs(spec.vocab, streams.data)  # enough of them: checked by the card
+        source = make_seq_task("source", tuple(range(SOURCE_CLASSES)), spec.vocab, spec.seq_len,
+                               card.pretrain.samples, card.test_fraction, streams.data)
+        pool_tasks = [make_seq_task(f"pool{i}", pairs[i], spec.vocab, spec.seq_len, card.pool_train.samples,
+                                    card.test_fraction, streams.data) for i in range(ad.pool_size)]
+        tasks = [make_seq_task(f"tokens_{a}_vs_{b}", (a, b), spec.vocab, spec.seq_len, card.train.samples,
+                               card.test_fraction, streams.data)
+                 for a, b in pairs[ad.pool_size:ad.pool_size + card.n_tasks]]
+        torch.manual_seed(seed)
+        model = TinyTransformer(spec.vocab, spec.d_model, spec.n_heads, spec.n_layers, spec.d_ff, spec.seq_len,
+                                SOURCE_CLASSES, spec.decoder_layers)
+        _fit(model, source, "base", list(model.parameters()), card.pretrain, streams.pretrain)  # float, off-device
+        source_acc = _accuracy(model, source, "base")
+        states = []
+        for pt in pool_tasks[:self.method.pool_size(card)]:  # the shipped pool: one adapter per pool task, in float
             m = copy.deepcopy(model)
             attach_lora(m, ad.targets, ad.rank)
             m.add_head(pt.name, pt.n_classes)
-            _fit(m, pt, pt.name, [p for p in m.parameters() if p.requires_grad], card.pool_train, pre_rng)
+            _fit(m, pt, pt.name, [p for p in m.parameters() if p.requires_grad], card.pool_train, streams.pretrain)
             states.append(lora_state(m))
-    adapters = _attach(card, model, states, [(t.name, t.n_classes) for t in tasks])
-    torch.manual_seed(seed + 1)
-    digital_layers = {id(m) for m in _digital_layers(card, model, adapters)}
+        adapters = _attach(card, model, states, [(t.name, t.n_classes) for t in tasks])
+        torch.manual_seed(seed + 1)
+        return Prepared(model, tasks, source_acc, adapters)
 
-    first = tasks[0].name
-    for p in _task_params(card, model, first):
-        p.requires_grad_(True)
-    meta = copy.deepcopy(model).to("meta")
-    graph = trace_dataflow(meta, lambda: meta(torch.zeros((2, spec.seq_len), dtype=torch.long, device="meta"), first),
-                           samples=2)
-    mem = training_memory(
-        [p for key, p in meta.named_parameters() if not key.startswith("heads.") or key.startswith(f"heads.{first}.")],
-        lambda: meta(torch.zeros((card.train.batch_size, spec.seq_len), dtype=torch.long, device="meta"), first),
-        momentum=True)
-    n_trainable = sum(p.numel() for p in _task_params(card, model, first))
-    hw = Hardware(macro=macro, task="deploy")  # after tracing: a meta copy must not carry the hardware
-    for m in imc_modules(model):
-        if id(m) not in digital_layers:
-            m.deploy(hw)
+    def trace(self, model: TinyTransformer, tasks: list[SeqTask]) -> tuple[dict[str, LayerGraph], TrainingMemory]:
+        """One graph (the first task's step; every task's is alike) and the step's memory."""
+        seq_len, first = self.card.model.seq_len, tasks[0].name
+        meta = copy.deepcopy(model).to("meta")
+        graph = trace_dataflow(meta, lambda: meta(torch.zeros((2, seq_len), dtype=torch.long, device="meta"), first),
+                               samples=2)
+        tokens = torch.zeros((self.card.train.batch_size, seq_len), dtype=torch.long, device="meta")
+        memory = training_memory(meta.task_parameters(first), lambda: meta(tokens, first), momentum=True)
+        return {t.name: graph for t in tasks}, memory
 
-    n = len(tasks)
-    acc = np.full((n, n), np.nan)
-    saved: dict[str, dict[str, torch.Tensor]] = {}
-    steps_per_task, losses = [], []
-    total = sum(card.train.epochs * -(-len(t.y_train) // card.train.batch_size) for t in tasks)
-    done = 0
-    m_tokens = spec.seq_len
-    for i, task in enumerate(tasks):
-        hw.task = task.name
-        for p in model.parameters():
-            p.requires_grad_(False)
-        params = _task_params(card, model, task.name)
-        for p in params:
-            p.requires_grad_(True)
-        if card.method == "lora":  # a fresh adapter per task in the same slot
-            with torch.no_grad():
-                for a in adapters:
-                    torch.nn.init.kaiming_uniform_(a.lora_A.weight, a=5**0.5)
-                    a.lora_B.weight.zero_()
-        elif card.method == "lorafusion":
-            with torch.no_grad():
-                for c in fusion_coefficients(model):
-                    c.w.zero_()
-                for a in adapters:
-                    a.magnitude.copy_(a.base.weight.norm(dim=1))
-        synced = [m for m in imc_modules(model) if id(m) not in digital_layers and m.weight.requires_grad]
-        digital = [m for m in imc_modules(model) if id(m) in digital_layers and m.weight.requires_grad]
+    def accuracy(self, model: TinyTransformer, task: SeqTask, device: torch.device) -> float:
+        return _accuracy(model, task, task.name)
+
+    def digital_layers(self, model: TinyTransformer, adapters: list[torch.nn.Module]) -> list[torch.nn.Module]:
+        return _digital_layers(self.card, model, adapters)
+
+    def rows(self, samples: int) -> int:
+        return samples * self.card.model.seq_len
+
+    def step_ops(self, macro: BitSerialMacro, model: TinyTransformer, digital: list[IMCModule], samples: int
+                 ) -> list[OpRecord]:
+        """Attention's weight-free GEMMs and a step of every trained layer kept in the digital unit."""
+        ops = attention_ops(macro, model, samples, self.card.model.seq_len)
+        for m in digital:
+            ops += digital_layer_ops(macro, m, samples if m.name.startswith("head.") else self.rows(samples), samples)
+        return ops
+
+    def cost_only_plan(self, macro: BitSerialMacro) -> CostOnlyPlan:
+        card, spec = self.card, self.card.cost_only
+        if spec is None:
+            raise ValueError("run.mode=cost_only needs a workload.cost_only section (model, batch_size, "
+                             "steps_per_task, activity)")
+        model, adapters, graph, memory = _trace_adapted(card.model_dump_json())
         imc_weights = {id(m.weight) for m in imc_modules(model)}
-        n_small = sum(p.numel() for p in params if id(p) not in imc_weights)  # biases, coefficients, magnitudes
-        counter = {"steps": 0}
+        batch, n = spec.batch_size, spec.model.seq_len
+        return CostOnlyPlan(
+            task=COST_TASK, graph=graph, memory=memory, activity=spec.activity,
+            digital_params=sum(p.numel() for p in model.task_parameters(COST_TASK)
+                               if p.requires_grad and id(p) not in imc_weights),
+            digital_layers=frozenset(m.name for m in _digital_layers(card, model, adapters)),
+            ops=tuple(attention_ops(macro, model, batch, n)), adapters=adapters, rows=batch * n, samples=batch,
+            steps_per_task=spec.steps_per_task, tasks=card.n_tasks)
 
-        def before(batch: int, counter: dict = counter, task: SeqTask = task) -> None:
-            nonlocal done
-            hw.step, hw.samples = done, batch
-            done += 1
-            counter["steps"] += 1
-            if progress is not None:
-                progress(task.name, done, total)
 
-        def after(synced: list = synced, digital: list = digital, n_small: int = n_small) -> None:
-            with torch.no_grad():
-                for m in synced:
-                    m.sync()
-            rows = hw.samples * m_tokens
-            ops = attention_ops(macro, model, hw.samples, m_tokens)
-            for m in digital:  # GEMMs and update of layers kept in the digital unit
-                ops += digital_layer_ops(macro, m, hw.samples if m.name.startswith("head.") else rows, hw.samples)
-            if card.method == "lorafusion":
-                ops += fusion_ops(macro, adapters, rows, hw.samples)
-            for rec in ops:
-                hw.emit(rec, rec.module)
-            if n_small:
-                hw.emit(macro.update_digital("adapter_params", n_small), "adapter_params")
-
-        losses.append(_fit(model, task, task.name, params, card.train, rng, before, after))
-        steps_per_task.append(counter["steps"])
-        if card.method == "lorafusion":
-            saved[task.name] = {k: v.detach().clone() for k, v in model.state_dict().items()
-                                if k.endswith(".w") or k.endswith(".magnitude")}
-        hw.recording = False
-        current = {k: v.detach().clone() for k, v in model.state_dict().items() if k in saved.get(task.name, {})}
-        for j in range(i + 1):
-            if card.method == "lorafusion":  # per-task coefficients in SRAM: switched, not rewritten
-                model.load_state_dict(saved[tasks[j].name], strict=False)
-            acc[i, j] = _accuracy(model, tasks[j], tasks[j].name)
-        if current:
-            model.load_state_dict(current, strict=False)
-        hw.recording = True
-    return ContinualResult(ops=hw.ops, graphs={t.name: graph for t in tasks}, task_names=[t.name for t in tasks],
-                           accuracy=acc, steps_per_task=steps_per_task, trainable_params=n_trainable,
-                           source_accuracy=source_acc, final_losses=losses, memory=mem)
+def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, device: torch.device,
+                   progress: Progress | None = None, shared: dict | None = None) -> ContinualResult:
+    """Run the adaptation scenario on ``macro``; see the module docstring."""
+    del device, shared  # trains on CPU: the tiny model is bound by the circuit model, not by arithmetic
+    return run_functional(AdaptationScenario(card), macro, seed, torch.device("cpu"), progress)
 
 
 def _adapted_model(card: AdaptationCard, m: TransformerSpec, heads: list[tuple[str, int]], device: str = "meta"
                    ) -> tuple[TinyTransformer, list[torch.nn.Module]]:
     """The adapted model of sizes ``m`` with ``heads`` (untrained; on meta tensors: shapes only), and its
-    adapters (LoRAFusion's pool: ``pool_size`` adapters of the card's rank)."""
+    adapters (over a pool of adapters of the card's rank when the method asks for one)."""
     with torch.device(device):
         model = TinyTransformer(m.vocab, m.d_model, m.n_heads, m.n_layers, m.d_ff, m.seq_len, SOURCE_CLASSES,
                                 m.decoder_layers)
         states = []
-        if card.method == "lorafusion":  # the pool's shapes: N adapters of the card's rank on the targets
+        pool = method_for(KIND, card.method).pool_size(card)
+        if pool:  # the pool's shapes: N adapters of the card's rank on the targets
             probe = copy.deepcopy(model)
             attach_lora(probe, card.adapters.targets, card.adapters.rank)
-            states = [lora_state(probe)] * card.adapters.pool_size
+            states = [lora_state(probe)] * pool
         adapters = _attach(card, model, states, heads)
     return model, adapters
 
@@ -425,9 +376,7 @@ def _trace_adapted(card_json: str) -> tuple[TinyTransformer, list[torch.nn.Modul
     spec = card.cost_only
     m = spec.model
     model, adapters = _adapted_model(card, m, [(COST_TASK, spec.n_classes)])
-    params = _task_params(card, model, COST_TASK)
-    for p in params:
-        p.requires_grad_(True)
+    trained_parameters(model, method_for(KIND, card.method))
     tokens = torch.zeros((spec.batch_size, m.seq_len), dtype=torch.long, device="meta")
     graph = trace_dataflow(model, lambda: model(tokens, COST_TASK), samples=spec.batch_size)
     memory = training_memory(list(model.parameters()), lambda: model(tokens, COST_TASK), momentum=True)
@@ -437,26 +386,7 @@ def _trace_adapted(card_json: str) -> tuple[TinyTransformer, list[torch.nn.Modul
 def run_adaptation_cost_only(card: AdaptationCard, macro: BitSerialMacro, seed: int) -> ContinualResult:
     """Count one training step of the card's ``cost_only`` model (no data, no arithmetic); the totals
     stand for ``steps_per_task`` steps of each of ``n_tasks`` tasks."""
-    spec = card.cost_only
-    if spec is None:
-        raise ValueError("run.mode=cost_only needs a workload.cost_only section (model, batch_size, "
-                         "steps_per_task, activity)")
-    model, adapters, graph, memory = _trace_adapted(card.model_dump_json())
-    digital = _digital_layers(card, model, adapters)
-    imc_weights = {id(m.weight) for m in imc_modules(model)}
-    digital_params = sum(p.numel() for p in _task_params(card, model, COST_TASK) if id(p) not in imc_weights)
-    batch, n = spec.batch_size, spec.model.seq_len
-    extra = attention_ops(macro, model, batch, n)
-    if card.method == "lorafusion":
-        extra += fusion_ops(macro, adapters, batch * n, batch)
-    step = cost_only_step(macro, graph, spec.activity, digital_params, COST_TASK, seed,
-                          digital_layers=frozenset(m.name for m in digital), extra=tuple(extra))
-    return ContinualResult(
-        ops=step.ops, graphs={COST_TASK: graph}, task_names=[COST_TASK], accuracy=np.full((1, 1), np.nan),
-        steps_per_task=[1], trainable_params=step.trainable_params, source_accuracy=float("nan"),
-        final_losses=[float("nan")], step_scale=float(spec.steps_per_task * card.n_tasks), memory=memory,
-        task_repeats=card.n_tasks,
-    )
+    return run_cost_only(AdaptationScenario(card), macro, seed)
 
 
 def digital_layer_ops(macro: BitSerialMacro, m: IMCLinear, rows: int, samples: int) -> list[OpRecord]:
@@ -489,34 +419,15 @@ def attention_ops(macro: BitSerialMacro, model: torch.nn.Module, batch: int, seq
             shapes += [("input_grad", (n, dh, n)), ("input_grad", (n, n, dh)),
                        ("input_grad", (n, n, dh)), ("input_grad", (n, n, dh))]
         for phase, (a, b, c) in shapes:
-            rec = macro.digital_gemm(a, b, c, phase=phase, layer=f"{owner}.scores", copies=copies)
-            rec.chunk_cycles = np.full(batch, rec.cycles // batch, dtype=np.int64)  # one share per sample
-            rec.cycles = int(rec.chunk_cycles.sum())
-            ops.append(rec)
+            ops.append(macro.digital_gemm(a, b, c, phase=phase, layer=f"{owner}.scores", copies=copies,
+                                          samples=batch, per_sample=True))  # one share per sample
     return _owned(ops, None)
-
-
-def fusion_ops(macro: BitSerialMacro, adapters: list[LoRAFusionLinear], rows: int, samples: int) -> list[OpRecord]:
-    """LoRAFusion's digital work per step and adapted linear: combining the pool outputs with the
-    coefficients (N x rows x (r + d)), forming B_l A_l and the row norms of W0 + dW (d x r x k and d x k),
-    each also in the backward pass."""
-    ops: list[OpRecord] = []
-    for a in adapters:
-        d, k = a.base.weight.shape
-        for phase in ("forward", "input_grad"):
-            ops += _owned([macro.digital_gemm(len(a.pool), rows, a.rank + d, phase=phase, layer=f"{a.name}.fusion",
-                                               samples=samples),
-                           macro.digital_gemm(d, a.rank + 1, k, phase=phase, layer=f"{a.name}.norm",
-                                               samples=samples)], a.name)
-    return ops
 
 
 def _owned(ops: list[OpRecord], module: str | None) -> list[OpRecord]:
     """Tag ops with the graph layer they belong to (``None``: the layer named before the op's suffix)."""
-    for rec in ops:
-        rec.module = module if module is not None else rec.layer.rsplit(".", 1)[0]
-    return ops
+    return [rec.tagged(module=module if module is not None else rec.layer.rsplit(".", 1)[0]) for rec in ops]
 
 
-__all__ = ["AdaptationCard", "LoRALinear", "attention_ops", "fusion_ops", "make_seq_task", "run_adaptation",
+__all__ = ["AdaptationCard", "LoRALinear", "attention_ops", "make_seq_task", "run_adaptation",
            "run_adaptation_cost_only"]

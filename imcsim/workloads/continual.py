@@ -14,36 +14,51 @@ Flow of one run (functional mode):
    parameters (``full``, the BN biases of ``bias_only`` and ``repnet_bias``)
    share them across tasks. Forgetting is measured, not assumed.
 
-Methods: ``repnet`` (side modules + heads), ``repnet_bias`` (plus backbone BN
-biases), ``last_layer`` (heads only), ``bias_only`` (backbone BN biases + heads,
-TinyTL-style), ``full`` (everything).
+The step loop is the task-sequence trainer's (:mod:`imcsim.workloads.trainer`); this module is the
+continual-learning scenario it runs: data, pretraining, the Rep-Net model and its tracing. The card's
+``method`` names a registered method that applies to ``continual_learning`` (``imcsim list methods``:
+``repnet``, ``repnet_bias``, ``last_layer``, ``bias_only``, ``full`` and any plug-in's).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
-from imcsim.circuits.macro import BitSerialMacro, OpRecord
+from imcsim.circuits.macro import BitSerialMacro
 from imcsim.errors import FieldError
 from imcsim.params import Params
+from imcsim.registry import METHODS
 from imcsim.workloads.backbones import build_backbone
-from imcsim.workloads.costonly import DIGITAL_PARAMS, CostOnlySpec, cost_only_step
+from imcsim.workloads.costonly import DIGITAL_PARAMS, CostOnlySpec
 from imcsim.workloads.data import DataError, TaskData, make_task
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
-from imcsim.workloads.int8 import ArrayLayer, Hardware, array_layers_of, imc_modules
+from imcsim.workloads.int8 import ArrayLayer, array_layers_of, imc_modules
 from imcsim.workloads.memory import TrainingMemory, training_memory
 from imcsim.workloads.models import RepNet, TinyCNN
+from imcsim.workloads.trainer import (
+    ContinualResult,
+    CostOnlyPlan,
+    Prepared,
+    Progress,
+    Scenario,
+    Schedule,
+    Streams,
+    batches,
+    method_field,
+    run_functional,
+    trained_parameters,
+)
+from imcsim.workloads.trainer import run_cost_only as run_cost_only_step
 
-Method = Literal["repnet", "repnet_bias", "last_layer", "bias_only", "full"]
+KIND = "continual_learning"
+Method = Annotated[str, method_field(KIND)]  # a registered method of continual learning
 
 
 class TaskSpec(Params):
@@ -149,40 +164,9 @@ class ContinualCard(Params):
         return tasks
 
 
-@dataclass
-class ContinualResult:
-    """What a functional continual-learning run produced."""
-
-    ops: list[OpRecord]
-    graphs: dict[str, LayerGraph]  # per task: the layer dataflow of one training step
-    task_names: list[str]
-    accuracy: np.ndarray  # [after task i, on task j], NaN where j > i
-    steps_per_task: list[int]
-    trainable_params: int
-    source_accuracy: float
-    final_losses: list[float]
-    step_scale: float = 1.0  # training steps each counted step stands for (cost-only: one step counted)
-    memory: TrainingMemory | None = None  # training memory of one step (the largest over the tasks)
-    task_repeats: int = 1  # cost-only: the one counted task stands for this many alike tasks
-    repeat_names: tuple[str, ...] = ()  # cost-only: the names of the tasks it stands for, when they have names
-
-    @property
-    def average_accuracy(self) -> float:
-        return float(np.nanmean(self.accuracy[-1]))
-
-    @property
-    def forgetting(self) -> float:
-        """Mean over all but the last task of (best accuracy ever - final accuracy)."""
-        n = len(self.task_names)
-        if n < 2:
-            return 0.0
-        drops = [np.nanmax(self.accuracy[j:-1, j]) - self.accuracy[-1, j] for j in range(n - 1)]
-        return float(np.mean(drops))
-
-
 def side_blocks(card: ContinualCard) -> list[int]:
-    """The blocks that get side modules: Rep-Net methods only (a baseline runs the bare backbone)."""
-    return list(card.repnet.side_blocks) if card.method in ("repnet", "repnet_bias") else []
+    """The blocks that get side modules: the method's (a method without side modules runs the bare backbone)."""
+    return METHODS[card.method].side_blocks(card)
 
 
 def deployed_model(card: ContinualCard, backbone: torch.nn.Module, heads: list[tuple[str, int]]) -> RepNet:
@@ -224,35 +208,14 @@ def array_layers(card: ContinualCard, mode: str) -> list[ArrayLayer]:
     return array_layers_of(imc_modules(model), _part, grouped=mode == "cost_only")
 
 
-def _set_trainable(model: RepNet, method: Method) -> None:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for head in model.heads.values():
-        for p in head.parameters():
-            p.requires_grad_(True)
-    if method in ("repnet", "repnet_bias"):
-        for p in model.sides.parameters():
-            p.requires_grad_(True)
-    if method in ("repnet_bias", "bias_only"):
-        for m in model.backbone.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.bias.requires_grad_(True)
-    if method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
+def _set_trainable(model: RepNet, method: str) -> None:
+    """Train the heads and what ``method`` trains; freeze the rest."""
+    trained_parameters(model, METHODS[method])
 
 
-def _train_mode(model: RepNet, method: Method) -> None:
-    """Backbone BN keeps its running statistics unless the whole network trains."""
-    model.train()
-    if method != "full":
-        model.backbone.eval()
-
-
-def _batches(n: int, batch_size: int, rng: np.random.Generator):
-    order = rng.permutation(n)
-    for start in range(0, n, batch_size):
-        yield torch.from_numpy(order[start : start + batch_size])
+def _train_mode(model: RepNet, method: str) -> None:
+    """The training mode of ``method`` (a frozen backbone's BN keeps its running statistics)."""
+    METHODS[method].train_mode(model)
 
 
 def _accuracy(model: RepNet, task: TaskData, device: torch.device, batch_size: int = 512) -> float:
@@ -284,7 +247,7 @@ def pretrain_backbone(card: ContinualCard, source: TaskData, rng: np.random.Gene
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
     for _ in range(p.epochs):
         model.train()
-        for idx in _batches(len(source.y_train), p.batch_size, rng):
+        for idx in batches(len(source.y_train), p.batch_size, rng):
             x, y = source.x_train[idx].to(device), source.y_train[idx].to(device)
             opt.zero_grad()
             F.cross_entropy(model(x, source.name), y).backward()
@@ -292,7 +255,7 @@ def pretrain_backbone(card: ContinualCard, source: TaskData, rng: np.random.Gene
     return backbone, _accuracy(model, source, device)
 
 
-def training_graph(model: RepNet, method: Method, task: str, input_shape: tuple[int, ...]) -> LayerGraph:
+def training_graph(model: RepNet, method: str, task: str, input_shape: tuple[int, ...]) -> LayerGraph:
     """The layer dataflow of one training step on ``task`` (traced on a meta copy: no state changes)."""
     meta = copy.deepcopy(model).to("meta")
     _train_mode(meta, method)
@@ -300,7 +263,7 @@ def training_graph(model: RepNet, method: Method, task: str, input_shape: tuple[
     return trace_dataflow(meta, lambda: meta(x, task), samples=input_shape[0])
 
 
-def step_memory(model: RepNet, method: Method, tasks: list[str], input_shape: tuple[int, ...], momentum: bool
+def step_memory(model: RepNet, method: str, tasks: list[str], input_shape: tuple[int, ...], momentum: bool
                 ) -> TrainingMemory:
     """Training memory of one step (the largest over ``tasks``' heads), traced on a meta copy."""
     meta = copy.deepcopy(model).to("meta")
@@ -310,112 +273,85 @@ def step_memory(model: RepNet, method: Method, tasks: list[str], input_shape: tu
     return max(memories, key=lambda m: m.peak)
 
 
+class ContinualScenario(Scenario):
+    """Continual learning for the trainer: digits/CIFAR/image-folder tasks on a pretrained CNN backbone."""
+
+    kind = KIND
+    small_params_layer = DIGITAL_PARAMS
+
+    @property
+    def schedule(self) -> Schedule:
+        t = self.card.train
+        return Schedule(t.epochs, t.batch_size, t.lr, t.momentum, t.stochastic_rounding)
+
+    def prepare(self, streams: Streams, seed: int, device: torch.device, shared: dict | None) -> Prepared:
+        """Tasks, the pretrained backbone (cached in ``shared`` across methods) and the deployed model."""
+        card = self.card
+        size = card.model.image_size
+        source = _make_task(card.pretrain.task, "pretrain.task", size, card.test_fraction, streams.data)
+        tasks = [_make_task(t, f"tasks.{i}", size, card.test_fraction, streams.data) for i, t in enumerate(card.tasks)]
+        for i, t in enumerate(tasks):
+            if t.channels != source.channels:
+                raise DataError(f"task {t.name} has {t.channels} channel(s) but the pretraining task has "
+                                f"{source.channels}; every task must share the backbone's input channels",
+                                key=f"tasks.{i}.source")
+        key = ("pretrained", seed, str(device), card.model.model_dump_json(), card.pretrain.model_dump_json(),
+               card.test_fraction)
+        cached = shared.get(key) if shared is not None else None
+        if cached is None:
+            torch.manual_seed(seed)
+            cached = pretrain_backbone(card, source, streams.pretrain, device)
+            if shared is not None:
+                shared[key] = cached
+        backbone, source_acc = copy.deepcopy(cached[0]), cached[1]
+        torch.manual_seed(seed + 1)
+        model = deployed_model(card, backbone, [(t.name, t.n_classes) for t in tasks]).to(device)
+        return Prepared(model, tasks, source_acc, [])
+
+    def trace(self, model: RepNet, tasks: list[TaskData]) -> tuple[dict[str, LayerGraph], TrainingMemory]:
+        card = self.card
+        graphs = {t.name: training_graph(model, card.method, t.name, t.x_train[:2].shape) for t in tasks}
+        memory = step_memory(model, card.method, [t.name for t in tasks],
+                             (card.train.batch_size, *tasks[0].x_train.shape[1:]), card.train.momentum > 0)
+        return graphs, memory
+
+    def accuracy(self, model: RepNet, task: TaskData, device: torch.device) -> float:
+        return _accuracy(model, task, device)
+
+    def cost_only_plan(self, macro: BitSerialMacro) -> CostOnlyPlan:
+        card, spec = self.card, self.card.cost_only
+        if spec is None:
+            raise ValueError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
+                             "steps_per_task, activity)")
+        graph, memory, digital = _trace_step(
+            card.model.arch, card.model.width, spec.in_channels, spec.image_size, spec.batch_size,
+            tuple(side_blocks(card)), card.repnet.width, card.method, card.tasks[0].name,
+            len(card.tasks[0].classes), card.train.momentum > 0)
+        return CostOnlyPlan(
+            task=card.tasks[0].name, graph=graph, memory=memory, activity=spec.activity, digital_params=digital,
+            digital_layers=frozenset(), ops=(), adapters=[], rows=spec.batch_size, samples=spec.batch_size,
+            steps_per_task=spec.steps_per_task, tasks=len(card.tasks), repeat_names=tuple(t.name for t in card.tasks))
+
+
 def run_continual(
     card: ContinualCard,
     macro: BitSerialMacro,
     seed: int,
     device: torch.device,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
     shared: dict | None = None,
 ) -> ContinualResult:
     """Run the functional continual-learning scenario on ``macro``; see the module docstring.
 
-    Data, pretraining and training draw from separate random streams of ``seed``, so a
-    method's result does not depend on what ran before it. ``shared`` (a dict kept
-    across calls) caches the pretrained backbone for runs of the same card but
+    ``shared`` (a dict kept across calls) caches the pretrained backbone for runs of the same card but
     another method.
     """
-    data_rng, pre_rng, rng = (np.random.default_rng([seed, i]) for i in range(3))
-    gen = torch.Generator().manual_seed(seed)
-    size = card.model.image_size
-    source = _make_task(card.pretrain.task, "pretrain.task", size, card.test_fraction, data_rng)
-    tasks = [_make_task(t, f"tasks.{i}", size, card.test_fraction, data_rng) for i, t in enumerate(card.tasks)]
-    for i, t in enumerate(tasks):
-        if t.channels != source.channels:
-            raise DataError(f"task {t.name} has {t.channels} channel(s) but the pretraining task has "
-                            f"{source.channels}; every task must share the backbone's input channels",
-                            key=f"tasks.{i}.source")
-    key = ("pretrained", seed, str(device), card.model.model_dump_json(), card.pretrain.model_dump_json(),
-           card.test_fraction)
-    cached = shared.get(key) if shared is not None else None
-    if cached is None:
-        torch.manual_seed(seed)
-        cached = pretrain_backbone(card, source, pre_rng, device)
-        if shared is not None:
-            shared[key] = cached
-    backbone, source_acc = copy.deepcopy(cached[0]), cached[1]
-    torch.manual_seed(seed + 1)
-
-    model = deployed_model(card, backbone, [(t.name, t.n_classes) for t in tasks]).to(device)
-    _set_trainable(model, card.method)
-    graphs = {t.name: training_graph(model, card.method, t.name, t.x_train[:2].shape) for t in tasks}
-    memory = step_memory(model, card.method, [t.name for t in tasks],
-                         (card.train.batch_size, *tasks[0].x_train.shape[1:]), card.train.momentum > 0)
-    hw = Hardware(macro=macro, stochastic_rounding=card.train.stochastic_rounding, generator=gen, task="deploy",
-                  workers=1 if device.type == "cuda" else 0)  # on a GPU, count on the CPU meanwhile
-    for m in imc_modules(model):
-        m.deploy(hw)
-    trainable_imc = [m for m in imc_modules(model) if m.weight.requires_grad]
-    imc_params = {id(m.weight) for m in imc_modules(model)}
-    n_trainable = max(sum(p.numel() for p in model.task_parameters(t.name) if p.requires_grad) for t in tasks)
-
-    n = len(tasks)
-    acc = np.full((n, n), np.nan)
-    steps_per_task: list[int] = []
-    losses: list[float] = []
-    total_steps = sum(card.train.epochs * -(-len(t.y_train) // card.train.batch_size) for t in tasks)
-    done = 0
-    for i, task in enumerate(tasks):
-        hw.task = task.name
-        params = [p for p in model.task_parameters(task.name) if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=card.train.lr, momentum=card.train.momentum)
-        used = {id(p) for p in params}
-        active_imc = [m for m in trainable_imc if id(m.weight) in used]
-        steps = 0
-        last_loss = float("nan")
-        for _ in range(card.train.epochs):
-            _train_mode(model, card.method)
-            for idx in _batches(len(task.y_train), card.train.batch_size, rng):
-                x, y = task.x_train[idx].to(device), task.y_train[idx].to(device)
-                hw.step, hw.samples = done, len(idx)
-                opt.zero_grad()
-                loss = F.cross_entropy(model(x, task.name), y)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    for m in active_imc:
-                        m.sync()
-                    n_digital = sum(p.numel() for p in params if id(p) not in imc_params)
-                    if n_digital:
-                        hw.emit(macro.update_digital(DIGITAL_PARAMS, n_digital), DIGITAL_PARAMS)
-                last_loss = loss.item()
-                steps += 1
-                done += 1
-                if progress is not None:
-                    progress(task.name, done, total_steps)
-        steps_per_task.append(steps)
-        losses.append(last_loss)
-        hw.recording = False
-        for j in range(i + 1):
-            acc[i, j] = _accuracy(model, tasks[j], device)
-        hw.recording = True
-    return ContinualResult(
-        ops=hw.ops,
-        graphs=graphs,
-        task_names=[t.name for t in tasks],
-        accuracy=acc,
-        steps_per_task=steps_per_task,
-        trainable_params=n_trainable,
-        source_accuracy=source_acc,
-        final_losses=losses,
-        memory=memory,
-    )
-
+    return run_functional(ContinualScenario(card), macro, seed, device, progress, shared)
 
 
 @functools.lru_cache(maxsize=32)
 def _trace_step(arch: str, width: int, in_channels: int, image_size: int, batch: int, sides: tuple[int, ...],
-                side_width: int, method: Method, task: str, n_classes: int, momentum: bool
+                side_width: int, method: str, task: str, n_classes: int, momentum: bool
                 ) -> tuple[LayerGraph, TrainingMemory, int]:
     """Layer graph, training memory and digital parameter count of one step, traced on meta tensors.
 
@@ -434,27 +370,6 @@ def _trace_step(arch: str, width: int, in_channels: int, image_size: int, batch:
     return graph, memory, digital
 
 
-def _cost_only_trace(card: ContinualCard) -> tuple[LayerGraph, TrainingMemory, int]:
-    """:func:`_trace_step` of the card's cost-only step (its first task)."""
-    spec, task = card.cost_only, card.tasks[0]
-    return _trace_step(card.model.arch, card.model.width, spec.in_channels, spec.image_size, spec.batch_size,
-                       tuple(side_blocks(card)), card.repnet.width, card.method, task.name, len(task.classes),
-                       card.train.momentum > 0)
-
-
 def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> ContinualResult:
     """Count one training step of the card's model at the ``cost_only`` sizes (no data, no arithmetic)."""
-    spec = card.cost_only
-    if spec is None:
-        raise ValueError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
-                         "steps_per_task, activity)")
-    task = card.tasks[0]
-    graph, memory, digital = _cost_only_trace(card)
-    step = cost_only_step(macro, graph, spec.activity, digital, task.name, seed)
-    n = len(card.tasks)
-    return ContinualResult(
-        ops=step.ops, graphs={task.name: graph}, task_names=[task.name], accuracy=np.full((1, 1), np.nan),
-        steps_per_task=[1], trainable_params=step.trainable_params, source_accuracy=float("nan"),
-        final_losses=[float("nan")], step_scale=float(spec.steps_per_task * n), memory=memory, task_repeats=n,
-        repeat_names=tuple(t.name for t in card.tasks),
-    )
+    return run_cost_only_step(ContinualScenario(card), macro, seed)

@@ -2,14 +2,15 @@
 
 No data and no arithmetic: the model runs once on meta tensors
 (:func:`imcsim.workloads.dataflow.trace_dataflow`) to get every layer's GEMM
-shape and the dataflow between layers. Each layer's ops are then counted from
-expectations over the configured operand statistics, with the same action
-semantics as the functional path (:meth:`BitSerialMacro._stream_counts`):
+shape and the dataflow between layers. The circuit then counts each layer's
+ops from the expected statistics of its operands (``expected_forward``,
+``expected_input_grad``, ``expected_weight_grad``), through the same counting
+code as the functional path (:mod:`imcsim.circuits.stream`), for every
+dataflow the circuit has:
 
 * a streamed INT8 operand has bit plane i set with probability ``p_i``
   (``forward_plane_density`` for activations, ``error_plane_density`` for
-  errors); a tile of L lines spends E[ceil(Bin(L, p_i) / rows_per_sense)] sense
-  cycles on plane i and is active with probability 1 - (1 - p_i)^L;
+  errors);
 * stored weight bits are 1 with probability ``weight_bit_density``.
 
 Weights are real INT8 matrices drawn from a normal distribution (std
@@ -19,25 +20,21 @@ write-back are counted cell by cell by the device model: each step a fraction
 layer-name suffix with ``weight_change_by_layer``, e.g. a LoRA ``B`` against its ``A``).
 
 Grouped convolutions (depthwise) are packed block-diagonally: as many groups
-as fit side by side share a subarray (see :meth:`BitSerialMacro.tiles_for`).
+as fit side by side share a subarray (see :meth:`ArrayCircuit.tiles_for`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
-from scipy.stats import binom
 
-from imcsim.circuits.bitplanes import N_BITS
-from imcsim.circuits.crossbar import AnalogCrossbar
-from imcsim.circuits.macro import ACC_BITS, BitSerialMacro, MappingError, OpRecord
+from imcsim.circuits.base import ArrayCircuit
 from imcsim.errors import FieldError
+from imcsim.ops import OpRecord
 from imcsim.params import Params
 from imcsim.workloads.dataflow import LayerCall, LayerGraph
 
@@ -121,120 +118,6 @@ class CostOnlyStep:
     macs_forward: int
 
 
-def _expected_ceil(length: int, p: float, rps: int) -> float:
-    """E[ceil(X / rps)] for X ~ Binomial(length, p)."""
-    if rps == 1:
-        return length * p
-    x = np.arange(length + 1)
-    return float(np.sum(np.ceil(x / rps) * binom.pmf(x, length, p)))
-
-
-def _tile_lengths(line_len: int, tile_len: int) -> list[int]:
-    full, rest = divmod(line_len, tile_len)
-    return [tile_len] * full + ([rest] if rest else [])
-
-
-def expected_stream(macro: BitSerialMacro, *, m: int, samples: int, line_len: int, tile_len: int,
-                    cells_per_line: int, lines_per_bit: int, outputs_per_pass: int, n_out: int, other_tiles: int,
-                    psum_tiles: int, density: list[float], q: float, phase: str, layer: str, copies: int = 1
-                    ) -> OpRecord:
-    """Expected counts of streaming an (m x line_len) INT8 operand bit-serially (``copies`` identical GEMMs)."""
-    a = macro.card.array
-    skip = macro.card.dataflow.skip_zero_planes
-    lengths = _tile_lengths(line_len, tile_len)
-    sum_p = float(sum(density))
-    per_tile_cycles = []
-    active_per_vector = 0.0
-    for length in lengths:
-        cyc = 0.0
-        for p in density:
-            c = _expected_ceil(length, p, a.rows_per_sense)
-            p_zero = (1.0 - p) ** length
-            cyc += (c if skip else c + p_zero) * lines_per_bit
-            active_per_vector += (1.0 - p_zero) if skip else 1.0
-        per_tile_cycles.append(cyc)
-    ones = m * line_len * sum_p
-    lines = ones * lines_per_bit
-    dev = macro.device.component
-    line_action = ("row_driver", "activate_row") if lines_per_bit == 1 else ("col_driver", "activate_col")
-    rec = OpRecord(phase=phase, layer=layer, kind="gemm", shape=(m, line_len, n_out))
-    counts = {
-        line_action: lines * other_tiles,
-        (dev, "read"): lines * cells_per_line,
-        ("sense_amp", "sense"): m * sum(per_tile_cycles) * cells_per_line,
-        ("column_counter", "increment"): ones * cells_per_line * lines_per_bit * q,
-        ("adder_tree", "combine"): m * active_per_vector * outputs_per_pass,
-        ("shift_add", "accumulate"): m * active_per_vector * outputs_per_pass,
-        ("psum", "add"): m * n_out * max(psum_tiles - 1, 0),
-        ("input_buffer", "read_bit"): m * line_len * N_BITS,
-        ("output_buffer", "write_bit"): m * n_out * ACC_BITS,
-    }
-    rec.counts = Counter({k: round(v * copies) for k, v in counts.items() if v})
-    per_sample = m / max(samples, 1)
-    slowest = max(per_tile_cycles) if per_tile_cycles else 0.0
-    chunk = math.ceil(per_sample * slowest) + (1 if slowest > 0 else 0)
-    rec.chunk_cycles = np.full(max(samples, 1), chunk, dtype=np.int64)
-    rec.cycles = math.ceil(m * slowest) + (1 if slowest > 0 else 0)
-    return rec
-
-
-def _layout(macro: BitSerialMacro, c: LayerCall) -> tuple[bool, int]:
-    """(packed block-diagonally, groups per subarray)."""
-    a = macro.card.array
-    cpw = macro.cells_per_weight
-    if c.groups > 1 and c.k <= a.rows and c.n * cpw <= a.cols:
-        return True, min(a.rows // c.k, a.cols // (c.n * cpw), c.groups)
-    return False, 1
-
-
-def forward_op(macro: BitSerialMacro, c: LayerCall, density: list[float], q: float) -> OpRecord:
-    if isinstance(macro, AnalogCrossbar):
-        return macro.expected_gemm(c.m, c.k, c.n, density, "forward", c.name, c.samples, copies=c.groups)
-    a = macro.card.array
-    packed, per = _layout(macro, c)
-    if packed:
-        return expected_stream(macro, m=c.m, samples=c.samples, line_len=c.groups * c.k, tile_len=per * c.k,
-                               cells_per_line=c.n * N_BITS, lines_per_bit=1, outputs_per_pass=per * c.n,
-                               n_out=c.groups * c.n, other_tiles=1, psum_tiles=1, density=density, q=q, phase="forward",
-                               layer=c.name)
-    rec = expected_stream(macro, m=c.m, samples=c.samples, line_len=c.k, tile_len=a.rows, cells_per_line=c.n * N_BITS,
-                          lines_per_bit=1, outputs_per_pass=c.n, n_out=c.n,
-                          other_tiles=math.ceil(c.n * macro.cells_per_weight / a.cols),
-                          psum_tiles=math.ceil(c.k / a.rows), density=density, q=q, phase="forward", layer=c.name,
-                          copies=c.groups)
-    return rec
-
-
-def input_grad_op(macro: BitSerialMacro, c: LayerCall, density: list[float], q: float) -> OpRecord:
-    a = macro.card.array
-    flow = macro.card.dataflow.input_grad
-    if isinstance(macro, AnalogCrossbar) and flow != "digital":
-        return macro.expected_gemm(c.m, c.n, c.k, density, "input_grad", c.name, c.samples, copies=c.groups)
-    if flow == "digital":
-        rec = macro.digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
-                                  copies=c.groups)
-        dev = macro.device.component
-        rec.counts[(dev, "read")] += c.k * c.n * N_BITS * c.groups
-        rec.counts[("sense_amp", "sense")] += c.k * c.n * N_BITS * c.groups
-        return rec
-    packed, per = _layout(macro, c)
-    if flow == "transposed_copy":
-        tc = LayerCall(c.name, c.m, c.n, c.k, c.groups, c.samples, c.trainable, c.producers, c.input_grad)
-        rec = forward_op(macro, tc, density, q)
-        rec.phase = "input_grad"
-        return rec
-    weights_per_row = max(1, a.cols // macro.cells_per_weight)
-    if packed:
-        return expected_stream(macro, m=c.m, samples=c.samples, line_len=c.groups * c.n, tile_len=per * c.n,
-                               cells_per_line=c.k, lines_per_bit=N_BITS, outputs_per_pass=per * c.k,
-                               n_out=c.groups * c.k, other_tiles=1, psum_tiles=1, density=density,
-                               q=q, phase="input_grad", layer=c.name)
-    return expected_stream(macro, m=c.m, samples=c.samples, line_len=c.n, tile_len=weights_per_row, cells_per_line=c.k,
-                           lines_per_bit=N_BITS, outputs_per_pass=c.k, n_out=c.k,
-                           other_tiles=math.ceil(c.k / a.rows), psum_tiles=math.ceil(c.n / weights_per_row),
-                           density=density, q=q, phase="input_grad", layer=c.name, copies=c.groups)
-
-
 def synthetic_weights(c: LayerCall, std_lsb: float, rng: np.random.Generator) -> np.ndarray:
     """INT8 weights of a layer as stored: the groups' K x N matrices stacked along the rows."""
     w = np.rint(rng.normal(0.0, std_lsb, size=(c.groups * c.k, c.n)))
@@ -272,7 +155,7 @@ def _synthetic_step_weights(graph: LayerGraph, stats: ActivityStats, seed: int, 
     return weights, updated
 
 
-def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStats, digital_params: int,
+def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats, digital_params: int,
                    task: str, seed: int, digital_layers: frozenset[str] = frozenset(),
                    extra: tuple[OpRecord, ...] = ()) -> CostOnlyStep:
     """Deploy synthetic weights for every layer of ``graph`` and count one training step.
@@ -289,21 +172,19 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
         if c.name in digital_layers:
             continue
         w = weights[c.name]
-        if c.groups > 1 and isinstance(macro, AnalogCrossbar):
-            raise MappingError(f"layer {c.name} is a grouped convolution ({c.groups} groups), which the analog "
-                               "crossbar does not map")
+        macro.placement(c.name, c.k, c.n, c.groups)  # a layer the circuit cannot map is a MappingError here
         for rec in macro.store(c.name, w, groups=c.groups) if c.groups > 1 else macro.store(c.name, w):
-            rec.module = c.name
-            rec.task = "deploy"
-            ops.append(rec)
+            ops.append(rec.tagged(module=c.name, task="deploy"))
     step: list[OpRecord] = []
     needs = graph.needs_grad()
+    grad_rng = np.random.default_rng([seed, 1])  # operand planes of an in-array weight gradient
     for c in graph.calls:
         if c.name in digital_layers:
             step.append(macro.digital_gemm(c.m, c.k, c.n, phase="forward", layer=c.name, samples=c.samples,
-                                            copies=c.groups))
+                                           copies=c.groups))
         else:
-            step.append(forward_op(macro, c, stats.forward_plane_density, stats.weight_bit_density))
+            step.append(macro.expected_forward(c.m, c.k, c.n, c.groups, c.samples, stats.forward_plane_density,
+                                               stats.weight_bit_density, c.name))
     step += [rec for rec in extra if rec.phase == "forward"]
     trainable = 0
     for c in reversed(graph.calls):
@@ -312,10 +193,14 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
             step.append(macro.digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
                                             copies=c.groups))
         elif carries:  # a gradient reaches its input: something upstream trains (a weight or a BN bias)
-            step.append(input_grad_op(macro, c, stats.error_plane_density, stats.weight_bit_density))
-        if c.trainable:
+            step.append(macro.expected_input_grad(c.m, c.k, c.n, c.groups, c.samples, stats.error_plane_density,
+                                                  stats.weight_bit_density, c.name))
+        if c.trainable and c.name in digital_layers:
             step.append(macro.digital_gemm(c.m, c.k, c.n, phase="weight_grad", layer=c.name, samples=c.samples,
-                                            copies=c.groups))
+                                           copies=c.groups))
+        elif c.trainable:
+            step += macro.expected_weight_grad(c.m, c.k, c.n, c.groups, c.samples, stats.forward_plane_density,
+                                               stats.error_plane_density, c.name, grad_rng)
     step += [rec for rec in extra if rec.phase != "forward"]
     for c in graph.calls:
         if not c.trainable:
@@ -329,10 +214,7 @@ def cost_only_step(macro: BitSerialMacro, graph: LayerGraph, stats: ActivityStat
         trainable += weights[c.name].size
     if digital_params:
         step.append(macro.update_digital(DIGITAL_PARAMS, digital_params))
-    for rec in step:
-        rec.module = rec.module or rec.layer.split("^")[0]  # a transposed copy belongs to its layer
-        rec.step = 0
-        rec.task = task
+    step = [rec.tagged(module=rec.home, step=0, task=task) for rec in step]
     macs = sum(c.macs for c in graph.calls)
     return CostOnlyStep(ops + step, graph, trainable + digital_params, macs)
 

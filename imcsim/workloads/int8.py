@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from imcsim.circuits.bitplanes import int8_matmul
-from imcsim.circuits.macro import BitSerialMacro, OpRecord
+from imcsim.circuits.macro import BitSerialMacro
+from imcsim.ops import OpRecord
 from imcsim.workloads.dataflow import traced_layer_call
 
 QMAX = 127
@@ -73,10 +74,7 @@ class Hardware:
 
     @staticmethod
     def _tag(rec: OpRecord, task: str, step: int, module: str) -> OpRecord:
-        rec.task = task
-        rec.step = step
-        rec.module = module
-        return rec
+        return rec.tagged(task=task, step=step, module=module)
 
     def emit_counts(self, count: Callable[[], OpRecord], module: str) -> None:
         """Record the op ``count()`` returns, counted in the background when workers are set."""

@@ -174,6 +174,11 @@ class TinyTransformer(nn.Module):
         self.heads[task] = head
         return head
 
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The parameters a step on ``task`` uses: all but the other tasks' heads."""
+        other = {id(p) for name, h in self.heads.items() if name != task for p in h.parameters()}
+        return [p for p in self.parameters() if id(p) not in other]
+
     def blocks(self) -> list[nn.Module]:
         """The transformer blocks, encoder first (each has a unique ``name``: ``enc.{i}`` / ``dec.{i}``)."""
         return [*self.enc, *self.dec]

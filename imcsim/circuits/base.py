@@ -1,0 +1,290 @@
+"""What every circuit shares: the array organisation, stored matrices, write accounting and the digital unit.
+
+A circuit composes components (:mod:`imcsim.components`) around an array of a device's cells and implements
+one protocol (:class:`ArrayCircuit`):
+
+* store weights (:meth:`store`) and write back changed ones (:meth:`update_weights`), counted by the device;
+* each training phase's GEMM with its counts, measured on real operands (``forward``, ``backward_input``,
+  ``weight_grad``) or expected from operand statistics (``expected_forward``, ``expected_input_grad``,
+  ``expected_weight_grad``) through the same counting code;
+* digital work (:meth:`digital_gemm`, :meth:`update_digital`), the area, and the timing view the scheduler
+  reads (cycle time, subarray blocks, write drivers, buffer ports).
+
+Circuits do not subclass one another: the bit-serial macro and the analog crossbar each derive from this base
+and build their own components.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from imcsim.actions import ActionSpec, ActionTable
+from imcsim.circuits.activity import popcount8
+from imcsim.circuits.bitplanes import N_BITS, int8_matmul
+from imcsim.circuits.stream import ACC_BITS
+from imcsim.components import Component, Technology
+from imcsim.components.blocks import (
+    Buffer,
+    DigitalUnit,
+    DigitalUnitCard,
+    FullAdderCard,
+    MasterSram,
+    RegisterCard,
+    SramCard,
+    WriteDriver,
+    WriteDriverCard,
+    partial_sum,
+    shift_add,
+)
+from imcsim.devices.base import MemoryDevice
+from imcsim.ops import OpRecord
+from imcsim.params import Params
+
+TechnologyParams = Technology
+
+
+class ArrayParams(Params):
+    rows: int = Field(ge=2, le=1 << 16, description="cells per column of one subarray")
+    cols: int = Field(ge=8, le=1 << 16, description="cells per row of one subarray")
+    n_subarrays: int = Field(ge=1, le=1 << 24, description="subarrays in the macro")
+    rows_per_sense: int = Field(1, ge=1, le=1 << 16, description="lines sensed together in one cycle")
+    write_drivers_per_subarray: int = Field(1, ge=1, le=1 << 12)
+    write_drivers: int | None = Field(
+        None, ge=1, le=1 << 24,
+        description="write drivers the macro has, shared by the subarrays through the write bus "
+                    "(default: write_drivers_per_subarray for every subarray)",
+    )
+    scratch_subarrays: int = Field(
+        16, ge=1, le=1 << 20, description="subarrays that hold operand bit planes for the in-array weight gradient"
+    )
+
+
+class BufferParams(Params):
+    ports: int = Field(2, ge=1, le=1 << 10, description="buffer ports that move operands in and results out")
+    bits_per_cycle: int = Field(256, ge=1, le=1 << 20, description="bits one port moves per cycle")
+
+
+class SharedComponents(Params):
+    """Blocks every circuit has: adder logic, operand buffers, write drivers, the digital unit, master SRAM."""
+
+    adder_cell: FullAdderCard = Field(description="full-adder cell of the counters, adders and accumulators")
+    register_bit: RegisterCard = Field(description="register bit of the operand buffers and accumulators")
+    write_driver: WriteDriverCard
+    digital_unit: DigitalUnitCard
+    master_sram: SramCard
+
+
+def _compact(counts: np.ndarray) -> np.ndarray:
+    """Per-cell write counts in the smallest unsigned type that holds them (a run keeps one per write op)."""
+    top = int(counts.max()) if counts.size else 0
+    return counts.astype(np.min_scalar_type(top), copy=False) if counts.min(initial=0) >= 0 else counts
+
+
+@dataclass
+class StoredMatrix:
+    """An INT8 matrix held in the array: its layout and current bits."""
+
+    name: str
+    values: np.ndarray  # int8, K x N (groups: their K x N matrices stacked along the rows)
+    row_tiles: int
+    col_tiles: int
+    groups: int = 1
+    _ones: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def ones(self, axis: int) -> np.ndarray:
+        """1 bits of the stored codes summed along ``axis`` (1: per row, 0: per column); cached until a write."""
+        cached = self._ones.get(axis)
+        if cached is None:
+            cached = self._ones[axis] = popcount8(self.values.view(np.uint8)).sum(axis=axis)
+        return cached
+
+    def assign(self, new: np.ndarray) -> None:
+        """Replace the stored codes (the caller counts the writes)."""
+        self.values[...] = new
+        self._ones.clear()
+
+
+class ArrayCircuit:
+    """The shared protocol and bookkeeping of a circuit (see the module docstring).
+
+    A circuit sets ``self.blocks`` (role -> :class:`Component`) in :meth:`_build_blocks`; its action table is
+    the device's actions plus every block's, keyed ``(role, action)``.
+    """
+
+    exact = True  # results equal the integer product, so counting can be separated from computing
+    memo_writes = False  # reuse write counts of matrices seen before (cost-only runs program the same ones)
+
+    def __init__(self, card, device: MemoryDevice, t_cycle_s: float):
+        self.card = card
+        self.device = device
+        self.t_cycle_s = t_cycle_s
+        self.blocks: dict[str, Component] = self._build_blocks()
+        entries: dict[tuple[str, str], ActionSpec] = {(device.component, a): s for a, s in device.actions().items()}
+        for role, block in self.blocks.items():
+            entries.update({(role, action): spec for action, spec in block.actions().items()})
+        self.actions = ActionTable(entries)
+        self.stored: dict[str, StoredMatrix] = {}  # each layer's weights
+        self.transposed: dict[str, StoredMatrix] = {}  # stored copies of W^T (``transposed_copy`` dataflow)
+        self.scratch: dict[str, np.ndarray] = {}  # operand bit planes left in scratch rows, per layer
+
+    def _build_blocks(self) -> dict[str, Component]:
+        raise NotImplementedError
+
+    def _shared_blocks(self, c: SharedComponents) -> dict[str, Component]:
+        tech = self.card.technology
+        register = Component("register_bit", c.register_bit, tech)
+        pulses = [a for a, spec in self.device.actions().items() if spec.kind == "write_pulse"]
+        return {
+            "shift_add": shift_add(c.adder_cell, tech, register),
+            "psum": partial_sum(c.adder_cell, tech),
+            "input_buffer": Buffer("input_buffer", c.register_bit, tech, "read_bit"),
+            "output_buffer": Buffer("output_buffer", c.register_bit, tech, "write_bit"),
+            "write_driver": WriteDriver("write_driver", c.write_driver, tech, pulses),
+            "digital": DigitalUnit("digital", c.digital_unit, tech),
+            "sram": MasterSram("sram", c.master_sram, tech),
+        }
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.blocks["digital"].macs_per_cycle
+
+    # --- mapping ----------------------------------------------------------------
+
+    @property
+    def cells_per_weight(self) -> int:
+        """Cells one INT8 weight occupies."""
+        return math.ceil(N_BITS / self.device.bits_per_cell)
+
+    def tiles_for(self, k: int, n: int, groups: int = 1) -> tuple[int, int]:
+        """(row tiles, column tiles) of ``groups`` K x N matrices.
+
+        Groups that fit in one subarray are packed block-diagonally, as many side by
+        side as rows and columns allow; larger groups are tiled one after another.
+        """
+        a = self.card.array
+        cpw = self.cells_per_weight
+        if groups > 1 and k <= a.rows and n * cpw <= a.cols:
+            per = min(a.rows // k, a.cols // (n * cpw))
+            return math.ceil(groups / per), 1
+        return groups * math.ceil(k / a.rows), math.ceil(n * cpw / a.cols)
+
+    def matrices(self) -> dict[tuple[str, str], StoredMatrix]:
+        """Every stored matrix by (layer, region): the weights, and the transposed copies if kept."""
+        return {**{(k, "weights"): s for k, s in self.stored.items()},
+                **{(k, "transposed"): s for k, s in self.transposed.items()}}
+
+    unit = "subarrays"  # what the array's blocks are called in messages
+
+    def _check_room(self, need: int, replacing: set[tuple[str, str]]) -> None:
+        used = sum(s.row_tiles * s.col_tiles for region, held in (("weights", self.stored),
+                                                                  ("transposed", self.transposed))
+                   for layer, s in held.items() if (layer, region) not in replacing)
+        if used + need > self.card.array.n_subarrays:
+            raise CapacityError(f"weights need {used + need} {self.unit} but the circuit has "
+                                f"{self.card.array.n_subarrays}")
+
+    @property
+    def write_driver_count(self) -> int:
+        a = self.card.array
+        return a.write_drivers if a.write_drivers is not None else a.n_subarrays * a.write_drivers_per_subarray
+
+    @property
+    def subarrays_used(self) -> int:
+        return sum(s.row_tiles * s.col_tiles for s in self.matrices().values())
+
+    def utilization(self) -> float:
+        """Fraction of the cells of the used subarrays that hold weights."""
+        a = self.card.array
+        used = self.subarrays_used
+        if used == 0:
+            return 0.0
+        cells = sum(s.values.size * self.cells_per_weight for s in self.matrices().values())
+        return cells / (used * a.rows * a.cols)
+
+    def _shared_area_m2(self) -> float:
+        """Write drivers and the digital unit."""
+        return self.write_driver_count * self.blocks["write_driver"].area_m2 + self.blocks["digital"].area_m2
+
+    # --- writes -------------------------------------------------------------------
+
+    def _write_counts(self, device_counts: dict[str, int]) -> dict[tuple[str, str], int]:
+        """A write's device actions, and a write-driver action for each pulse the drivers issue."""
+        dev = self.device.component
+        counts = {(dev, action): c for action, c in device_counts.items()}
+        for action, c in device_counts.items():
+            if self.actions.kind((dev, action)) == "write_pulse":
+                counts[("write_driver", action)] = c
+        return counts
+
+    def _write_cycles(self, device_counts: dict[str, int], drivers: int) -> int:
+        """Cycles of a write: the pulses (and verify reads) of a region issued by its drivers one after another."""
+        dev = self.device.component
+        pulse_time = sum(self.actions.latency_s((dev, action)) * c for action, c in device_counts.items())
+        return math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
+
+    # --- digital unit -------------------------------------------------------------
+
+    def digital_gemm(self, m: int, k: int, n: int, phase: str, layer: str, samples: int = 1,
+                     copies: int = 1, extra: dict | None = None, extra_cycles: int = 0,
+                     per_sample: bool = False) -> OpRecord:
+        """``copies`` INT8 GEMMs (m x k) @ (k x n) in the digital unit (a grouped layer, or one per head).
+
+        ``extra`` are counts of work done first (weights read out of the array) taking ``extra_cycles``
+        before the first sample's share; with ``per_sample`` each of ``samples`` samples takes an equal
+        share of the cycles (the copies are split by sample, as attention heads of a batch are).
+        """
+        counts = Counter(extra or {})
+        counts[("digital", "mac_int8")] += m * k * n * copies
+        counts[("input_buffer", "read_bit")] += (m * k + k * n) * N_BITS * copies
+        counts[("output_buffer", "write_bit")] += m * n * ACC_BITS * copies
+        macs = self.macs_per_cycle
+        cycles = math.ceil(m * k * n / macs) * copies
+        if per_sample:
+            chunks = np.full(samples, cycles // samples, dtype=np.int64)
+            cycles = int(chunks.sum())
+        else:
+            chunks = np.array([math.ceil(c * k * n / macs) * copies for c in chunk_sizes(m, samples)],
+                              dtype=np.int64)
+        chunks[0] += extra_cycles
+        return OpRecord(phase=phase, kind="digital", layer=layer, counts=counts, cycles=cycles + extra_cycles,
+                        shape=(m, k, n), chunk_cycles=chunks, macs=m * k * n * copies)
+
+    def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str, samples: int = 1
+                    ) -> tuple[torch.Tensor, list[OpRecord]]:
+        """``x^T @ dy`` (K x N) in the digital unit; exact."""
+        dw = int8_matmul(x_int8.t().contiguous(), dy_int8)
+        return dw, [self.digital_gemm(x_int8.shape[0], x_int8.shape[1], dy_int8.shape[1], phase="weight_grad",
+                                      layer=name, samples=samples)]
+
+    def expected_weight_grad(self, m: int, k: int, n: int, groups: int, samples: int, x_density: list[float],
+                             dy_density: list[float], layer: str, rng: np.random.Generator) -> list[OpRecord]:
+        """Counts of ``x^T @ dy`` in the digital unit (cost-only mode): the same op as :meth:`weight_grad`."""
+        return [self.digital_gemm(m, k, n, phase="weight_grad", layer=layer, samples=samples, copies=groups)]
+
+    def update_digital(self, name: str, n_params: int) -> OpRecord:
+        """Counted FP32 optimizer step on ``n_params`` master weights kept in SRAM."""
+        return OpRecord(phase="update", kind="digital", layer=name, shape=(n_params,), counts={
+            ("digital", "fp32_update"): n_params,
+            ("sram", "read_bit"): n_params * 32,
+            ("sram", "write_bit"): n_params * 32,
+        }, cycles=math.ceil(n_params / self.macs_per_cycle))
+
+
+def chunk_sizes(m: int, samples: int) -> np.ndarray:
+    """Vectors in each sample's chunk when ``m`` vectors belong to ``samples`` samples (in order)."""
+    rows = math.ceil(m / max(1, samples)) if m else 1
+    return np.array([min(rows, m - start) for start in range(0, m, rows)] or [0], dtype=np.int64)
+
+
+class CapacityError(ValueError):
+    """The workload's stored weights do not fit in the macro's subarrays."""
+
+
+class MappingError(ValueError):
+    """The circuit has no mapping for a layer of the workload."""

@@ -1,0 +1,42 @@
+"""Circuit blocks as components: each kind registers its card model and class once (``imcsim list components``).
+
+Circuits build their blocks from the component cards their card names (``circuits/components/``); see
+:mod:`imcsim.components.base` for what a component owns.
+"""
+
+from imcsim.components.base import SCALING_RANGE, Component, ComponentCard, CostPoint, Technology
+from imcsim.components.blocks import (
+    Adc,
+    AdcCard,
+    Buffer,
+    Dac,
+    DacCard,
+    DigitalUnit,
+    DigitalUnitCard,
+    FullAdderCard,
+    LineDriver,
+    LineDriverCard,
+    MasterSram,
+    RegisterCard,
+    SenseAmp,
+    SenseAmpCard,
+    SramCard,
+    WriteDriver,
+    WriteDriverCard,
+)
+from imcsim.registry import COMPONENTS
+
+COMPONENTS.register("sense_amp", SenseAmpCard, SenseAmp, "sense amplifier: one column sensed per cycle")
+COMPONENTS.register("line_driver", LineDriverCard, LineDriver,
+                    "row or bit-column driver: energy per cell on the driven line")
+COMPONENTS.register("full_adder", FullAdderCard, None,
+                    "full-adder cell: builds column counters, the adder tree, shift-add, partial sums and popcounts")
+COMPONENTS.register("register", RegisterCard, Buffer, "register bit: input and output operand buffers")
+COMPONENTS.register("write_driver", WriteDriverCard, WriteDriver, "write driver: overhead of one write pulse")
+COMPONENTS.register("sram", SramCard, MasterSram, "SRAM bit holding FP32 master weights (read or written)")
+COMPONENTS.register("dac", DacCard, Dac, "input DAC of an analog crossbar (binary-weighted per bit)")
+COMPONENTS.register("adc", AdcCard, Adc, "column/row ADC of an analog crossbar: energy per conversion vs resolution")
+COMPONENTS.register("digital_unit", DigitalUnitCard, DigitalUnit,
+                    "near-memory digital unit: INT8 MACs and FP32 SGD updates, lanes per cycle")
+
+__all__ = ["COMPONENTS", "SCALING_RANGE", "Component", "ComponentCard", "CostPoint", "Technology"]

@@ -1,0 +1,217 @@
+"""The circuit blocks: sense amplifier, line drivers, adder logic (counters, adder tree, shift-add, partial sums,
+popcount tree), buffers, write drivers, converters, the digital unit and the master-weight SRAM.
+
+Each class owns its actions (with their kind), its area per instance and the scaling of its card's cost point
+(:class:`imcsim.components.base.CostPoint`). The adder logic is built from one full-adder cell card: an
+increment toggles about 2 counter bits; an adder tree combining the 8 weight-bit counts of one output adds
+7 numbers of counter + 8 bits; a shift-add or a partial sum is a 32-bit addition; a popcount tree over W bits
+adds sum_l (W / 2^l) l bits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field
+
+from imcsim.actions import ActionSpec
+from imcsim.components.base import Component, ComponentCard, CostPoint, PointCard, Technology
+from imcsim.params import Number, TimeS
+
+N_BITS = 8  # INT8 operands
+ACC_BITS = 32  # output accumulators (INT32 partial sums)
+COUNTER_TOGGLES_PER_INCREMENT = 2.0  # a binary counter increment toggles 1 + 1/2 + 1/4 + ... < 2 bits
+
+
+class SenseAmpCard(PointCard):
+    kind: Literal["sense_amp"]
+
+
+class LineDriverCard(PointCard):
+    """Energy per cell on a driven line (the line's wire and gate capacitance)."""
+
+    kind: Literal["line_driver"]
+
+
+class FullAdderCard(PointCard):
+    kind: Literal["full_adder"]
+
+
+class RegisterCard(PointCard):
+    kind: Literal["register"]
+
+
+class WriteDriverCard(PointCard):
+    """Driver overhead of one write pulse (charging the write line)."""
+
+    kind: Literal["write_driver"]
+
+
+class SramCard(PointCard):
+    """One bit read or written in the SRAM that keeps the FP32 master weights."""
+
+    kind: Literal["sram"]
+
+
+class DacCard(PointCard):
+    """A 1-bit input driver/DAC conversion; ``bits`` per conversion (binary-weighted: energy doubles per bit)."""
+
+    kind: Literal["dac"]
+    bits: int = Field(1, ge=1, le=8, description="input bits applied per cycle (1 = bit-serial)")
+
+
+class AdcCard(PointCard):
+    """An ADC conversion at ``reference_bits``; energy grows ``growth_per_bit`` per extra bit of ``bits``."""
+
+    kind: Literal["adc"]
+    bits: int = Field(ge=1, le=16, description="ADC resolution")
+    reference_bits: int = Field(ge=1, le=16, description="resolution of the cost point")
+    growth_per_bit: Number = Field(gt=1.0, le=4.0, description="conversion energy ratio per extra bit")
+    t_conversion_s: TimeS = Field(alias="t_conversion", gt=1e-12, le=1e-5, description="time of one conversion")
+
+
+class DigitalUnitCard(ComponentCard):
+    """The near-memory digital unit: an INT8 MAC and an FP32 SGD update per lane, ``macs_per_cycle`` lanes."""
+
+    kind: Literal["digital_unit"]
+    mac_int8: CostPoint = Field(description="one INT8 multiply with INT32 accumulate")
+    fp32_update: CostPoint = Field(description="one FP32 SGD update of one parameter (mul + add)")
+    macs_per_cycle: int = Field(ge=1, le=1 << 20)
+
+
+class SenseAmp(Component):
+    def __init__(self, role: str, card: SenseAmpCard, tech: Technology, t_sense_s: float):
+        super().__init__(role, card, tech)
+        self.t_sense_s = t_sense_s
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {"sense": self.spec(self.energy_j, "one column sensed", latency_s=self.t_sense_s)}
+
+
+class LineDriver(Component):
+    """Drives one line of ``cells`` cells: a row across a subarray, or a bit-column down it."""
+
+    def __init__(self, role: str, card: LineDriverCard, tech: Technology, action: str, cells: int, what: str):
+        super().__init__(role, card, tech)
+        self.action, self.cells, self.what = action, cells, what
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {self.action: self.spec(self.energy_j * self.cells, f"one {self.what} driven ({self.cells} cells)")}
+
+
+class AdderLogic(Component):
+    """Adder logic of ``bit_adds`` full-adder operations per action, built from a full-adder cell."""
+
+    def __init__(self, role: str, card: FullAdderCard, tech: Technology, action: str, bit_adds: float,
+                 description: str, width_bits: int = 0, register: Component | None = None):
+        super().__init__(role, card, tech)
+        self.action, self.bit_adds, self.description = action, bit_adds, description
+        # one instance: ``width_bits`` adder bits, each with a register bit if it accumulates
+        self.area_m2 = width_bits * (self.area_m2 + (register.area_m2 if register is not None else 0.0))
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {self.action: self.spec(self.energy_j * self.bit_adds, self.description)}
+
+
+def column_counter(card: FullAdderCard, tech: Technology, rows: int) -> AdderLogic:
+    bits = counter_bits(rows)
+    return AdderLogic("column_counter", card, tech, "increment", COUNTER_TOGGLES_PER_INCREMENT,
+                      "a sensed AND result of 1 increments a column popcount counter", width_bits=bits)
+
+
+def adder_tree(card: FullAdderCard, tech: Technology, rows: int) -> AdderLogic:
+    return AdderLogic("adder_tree", card, tech, "combine", (N_BITS - 1) * (counter_bits(rows) + N_BITS),
+                      "8 weight-bit counts of one output combined with shifts")
+
+
+def shift_add(card: FullAdderCard, tech: Technology, register: Component) -> AdderLogic:
+    return AdderLogic("shift_add", card, tech, "accumulate", ACC_BITS,
+                      "one plane result shifted into a 32-bit accumulator", width_bits=ACC_BITS, register=register)
+
+
+def partial_sum(card: FullAdderCard, tech: Technology) -> AdderLogic:
+    return AdderLogic("psum", card, tech, "add", ACC_BITS, "32-bit partial sum across row tiles")
+
+
+def popcount_tree(card: FullAdderCard, tech: Technology, width: int) -> AdderLogic:
+    return AdderLogic("popcount_tree", card, tech, "reduce", popcount_tree_bit_adds(width),
+                      "popcount of one row of AND results across a subarray's columns")
+
+
+class Buffer(Component):
+    """A register file moving operand bits in (``read_bit``) or results out (``write_bit``)."""
+
+    def __init__(self, role: str, card: RegisterCard, tech: Technology, action: str):
+        super().__init__(role, card, tech)
+        self.action = action
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {self.action: self.spec(self.energy_j, "one bit", kind="transfer")}
+
+
+class WriteDriver(Component):
+    """One driver action per pulse kind of the device (every device action of kind ``write_pulse``)."""
+
+    def __init__(self, role: str, card: WriteDriverCard, tech: Technology, pulses: list[str]):
+        super().__init__(role, card, tech)
+        self.pulses = pulses
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {p: self.spec(self.energy_j, f"driver overhead of one {p.replace('_', ' ')}") for p in self.pulses}
+
+
+class MasterSram(Component):
+    def actions(self) -> dict[str, ActionSpec]:
+        return {"read_bit": self.spec(self.energy_j, "master weight bit", kind="transfer"),
+                "write_bit": self.spec(self.energy_j, "master weight bit", kind="transfer")}
+
+
+class Dac(Component):
+    def actions(self) -> dict[str, ActionSpec]:
+        b = self.card.bits
+        return {"convert": self.spec(self.energy_j * 2 ** (b - 1),
+                                     f"one {b}-bit input applied to a line (binary-weighted: energy doubles per bit)")}
+
+
+class Adc(Component):
+    @property
+    def conversion_energy_j(self) -> float:
+        c = self.card
+        return self.energy_j * c.growth_per_bit ** (c.bits - c.reference_bits)
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {"convert": self.spec(self.conversion_energy_j, f"one {self.card.bits}-bit conversion of a column or "
+                                     "row sum", latency_s=self.card.t_conversion_s)}
+
+
+class DigitalUnit(Component):
+    def __init__(self, role: str, card: DigitalUnitCard, tech: Technology):
+        super().__init__(role, card, tech)
+        self.e_mac_j, mac_area = card.mac_int8.scaled(tech, f"components.{role}.mac_int8.node")
+        self.e_update_j, _ = card.fp32_update.scaled(tech, f"components.{role}.fp32_update.node")
+        self.macs_per_cycle = card.macs_per_cycle
+        self.area_m2 = card.macs_per_cycle * mac_area  # the whole unit
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {"mac_int8": self.spec(self.e_mac_j, "INT8 MAC"),
+                "fp32_update": self.spec(self.e_update_j, "FP32 SGD update of one parameter")}
+
+
+def counter_bits(rows: int) -> int:
+    """Bits of a column counter that counts up to ``rows``."""
+    return max(1, math.ceil(math.log2(rows + 1)))
+
+
+def popcount_tree_bit_adds(width: int) -> int:
+    """Full-adder operations of a binary popcount tree over ``width`` bits.
+
+    Level l (1-based) adds width / 2^l pairs of l-bit numbers: sum_l (width / 2^l) * l.
+    """
+    total, level, inputs = 0, 1, width
+    while inputs > 1:
+        pairs = inputs // 2
+        total += pairs * level
+        inputs = pairs + inputs % 2
+        level += 1
+    return total
