@@ -252,9 +252,8 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("energy_program_j", "run", "energy of the training write-backs",
            lambda c: cost(c.tally.program_counts, c.macro.actions, {}, c.t_cycle_s).total_energy_j * c.scale,
            **TRAINED),
-    Metric("macs_forward_per_step", "step", "multiply-accumulates of the forward pass per training step, from the "
-           "ops' GEMM shapes (m x k x n; a grouped layer packed block-diagonally counts its whole block) and the "
-           "digital unit's counted INT8 MACs",
+    Metric("macs_forward_per_step", "step", "multiply-accumulates of the forward pass per training step, as the "
+           "circuits count them (every group of a grouped layer once, in the array and in the digital unit)",
            lambda c: c.macs_per_step(("forward",)), **TRAINED),
     Metric("macs_train_per_step", "step", "multiply-accumulates of a whole training step: forward, input-gradient "
            "and weight-gradient GEMMs", lambda c: c.macs_per_step(GEMM_PHASES), **TRAINED),
