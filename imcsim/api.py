@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from imcsim import REPORT_SCHEMA_VERSION, __version__
-from imcsim.circuits import BitSerialMacro, CapacityError, MappingError, build_circuit
-from imcsim.circuits.crossbar import AnalogCrossbar
+from imcsim.circuits import ArrayCircuit, CapacityError, MappingError, build_circuit
 from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost
 from imcsim.devices import MemoryDevice, build_device
@@ -38,7 +37,7 @@ from imcsim.workloads.int8 import ArrayLayer
 @dataclass(frozen=True)
 class HardwareModel:
     device: MemoryDevice
-    macro: BitSerialMacro
+    macro: ArrayCircuit
 
 
 def build_hardware(loaded: LoadedConfig) -> HardwareModel:
@@ -186,7 +185,7 @@ def check_capacity(loaded: LoadedConfig, hardware: HardwareModel | None = None) 
     """Map the whole workload onto the circuit from its model's shapes (no data, no training); check it fits.
 
     Every weight matrix the run stores (for the method and each baseline, in the config's run mode) is
-    placed as :meth:`BitSerialMacro.store` places it, so the total is what the run will use. Raises
+    placed as the circuit's :meth:`store` places it, so the total is what the run will use. Raises
     :class:`InputError` naming ``circuit.array.n_subarrays`` when the total exceeds it (or naming
     ``circuit.card`` when the circuit cannot map a layer); returns the :class:`Capacity` otherwise.
     """
@@ -195,7 +194,7 @@ def check_capacity(loaded: LoadedConfig, hardware: HardwareModel | None = None) 
     card = cfg.workload
     methods = [card.method, *(m for m in getattr(card, "baselines", []) if m != card.method)]
     best: Capacity | None = None
-    unit = "crossbars" if isinstance(macro, AnalogCrossbar) else "subarrays"
+    unit = macro.unit
     a = macro.card.array
     for method in methods:
         layers = _array_layers(card.model_copy(update={"method": method}), cfg.run.mode)

@@ -700,8 +700,12 @@ def resolve_components(body: dict[str, Any], prefix: str, card_path: Path, libra
         if not isinstance(entry, dict) or not isinstance(entry.get("card"), str) or not entry["card"].strip():
             raise InputError(f"must be a component card name or a mapping with a 'card' key (got {shorten(entry)})",
                              file=where(key), key=key)
-        path = _lookup(entry["card"], card_path.parent, library / SECTIONS["circuit"][0] / COMPONENT_FOLDER,
-                       "component card", where(f"{key}.card"), f"{key}.card")
+        try:
+            path = _lookup(entry["card"], card_path.parent, library / SECTIONS["circuit"][0] / COMPONENT_FOLDER,
+                           "component card", where(f"{key}.card"), f"{key}.card")
+        except OSError as err:  # a name the file system refuses (too long, ...)
+            raise InputError(f"cannot read component card {shorten(entry['card'])}: {err.strerror or err}",
+                             file=where(f"{key}.card"), key=f"{key}.card") from None
         card_body, card_shown = _read_card(path, key)
         found: dict[str, str] = {}
         _record(card_body, card_shown, found, key)

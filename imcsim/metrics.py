@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from imcsim.circuits.macro import BitSerialMacro
+from imcsim.circuits.base import ArrayCircuit
 from imcsim.config import RunConfig
 from imcsim.cost import CostResult, cost
 from imcsim.devices import MemoryDevice
@@ -42,7 +42,7 @@ class RunContext:
 
     config: RunConfig
     device: MemoryDevice
-    macro: BitSerialMacro
+    macro: ArrayCircuit
     result: ContinualResult
     tally: Tally
     timeline: RunTimeline

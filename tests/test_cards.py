@@ -91,6 +91,9 @@ def test_a_component_override_and_a_swapped_component_card_reach_the_circuit(roo
     assert over.actions.energy_j(("adder_tree", "combine")) == base.actions.energy_j(("adder_tree", "combine"))
     with pytest.raises(InputError, match=r"circuit.components.sense_amp.card: no component card 'nope' in .*available: "):
         load_config(root / "configs" / "sas_mram_repnet.yaml", ["circuit.components.sense_amp.card=nope"])
+    with pytest.raises(InputError, match=r"--set: circuit.components.sense_amp.card: cannot read component card .*"
+                                         r"File name too long"):  # found by the fuzzer: an OSError, not a traceback
+        load_config(root / "configs" / "sas_mram_repnet.yaml", ["circuit.components.sense_amp.card=" + "x" * 300])
     with pytest.raises(InputError, match=r"latch_sense_amp_28nm.yaml: circuit.components.sense_amp.node: .*outside"):
         build_hardware(load_config(root / "configs" / "sas_mram_repnet.yaml", ["circuit.technology.node=180 nm"]))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imcsim.circuits.macro import BitSerialMacro
+from imcsim.circuits.base import ArrayCircuit
 from imcsim.ops import OpRecord
 from imcsim.sim.engine import Schedule
 from imcsim.sim.graph import ARRAY_PREFIX, MacroView
@@ -22,7 +22,7 @@ from imcsim.sim.replay import Scheduler
 from imcsim.workloads.dataflow import LayerGraph
 
 
-def macro_view(macro: BitSerialMacro) -> MacroView:
+def macro_view(macro: ArrayCircuit) -> MacroView:
     a = macro.card.array
     return MacroView(
         actions=macro.actions,
@@ -92,7 +92,7 @@ class RunTimeline:
             self.traced, self.traced_index = sched, len(self.step_cycles)
 
 
-def group_capacity(macro: BitSerialMacro) -> dict[str, int]:
+def group_capacity(macro: ArrayCircuit) -> dict[str, int]:
     """Units of each resource group: subarrays in use, 1 digital unit, buffer ports, drivers, scratch."""
     a = macro.card.array
     return {
@@ -116,7 +116,7 @@ def split_steps(ops: Sequence[OpRecord]) -> tuple[list[OpRecord], dict[int, list
     return deploy, dict(sorted(steps.items()))
 
 
-def schedule_run(ops: Sequence[OpRecord], graphs: Mapping[str, LayerGraph], macro: BitSerialMacro,
+def schedule_run(ops: Sequence[OpRecord], graphs: Mapping[str, LayerGraph], macro: ArrayCircuit,
                  trace_step: int = 1) -> RunTimeline:
     """Schedule every training step of ``ops`` (and the deployment) on ``macro``; keep the schedule of
     training step ``trace_step`` (1-based; the last step when there are fewer)."""

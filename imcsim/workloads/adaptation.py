@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
-from imcsim.circuits.macro import BitSerialMacro
+from imcsim.circuits.base import ArrayCircuit
 from imcsim.errors import FieldError
 from imcsim.ops import OpRecord
 from imcsim.params import Params
@@ -296,7 +296,7 @@ class AdaptationScenario(Scenario):
     def rows(self, samples: int) -> int:
         return samples * self.card.model.seq_len
 
-    def step_ops(self, macro: BitSerialMacro, model: TinyTransformer, digital: list[IMCModule], samples: int
+    def step_ops(self, macro: ArrayCircuit, model: TinyTransformer, digital: list[IMCModule], samples: int
                  ) -> list[OpRecord]:
         """Attention's weight-free GEMMs and a step of every trained layer kept in the digital unit."""
         ops = attention_ops(macro, model, samples, self.card.model.seq_len)
@@ -304,7 +304,7 @@ class AdaptationScenario(Scenario):
             ops += digital_layer_ops(macro, m, samples if m.name.startswith("head.") else self.rows(samples), samples)
         return ops
 
-    def cost_only_plan(self, macro: BitSerialMacro) -> CostOnlyPlan:
+    def cost_only_plan(self, macro: ArrayCircuit) -> CostOnlyPlan:
         card, spec = self.card, self.card.cost_only
         if spec is None:
             raise ValueError("run.mode=cost_only needs a workload.cost_only section (model, batch_size, "
@@ -321,7 +321,7 @@ class AdaptationScenario(Scenario):
             steps_per_task=spec.steps_per_task, tasks=card.n_tasks)
 
 
-def run_adaptation(card: AdaptationCard, macro: BitSerialMacro, seed: int, device: torch.device,
+def run_adaptation(card: AdaptationCard, macro: ArrayCircuit, seed: int, device: torch.device,
                    progress: Progress | None = None, shared: dict | None = None) -> ContinualResult:
     """Run the adaptation scenario on ``macro``; see the module docstring."""
     del device, shared  # trains on CPU: the tiny model is bound by the circuit model, not by arithmetic
@@ -383,13 +383,13 @@ def _trace_adapted(card_json: str) -> tuple[TinyTransformer, list[torch.nn.Modul
     return model, adapters, graph, memory
 
 
-def run_adaptation_cost_only(card: AdaptationCard, macro: BitSerialMacro, seed: int) -> ContinualResult:
+def run_adaptation_cost_only(card: AdaptationCard, macro: ArrayCircuit, seed: int) -> ContinualResult:
     """Count one training step of the card's ``cost_only`` model (no data, no arithmetic); the totals
     stand for ``steps_per_task`` steps of each of ``n_tasks`` tasks."""
     return run_cost_only(AdaptationScenario(card), macro, seed)
 
 
-def digital_layer_ops(macro: BitSerialMacro, m: IMCLinear, rows: int, samples: int) -> list[OpRecord]:
+def digital_layer_ops(macro: ArrayCircuit, m: IMCLinear, rows: int, samples: int) -> list[OpRecord]:
     """One training step of a linear layer kept in the digital unit: forward, gradients, FP32 update."""
     k, n = m.weight.shape[1], m.weight.shape[0]
     ops = [macro.digital_gemm(*shape, phase=phase, layer=m.name, samples=samples)
@@ -398,7 +398,7 @@ def digital_layer_ops(macro: BitSerialMacro, m: IMCLinear, rows: int, samples: i
     return _owned(ops, m.name)
 
 
-def attention_ops(macro: BitSerialMacro, model: torch.nn.Module, batch: int, seq_len: int,
+def attention_ops(macro: ArrayCircuit, model: torch.nn.Module, batch: int, seq_len: int,
                   backward: bool = True) -> list[OpRecord]:
     """The weight-free GEMMs of every attention layer of ``model`` in one step, in the digital unit.
 

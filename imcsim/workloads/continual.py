@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
-from imcsim.circuits.macro import BitSerialMacro
+from imcsim.circuits.base import ArrayCircuit
 from imcsim.errors import FieldError
 from imcsim.params import Params
 from imcsim.registry import METHODS
@@ -318,7 +318,7 @@ class ContinualScenario(Scenario):
     def accuracy(self, model: RepNet, task: TaskData, device: torch.device) -> float:
         return _accuracy(model, task, device)
 
-    def cost_only_plan(self, macro: BitSerialMacro) -> CostOnlyPlan:
+    def cost_only_plan(self, macro: ArrayCircuit) -> CostOnlyPlan:
         card, spec = self.card, self.card.cost_only
         if spec is None:
             raise ValueError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
@@ -335,7 +335,7 @@ class ContinualScenario(Scenario):
 
 def run_continual(
     card: ContinualCard,
-    macro: BitSerialMacro,
+    macro: ArrayCircuit,
     seed: int,
     device: torch.device,
     progress: Progress | None = None,
@@ -370,6 +370,6 @@ def _trace_step(arch: str, width: int, in_channels: int, image_size: int, batch:
     return graph, memory, digital
 
 
-def run_cost_only(card: ContinualCard, macro: BitSerialMacro, seed: int) -> ContinualResult:
+def run_cost_only(card: ContinualCard, macro: ArrayCircuit, seed: int) -> ContinualResult:
     """Count one training step of the card's model at the ``cost_only`` sizes (no data, no arithmetic)."""
     return run_cost_only_step(ContinualScenario(card), macro, seed)

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imcsim.circuits.base import ArrayCircuit
 from imcsim.circuits.bitplanes import int8_matmul
-from imcsim.circuits.macro import BitSerialMacro
 from imcsim.ops import OpRecord
 from imcsim.workloads.dataflow import traced_layer_call
 
@@ -50,7 +50,7 @@ class Hardware:
     their order are the same either way.
     """
 
-    macro: BitSerialMacro
+    macro: ArrayCircuit
     recording: bool = True
     task: str = ""
     step: int = -1  # training step the ops belong to (-1: deployment)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import BeforeValidator
 from torch import nn
 
-from imcsim.circuits.macro import BitSerialMacro
+from imcsim.circuits.base import ArrayCircuit
 from imcsim.errors import shorten
 from imcsim.ops import OpRecord
 from imcsim.registry import METHODS
@@ -191,7 +191,7 @@ class Scenario(ABC):
     def accuracy(self, model: nn.Module, task: Any, device: torch.device) -> float: ...
 
     @abstractmethod
-    def cost_only_plan(self, macro: BitSerialMacro) -> CostOnlyPlan: ...
+    def cost_only_plan(self, macro: ArrayCircuit) -> CostOnlyPlan: ...
 
     def digital_layers(self, model: nn.Module, adapters: list[nn.Module]) -> list[nn.Module]:
         """IMC layers kept in the digital unit, not stored in the array (default: the method's)."""
@@ -201,7 +201,7 @@ class Scenario(ABC):
         """Operand rows of a step on ``samples`` samples."""
         return samples
 
-    def step_ops(self, macro: BitSerialMacro, model: nn.Module, digital: list[IMCModule], samples: int
+    def step_ops(self, macro: ArrayCircuit, model: nn.Module, digital: list[IMCModule], samples: int
                  ) -> list[OpRecord]:
         """Ops of a step in the digital unit besides the circuit's GEMMs: weight-free arithmetic and the
         trained ``digital`` layers (default: none)."""
@@ -218,7 +218,7 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[torch
         yield torch.from_numpy(order[start : start + batch_size])
 
 
-def run_functional(scenario: Scenario, macro: BitSerialMacro, seed: int, device: torch.device,
+def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: torch.device,
                    progress: Progress | None = None, shared: dict | None = None) -> ContinualResult:
     """Train the scenario's task sequence on ``macro`` with its method; see the module docstring."""
     method, sched = scenario.method, scenario.schedule
@@ -308,7 +308,7 @@ def run_functional(scenario: Scenario, macro: BitSerialMacro, seed: int, device:
     )
 
 
-def run_cost_only(scenario: Scenario, macro: BitSerialMacro, seed: int) -> ContinualResult:
+def run_cost_only(scenario: Scenario, macro: ArrayCircuit, seed: int) -> ContinualResult:
     """Count one training step of the scenario's real-size model (no data, no arithmetic); the totals
     stand for every step of every task."""
     plan = scenario.cost_only_plan(macro)
