@@ -290,10 +290,7 @@ def _resolve_card_path(section: str, card: Any, config_path: Path, library: Path
     key = f"{section}.card"
     if not isinstance(card, str) or not card.strip():
         raise InputError("must be a card name or a path to a card file", file=shown, key=key)
-    try:
-        return _card_path(section, card, config_path, library, shown, key)
-    except OSError as err:
-        raise InputError(f"cannot read card {shorten(card)}: {err.strerror or err}", file=shown, key=key) from None
+    return _card_path(section, card, config_path, library, shown, key)
 
 
 def _card_path(section: str, card: str, config_path: Path, library: Path, shown: str, key: str) -> Path:
@@ -301,7 +298,15 @@ def _card_path(section: str, card: str, config_path: Path, library: Path, shown:
 
 
 def _lookup(card: str, relative_to: Path, folder: Path, what: str, shown: str, key: str) -> Path:
-    """The file of a card given by name (``folder/NAME.yaml``) or by path (relative to ``relative_to``)."""
+    """The file of a card given by name (``folder/NAME.yaml``) or by path (relative to ``relative_to``); a name
+    the file system refuses (too long, ...) is an input error like a missing card."""
+    try:
+        return _find(card, relative_to, folder, what, shown, key)
+    except OSError as err:
+        raise InputError(f"cannot read {what} {shorten(card)}: {err.strerror or err}", file=shown, key=key) from None
+
+
+def _find(card: str, relative_to: Path, folder: Path, what: str, shown: str, key: str) -> Path:
     if "\0" in card:
         raise InputError(f"must be a {what} name or a path to a {what} file (got {shorten(card)})", file=shown,
                          key=key)
@@ -700,12 +705,8 @@ def resolve_components(body: dict[str, Any], prefix: str, card_path: Path, libra
         if not isinstance(entry, dict) or not isinstance(entry.get("card"), str) or not entry["card"].strip():
             raise InputError(f"must be a component card name or a mapping with a 'card' key (got {shorten(entry)})",
                              file=where(key), key=key)
-        try:
-            path = _lookup(entry["card"], card_path.parent, library / SECTIONS["circuit"][0] / COMPONENT_FOLDER,
-                           "component card", where(f"{key}.card"), f"{key}.card")
-        except OSError as err:  # a name the file system refuses (too long, ...)
-            raise InputError(f"cannot read component card {shorten(entry['card'])}: {err.strerror or err}",
-                             file=where(f"{key}.card"), key=f"{key}.card") from None
+        path = _lookup(entry["card"], card_path.parent, library / SECTIONS["circuit"][0] / COMPONENT_FOLDER,
+                       "component card", where(f"{key}.card"), f"{key}.card")
         card_body, card_shown = _read_card(path, key)
         found: dict[str, str] = {}
         _record(card_body, card_shown, found, key)

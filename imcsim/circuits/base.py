@@ -27,9 +27,9 @@ from pydantic import Field
 from imcsim.actions import ActionSpec, ActionTable
 from imcsim.circuits.activity import popcount8
 from imcsim.circuits.bitplanes import N_BITS, int8_matmul
-from imcsim.circuits.stream import ACC_BITS
-from imcsim.components import Component, Technology
+from imcsim.components import Component
 from imcsim.components.blocks import (
+    ACC_BITS,
     Buffer,
     DigitalUnit,
     DigitalUnitCard,
@@ -45,8 +45,6 @@ from imcsim.components.blocks import (
 from imcsim.devices.base import MemoryDevice
 from imcsim.ops import OpRecord
 from imcsim.params import Params
-
-TechnologyParams = Technology
 
 
 class ArrayParams(Params):
@@ -138,10 +136,9 @@ class ArrayCircuit:
 
     def _shared_blocks(self, c: SharedComponents) -> dict[str, Component]:
         tech = self.card.technology
-        register = Component("register_bit", c.register_bit, tech)
         pulses = [a for a, spec in self.device.actions().items() if spec.kind == "write_pulse"]
         return {
-            "shift_add": shift_add(c.adder_cell, tech, register),
+            "shift_add": shift_add(c.adder_cell, tech, c.register_bit),
             "psum": partial_sum(c.adder_cell, tech),
             "input_buffer": Buffer("input_buffer", c.register_bit, tech, "read_bit"),
             "output_buffer": Buffer("output_buffer", c.register_bit, tech, "write_bit"),

@@ -67,7 +67,6 @@ from imcsim.errors import PhysicsError
 from imcsim.ops import OpRecord
 from imcsim.params import Params
 
-TechnologyParams = Technology
 __all__ = ["ACC_BITS", "ArrayParams", "BitSerialMacro", "BitSerialMacroCard", "BufferParams", "CapacityError",
            "MappingError", "StoredMatrix", "chunk_sizes"]
 

@@ -22,9 +22,8 @@ from scipy.stats import binom
 
 from imcsim.circuits.activity import stream_activity
 from imcsim.circuits.bitplanes import N_BITS
+from imcsim.components.blocks import ACC_BITS
 from imcsim.ops import OpRecord
-
-ACC_BITS = 32  # width of output accumulators (INT32 partial sums)
 
 
 @dataclass(frozen=True)

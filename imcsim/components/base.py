@@ -15,10 +15,11 @@ from imcsim.errors import PhysicsError
 from imcsim.params import AreaM2, EnergyJ, FrequencyHz, LengthM, Params, VoltageV
 
 SCALING_RANGE = (0.25, 4.0)
-"""Feature-size ratios (target / reference node) over which first-order scaling is used. Energy follows the
-switched capacitance (proportional to F) and V^2, area F^2 (Dennard et al., IEEE JSSC 9(5), 1974); beyond a
-factor of 4 the published fits of Stillmaker and Baas (Integration 58, 2017, 7-180 nm) depart from these laws
-by more than the spread of the figures they scale, so the component refuses the node."""
+"""Feature-size ratios (target / reference node) over which this model uses first-order scaling: energy follows
+the switched capacitance (proportional to F) and V^2, area F^2 (Dennard et al., IEEE JSSC 9(5), 1974). Measured
+scaling departs from these laws at deep nodes (Stillmaker and Baas, Integration 58, 2017, fit 180 nm to 7 nm
+separately per node for that reason); the factor of 4 is this model's chosen bound, not a published threshold,
+so a component card measured nearer the circuit's node is asked for beyond it."""
 
 
 class Technology(Params):

@@ -104,11 +104,12 @@ class AdderLogic(Component):
     """Adder logic of ``bit_adds`` full-adder operations per action, built from a full-adder cell."""
 
     def __init__(self, role: str, card: FullAdderCard, tech: Technology, action: str, bit_adds: float,
-                 description: str, width_bits: int = 0, register: Component | None = None):
+                 description: str, width_bits: int = 0, register: RegisterCard | None = None):
         super().__init__(role, card, tech)
         self.action, self.bit_adds, self.description = action, bit_adds, description
         # one instance: ``width_bits`` adder bits, each with a register bit if it accumulates
-        self.area_m2 = width_bits * (self.area_m2 + (register.area_m2 if register is not None else 0.0))
+        register_m2 = register.scaled(tech, f"components.{role}.register_bit.node")[1] if register else 0.0
+        self.area_m2 = width_bits * (self.area_m2 + register_m2)
 
     def actions(self) -> dict[str, ActionSpec]:
         return {self.action: self.spec(self.energy_j * self.bit_adds, self.description)}
@@ -125,7 +126,7 @@ def adder_tree(card: FullAdderCard, tech: Technology, rows: int) -> AdderLogic:
                       "8 weight-bit counts of one output combined with shifts")
 
 
-def shift_add(card: FullAdderCard, tech: Technology, register: Component) -> AdderLogic:
+def shift_add(card: FullAdderCard, tech: Technology, register: RegisterCard) -> AdderLogic:
     return AdderLogic("shift_add", card, tech, "accumulate", ACC_BITS,
                       "one plane result shifted into a 32-bit accumulator", width_bits=ACC_BITS, register=register)
 

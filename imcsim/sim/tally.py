@@ -43,6 +43,7 @@ class Tally:
     program_counts: Counter = field(default_factory=Counter)
     program_cycles: int = 0
     n_ops: int = 0
+    _views: dict | None = field(default=None, init=False, repr=False)  # see :meth:`_view`
 
     def add(self, op: OpRecord) -> None:
         module = op.home
@@ -84,7 +85,7 @@ class Tally:
     def _view(self) -> dict:
         """Counts by phase, by task (training ops) and by module and phase; cycles and MACs by module and phase;
         MACs by phase. Computed once after the last :meth:`add`."""
-        if getattr(self, "_views", None) is None:
+        if self._views is None:
             v = {name: defaultdict(Counter) for name in ("phase", "task", "cycles", "macs")}
             v["module"] = defaultdict(lambda: defaultdict(Counter))
             v["macs_phase"] = Counter()
