@@ -197,7 +197,11 @@ def check_capacity(loaded: LoadedConfig, hardware: HardwareModel | None = None) 
     unit = macro.unit
     a = macro.card.array
     for method in methods:
-        layers = _array_layers(card.model_copy(update={"method": method}), cfg.run.mode)
+        try:
+            layers = _array_layers(card.model_copy(update={"method": method}), cfg.run.mode)
+        except DataError as err:
+            key = f"workload.{err.key}" if err.key else "workload"
+            raise InputError(str(err), file=loaded.where(key), key=key) from None
         placed: dict[str, tuple[str, int]] = {}
         try:
             for layer in layers:

@@ -52,6 +52,7 @@ from imcsim import units
 from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
 from imcsim.devices import CARD_KINDS as DEVICE_KINDS
 from imcsim.errors import FieldError, InputError, UnknownKeyError, shorten
+from imcsim.models.sources import file_digest
 from imcsim.params import Params, field_dim
 from imcsim.registry import load_plugins
 from imcsim.workloads import CARD_KINDS as WORKLOAD_KINDS
@@ -128,7 +129,13 @@ class LoadedConfig:
         """SHA-256 of the resolved config (canonical JSON), first 16 hex digits. The card paths are left out:
         the cards' contents are in the resolved config, and the same config hashes alike however its path
         is spelled or wherever it is run from."""
-        physics = {k: v for k, v in self.resolved.items() if k != "cards"}
+        physics = {k: v for k, v in self.resolved.items() if k not in ("cards", "model_files")}
+        files = self.resolved.get("model_files", {})
+        if files:  # a model file hashes by its content, not by where it lies
+            physics = copy.deepcopy(physics)
+            model = physics.get("workload", {}).get("model", {})
+            for key, digest in files.items():
+                model[key] = digest
         blob = json.dumps(physics, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -621,6 +628,7 @@ def load_config(
         tree["seed"] = seed
         origins["seed"] = "--seed"
     where = _origin_finder(origins, shown)
+    model_files = _resolve_model_files(tree, where)
     if isinstance(tree.get("circuit"), dict):
         resolve_components(tree["circuit"], "circuit", card_paths.get("circuit", path), lib, origins, where)
     _check_numbers(tree, "", where)
@@ -638,7 +646,36 @@ def load_config(
         **{s: typed[s].model_dump(mode="json", by_alias=True) for s in SECTIONS},
         "cards": cards,
     }
+    if model_files:
+        resolved["model_files"] = model_files
     return LoadedConfig(config=config, path=path, cards=cards, resolved=resolved, origins=origins)
+
+
+def _resolve_model_files(tree: dict[str, Any], where) -> dict[str, str]:
+    """Make ``workload.model.path`` and a file ``workload.model.factory`` absolute, relative to the file that
+    set them (the working folder for ``--set``); returns key -> ``sha256:<digest>`` of each file found."""
+    workload = tree.get("workload")
+    model = workload.get("model") if isinstance(workload, dict) else None
+    if not isinstance(model, dict):
+        return {}
+    digests = {}
+    for key in ("path", "factory"):
+        value = model.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        file, sep, attr = value.rpartition(":") if key == "factory" else (value, "", "")
+        if key == "factory" and not file.endswith(".py"):
+            continue
+        origin = where(f"workload.model.{key}")
+        base = Path.cwd() if origin.startswith("--") else Path(origin).parent
+        target = Path(file) if Path(file).is_absolute() else base / file
+        model[key] = f"{target}{sep}{attr}"
+        try:
+            if target.is_file():
+                digests[key] = f"sha256:{file_digest(target)}{sep}{attr}"
+        except OSError:
+            pass
+    return digests
 
 
 MAX_INT = 2**63 - 1

@@ -57,3 +57,14 @@ class PhysicsError(InputError):
 
 class UnknownKeyError(InputError):
     """A config or card names a key its section does not have."""
+
+
+class DataError(ValueError):
+    """A data source that cannot be read as asked (the message says why and what would be valid).
+
+    ``key``: the workload-card key it concerns, when known (e.g. ``tasks.1.path``).
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key

@@ -29,6 +29,7 @@ from imcsim.ops import PHASES, TRAINING_PHASES, OpRecord
 from imcsim.sim.tally import Tally, WriteStats, measured_activity
 from imcsim.sim.timeline import RunTimeline, energy_over_time, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR, unit_of_name
+from imcsim.models.backbone import architecture_hash, model_provenance
 from imcsim.workloads.continual import ContinualResult
 
 BASES = ("run", "step", "task", "hardware", "schedule")
@@ -428,12 +429,27 @@ def tables(ctx: RunContext) -> dict[str, Any]:
         "write_histogram": [list(p) for p in ws.histogram],
         "writes_max_per_layer": ws.per_layer_max,
         "device_figures": {k: {"value": v, "unit": u or "1"} for k, (v, u) in ctx.device.figures().items()},
+        "model": model_table(ctx),
         "activity": measured_activity(result.ops, [s.values for s in macro.stored.values()])
         if ctx.config.run.mode == "functional" else {},
         "energy_over_time": [list(p) for p in energy_over_time(timeline)],
         "step_power_profile": [list(p) for p in step_power_profile(timeline.first_step, ctx.t_cycle_s)]
         if timeline.first_step is not None else [],
     }
+
+
+def model_table(ctx: RunContext) -> dict[str, Any]:
+    """The model's provenance (source, zoo name and arguments, factory or ONNX file with its SHA-256) and an
+    architecture hash of its traced layers (names, GEMM shapes per sample, groups, trainable or frozen)."""
+    out = dict(model_provenance(ctx.config.workload, ctx.config.run.mode))
+    graph = next(iter(ctx.result.graphs.values()), None)
+    if graph is not None:
+        rows = [(c.name, c.m // max(1, c.samples), c.k, c.n, c.groups // (max(1, c.samples) if c.weightless else 1),
+                 c.trainable, c.weightless) for c in graph.calls]
+        out["architecture_hash"] = architecture_hash(rows)
+        out["array_layers"] = sum(1 for c in graph.calls if not c.weightless)
+        out["array_params"] = sum(c.groups * c.k * c.n for c in graph.calls if not c.weightless)
+    return out
 
 
 def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
@@ -458,7 +474,7 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
     return rows
 
 
-LAYER_COLUMNS = ("module", "shape", "macs_forward_per_step", "macs_train_per_step", "subarrays",
+LAYER_COLUMNS = ("module", "shape", "params", "trainable", "macs_forward_per_step", "macs_train_per_step", "subarrays",
                  *(f"energy_{p}_j" for p in PHASES), *(f"latency_{p}_s" for p in PHASES))
 """Columns of ``tables.layers`` and layers.csv: energies over the run; latencies are the own time of the
 module's ops (before the schedule overlaps them) over the run."""
@@ -473,9 +489,13 @@ def layer_table(ctx: RunContext) -> list[dict[str, Any]]:
         module = tally.module_of.get(layer, layer)
         subarrays[module] = subarrays.get(module, 0) + s.row_tiles * s.col_tiles
     steps = ctx.counted_steps
+    calls = {c.name: c for g in ctx.result.graphs.values() for c in g.calls}
     rows = []
     for module, by_phase in tally.counts_by_module.items():
+        call = calls.get(module)
         row: dict[str, Any] = {"module": module, "shape": " x ".join(map(str, tally.shape_of.get(module, ()))),
+                               "params": 0 if call is None or call.weightless else call.groups * call.k * call.n,
+                               "trainable": bool(call is not None and call.trainable),
                                "macs_forward_per_step": tally.macs_by_module[module]["forward"] / steps if steps else 0,
                                "macs_train_per_step": sum(tally.macs_by_module[module][p] for p in GEMM_PHASES) / steps
                                if steps else 0, "subarrays": subarrays.get(module, 0)}

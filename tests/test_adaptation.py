@@ -104,22 +104,34 @@ def test_adapters_in_sram_cost_only_write_nothing_and_do_their_gemms_digitally()
     assert macs(sram) > macs(reram)
 
 
-def test_attention_ops_count_the_score_and_context_gemms():
+def test_attention_products_are_traced_and_counted_in_the_digital_unit():
+    import torch
+
     from imcsim.api import build_hardware
-    from imcsim.workloads.adaptation import attention_ops
+    from imcsim.workloads.costonly import weightless_ops
+    from imcsim.workloads.dataflow import trace_dataflow
     from imcsim.workloads.transformer import TinyTransformer
 
     hw = build_hardware(load_config(ROOT / "configs" / "reram_lora.yaml"))
     d, heads, n, batch, layers = 32, 4, 10, 3, 2
-    model = TinyTransformer(12, d, heads, layers, 64, n, 2, decoder_layers=1)  # the decoder has two attentions
-    fwd = attention_ops(hw.macro, model, batch, n, backward=False)
-    both = attention_ops(hw.macro, model, batch, n)
-    per_attention = 2 * batch * heads * n * n * (d // heads)  # Q K^T and P V
+    model = TinyTransformer(12, d, heads, layers, 64, n, 2, decoder_layers=1).to("meta")  # the decoder: two attentions
+    tokens = torch.zeros((batch, n), dtype=torch.long, device="meta")
+    graph = trace_dataflow(model, lambda: model(tokens), samples=batch)
+    products = [c for c in graph.calls if c.weightless]
     attentions = layers + 2
+    assert len(products) == 2 * attentions  # Q K^T and P V of each attention
+    assert {c.name.rsplit(".", 1)[0] for c in products} == {"enc.0.attn", "enc.1.attn", "dec.0.self_attn",
+                                                            "dec.0.cross"}
+    fwd = [op for c in products for op in weightless_ops(hw.macro, c, batch, backward=False)]
+    both = [op for c in products for op in weightless_ops(hw.macro, c, batch)]
+    per_attention = 2 * batch * heads * n * n * (d // heads)
     assert sum(op.counts[("digital", "mac_int8")] for op in fwd) == attentions * per_attention
+    # every operand carries a gradient (all of this model trains): each product has two backward GEMMs
     assert sum(op.counts[("digital", "mac_int8")] for op in both) == 3 * attentions * per_attention
-    assert {op.module for op in both} == {"enc.0.attn.o", "enc.1.attn.o", "dec.0.self.o", "dec.0.cross.o"}
     assert all(len(op.chunk_cycles) == batch and op.chunk_cycles.sum() == op.cycles for op in both)
+    model.requires_grad_(False)  # a frozen model: no gradient reaches the products
+    frozen = trace_dataflow(model, lambda: model(tokens), samples=batch)
+    assert all(op.phase == "forward" for c in frozen.calls if c.weightless for op in weightless_ops(hw.macro, c, batch))
 
 
 def test_zero_initialised_trainable_weights_deploy_on_their_fan_in_range():

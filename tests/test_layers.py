@@ -15,7 +15,7 @@ LAYERS = [
     {"devices"},
     {"components"},
     {"circuits"},
-    {"workloads"},
+    {"workloads", "models"},
     {"methods"},
     {"sim", "cost"},
     {"config"},

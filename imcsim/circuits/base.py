@@ -93,6 +93,7 @@ class StoredMatrix:
     row_tiles: int
     col_tiles: int
     groups: int = 1
+    scale: float = 1.0  # rows of the whole matrix per row held in ``values`` (>1: a programmed row sample)
     _ones: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def ones(self, axis: int) -> np.ndarray:
@@ -224,6 +225,13 @@ class ArrayCircuit:
         dev = self.device.component
         pulse_time = sum(self.actions.latency_s((dev, action)) * c for action, c in device_counts.items())
         return math.ceil(pulse_time / drivers / self.t_cycle_s) if pulse_time else 0
+
+    @staticmethod
+    def scaled_writes(s: StoredMatrix, counts: dict[str, int], changed: int) -> tuple[dict[str, int], int]:
+        """Write counts of a programmed row sample scaled to the whole matrix (unchanged for a whole matrix)."""
+        if s.scale == 1.0:
+            return counts, changed
+        return {a: round(c * s.scale) for a, c in counts.items()}, round(changed * s.scale)
 
     # --- digital unit -------------------------------------------------------------
 

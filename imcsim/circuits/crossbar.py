@@ -181,11 +181,15 @@ class AnalogCrossbar(ArrayCircuit):
                                "crossbar does not map")
         return {(name, "weights"): self.tiles_for(k, n)}
 
-    def store(self, name: str, w_int8: np.ndarray) -> list[OpRecord]:
+    def store(self, name: str, w_int8: np.ndarray, rows: int | None = None) -> list[OpRecord]:
+        """Program a K x N matrix by write-and-verify; ``rows``: ``w_int8`` is a row sample of a matrix with that
+        many rows (the whole is placed, the sample programmed and its counts scaled to the whole)."""
         w = np.asarray(w_int8, dtype=np.int8)
-        rt, ct = self.placement(name, *w.shape)[(name, "weights")]
+        full = w.shape[0] if rows is None else rows
+        rt, ct = self.placement(name, full, w.shape[1])[(name, "weights")]
         self._check_room(rt * ct, {(name, "weights")})
-        self.stored[name] = StoredMatrix(name, np.zeros_like(w), rt, ct)  # fresh cells: level 0 (g_min)
+        self.stored[name] = StoredMatrix(name, np.zeros_like(w), rt, ct,  # fresh cells: level 0 (g_min)
+                                         scale=full / w.shape[0])
         self.ell[name] = np.zeros((*w.shape, self.slices))
         return [self.write_back(name, w, phase="deploy")]
 
@@ -205,11 +209,12 @@ class AnalogCrossbar(ArrayCircuit):
         ell[changed] = (res.g_final_siemens[changed] - g_min) / self.device.level_spacing_siemens
         counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses, "verify_read": res.verify_reads,
                   "write_fail": res.failures}
+        counts, changed_weights = self.scaled_writes(s, counts, int((s.values != new).sum()))
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
-        rec = OpRecord(phase=phase, kind="write", layer=name, shape=new.shape, counts=self._write_counts(counts),
-                       cycles=self._write_cycles(counts, drivers),
-                       cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)),
-                       changed_weights=int((s.values != new).sum()))
+        rec = OpRecord(phase=phase, kind="write", layer=name, shape=(round(new.shape[0] * s.scale), new.shape[1]),
+                       counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers),
+                       cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)), cell_scale=s.scale,
+                       changed_weights=changed_weights)
         s.assign(new)
         return rec
 

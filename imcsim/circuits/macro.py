@@ -152,30 +152,35 @@ class BitSerialMacro(ArrayCircuit):
             + (a.cols // N_BITS) * b["shift_add"].area_m2
         return a.n_subarrays * per_sub + self._shared_area_m2()
 
-    def store(self, name: str, w_int8: np.ndarray, groups: int = 1) -> list[OpRecord]:
+    def store(self, name: str, w_int8: np.ndarray, groups: int = 1, rows: int | None = None) -> list[OpRecord]:
         """Program a K x N INT8 matrix (or ``groups`` of them stacked along the rows) into fresh subarrays.
 
         Counted as deployment writes. With the ``transposed_copy`` input-gradient
-        dataflow, W^T (of each group) is stored as well.
+        dataflow, W^T (of each group) is stored as well. ``rows``: the matrix has that many rows and
+        ``w_int8`` is a sample of them (cost-only runs at real sizes): the circuit places the whole
+        matrix, programs the sample cell by cell and scales its write counts to the whole.
         """
         w = np.asarray(w_int8, dtype=np.int8)
-        kg, n = w.shape[0] // groups, w.shape[1]
+        full = w.shape[0] if rows is None else rows
+        kg, n = full // groups, w.shape[1]
         placed = self.placement(name, kg, n, groups)
         copies = {(name, "weights"): w}
         if (name, "transposed") in placed:
-            copies[(name, "transposed")] = _transposed(w, groups)
+            copies[(name, "transposed")] = _transposed(w, groups) if rows is None else np.ascontiguousarray(w.T)
         self._check_room(sum(math.prod(tiles) for tiles in placed.values()), set(copies))
         for (layer, region), m in copies.items():
             held = self.stored if region == "weights" else self.transposed
-            held[layer] = StoredMatrix(layer, np.zeros_like(m), *placed[(layer, region)], groups=groups)
+            held[layer] = StoredMatrix(layer, np.zeros_like(m), *placed[(layer, region)], groups=groups,
+                                       scale=full / w.shape[0])
         return [self.write_back(layer, m, phase="deploy", region=region) for (layer, region), m in copies.items()]
 
     def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:
         """Write back a layer's new INT8 weights, and its transposed copy if one is kept."""
         recs = [self.write_back(name, new_int8)]
         if name in self.transposed:
-            recs.append(self.write_back(name, _transposed(np.asarray(new_int8), self.stored[name].groups),
-                                        region="transposed"))
+            s = self.stored[name]
+            t = _transposed(np.asarray(new_int8), s.groups) if s.scale == 1.0 else np.ascontiguousarray(new_int8.T)
+            recs.append(self.write_back(name, t, region="transposed"))
         return recs
 
     # --- execution ------------------------------------------------------------
@@ -400,11 +405,13 @@ class BitSerialMacro(ArrayCircuit):
         s = (self.stored if region == "weights" else self.transposed)[name]
         new = np.asarray(new_int8, dtype=np.int8)
         counts, cell_writes, changed = _WRITE_MEMO.get(self.device, s.values, new, remember=self.memo_writes)
+        counts, changed = self.scaled_writes(s, counts, changed)
         # Pulses of a subarray are issued by its write drivers one after another.
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
-        rec = OpRecord(phase=phase, kind="write", layer=name, region=region, shape=new.shape,
+        shape = new.shape if s.scale == 1.0 else _whole(new.shape, s.scale, region)
+        rec = OpRecord(phase=phase, kind="write", layer=name, region=region, shape=shape,
                        counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers),
-                       cell_writes=cell_writes, changed_weights=changed)
+                       cell_writes=cell_writes, cell_scale=s.scale, changed_weights=changed)
         s.assign(new)
         return rec
 
@@ -449,6 +456,11 @@ class _WriteMemo:
 
 
 _WRITE_MEMO = _WriteMemo()
+
+
+def _whole(shape: tuple[int, int], scale: float, region: str) -> tuple[int, int]:
+    """The shape of a whole matrix whose row sample (its columns, for a transposed copy) has ``shape``."""
+    return (round(shape[0] * scale), shape[1]) if region != "transposed" else (shape[0], round(shape[1] * scale))
 
 
 def _transposed(w: np.ndarray, groups: int) -> np.ndarray:

@@ -38,6 +38,7 @@ class Tally:
     shape_of: dict[str, tuple[int, ...]] = field(default_factory=dict)  # module -> its first forward GEMM's shape
     cell_writes: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (layer, region) -> writes
     changed_weights: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> [changed, written]
+    cell_scale: dict[tuple[str, str], float] = field(default_factory=dict)  # cells per entry of a sampled region
     # training write-backs: cells whose value changed (summed over write-backs) per task, their counts, cycles
     programmed_by_task: Counter = field(default_factory=Counter)
     program_counts: Counter = field(default_factory=Counter)
@@ -62,13 +63,14 @@ class Tally:
         if op.phase == "forward" and op.kind in ("gemm", "digital") and len(op.shape) == 3:
             self.shape_of.setdefault(module, op.shape)
         if op.cell_writes is not None and op.phase != "deploy" and op.kind == "write":
-            self.programmed_by_task[op.task] += int(np.count_nonzero(op.cell_writes))
+            self.programmed_by_task[op.task] += int(np.count_nonzero(op.cell_writes)) * op.cell_scale
             self.program_counts.update(op.counts)
             self.program_cycles += op.cycles
         if op.cell_writes is not None and op.phase != "deploy":
             seen = self.changed_weights.setdefault(op.target, [0, 0])
             seen[0] += op.changed_weights
             seen[1] += math.prod(op.shape)
+            self.cell_scale[op.target] = op.cell_scale
             acc = self.cell_writes.get(op.target)
             if acc is None:
                 self.cell_writes[op.target] = op.cell_writes.astype(np.int64)
@@ -155,7 +157,8 @@ class Tally:
             rows = a.reshape(-1, a.shape[-1])
             if not a.size or not n or rows.shape[1] % cells_per_weight:
                 continue
-            per_position += rows.reshape(rows.shape[0], -1, cells_per_weight).sum(axis=(0, 1))
+            per_position += rows.reshape(rows.shape[0], -1, cells_per_weight).sum(axis=(0, 1)) * self.cell_scale.get(
+                (layer, region), 1.0)
             changed += c
             share = max(share, c / n)
         return max(float(per_position.max() / changed * share) if changed else 0.0, operands)
@@ -164,13 +167,14 @@ class Tally:
         """Statistics over every stored cell (``all_cells``), never-written cells included."""
         freq = np.zeros(1, dtype=np.int64)  # freq[w]: cells written w times
         size = 0
-        for a in self.cell_writes.values():
+        for target, a in self.cell_writes.items():
             if a.size:
-                counts = np.bincount(a.ravel())
+                scale = self.cell_scale.get(target, 1.0)  # a programmed sample stands for this many cells each
+                counts = np.rint(np.bincount(a.ravel()) * scale).astype(np.int64)
                 if len(counts) > len(freq):
                     freq = np.pad(freq, (0, len(counts) - len(freq)))
                 freq[: len(counts)] += counts
-                size += a.size
+                size += round(a.size * scale)
         freq[0] += max(all_cells - size, 0)
         hist = Counter({w: int(f) for w, f in enumerate(freq.tolist()) if f})
         total = int(np.dot(np.arange(len(freq)), freq))

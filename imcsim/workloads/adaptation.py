@@ -68,7 +68,6 @@ from imcsim.workloads.trainer import (
     trained_parameters,
 )
 from imcsim.workloads.transformer import (
-    Attention,
     LoRALinear,
     TinyTransformer,
     attach_lora,
@@ -79,10 +78,32 @@ KIND = "lora_adaptation"
 AdaptMethod = Annotated[str, method_field(KIND)]  # a registered method of transformer adaptation
 SOURCE_CLASSES = 4
 COST_TASK = "task"  # the task a cost-only step is counted for
-_TARGET = re.compile(r"((attn|self|cross)\.)?[qkvo]|ff\.[12]")
+_TARGET = re.compile(r"((attn|self|cross)\.)?[qkvo]|ff\.([12]|gate)|.*\*.*")
+
+
+TRANSFORMERS: dict[str, dict[str, object]] = {
+    # Turc et al., "Well-Read Students Learn Better", arXiv 1908.08962 (BERT-mini: L=4, H=256, A=4)
+    "bert_mini": {"vocab": 30522, "d_model": 256, "n_heads": 4, "n_layers": 4, "d_ff": 1024},
+    # Devlin et al., "BERT", NAACL 2019 (BERT-base: L=12, H=768, A=12, 3072 feed-forward)
+    "bert_base": {"vocab": 30522, "d_model": 768, "n_heads": 12, "n_layers": 12, "d_ff": 3072},
+    # Chung et al., "Scaling Instruction-Finetuned Language Models", JMLR 2024 (Flan-T5, the T5 v1.1 sizes of
+    # Raffel et al., JMLR 2020): gated-GELU feed-forward, RMS norm, bias-free projections, 32,128 tokens
+    "flan_t5_base": {"vocab": 32128, "d_model": 768, "n_heads": 12, "n_layers": 12, "decoder_layers": 12,
+                     "d_ff": 2048, "ff": "gated_gelu", "norm": "rms", "bias": False, "position": "none"},
+    "flan_t5_large": {"vocab": 32128, "d_model": 1024, "n_heads": 16, "n_layers": 24, "decoder_layers": 24,
+                      "d_ff": 2816, "ff": "gated_gelu", "norm": "rms", "bias": False, "position": "none"},
+}
+"""Transformer presets (``model.arch``): sizes and block style; keys given beside ``arch`` win."""
 
 
 class TransformerSpec(Params):
+    arch: str | None = Field(None, description=f"a preset ({', '.join(TRANSFORMERS)}) filling every key not given")
+    ff: Literal["gelu", "gated_gelu"] = Field("gelu", description="feed-forward: GELU, or gated GELU (T5 v1.1)")
+    norm: Literal["layer", "rms"] = Field("layer", description="LayerNorm, or RMS norm (T5)")
+    bias: bool = Field(True, description="projections carry biases")
+    position: Literal["learned", "none"] = Field(
+        "learned", description="learned absolute position embeddings, or none (T5's relative position bias, a "
+                               "per-head table added to the scores, is not modelled)")
     vocab: int = Field(12, ge=6, le=1_000_000, description="token vocabulary (embedding rows)")
     d_model: int = Field(32, ge=4, le=8192, description="model width")
     n_heads: int = Field(2, ge=1, le=128, description="attention heads (must divide d_model)")
@@ -90,6 +111,16 @@ class TransformerSpec(Params):
     decoder_layers: int = Field(0, ge=0, le=96, description="decoder blocks (self- and cross-attention); 0: encoder-only")
     d_ff: int = Field(64, ge=4, le=65536, description="feed-forward width")
     seq_len: int = Field(16, ge=2, le=4096, description="tokens per sequence")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("arch") is None:
+            return data
+        preset = TRANSFORMERS.get(data["arch"])
+        if preset is None:
+            raise FieldError("arch", f"unknown transformer {data['arch']!r}; valid: {', '.join(TRANSFORMERS)}")
+        return {**preset, **data}
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerSpec:
@@ -99,7 +130,9 @@ class TransformerSpec(Params):
 
 
 class AdapterSpec(Params):
-    targets: list[str] = Field(["q", "v"], min_length=1, description="adapted projections (q, k, v, o, ff.1, ff.2)")
+    targets: list[str] = Field(["q", "v"], min_length=1, description="adapted projections: q, k, v, o (optionally "
+                               "attn., self. or cross.), ff.1, ff.gate, ff.2, or a glob over projection names "
+                               "(e.g. 'dec.*.cross.*')")
     rank: int = Field(4, ge=1, le=1024, description="LoRA rank r")
     pool_size: int = Field(4, ge=1, le=256, description="LoRAFusion: pretrained adapters in the pool")
 
@@ -109,7 +142,7 @@ class AdapterSpec(Params):
         bad = [t for t in v if not _TARGET.fullmatch(t)]
         if bad:
             raise ValueError(f"unknown projections {bad}; valid: q, k, v, o (optionally attn., self. or cross.), "
-                             "ff.1, ff.2")
+                             "ff.1, ff.gate, ff.2, or a glob with '*'")
         return v
 
 
@@ -195,6 +228,11 @@ def make_seq_task(name: str, rule: tuple[int, ...], vocab: int, seq_len: int, sa
     return SeqTask(name, x[n_test:], y[n_test:], x[:n_test], y[:n_test], len(rule) if len(rule) > 2 else 2)
 
 
+def _style(spec: TransformerSpec) -> dict[str, object]:
+    """The block style of a transformer spec, as :class:`TinyTransformer` takes it."""
+    return {"gated": spec.ff == "gated_gelu", "norm": spec.norm, "bias": spec.bias, "position": spec.position}
+
+
 def _pairs(vocab: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     pairs = [(a, b) for a in range(vocab) for b in range(vocab) if a < b]
     return [pairs[i] for i in rng.permutation(len(pairs))]
@@ -263,7 +301,7 @@ class AdaptationScenario(Scenario):
                  for a, b in pairs[ad.pool_size:ad.pool_size + card.n_tasks]]
         torch.manual_seed(seed)
         model = TinyTransformer(spec.vocab, spec.d_model, spec.n_heads, spec.n_layers, spec.d_ff, spec.seq_len,
-                                SOURCE_CLASSES, spec.decoder_layers)
+                                SOURCE_CLASSES, spec.decoder_layers, **_style(spec))
         _fit(model, source, "base", list(model.parameters()), card.pretrain, streams.pretrain)  # float, off-device
         source_acc = _accuracy(model, source, "base")
         states = []
@@ -298,8 +336,9 @@ class AdaptationScenario(Scenario):
 
     def step_ops(self, macro: ArrayCircuit, model: TinyTransformer, digital: list[IMCModule], samples: int
                  ) -> list[OpRecord]:
-        """Attention's weight-free GEMMs and a step of every trained layer kept in the digital unit."""
-        ops = attention_ops(macro, model, samples, self.card.model.seq_len)
+        """A step of every trained layer kept in the digital unit (attention's products of activations are
+        weightless calls of the traced graph, counted by the trainer)."""
+        ops: list[OpRecord] = []
         for m in digital:
             ops += digital_layer_ops(macro, m, samples if m.name.startswith("head.") else self.rows(samples), samples)
         return ops
@@ -317,7 +356,7 @@ class AdaptationScenario(Scenario):
             digital_params=sum(p.numel() for p in model.task_parameters(COST_TASK)
                                if p.requires_grad and id(p) not in imc_weights),
             digital_layers=frozenset(m.name for m in _digital_layers(card, model, adapters)),
-            ops=tuple(attention_ops(macro, model, batch, n)), adapters=adapters, rows=batch * n, samples=batch,
+            ops=(), adapters=adapters, rows=batch * n, samples=batch,
             steps_per_task=spec.steps_per_task, tasks=card.n_tasks)
 
 
@@ -334,7 +373,7 @@ def _adapted_model(card: AdaptationCard, m: TransformerSpec, heads: list[tuple[s
     adapters (over a pool of adapters of the card's rank when the method asks for one)."""
     with torch.device(device):
         model = TinyTransformer(m.vocab, m.d_model, m.n_heads, m.n_layers, m.d_ff, m.seq_len, SOURCE_CLASSES,
-                                m.decoder_layers)
+                                m.decoder_layers, **_style(m))
         states = []
         pool = method_for(KIND, card.method).pool_size(card)
         if pool:  # the pool's shapes: N adapters of the card's rank on the targets
@@ -398,36 +437,10 @@ def digital_layer_ops(macro: ArrayCircuit, m: IMCLinear, rows: int, samples: int
     return _owned(ops, m.name)
 
 
-def attention_ops(macro: ArrayCircuit, model: torch.nn.Module, batch: int, seq_len: int,
-                  backward: bool = True) -> list[OpRecord]:
-    """The weight-free GEMMs of every attention layer of ``model`` in one step, in the digital unit.
-
-    Per head and sample: scores ``Q K^T`` (N x dh x M) and context ``P V`` (N x M x dh)
-    forward; backward ``dP = dO V^T``, ``dV = P^T dO``, ``dQ = dS K`` and
-    ``dK = dS^T Q``. Each op belongs to the layer its result feeds (``o``).
-    Softmax and masking are not counted (elementwise, like the norms).
-    """
-    ops: list[OpRecord] = []
-    for att in (mod for mod in model.modules() if isinstance(mod, Attention)):
-        d = getattr(att.q, "base", att.q).weight.shape[0]  # an adapted projection wraps its base
-        h, n = att.n_heads, seq_len
-        dh = d // h
-        owner = att.o.name
-        copies = batch * h
-        shapes = [("forward", (n, dh, n)), ("forward", (n, n, dh))]
-        if backward:
-            shapes += [("input_grad", (n, dh, n)), ("input_grad", (n, n, dh)),
-                       ("input_grad", (n, n, dh)), ("input_grad", (n, n, dh))]
-        for phase, (a, b, c) in shapes:
-            ops.append(macro.digital_gemm(a, b, c, phase=phase, layer=f"{owner}.scores", copies=copies,
-                                          samples=batch, per_sample=True))  # one share per sample
-    return _owned(ops, None)
+def _owned(ops: list[OpRecord], module: str) -> list[OpRecord]:
+    """Tag ops with the graph layer they belong to."""
+    return [rec.tagged(module=module) for rec in ops]
 
 
-def _owned(ops: list[OpRecord], module: str | None) -> list[OpRecord]:
-    """Tag ops with the graph layer they belong to (``None``: the layer named before the op's suffix)."""
-    return [rec.tagged(module=module if module is not None else rec.layer.rsplit(".", 1)[0]) for rec in ops]
-
-
-__all__ = ["AdaptationCard", "LoRALinear", "attention_ops", "make_seq_task", "run_adaptation",
+__all__ = ["AdaptationCard", "LoRALinear", "make_seq_task", "run_adaptation",
            "run_adaptation_cost_only"]

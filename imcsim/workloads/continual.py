@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ from imcsim.circuits.base import ArrayCircuit
 from imcsim.errors import FieldError
 from imcsim.params import Params
 from imcsim.registry import METHODS
-from imcsim.workloads.backbones import build_backbone
 from imcsim.workloads.costonly import DIGITAL_PARAMS, CostOnlySpec
 from imcsim.workloads.data import DataError, TaskData, make_task
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
@@ -58,6 +57,7 @@ from imcsim.workloads.trainer import (
 from imcsim.workloads.trainer import run_cost_only as run_cost_only_step
 
 KIND = "continual_learning"
+BUILT_IN_BLOCKS = {"tiny_cnn": 4, "mobilenet_v2": 19, "proxylessnas_mobile": 22}
 Method = Annotated[str, method_field(KIND)]  # a registered method of continual learning
 
 
@@ -90,26 +90,58 @@ class TaskSpec(Params):
         return self
 
 
-ARCH_BLOCKS = {"tiny_cnn": 4, "mobilenet_v2": 19, "proxylessnas_mobile": 22}
-
-
 class ModelSpec(Params):
-    arch: Literal["tiny_cnn", "mobilenet_v2", "proxylessnas_mobile"] = "tiny_cnn"
-    width: int = Field(16, ge=2, le=512)
-    image_size: int = Field(16, ge=8, le=256)
+    """``workload.model``: the backbone's source (see :mod:`imcsim.models.sources`) and the image size."""
+
+    source: Literal["zoo", "python", "onnx"] = Field(
+        "zoo", description="zoo (a built-in network: arch), python (a factory) or onnx (a file: path)")
+    arch: str = Field("tiny_cnn", description="zoo network (`imcsim list models`)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="arguments of the zoo builder or factory")
+    factory: str | None = Field(None, description="python source: 'package.module:function' or 'file.py:function' "
+                                "(a file relative to the card or config that names it)")
+    path: str | None = Field(None, description="onnx source: the .onnx file (relative to the file that names it)")
+    width: int = Field(16, ge=2, le=512, description="tiny_cnn's base width")
+    image_size: int = Field(16, ge=8, le=256, description="functional runs: image side in pixels")
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> ModelSpec:
+        from imcsim.models.backbone import zoo_names
+
+        if self.source == "zoo" and self.arch not in zoo_names():
+            raise FieldError("arch", f"unknown zoo network {self.arch!r}; valid: {', '.join(zoo_names())}")
+        if self.source == "python" and not self.factory:
+            raise FieldError("factory", "source python needs a factory ('package.module:function' or "
+                             "'file.py:function')")
+        if self.source == "onnx" and not self.path:
+            raise FieldError("path", "source onnx needs a path to the .onnx file")
+        return self
 
 
 class RepNetSpec(Params):
-    side_blocks: list[int] = Field(description="backbone blocks (0 = stem) that get a side module")
-    width: int = Field(16, ge=2, le=1024, description="channels inside a side module")
+    side_blocks: list[int | str] = Field(
+        description="connection points that get a side module: backbone block indices (0 = stem) or module names")
+    width: int | None = Field(None, ge=2, le=4096, description="channels inside every side module (default: the "
+                              "reference plan, the connection block's input channels rounded up to 8)")
+    kernel: int | None = Field(None, ge=1, le=11, description="kernel of every side module (default: 5, or 3 where "
+                               "the map it reads is 7 x 7 or smaller)")
+    overrides: dict[str, dict[Literal["width", "kernel", "groups"], int]] = Field(
+        default_factory=dict, description="per connection point (as given in side_blocks): width, kernel, groups")
     per_task: bool = Field(True, description="each task gets its own side modules (else all tasks share one set)")
 
     @field_validator("side_blocks")
     @classmethod
-    def _check_blocks(cls, blocks: list[int]) -> list[int]:
-        if len(set(blocks)) != len(blocks):
+    def _check_blocks(cls, blocks: list[int | str]) -> list[int | str]:
+        if len({str(b) for b in blocks}) != len(blocks):
             raise ValueError(f"side_blocks must not repeat (got {blocks})")
         return blocks
+
+    @field_validator("overrides")
+    @classmethod
+    def _positive(cls, v: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        bad = {p: o for p, o in v.items() if any(x < 1 or x > 4096 for x in o.values())}
+        if bad:
+            raise ValueError(f"override values are 1..4096 (got {bad})")
+        return v
 
 
 class TrainSpec(Params):
@@ -148,11 +180,12 @@ class ContinualCard(Params):
 
     @model_validator(mode="after")
     def _blocks_exist(self) -> ContinualCard:
-        n = ARCH_BLOCKS[self.model.arch]
-        bad = [b for b in self.repnet.side_blocks if not 0 <= b < n]
+        """Block indices of the built-in backbones are checked here; any other point when the model is built."""
+        n = BUILT_IN_BLOCKS.get(self.model.arch) if self.model.source == "zoo" else None
+        bad = [b for b in self.repnet.side_blocks if isinstance(b, int) and n is not None and not 0 <= b < n]
         if bad:
             raise FieldError("repnet.side_blocks",
-                             f"must be {self.model.arch} block indices 0..{n - 1} (got {bad})")
+                             f"must be {self.model.arch} block indices 0..{n - 1} or module names (got {bad})")
         return self
 
     @field_validator("tasks")
@@ -169,10 +202,27 @@ def side_blocks(card: ContinualCard) -> list[int]:
     return METHODS[card.method].side_blocks(card)
 
 
+def repnet_model(card: ContinualCard, backbone: torch.nn.Module, image_size: int, per_task: bool = False,
+                 sides: bool = True) -> RepNet:
+    """``backbone`` with the method's side modules (none with ``sides=False``) and no head yet."""
+    r = card.repnet
+    return RepNet(backbone, side_blocks(card) if sides else [], r.width, image_size, per_task, kernel=r.kernel,
+                  overrides=r.overrides)
+
+
+def backbone_of(card: ContinualCard, in_channels: int, image_size: int, weights: bool = True) -> torch.nn.Module:
+    """The card's backbone, mapped onto the hardware (a new module each call)."""
+    from imcsim.models.backbone import (
+        build_backbone,  # the models layer builds on this package's data and layers
+    )
+
+    return build_backbone(card.model, in_channels, image_size, weights)
+
+
 def deployed_model(card: ContinualCard, backbone: torch.nn.Module, heads: list[tuple[str, int]]) -> RepNet:
     """The model a functional run deploys: ``backbone``, the method's side modules and a head per
     (task, classes) of ``heads``."""
-    model = RepNet(backbone, side_blocks(card), card.repnet.width, card.model.image_size, card.repnet.per_task)
+    model = repnet_model(card, backbone, card.model.image_size, card.repnet.per_task)
     for name, n_classes in heads:
         model.add_head(name, n_classes)
     return model
@@ -195,15 +245,15 @@ def array_layers(card: ContinualCard, mode: str) -> list[ArrayLayer]:
     conv. Cost-only: every layer of the model :func:`_trace_step` traces (one task), a grouped layer as
     one stored matrix.
     """
-    arch, width = card.model.arch, card.model.width
-    with torch.random.fork_rng(devices=[]):  # built on the CPU (as _trace_step builds it); torch's RNG is left as it was
-        if mode == "cost_only":
-            spec, task = card.cost_only, card.tasks[0]
-            model = RepNet(build_backbone(arch, spec.in_channels, width), side_blocks(card), card.repnet.width,
-                           spec.image_size)
+    if mode == "cost_only":  # the model _trace_step traces, on meta tensors
+        spec, task = card.cost_only, card.tasks[0]
+        with torch.device("meta"):
+            model = repnet_model(card, backbone_of(card, spec.in_channels, spec.image_size, weights=False),
+                                 spec.image_size)
             model.add_head(task.name, len(task.classes))
-        else:
-            backbone = build_backbone(arch, SOURCE_CHANNELS[card.pretrain.task.source], width)
+    else:
+        with torch.random.fork_rng(devices=[]):  # built on the CPU; torch's RNG is left as it was
+            backbone = backbone_of(card, SOURCE_CHANNELS[card.pretrain.task.source], card.model.image_size)
             model = deployed_model(card, backbone, [(t.name, len(t.classes)) for t in card.tasks])
     return array_layers_of(imc_modules(model), _part, grouped=mode == "cost_only")
 
@@ -240,8 +290,8 @@ def _make_task(spec: TaskSpec, key: str, size: int, test_fraction: float, rng: n
 def pretrain_backbone(card: ContinualCard, source: TaskData, rng: np.random.Generator, device: torch.device
                       ) -> tuple[TinyCNN, float]:
     """Train backbone + a source head in float; return the backbone and its source accuracy."""
-    backbone = build_backbone(card.model.arch, source.channels, card.model.width)
-    model = RepNet(backbone, [], 1, card.model.image_size).to(device)
+    backbone = backbone_of(card, source.channels, card.model.image_size)
+    model = repnet_model(card, backbone, card.model.image_size, sides=False).to(device)
     model.add_head(source.name, source.n_classes).to(device)
     p = card.pretrain
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
@@ -324,9 +374,8 @@ class ContinualScenario(Scenario):
             raise ValueError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
                              "steps_per_task, activity)")
         graph, memory, digital = _trace_step(
-            card.model.arch, card.model.width, spec.in_channels, spec.image_size, spec.batch_size,
-            tuple(side_blocks(card)), card.repnet.width, card.method, card.tasks[0].name,
-            len(card.tasks[0].classes), card.train.momentum > 0)
+            card.model_copy(update={"tasks": card.tasks[:1], "baselines": []}).model_dump_json(),
+            card.method, card.train.momentum > 0)
         return CostOnlyPlan(
             task=card.tasks[0].name, graph=graph, memory=memory, activity=spec.activity, digital_params=digital,
             digital_layers=frozenset(), ops=(), adapters=[], rows=spec.batch_size, samples=spec.batch_size,
@@ -350,21 +399,22 @@ def run_continual(
 
 
 @functools.lru_cache(maxsize=32)
-def _trace_step(arch: str, width: int, in_channels: int, image_size: int, batch: int, sides: tuple[int, ...],
-                side_width: int, method: str, task: str, n_classes: int, momentum: bool
-                ) -> tuple[LayerGraph, TrainingMemory, int]:
+def _trace_step(card_json: str, method: str, momentum: bool) -> tuple[LayerGraph, TrainingMemory, int]:
     """Layer graph, training memory and digital parameter count of one step, traced on meta tensors.
 
-    Cached: a sweep over device or circuit parameters traces each model shape once.
+    Cached by the card (its first task only): a sweep over device or circuit parameters traces each model once.
     """
-    model = RepNet(build_backbone(arch, in_channels, width), list(sides), side_width, image_size)
-    model.add_head(task, n_classes)
-    model.to("meta")
+    card = ContinualCard.model_validate_json(card_json)
+    spec, task = card.cost_only, card.tasks[0]
+    with torch.device("meta"):
+        model = repnet_model(card, backbone_of(card, spec.in_channels, spec.image_size, weights=False),
+                             spec.image_size)
+        model.add_head(task.name, len(task.classes))
     _set_trainable(model, method)
     _train_mode(model, method)
-    x = torch.empty(batch, in_channels, image_size, image_size, device="meta")
-    graph = trace_dataflow(model, lambda: model(x, task), samples=batch)
-    memory = training_memory(model.parameters(), lambda: model(x, task), momentum)
+    x = torch.empty(spec.batch_size, spec.in_channels, spec.image_size, spec.image_size, device="meta")
+    graph = trace_dataflow(model, lambda: model(x, task.name), samples=spec.batch_size)
+    memory = training_memory(model.parameters(), lambda: model(x, task.name), momentum)
     imc_weights = {id(m.weight) for m in imc_modules(model)}
     digital = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in imc_weights)
     return graph, memory, digital

@@ -15,9 +15,16 @@ dataflow the circuit has:
 
 Weights are real INT8 matrices drawn from a normal distribution (std
 ``weight_std_lsb``) and programmed into the macro, so deployment and
-write-back are counted cell by cell by the device model: each step a fraction
-``weight_change_fraction`` of a trainable layer's weights moves by one LSB (per
-layer-name suffix with ``weight_change_by_layer``, e.g. a LoRA ``B`` against its ``A``).
+write-back are counted by the device model's own write and pulse counting:
+each step a fraction ``weight_change_fraction`` of a trainable layer's weights
+moves by one LSB (per layer-name suffix with ``weight_change_by_layer``, e.g. a
+LoRA ``B`` against its ``A``). A layer larger than :data:`WRITE_SAMPLE_WEIGHTS`
+is never programmed cell by cell: a sample of its rows is, and the circuit
+scales the sample's write and pulse counts (and the cells its per-cell counts
+stand for) to the whole layer, so real-size networks cost seconds.
+
+Products of two activations (attention) are weightless calls of the graph,
+counted in the digital unit (:func:`weightless_ops`).
 
 Grouped convolutions (depthwise) are packed block-diagonally: as many groups
 as fit side by side share a subarray (see :meth:`ArrayCircuit.tiles_for`).
@@ -118,9 +125,22 @@ class CostOnlyStep:
     macs_forward: int
 
 
-def synthetic_weights(c: LayerCall, std_lsb: float, rng: np.random.Generator) -> np.ndarray:
-    """INT8 weights of a layer as stored: the groups' K x N matrices stacked along the rows."""
-    w = np.rint(rng.normal(0.0, std_lsb, size=(c.groups * c.k, c.n)))
+WRITE_SAMPLE_WEIGHTS = 1 << 14
+"""Largest number of weights of one layer programmed cell by cell in a cost-only step: a larger layer's
+writes are counted on a sample of its rows (at least one) and scaled to the whole by the circuit."""
+
+
+def sample_rows(c: LayerCall, limit: int = WRITE_SAMPLE_WEIGHTS) -> int:
+    """Rows of a layer's stored matrix programmed cell by cell: all of them, or a sample of about ``limit``
+    weights for a larger layer."""
+    rows = c.groups * c.k
+    return rows if rows * c.n <= limit else max(1, limit // c.n)
+
+
+def synthetic_weights(c: LayerCall, std_lsb: float, rng: np.random.Generator, rows: int | None = None) -> np.ndarray:
+    """INT8 weights of a layer as stored: the groups' K x N matrices stacked along the rows (the first
+    ``rows`` of them when given: the synthetic weights are independent, so any rows are a fair sample)."""
+    w = np.rint(rng.normal(0.0, std_lsb, size=(c.groups * c.k if rows is None else rows, c.n)))
     return np.clip(w, -128, 127).astype(np.int8)
 
 
@@ -138,8 +158,8 @@ def _synthetic_step_weights(graph: LayerGraph, stats: ActivityStats, seed: int, 
     if hit is not None:
         return hit
     rng = np.random.default_rng(seed)
-    weights = {c.name: synthetic_weights(c, stats.weight_std_lsb, rng)
-               for c in graph.calls if c.name not in digital_layers}
+    weights = {c.name: synthetic_weights(c, stats.weight_std_lsb, rng, sample_rows(c))
+               for c in graph.calls if c.name not in digital_layers and not c.weightless}
     updated = {}
     for c in graph.calls:
         if c.trainable and c.name in weights:
@@ -153,6 +173,22 @@ def _synthetic_step_weights(graph: LayerGraph, stats: ActivityStats, seed: int, 
         _SYNTHETIC.pop(next(iter(_SYNTHETIC)))
     _SYNTHETIC[key] = (weights, updated)
     return weights, updated
+
+
+def weightless_ops(macro: ArrayCircuit, c: LayerCall, samples: int, forward: bool = True, backward: bool = True
+                   ) -> list[OpRecord]:
+    """The digital unit's GEMMs of a product of two activations ``A @ B`` (``c.groups`` copies of
+    m x k x n, traced for ``c.samples`` samples, here for ``samples``): forward, and in the backward pass
+    ``dA = dY B^T`` and ``dB = A^T dY`` for each operand that carries a gradient."""
+    copies = max(1, c.groups * samples // max(1, c.samples))
+    shapes = [("forward", (c.m, c.k, c.n))] if forward else []
+    if backward:
+        if c.operand_grads[0]:
+            shapes.append(("input_grad", (c.m, c.n, c.k)))
+        if c.operand_grads[1]:
+            shapes.append(("input_grad", (c.k, c.m, c.n)))
+    return [macro.digital_gemm(*shape, phase=phase, layer=c.name, samples=samples, copies=copies,
+                               per_sample=copies >= samples) for phase, shape in shapes]
 
 
 def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats, digital_params: int,
@@ -169,17 +205,21 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
     weights, updated = _synthetic_step_weights(graph, stats, seed, digital_layers)
     ops: list[OpRecord] = []
     for c in graph.calls:
-        if c.name in digital_layers:
+        if c.name in digital_layers or c.weightless:
             continue
         w = weights[c.name]
         macro.placement(c.name, c.k, c.n, c.groups)  # a layer the circuit cannot map is a MappingError here
-        for rec in macro.store(c.name, w, groups=c.groups) if c.groups > 1 else macro.store(c.name, w):
+        rows = None if w.shape[0] == c.groups * c.k else c.groups * c.k  # a row sample of a large layer
+        grouped = {"groups": c.groups} if c.groups > 1 else {}
+        for rec in macro.store(c.name, w, rows=rows, **grouped):
             ops.append(rec.tagged(module=c.name, task="deploy"))
     step: list[OpRecord] = []
     needs = graph.needs_grad()
     grad_rng = np.random.default_rng([seed, 1])  # operand planes of an in-array weight gradient
     for c in graph.calls:
-        if c.name in digital_layers:
+        if c.weightless:
+            step += weightless_ops(macro, c, c.samples, backward=False)
+        elif c.name in digital_layers:
             step.append(macro.digital_gemm(c.m, c.k, c.n, phase="forward", layer=c.name, samples=c.samples,
                                            copies=c.groups))
         else:
@@ -188,6 +228,9 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
     step += [rec for rec in extra if rec.phase == "forward"]
     trainable = 0
     for c in reversed(graph.calls):
+        if c.weightless:
+            step += weightless_ops(macro, c, c.samples, forward=False)
+            continue
         carries = c.input_grad if c.input_grad is not None else any(needs.get(p, False) for p, _ in c.producers)
         if carries and c.name in digital_layers:
             step.append(macro.digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
@@ -203,15 +246,15 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
                                                stats.error_plane_density, c.name, grad_rng)
     step += [rec for rec in extra if rec.phase != "forward"]
     for c in graph.calls:
-        if not c.trainable:
+        if not c.trainable or c.weightless:
             continue
         if c.name in digital_layers:
             step.append(macro.update_digital(c.name, c.groups * c.k * c.n))
             trainable += c.groups * c.k * c.n
             continue
         step += macro.update_weights(c.name, updated[c.name])
-        step.append(macro.update_digital(c.name, weights[c.name].size))
-        trainable += weights[c.name].size
+        step.append(macro.update_digital(c.name, c.groups * c.k * c.n))
+        trainable += c.groups * c.k * c.n
     if digital_params:
         step.append(macro.update_digital(DIGITAL_PARAMS, digital_params))
     step = [rec.tagged(module=rec.home, step=0, task=task) for rec in step]

@@ -51,6 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imcsim.errors import DataError
+
 TRANSFORMS = ("none", "rotate90", "invert", "noise")
 SOURCES = ("digits", "cifar10", "image_folder")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff")
@@ -58,17 +60,6 @@ MAX_BATCH_BYTES = 2**30  # a CIFAR-10 python batch is about 31 MB
 MAX_IMAGE_PIXELS = 2**26  # width x height an image header may declare (a 8192 x 8192 image)
 CIFAR_CLASSES = 10
 CIFAR_ROW = 3 * 32 * 32
-
-
-class DataError(ValueError):
-    """A data source that cannot be read as asked (the message says why and what would be valid).
-
-    ``key``: the workload-card key it concerns, when known (e.g. ``tasks.1.path``).
-    """
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 def _short(value: object, limit: int = 40) -> str:

@@ -16,6 +16,14 @@ IMC layers it was computed from:
 The same pass records each layer's GEMM shape (M x K x N per group, groups,
 samples), so on meta tensors (no data, no arithmetic) it is also the shape
 source of cost-only runs.
+
+Products of two activations (``q @ k^T`` and ``p @ v`` of attention, or any
+``matmul`` / ``bmm`` whose operands are both computed tensors) are recorded as
+*weightless* calls: they have no stored matrix and run in the digital unit,
+named ``<module>.matmul<i>`` after the module that computes them. A GEMM with
+a weight of its own outside a mapped layer (``F.linear`` or ``F.conv2d`` on a
+parameter, a ``matmul`` with a parameter) cannot be counted and raises
+:class:`UnmappedGemm` naming the module.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ class LayerCall:
     trainable: bool
     producers: tuple[tuple[str, bool], ...]  # (layer, coupled), in first-seen order
     input_grad: bool | None = None  # whether its input carries a gradient (None: not traced)
+    weightless: bool = False  # a product of two activations (attention): no stored matrix, digital unit
+    operand_grads: tuple[bool, bool] = (False, False)  # weightless: whether each operand carries a gradient
 
     @property
     def macs(self) -> int:
@@ -87,12 +97,25 @@ class LayerGraph:
         return out
 
 
+class UnmappedGemm(ValueError):
+    """A GEMM with a weight of its own that no mapped layer computes (so the array would never see it)."""
+
+
+_MATMULS = frozenset({"matmul", "__matmul__", "__rmatmul__", "bmm"})
+_WEIGHT_GEMMS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                           "conv_transpose3d", "bilinear", "addmm", "mm", "einsum"})
+
+
 class _Tracer(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.tags: dict[int, tuple[torch.Tensor, Tag]] = {}  # id -> (tensor kept alive, tag)
         self.calls: list[LayerCall] = []
         self.samples = 1
+        self.inside = 0  # depth of mapped-layer calls running (their own GEMMs are theirs)
+        self.path: list[str] = []  # names of the modules running, innermost last
+        self.names: dict[int, str] = {}
+        self.matmuls: dict[str, int] = {}
 
     def tag_of(self, obj) -> Tag:
         leaves, _ = tree_flatten(obj)
@@ -112,10 +135,46 @@ class _Tracer(TorchFunctionMode):
             if isinstance(t, torch.Tensor):
                 self.tags[id(t)] = (t, tag)
 
+    def where(self) -> str:
+        return self.path[-1] if self.path and self.path[-1] else "model"
+
+    def _weightless(self, name: str, args, out, tag: Tag) -> bool:
+        """Record a product of two activations; False when an operand is a weight (not such a product)."""
+        a, b = args[0], args[1]
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dim() < 2 or b.dim() < 2:
+            return False
+        if isinstance(a, nn.Parameter) or isinstance(b, nn.Parameter):
+            if self.inside:
+                return True
+            raise UnmappedGemm(f"module {self.where()!r} multiplies by a weight of its own ({tuple(b.shape)}) "
+                               "outside a mapped layer; use nn.Linear / nn.Conv2d for GEMMs with weights")
+        if not tag:  # no activation operand: a product of weights (a method counts its own weight arithmetic)
+            return False
+        if name == "__rmatmul__":
+            a, b = b, a
+        batch = max(1, out.numel() // (a.shape[-2] * b.shape[-1])) if out.dim() >= 2 else 1
+        base = self.where()
+        index = self.matmuls.get(base, 0)
+        self.matmuls[base] = index + 1
+        call_name = f"{base}.matmul{index}"
+        self.calls.append(LayerCall(call_name, int(a.shape[-2]), int(a.shape[-1]), int(b.shape[-1]), batch,
+                                    self.samples, False, tuple(sorted(tag)), bool(a.requires_grad or b.requires_grad),
+                                    weightless=True, operand_grads=(bool(a.requires_grad), bool(b.requires_grad))))
+        self.set_tag(out, frozenset({(call_name, False)}))
+        return True
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if not self.inside and name in _WEIGHT_GEMMS:
+            leaves, _ = tree_flatten((args, kwargs))
+            if any(isinstance(t, nn.Parameter) for t in leaves):
+                raise UnmappedGemm(f"module {self.where()!r} computes {name} with a weight of its own that is "
+                                   "not mapped to the array (a layer type imcsim does not map)")
         out = func(*args, **kwargs)
         tag = self.tag_of((args, kwargs))
+        if name in _MATMULS and len(args) >= 2 and self._weightless(name, args, out, tag):
+            return out
         if tag and func is F.batch_norm:
             training = kwargs.get("training", args[5] if len(args) > 5 else False)
             if training:
@@ -138,7 +197,11 @@ def traced_layer_call(module, x: torch.Tensor, call: Callable[[], torch.Tensor],
     if tracer is None:
         return call()
     producers = tuple(sorted(tracer.tag_of(x)))
-    y = call()
+    tracer.inside += 1
+    try:
+        y = call()
+    finally:
+        tracer.inside -= 1
     tracer.calls.append(LayerCall(module.name, m, k, n, groups, tracer.samples, bool(module.weight.requires_grad),
                                   producers, bool(x.requires_grad)))
     tracer.set_tag(y, frozenset({(module.name, False)}))
@@ -152,12 +215,25 @@ def trace_dataflow(model: nn.Module, run: Callable[[], object], samples: int) ->
     """
     tracer = _Tracer()
     tracer.samples = samples
+    tracer.names = {id(m): name for name, m in model.named_modules()}
+
+    def enter(module, _inputs):
+        tracer.path.append(tracer.names.get(id(module), tracer.where()))
+
+    def leave(module, _inputs, _output):
+        if tracer.path:
+            tracer.path.pop()
+
     _ACTIVE.append(tracer)
+    hooks = [torch.nn.modules.module.register_module_forward_pre_hook(enter),
+             torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)]
     try:
         with tracer, torch.enable_grad():  # gradients flow on meta tensors too: which inputs carry one
             run()
     finally:
         _ACTIVE.pop()
+        for h in hooks:
+            h.remove()
     seen: dict[str, LayerCall] = {}
     for c in tracer.calls:  # a layer called twice (shared weights) keeps its first call
         seen.setdefault(c.name, c)

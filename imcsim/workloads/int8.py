@@ -241,6 +241,15 @@ class IMCLinear(IMCModule):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
+    @classmethod
+    def from_torch(cls, linear: nn.Linear, name: str) -> IMCLinear:
+        """The IMC linear equivalent to ``linear`` (its weight and bias tensors are shared)."""
+        with torch.device("meta"):  # no storage or init for tensors about to be replaced
+            m = cls(linear.in_features, linear.out_features, name, bias=False)
+        m.weight = linear.weight
+        m.bias = linear.bias
+        return m
+
     def weight_matrix(self) -> torch.Tensor:
         return self.weight.t()
 
@@ -255,26 +264,54 @@ class IMCLinear(IMCModule):
         return y + self.bias if self.bias is not None else y
 
 
-class IMCConv2d(IMCModule):
-    """Conv through im2col: unfold the input, one GEMM per group with W (C/g*k*k x out/g)."""
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
-    def __init__(self, cin: int, cout: int, k: int, name: str, stride: int = 1, groups: int = 1,
-                 bias: bool = False):
+
+class IMCConv2d(IMCModule):
+    """Conv through im2col: unfold the input, one GEMM per group with W (C/g*kh*kw x out/g).
+
+    ``k``, ``stride``, ``padding`` and ``dilation`` take an int or an (h, w) pair; ``padding`` defaults
+    to "same" for odd kernels (``k // 2``), as the built-in networks use.
+    """
+
+    def __init__(self, cin: int, cout: int, k: int | tuple[int, int], name: str, stride: int | tuple[int, int] = 1,
+                 groups: int = 1, bias: bool = False, padding: int | tuple[int, int] | None = None,
+                 dilation: int | tuple[int, int] = 1):
         super().__init__()
         if cin % groups or cout % groups:
             raise ValueError(f"{name}: channels {cin}->{cout} not divisible by groups={groups}")
         self._init_imc(name)
-        self.cin, self.cout, self.k, self.stride, self.groups = cin, cout, k, stride, groups
-        self.padding = k // 2
-        self.weight = nn.Parameter(torch.empty(cout, cin // groups, k, k))
+        self.kernel = _pair(k)
+        self.cin, self.cout, self.groups = cin, cout, groups
+        self.k = self.kernel[0]
+        self.strides = _pair(stride)
+        self.stride = self.strides[0]
+        self.paddings = (self.kernel[0] // 2, self.kernel[1] // 2) if padding is None else _pair(padding)
+        self.padding = self.paddings[0]
+        self.dilation = _pair(dilation)
+        self.weight = nn.Parameter(torch.empty(cout, cin // groups, *self.kernel))
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+
+    @classmethod
+    def from_torch(cls, conv: nn.Conv2d, name: str) -> IMCConv2d:
+        """The IMC conv equivalent to ``conv`` (same hyper-parameters; its weight and bias tensors are shared)."""
+        if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+            raise ValueError(f"{name}: padding {conv.padding!r} / mode {conv.padding_mode!r} is not mapped "
+                             "(give explicit zero padding)")
+        with torch.device("meta"):  # no storage or init for tensors about to be replaced
+            m = cls(conv.in_channels, conv.out_channels, conv.kernel_size, name, stride=conv.stride,
+                    groups=conv.groups, bias=False, padding=conv.padding, dilation=conv.dilation)
+        m.weight = conv.weight
+        m.bias = conv.bias
+        return m
 
     def weight_matrix(self) -> torch.Tensor:
         return self.weight.reshape(self.cout, -1).t()
 
     def weight_matrices(self) -> list[torch.Tensor]:
-        """Group i's weight as a (C/g * k * k) x (out/g) matrix; each group is stored on its own."""
+        """Group i's weight as a (C/g * kh * kw) x (out/g) matrix; each group is stored on its own."""
         g = self.groups
         if g == 1:
             return [self.weight_matrix()]
@@ -284,23 +321,24 @@ class IMCConv2d(IMCModule):
         return [self.name] if self.groups == 1 else [f"{self.name}.g{i}" for i in range(self.groups)]
 
     def out_size(self, h: int, w: int) -> tuple[int, int]:
-        return ((h + 2 * self.padding - self.k) // self.stride + 1, (w + 2 * self.padding - self.k) // self.stride + 1)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.strides, self.paddings, self.dilation
+        return ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         ho, wo = self.out_size(h, w)
         g = self.groups
-        return traced_layer_call(self, x, lambda: self._forward(x), b * ho * wo, self.cin // g * self.k * self.k,
-                                 self.cout // g, g)
+        return traced_layer_call(self, x, lambda: self._forward(x), b * ho * wo,
+                                 self.cin // g * self.kernel[0] * self.kernel[1], self.cout // g, g)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hw is None:
-            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
+            return F.conv2d(x, self.weight, self.bias, self.strides, self.paddings, self.dilation, self.groups)
         b, _, h, w = x.shape
-        cols = F.unfold(x, self.k, padding=self.padding, stride=self.stride)  # (B, C*k*k, L)
+        cols = F.unfold(x, self.kernel, dilation=self.dilation, padding=self.paddings, stride=self.strides)
         ho, wo = self.out_size(h, w)
         g = self.groups
-        x2d = cols.transpose(1, 2).reshape(b * ho * wo, g, -1)  # (B*L, g, C/g*k*k), group-major channels
+        x2d = cols.transpose(1, 2).reshape(b * ho * wo, g, -1)  # (B*L, g, C/g*kh*kw), group-major channels
         y = torch.cat([self._matmul(x2d[:, i], i) for i in range(g)], dim=1)  # (B*L, out)
         y = y.reshape(b, ho * wo, self.cout).transpose(1, 2).reshape(b, self.cout, ho, wo)
         if self.bias is not None:

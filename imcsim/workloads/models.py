@@ -1,21 +1,38 @@
 """Torch models for on-device learning: a small CNN backbone and Rep-Net side modules.
 
 Rep-Net (Yang et al., "Rep-Net: Efficient On-Device Learning via Feature
-Reprogramming", CVPR 2022): the backbone is frozen; a side module reads the
-feature entering a backbone block and its output is added to that block's
-output. A side module is: avg-pool (by 4 when it reads the image, else by 2)
--> k x k conv (k = 5, or 3 when the pooled map is 7 x 7 or smaller; grouped
-with g = 2 except the first) -> BN -> ReLU -> 1 x 1 conv -> BN whose gamma
-starts at zero (so the network starts exactly as the backbone) -> bilinear
-upsample to the block output's size. Side modules are not chained.
+Reprogramming", CVPR 2022; the authors' code, ``repnet/model/reprogram.py``
+of ASU-ESIC-FAN-Lab/RepNet): the backbone is frozen; a side module reads the
+feature entering a backbone block (a *connection point*) and its output is
+added to that block's output. Side modules are not chained. A side module is:
+2 x 2 average pool -> k x k conv (grouped) -> BN -> ReLU -> 1 x 1 conv to the
+block's output channels -> BN whose gamma starts at zero (so the network
+starts exactly as the backbone) -> bilinear upsample to the block output's
+size. The reference code's plan, the default here:
+
+* channels inside a module follow the backbone's at its connection point: the
+  block's input channels rounded up to a multiple of 8 (``make_divisible``);
+* kernel 5, or 3 where the map the module reads is 7 x 7 or smaller;
+* groups 2, except the first module, which reads the image itself (average
+  pooled to the first connection block's output size) with groups 1;
+* BN epsilon 1e-3 as the reference code's.
+
+``repnet.width`` and ``repnet.kernel`` replace the plan by one width or kernel
+for every module, and ``repnet.overrides`` sets any of (width, kernel, groups)
+per connection point.
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imcsim.errors import DataError
+from imcsim.workloads.backbones import make_divisible
 from imcsim.workloads.int8 import IMCConv2d, IMCLinear
 
 
@@ -51,18 +68,49 @@ class TinyCNN(nn.Module):
         """(in channels, out channels, stride) of each block."""
         return [(b.conv.cin, b.conv.cout, b.conv.stride) for b in self.blocks]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+SIDE_BN_EPS = 1e-3  # Rep-Net reference code (ProgramModule: BatchNorm2d(eps=0.001))
+
+
+@dataclass(frozen=True)
+class SideSpec:
+    """One side module: where it connects and its shape (``reads_image``: the first module's input)."""
+
+    key: str  # the connection point as the card names it (block index or module name)
+    module: str  # the backbone module it wraps (its path)
+    cin: int
+    cout: int
+    mid: int
+    k: int
+    groups: int
+    pool: int  # the module's own average pool
+    image_pool: int  # the first module reads the image pooled by this factor (0: reads the block input)
+
+    @property
+    def params(self) -> int:
+        """Parameters of the module: conv k x k, BN, conv 1 x 1, BN."""
+        return self.cin // self.groups * self.mid * self.k * self.k + 2 * self.mid + self.mid * self.cout + 2 * self.cout
+
 
 class SideModule(nn.Module):
-    def __init__(self, cin: int, cout: int, mid: int, pool: int, k: int, groups: int, name: str):
+    def __init__(self, spec: SideSpec, name: str):
         super().__init__()
-        self.pool = pool
-        self.conv1 = IMCConv2d(cin, mid, k, name=f"{name}.conv1", groups=groups)
-        self.bn1 = nn.BatchNorm2d(mid)
-        self.conv2 = IMCConv2d(mid, cout, 1, name=f"{name}.conv2")
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.pool = spec.pool
+        self.image_pool = spec.image_pool
+        self.conv1 = IMCConv2d(spec.cin, spec.mid, spec.k, name=f"{name}.conv1", groups=spec.groups)
+        self.bn1 = nn.BatchNorm2d(spec.mid, eps=SIDE_BN_EPS)
+        self.conv2 = IMCConv2d(spec.mid, spec.cout, 1, name=f"{name}.conv2")
+        self.bn2 = nn.BatchNorm2d(spec.cout, eps=SIDE_BN_EPS)
         nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.image_pool > 1:
+            x = F.avg_pool2d(x, self.image_pool)
         if self.pool > 1:
             x = F.avg_pool2d(x, self.pool)
         y = F.relu(self.bn1(self.conv1(x)))
@@ -72,44 +120,149 @@ class SideModule(nn.Module):
         return y
 
 
-class RepNet(nn.Module):
-    """Backbone + side modules at ``side_blocks`` + one linear head per task.
+class ConnectionError_(DataError):
+    """A Rep-Net connection point that does not exist or cannot take a side module (``key``: the card key)."""
 
-    With ``per_task`` every task gets its own side modules (added with its head),
-    so learning a task cannot disturb another's; otherwise all tasks share one set.
+    def __init__(self, message: str, key: str = "repnet.side_blocks") -> None:
+        super().__init__(message, key)
+
+
+def connection_module(backbone: nn.Module, point: int | str) -> str:
+    """The path of the backbone module at ``point``: block index i -> ``blocks.i``, or a module name."""
+    if isinstance(point, int):
+        blocks = getattr(backbone, "blocks", None)
+        if not isinstance(blocks, nn.ModuleList):
+            raise ConnectionError_(f"block index {point}: this backbone has no blocks list; give module names "
+                                   f"(e.g. {_example_names(backbone)})")
+        if not 0 <= point < len(blocks):
+            raise ConnectionError_(f"must be block indices 0..{len(blocks) - 1} or module names (got {point})")
+        return f"blocks.{point}"
+    try:
+        backbone.get_submodule(point)
+    except AttributeError:
+        raise ConnectionError_(f"no module named {point!r} in the backbone (e.g. {_example_names(backbone)})") from None
+    if not point:
+        raise ConnectionError_("an empty module name is the whole backbone, not a connection point")
+    return point
+
+
+def _example_names(backbone: nn.Module) -> str:
+    names = [n for n, _ in backbone.named_children()][:4]
+    return ", ".join(names) or "none"
+
+
+def _shapes_at(backbone: nn.Module, paths: list[str], x: torch.Tensor) -> dict[str, tuple[tuple, tuple]]:
+    """(input shape, output shape) of each module at ``paths`` in one meta forward pass (first call)."""
+    meta = copy.deepcopy(backbone).to("meta")
+    seen: dict[str, tuple[tuple, tuple]] = {}
+
+    def hook(path):
+        def record(_module, args, out):
+            if path not in seen and args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+                seen[path] = (tuple(args[0].shape), tuple(out.shape))
+        return record
+
+    for path in paths:
+        meta.get_submodule(path).register_forward_hook(hook(path))
+    with torch.no_grad():
+        meta(x.to("meta"))
+    return seen
+
+
+def side_plan(backbone: nn.Module, points: list[int | str], image_size: int, in_channels: int,
+              width: int | None = None, kernel: int | None = None,
+              overrides: dict[str, dict[str, int]] | None = None) -> list[SideSpec]:
+    """The side modules of Rep-Net at ``points`` on ``backbone`` (see the module docstring for the plan)."""
+    paths = [connection_module(backbone, p) for p in points]
+    if len(set(paths)) != len(paths):
+        raise ConnectionError_(f"connection points repeat a module (got {points})")
+    x = torch.empty(1, in_channels, image_size, image_size)
+    shapes = _shapes_at(backbone, paths, x)
+    order = {p: i for i, p in enumerate(shapes)}  # forward order of the connection modules
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - {str(p) for p in points})
+    if unknown:
+        raise ConnectionError_(f"overrides name connection points not in side_blocks: {unknown}", "repnet.overrides")
+    specs = []
+    for point, path in sorted(zip(points, paths, strict=True), key=lambda pp: order.get(pp[1], len(order))):
+        if path not in shapes:
+            raise ConnectionError_(f"connection point {point!r} ({path}) is not run by the backbone's forward pass")
+        (in_shape, out_shape) = shapes[path]
+        if len(in_shape) != 4 or len(out_shape) != 4:
+            raise ConnectionError_(f"connection point {point!r} ({path}) maps {in_shape} to {out_shape}; side modules "
+                                   "attach to feature maps (N, C, H, W) only")
+        first = not specs
+        if first:  # reads the image, average-pooled to the block's output size
+            cin, image_pool, read = in_channels, max(1, image_size // out_shape[-1]), max(1, out_shape[-1])
+        else:
+            cin, image_pool, read = in_shape[1], 0, in_shape[-1]
+        ov = overrides.get(str(point), {})
+        mid = ov.get("width", width if width is not None else make_divisible(cin))
+        k = ov.get("kernel", kernel if kernel is not None else (3 if read <= 7 else 5))
+        groups = ov.get("groups", 1 if first or cin % 2 or mid % 2 else 2)
+        if cin % groups or mid % groups:
+            raise ConnectionError_(f"groups={groups} must divide the channels {cin} -> {mid} at {point!r}",
+                                   "repnet.overrides")
+        pool = 2 if read >= 2 else 1
+        specs.append(SideSpec(str(point), path, cin, out_shape[1], mid, k, groups, pool, image_pool))
+    return specs
+
+
+class _SideHook:
+    """Forward hook of a connection module: adds the active side module's output to the block's output.
+
+    Stateless (deep copies carry it safely): the side module and the image in use are put on the
+    connection module by :meth:`RepNet.features` for the duration of one forward pass.
     """
 
-    def __init__(self, backbone: nn.Module, side_blocks: list[int], side_width: int, image_size: int,
-                 per_task: bool = False):
+    def __call__(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        active = module.__dict__.get("_imcsim_side")
+        if active is None:
+            return out
+        side, image = active
+        src = image if side.image_pool else args[0]
+        return out + side(src, tuple(out.shape[-2:]))
+
+
+def _key(point: str) -> str:
+    return point.replace(".", "_")
+
+
+class RepNet(nn.Module):
+    """Backbone + side modules at connection points + one linear head per task.
+
+    ``side_blocks``: connection points, block indices (``backbone.blocks[i]``) or backbone module names.
+    ``side_width`` (None: the reference plan) and ``kernel`` fix every module's width and kernel;
+    ``overrides`` maps a point (as given) to ``{width, kernel, groups}``. With ``per_task`` every task
+    gets its own side modules (added with its head), so learning a task cannot disturb another's;
+    otherwise all tasks share one set.
+    """
+
+    def __init__(self, backbone: nn.Module, side_blocks: list[int | str], side_width: int | None, image_size: int,
+                 per_task: bool = False, in_channels: int | None = None, kernel: int | None = None,
+                 overrides: dict[str, dict[str, int]] | None = None):
         super().__init__()
         self.backbone = backbone
         self.per_task = per_task
-        self._side_specs: list[tuple[int, int, int, int, int, int]] = []  # block, cin, cout, pool, k, groups
-        size = image_size
-        for i, (cin, cout, stride) in enumerate(backbone.block_channels()):
-            if i in side_blocks:
-                first = i == 0
-                pool = 4 if first else 2
-                pooled = max(1, size // pool)
-                k = 3 if pooled <= 7 else 5
-                groups = 1 if first or cin % 2 or side_width % 2 else 2
-                self._side_specs.append((i, cin, cout, pool, k, groups))
-            size = (size + 2 * 1 - 3) // stride + 1
-        self.side_width = side_width
+        if in_channels is None:
+            in_channels = _in_channels(backbone)
+        self.side_specs = (side_plan(backbone, list(side_blocks), image_size, in_channels, side_width, kernel,
+                                     overrides) if side_blocks else [])
+        for spec in self.side_specs:
+            module = backbone.get_submodule(spec.module)
+            if not any(isinstance(h, _SideHook) for h in module._forward_hooks.values()):
+                module.register_forward_hook(_SideHook())
         self.sides = nn.ModuleDict() if per_task else self._make_sides("side")
         self.heads = nn.ModuleDict()
 
     def _make_sides(self, prefix: str) -> nn.ModuleDict:
-        return nn.ModuleDict({
-            str(i): SideModule(cin, cout, self.side_width, pool, k, groups, f"{prefix}.s{i}")
-            for i, cin, cout, pool, k, groups in self._side_specs
-        })
+        return nn.ModuleDict({_key(s.key): SideModule(s, f"{prefix}.s{s.key}") for s in self.side_specs})
 
     def add_head(self, task: str, n_classes: int) -> IMCLinear:
         """Add ``task``'s head (and, per task, its side modules)."""
         head = IMCLinear(self.backbone.feature_dim, n_classes, name=f"head.{task}")
         self.heads[task] = head
-        if self.per_task and self._side_specs:
+        if self.per_task and self.side_specs:
             self.sides[task] = self._make_sides(f"side.{task}")
         return head
 
@@ -127,14 +280,31 @@ class RepNet(nn.Module):
 
     def features(self, x: torch.Tensor, task: str) -> torch.Tensor:
         sides = self.task_sides(task)
-        h = x
-        for i, block in enumerate(self.backbone.blocks):
-            inp = h
-            h = block(inp)
-            side = sides[str(i)] if str(i) in sides else None  # noqa: SIM401 (ModuleDict has no .get)
-            if side is not None:
-                h = h + side(inp, tuple(h.shape[-2:]))
-        return F.adaptive_avg_pool2d(h, 1).flatten(1)
+        taps = []
+        for spec in self.side_specs:
+            key = _key(spec.key)
+            side = sides[key] if key in sides else None  # noqa: SIM401 (ModuleDict has no .get)
+            module = self.backbone.get_submodule(spec.module)
+            module.__dict__["_imcsim_side"] = None if side is None else (side, x)
+            taps.append(module)
+        try:
+            h = self.backbone(x)
+        finally:
+            for module in taps:
+                module.__dict__["_imcsim_side"] = None
+        if h.dim() == 4:
+            h = F.adaptive_avg_pool2d(h, 1)
+        elif h.dim() == 3:  # tokens (N, T, D): their mean
+            h = h.mean(dim=1)
+        return h.flatten(1)
 
     def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
         return self.heads[task](self.features(x, task))
+
+
+def _in_channels(backbone: nn.Module) -> int:
+    """Input channels of a backbone: those of its first conv."""
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d | IMCConv2d):
+            return m.in_channels if isinstance(m, nn.Conv2d) else m.cin
+    raise ConnectionError_("cannot tell the backbone's input channels (it has no convolution)", "model")

@@ -30,6 +30,7 @@ LoRA trains ``r (d_in + d_out)`` values per adapted linear; LoRAFusion trains
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -55,15 +56,15 @@ def _rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head attention ``softmax(Q K^T / sqrt(dh)) V`` with IMC projections ``{name}.q/k/v/o``."""
 
-    def __init__(self, d_model: int, n_heads: int, name: str):
+    def __init__(self, d_model: int, n_heads: int, name: str, bias: bool = True):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"{name}: d_model={d_model} not divisible by n_heads={n_heads}")
         self.n_heads = n_heads
-        self.q = IMCLinear(d_model, d_model, name=f"{name}.q")
-        self.k = IMCLinear(d_model, d_model, name=f"{name}.k")
-        self.v = IMCLinear(d_model, d_model, name=f"{name}.v")
-        self.o = IMCLinear(d_model, d_model, name=f"{name}.o")
+        self.q = IMCLinear(d_model, d_model, name=f"{name}.q", bias=bias)
+        self.k = IMCLinear(d_model, d_model, name=f"{name}.k", bias=bias)
+        self.v = IMCLinear(d_model, d_model, name=f"{name}.v", bias=bias)
+        self.o = IMCLinear(d_model, d_model, name=f"{name}.o", bias=bias)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, heads, N, dh)."""
@@ -87,28 +88,40 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Two IMC linears ``{name}.1`` (D -> d_ff) and ``{name}.2`` (d_ff -> D) with GELU between."""
+    """Two IMC linears ``{name}.1`` (D -> d_ff) and ``{name}.2`` (d_ff -> D) with GELU between; ``gated``
+    (T5 v1.1's gated GELU, Shazeer, "GLU Variants Improve Transformer", 2020) multiplies the GELU by a
+    third linear ``{name}.gate`` (D -> d_ff)."""
 
-    def __init__(self, d_model: int, d_ff: int, name: str):
+    def __init__(self, d_model: int, d_ff: int, name: str, gated: bool = False, bias: bool = True):
         super().__init__()
-        self.fc1 = IMCLinear(d_model, d_ff, name=f"{name}.1")
-        self.fc2 = IMCLinear(d_ff, d_model, name=f"{name}.2")
+        self.fc1 = IMCLinear(d_model, d_ff, name=f"{name}.1", bias=bias)
+        self.gate = IMCLinear(d_model, d_ff, name=f"{name}.gate", bias=bias) if gated else None
+        self.fc2 = IMCLinear(d_ff, d_model, name=f"{name}.2", bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``fc2(gelu(fc1(x)))`` over the last dimension."""
-        return _rows(self.fc2, F.gelu(_rows(self.fc1, x)))
+        """``fc2(gelu(fc1(x)) [* gate(x)])`` over the last dimension."""
+        h = F.gelu(_rows(self.fc1, x))
+        if self.gate is not None:
+            h = h * _rows(self.gate, x)
+        return _rows(self.fc2, h)
+
+
+def _norm(kind: str, d: int) -> nn.Module:
+    """LayerNorm, or RMS norm (a scale, no shift: T5's)."""
+    return nn.RMSNorm(d, eps=1e-6) if kind == "rms" else nn.LayerNorm(d)
 
 
 class EncoderBlock(nn.Module):
     """Pre-LN encoder block: ``x + attn(LN(x))``, then ``x + ff(LN(x))``."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, name: str):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, name: str, gated: bool = False, norm: str = "layer",
+                 bias: bool = True):
         super().__init__()
         self.name = name
-        self.ln1 = nn.LayerNorm(d_model)
-        self.attn = Attention(d_model, n_heads, f"{name}.attn")
-        self.ln2 = nn.LayerNorm(d_model)
-        self.ff = FeedForward(d_model, d_ff, f"{name}.ff")
+        self.ln1 = _norm(norm, d_model)
+        self.attn = Attention(d_model, n_heads, f"{name}.attn", bias)
+        self.ln2 = _norm(norm, d_model)
+        self.ff = FeedForward(d_model, d_ff, f"{name}.ff", gated, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, N, D)."""
@@ -119,15 +132,16 @@ class EncoderBlock(nn.Module):
 class DecoderBlock(nn.Module):
     """Pre-LN decoder block: causal self-attention, cross-attention to the encoder output, feed-forward."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, name: str):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, name: str, gated: bool = False, norm: str = "layer",
+                 bias: bool = True):
         super().__init__()
         self.name = name
-        self.ln1 = nn.LayerNorm(d_model)
-        self.self_attn = Attention(d_model, n_heads, f"{name}.self")
-        self.ln2 = nn.LayerNorm(d_model)
-        self.cross = Attention(d_model, n_heads, f"{name}.cross")
-        self.ln3 = nn.LayerNorm(d_model)
-        self.ff = FeedForward(d_model, d_ff, f"{name}.ff")
+        self.ln1 = _norm(norm, d_model)
+        self.self_attn = Attention(d_model, n_heads, f"{name}.self", bias)
+        self.ln2 = _norm(norm, d_model)
+        self.cross = Attention(d_model, n_heads, f"{name}.cross", bias)
+        self.ln3 = _norm(norm, d_model)
+        self.ff = FeedForward(d_model, d_ff, f"{name}.ff", gated, bias)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """Decoder states ``x`` (B, N, D) attending to the encoder output ``memory`` (B, M, D)."""
@@ -149,17 +163,20 @@ class TinyTransformer(nn.Module):
     """
 
     def __init__(self, vocab: int, d_model: int, n_heads: int, n_layers: int, d_ff: int, max_len: int,
-                 n_classes: int, decoder_layers: int = 0):
+                 n_classes: int, decoder_layers: int = 0, gated: bool = False, norm: str = "layer", bias: bool = True,
+                 position: str = "learned"):
         super().__init__()
         self.d_model = d_model
         self.max_len = max_len
         self.n_classes = n_classes
         self.tok = nn.Embedding(vocab, d_model)
-        self.pos = nn.Embedding(max_len, d_model)
-        self.enc = nn.ModuleList([EncoderBlock(d_model, n_heads, d_ff, f"enc.{i}") for i in range(n_layers)])
-        self.enc_norm = nn.LayerNorm(d_model)
-        self.dec = nn.ModuleList([DecoderBlock(d_model, n_heads, d_ff, f"dec.{i}") for i in range(decoder_layers)])
-        self.dec_norm = nn.LayerNorm(d_model) if decoder_layers else None
+        self.pos = nn.Embedding(max_len, d_model) if position == "learned" else None
+        style = {"gated": gated, "norm": norm, "bias": bias}
+        self.enc = nn.ModuleList([EncoderBlock(d_model, n_heads, d_ff, f"enc.{i}", **style) for i in range(n_layers)])
+        self.enc_norm = _norm(norm, d_model)
+        self.dec = nn.ModuleList([DecoderBlock(d_model, n_heads, d_ff, f"dec.{i}", **style)
+                                  for i in range(decoder_layers)])
+        self.dec_norm = _norm(norm, d_model) if decoder_layers else None
         self.heads = nn.ModuleDict()
         self.add_head("base", n_classes)
 
@@ -188,6 +205,8 @@ class TinyTransformer(nn.Module):
         n = tokens.shape[1]
         if n > self.max_len:
             raise ValueError(f"sequence length {n} exceeds max_len={self.max_len}")
+        if self.pos is None:
+            return self.tok(tokens)
         pos = torch.arange(n, device=tokens.device)
         return self.tok(tokens) + self.pos(pos)
 
@@ -333,13 +352,15 @@ def _targeted(model: nn.Module, targets: Iterable[str]) -> list[tuple[nn.Module,
     if not hasattr(model, "blocks"):
         raise TypeError("the model must list its transformer blocks with a blocks() method")
     targets = tuple(targets)
-    suffixes = tuple(f".{t}" for t in targets)
+    suffixes = tuple(f".{t}" for t in targets if "*" not in t)
+    globs = tuple(t for t in targets if "*" in t)
     found = []
     for block in model.blocks():
         for path, mod in block.named_modules():
             if isinstance(mod, (LoRALinear, LoRAFusionLinear)):
                 raise ValueError(f"{mod.name} already carries an adapter")
-            if not isinstance(mod, IMCLinear) or not (mod.name in targets or mod.name.endswith(suffixes)):
+            if not isinstance(mod, IMCLinear) or not (mod.name in targets or mod.name.endswith(suffixes)
+                                                      or any(fnmatch.fnmatchcase(mod.name, g) for g in globs)):
                 continue
             parent_path, _, attr = path.rpartition(".")
             found.append((block, block.get_submodule(parent_path), attr, mod))

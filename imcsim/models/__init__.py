@@ -1,0 +1,1 @@
+"""Model zoo: plain-torch feature extractors of published reference networks."""
