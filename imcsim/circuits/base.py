@@ -130,6 +130,7 @@ class ArrayCircuit:
         self.actions = ActionTable(entries)
         self.stored: dict[str, StoredMatrix] = {}  # each layer's weights
         self.transposed: dict[str, StoredMatrix] = {}  # stored copies of W^T (``transposed_copy`` dataflow)
+        self._used = 0  # subarrays the stored matrices occupy
         self.scratch: dict[str, np.ndarray] = {}  # operand bit planes left in scratch rows, per layer
 
     def _build_blocks(self) -> dict[str, Component]:
@@ -180,9 +181,9 @@ class ArrayCircuit:
     unit = "subarrays"  # what the array's blocks are called in messages
 
     def _check_room(self, need: int, replacing: set[tuple[str, str]]) -> None:
-        used = sum(s.row_tiles * s.col_tiles for region, held in (("weights", self.stored),
-                                                                  ("transposed", self.transposed))
-                   for layer, s in held.items() if (layer, region) not in replacing)
+        held = {"weights": self.stored, "transposed": self.transposed}
+        used = self.subarrays_used - sum(held[region][layer].row_tiles * held[region][layer].col_tiles
+                                         for layer, region in replacing if layer in held[region])
         if used + need > self.card.array.n_subarrays:
             raise CapacityError(f"weights need {used + need} {self.unit} but the circuit has "
                                 f"{self.card.array.n_subarrays}")
@@ -194,7 +195,17 @@ class ArrayCircuit:
 
     @property
     def subarrays_used(self) -> int:
-        return sum(s.row_tiles * s.col_tiles for s in self.matrices().values())
+        """Subarrays the stored matrices occupy (a running total kept by :meth:`hold`)."""
+        return self._used
+
+    def hold(self, region: str, layer: str, matrix: StoredMatrix) -> None:
+        """Keep ``matrix`` as the stored ``region`` (weights or transposed) of ``layer``, replacing any before."""
+        held = self.stored if region == "weights" else self.transposed
+        old = held.get(layer)
+        if old is not None:
+            self._used -= old.row_tiles * old.col_tiles
+        held[layer] = matrix
+        self._used += matrix.row_tiles * matrix.col_tiles
 
     def utilization(self) -> float:
         """Fraction of the cells of the used subarrays that hold weights."""

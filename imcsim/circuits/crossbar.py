@@ -188,8 +188,8 @@ class AnalogCrossbar(ArrayCircuit):
         full = w.shape[0] if rows is None else rows
         rt, ct = self.placement(name, full, w.shape[1])[(name, "weights")]
         self._check_room(rt * ct, {(name, "weights")})
-        self.stored[name] = StoredMatrix(name, np.zeros_like(w), rt, ct,  # fresh cells: level 0 (g_min)
-                                         scale=full / w.shape[0])
+        self.hold("weights", name, StoredMatrix(name, np.zeros_like(w), rt, ct,  # fresh cells: level 0 (g_min)
+                                                scale=full / w.shape[0]))
         self.ell[name] = np.zeros((*w.shape, self.slices))
         return [self.write_back(name, w, phase="deploy")]
 

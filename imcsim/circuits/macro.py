@@ -169,9 +169,8 @@ class BitSerialMacro(ArrayCircuit):
             copies[(name, "transposed")] = _transposed(w, groups) if rows is None else np.ascontiguousarray(w.T)
         self._check_room(sum(math.prod(tiles) for tiles in placed.values()), set(copies))
         for (layer, region), m in copies.items():
-            held = self.stored if region == "weights" else self.transposed
-            held[layer] = StoredMatrix(layer, np.zeros_like(m), *placed[(layer, region)], groups=groups,
-                                       scale=full / w.shape[0])
+            self.hold(region, layer, StoredMatrix(layer, np.zeros_like(m), *placed[(layer, region)], groups=groups,
+                                                  scale=full / w.shape[0]))
         return [self.write_back(layer, m, phase="deploy", region=region) for (layer, region), m in copies.items()]
 
     def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:

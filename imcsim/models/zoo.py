@@ -188,7 +188,9 @@ class InvertedResidual(nn.Module):
 
 def _init_cnn(model: nn.Module) -> None:
     """Reference CNN initialisation: Kaiming-normal (fan-out) convs, zero biases, unit / zero BN
-    affine, linear weights N(0, 0.01)."""
+    affine, linear weights N(0, 0.01). A model built on the meta device (shapes only) is left as it is."""
+    if any(p.is_meta for p in model.parameters()):
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

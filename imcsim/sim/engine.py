@@ -271,6 +271,7 @@ class CompiledGraph:
     res_id: np.ndarray
     res_units: np.ndarray
     unit_ptr: np.ndarray  # per resource: its units in the flat free-time array
+    is_pool: np.ndarray  # per resource: interchangeable units (the write-driver pool)
     task_phase: np.ndarray
     phases: list[str]
     resources: list[str]
@@ -292,7 +293,8 @@ def compile_graph(graph: TaskGraph, order: Sequence[int], events: int) -> Compil
     index = {p: i for i, p in enumerate(phases)}
     task_phase = np.fromiter((index[t.phase] for t in graph.tasks), dtype=np.int64, count=len(graph.tasks))
     return CompiledGraph(seg_task, seg_first, f.dep_ptr, f.dep_idx, f.res_ptr, f.res_id, res_units, unit_ptr,
-                         task_phase, phases, f.names, np.asarray(order, dtype=np.int64), events)
+                         np.asarray(f.is_pool, dtype=np.bool_), task_phase, phases, f.names,
+                         np.asarray(order, dtype=np.int64), events)
 
 
 @dataclass
@@ -338,18 +340,51 @@ class Schedule:
 
 
 @numba.njit(cache=True, nogil=True)
+def _release_pool(lo, hi, taken, t_end, k, pf, pl, pid):
+    """Units ``lo .. lo + taken`` of a sorted pool become free at ``t_end`` (held by segment ``k``): merge them
+    back so the pool stays sorted by (free time, unit id)."""
+    ids = np.sort(pid[lo:lo + taken].copy())
+    rest = pf[lo + taken:hi]
+    p1 = np.searchsorted(rest, t_end, side="left")
+    p2 = np.searchsorted(rest, t_end, side="right")
+    tie_ids = pid[lo + taken + p1:lo + taken + p2].copy()
+    tie_last = pl[lo + taken + p1:lo + taken + p2].copy()
+    for j in range(p1):  # units free before t_end move ahead of the released ones
+        pf[lo + j] = pf[lo + taken + j]
+        pl[lo + j] = pl[lo + taken + j]
+        pid[lo + j] = pid[lo + taken + j]
+    a = 0
+    b = 0
+    out = lo + p1
+    while a < taken or b < p2 - p1:  # released and equally free units, by unit id
+        if b >= p2 - p1 or (a < taken and ids[a] < tie_ids[b]):
+            pid[out] = ids[a]
+            pl[out] = k
+            a += 1
+        else:
+            pid[out] = tie_ids[b]
+            pl[out] = tie_last[b]
+            b += 1
+        pf[out] = t_end
+        out += 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _retime_kernel(order, dur, seg_task, seg_first, dep_ptr, dep_idx, res_ptr, res_id, res_units, unit_ptr,
-                   task_phase, n_phases):
+                   is_pool, task_phase, n_phases):
     n_seg = dur.shape[0]
     n_tasks = dep_ptr.shape[0] - 1
+    n_units = unit_ptr[-1]
     start = np.zeros(n_seg, dtype=np.int64)
     end = np.zeros(n_seg, dtype=np.int64)
     binding = np.full(n_seg, -1, dtype=np.int64)
-    free = np.zeros(unit_ptr[-1], dtype=np.int64)
-    free_last = np.full(unit_ptr[-1], -1, dtype=np.int64)
+    free = np.zeros(n_units, dtype=np.int64)
+    free_last = np.full(n_units, -1, dtype=np.int64)
+    unit_id = np.arange(n_units, dtype=np.int64)  # a pool's units are kept sorted by (free time, id)
+    taken = np.zeros(is_pool.shape[0], dtype=np.int64)
     task_end = np.zeros(n_tasks, dtype=np.int64)
     task_last = np.full(n_tasks, -1, dtype=np.int64)
-    chosen = np.zeros(unit_ptr[-1], dtype=np.bool_)
+    chosen = np.zeros(n_units, dtype=np.bool_)
     for k in order:
         i = seg_task[k]
         t0 = 0
@@ -365,6 +400,14 @@ def _retime_kernel(order, dur, seg_task, seg_first, dep_ptr, dep_idx, res_ptr, r
             b = k - 1
         for q in range(res_ptr[k], res_ptr[k + 1]):
             r = res_id[q]
+            if is_pool[r]:  # the earliest-free units are the first of the sorted pool
+                lo = unit_ptr[r] + taken[r]
+                for u in range(lo, lo + res_units[q]):
+                    if free[u] > t0:
+                        t0 = free[u]
+                        b = free_last[u]
+                taken[r] += res_units[q]
+                continue
             for _ in range(res_units[q]):  # take the earliest-free units
                 best = -1
                 for u in range(unit_ptr[r], unit_ptr[r + 1]):
@@ -379,6 +422,11 @@ def _retime_kernel(order, dur, seg_task, seg_first, dep_ptr, dep_idx, res_ptr, r
         binding[k] = b
         for q in range(res_ptr[k], res_ptr[k + 1]):
             r = res_id[q]
+            if is_pool[r]:
+                if taken[r]:
+                    _release_pool(unit_ptr[r], unit_ptr[r + 1], taken[r], end[k], k, free, free_last, unit_id)
+                    taken[r] = 0
+                continue
             for u in range(unit_ptr[r], unit_ptr[r + 1]):
                 if chosen[u]:
                     chosen[u] = False
@@ -407,6 +455,6 @@ def retime(graph: TaskGraph, compiled: CompiledGraph, durations: np.ndarray | No
     c = compiled
     dur = graph.durations if durations is None else np.asarray(durations, dtype=np.int64)
     start, end, critical = _retime_kernel(c.order, dur, c.seg_task, c.seg_first, c.dep_ptr, c.dep_idx, c.res_ptr,
-                                          c.res_id, c.res_units, c.unit_ptr, c.task_phase, len(c.phases))
+                                          c.res_id, c.res_units, c.unit_ptr, c.is_pool, c.task_phase, len(c.phases))
     by_phase = {p: int(v) for p, v in zip(c.phases, critical, strict=True) if v}
     return Schedule(graph, c.seg_task, start, end, by_phase, c)

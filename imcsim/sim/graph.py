@@ -258,23 +258,35 @@ def step_key(ops: Sequence[OpRecord], layers: LayerGraph | None) -> tuple:
     ))
 
 
+class _Chunks(dict):
+    """Task indices by sample chunk, with the highest chunk seen (``top``)."""
+
+    top = -1
+
+    def at(self, chunk: int) -> list[int]:
+        """The list of ``chunk`` (made on first use)."""
+        if chunk > self.top:
+            self.top = chunk
+        return self.setdefault(chunk, [])
+
+
 def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: MacroView) -> TaskGraph:
     """The task graph of one step's ops (see the module docstring), filled with their durations."""
     tasks: list[Task] = []
     capacity: dict[str, int] = {BUFFER: view.buffer_ports, DIGITAL: 1, WRITE_DRIVERS: view.write_drivers}
     subarrays: dict[str, int] = {}
-    fwd: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-    grad: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    fwd: dict[str, _Chunks] = defaultdict(_Chunks)
+    grad: dict[str, _Chunks] = defaultdict(_Chunks)
     wgrad: dict[str, list[int]] = defaultdict(list)
     by_module: dict[str, list[int]] = defaultdict(list)
     consumers = layers.consumer_map() if layers is not None else {}
 
-    def pick(table: dict[int, list[int]], chunk: int, coupled: bool) -> list[int]:
+    def pick(table: _Chunks, chunk: int, coupled: bool) -> list[int]:
         if not table:
             return []
         if coupled:
             return [i for ids in table.values() for i in ids]
-        return table.get(min(chunk, max(table)), [])
+        return table.get(min(chunk, table.top), [])
 
     def dy_ready(module: str, chunk: int) -> list[int]:
         if module not in consumers:
@@ -349,9 +361,9 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
             idx = add(Task(f"{op.phase} {op.layer} #{s}", op.phase, op.layer, segs, deps, o,
                            chunk=s if op.chunk_cycles is not None else -1, main=1), module)
             if op.phase == "forward":
-                fwd[module][s].append(idx)
+                fwd[module].at(s).append(idx)
             elif op.phase == "input_grad":
-                grad[module][s].append(idx)
+                grad[module].at(s).append(idx)
             else:
                 wgrad[module].append(idx)
     return TaskGraph(tasks, Resources(capacity, subarrays)).fill(ops, view)

@@ -128,6 +128,15 @@ class CostOnlyStep:
 WRITE_SAMPLE_WEIGHTS = 1 << 14
 """Largest number of weights of one layer programmed cell by cell in a cost-only step: a larger layer's
 writes are counted on a sample of its rows (at least one) and scaled to the whole by the circuit."""
+WRITE_BUDGET = 1 << 21
+"""Weights programmed cell by cell in a whole cost-only step: a model of many layers samples each less
+(never below :data:`WRITE_SAMPLE_MIN`), so its step costs about as much as a model of few."""
+WRITE_SAMPLE_MIN = 256
+
+
+def sample_limit(layers: int) -> int:
+    """Weights programmed cell by cell per layer when ``layers`` layers are stored."""
+    return max(WRITE_SAMPLE_MIN, min(WRITE_SAMPLE_WEIGHTS, WRITE_BUDGET // max(1, layers)))
 
 
 def sample_rows(c: LayerCall, limit: int = WRITE_SAMPLE_WEIGHTS) -> int:
@@ -158,8 +167,9 @@ def _synthetic_step_weights(graph: LayerGraph, stats: ActivityStats, seed: int, 
     if hit is not None:
         return hit
     rng = np.random.default_rng(seed)
-    weights = {c.name: synthetic_weights(c, stats.weight_std_lsb, rng, sample_rows(c))
-               for c in graph.calls if c.name not in digital_layers and not c.weightless}
+    stored = [c for c in graph.calls if c.name not in digital_layers and not c.weightless]
+    limit = sample_limit(len(stored))
+    weights = {c.name: synthetic_weights(c, stats.weight_std_lsb, rng, sample_rows(c, limit)) for c in stored}
     updated = {}
     for c in graph.calls:
         if c.trainable and c.name in weights:

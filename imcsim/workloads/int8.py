@@ -239,7 +239,8 @@ class IMCLinear(IMCModule):
         self._init_imc(name)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        if not self.weight.is_meta:  # shapes only on the meta device
+            nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     @classmethod
     def from_torch(cls, linear: nn.Linear, name: str) -> IMCLinear:
@@ -292,7 +293,8 @@ class IMCConv2d(IMCModule):
         self.dilation = _pair(dilation)
         self.weight = nn.Parameter(torch.empty(cout, cin // groups, *self.kernel))
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
-        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        if not self.weight.is_meta:  # shapes only on the meta device (and no random draw to pay for)
+            nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     @classmethod
     def from_torch(cls, conv: nn.Conv2d, name: str) -> IMCConv2d:
