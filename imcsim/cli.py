@@ -83,9 +83,10 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list cards or configs with a one-line description")
     ls.add_argument("what", choices=["devices", "circuits", "components", "workloads", "configs", "kinds",
-                                     "methods"],
+                                     "methods", "models"],
                     help="cards of a kind of section (components: the component cards circuit cards name), the run "
-                         "configs, the model kinds cards can name, or the training methods workload cards can name")
+                         "configs, the model kinds cards can name, the training methods workload cards can name, or "
+                         "the networks workload.model can name")
     ls.add_argument("--library", metavar="DIR", help="folder holding devices/, circuits/, workloads/, configs/")
 
     d = sub.add_parser("device", help="print the figures a device card derives")
@@ -273,6 +274,16 @@ def _cmd_list(args) -> int:
         load_plugins()
         for name, desc in METHODS.descriptions.items():
             print(f"{name:<14} {','.join(sorted(METHODS[name].workloads)):<36} {desc}")
+        return EXIT_OK
+    if args.what == "models":
+        from imcsim.models.backbone import describe_zoo
+        from imcsim.workloads.adaptation import TRANSFORMERS
+
+        for name, desc in sorted(describe_zoo().items()):
+            print(f"{name:<22} {'workload.model.arch':<36} {desc}")
+        for name, sizes in TRANSFORMERS.items():
+            print(f"{name:<22} {'workload.cost_only.model.arch':<36} transformer preset: "
+                  + ", ".join(f"{k} {v}" for k, v in sizes.items()))
         return EXIT_OK
     lib = find_library(Path.cwd(), Path(args.library) if args.library else None)
     if args.what == "configs":

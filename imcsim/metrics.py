@@ -25,11 +25,11 @@ from imcsim.config import RunConfig
 from imcsim.cost import CostResult, cost
 from imcsim.devices import MemoryDevice
 from imcsim.errors import InputError
+from imcsim.models.backbone import architecture_hash, model_provenance
 from imcsim.ops import PHASES, TRAINING_PHASES, OpRecord
 from imcsim.sim.tally import Tally, WriteStats, measured_activity
 from imcsim.sim.timeline import RunTimeline, energy_over_time, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR, unit_of_name
-from imcsim.models.backbone import architecture_hash, model_provenance
 from imcsim.workloads.continual import ContinualResult
 
 BASES = ("run", "step", "task", "hardware", "schedule")

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from imcsim.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+SLOW_CONFIGS = {"reram_lora_flan_t5_large_cost", "reram_lorafusion_flan_t5_large_cost"}  # 20-50 s each at real size
+RUN_CONFIGS = [pytest.param(c, marks=pytest.mark.slow) if c.stem in SLOW_CONFIGS else c for c in CONFIGS]
 MAIN_CONFIG = ROOT / "configs" / "sas_mram_repnet.yaml"
 GOLDEN = ROOT / "tests" / "golden"
 sys.path.insert(0, str(GOLDEN))
@@ -55,7 +58,7 @@ def _metrics_from_json(metrics: dict) -> dict:
     return {k: math.nan if v is None else float(v) if v in ("inf", "-inf") else v for k, v in metrics.items()}
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: p.stem)
 def test_every_config_runs_from_the_cli_and_matches_its_golden(config, tmp_path):
     """One CLI run per shipped config (smoke settings): its files, and its figures against the golden file."""
     sets = [x for s in smoke_settings(config) for x in ("--set", s)]
@@ -83,7 +86,7 @@ def test_every_config_runs_from_the_cli_and_matches_its_golden(config, tmp_path)
     assert sum(m[f"latency_train_{p}_s"] for p in phases) == pytest.approx(m["latency_train_s"], rel=1e-9)
     assert report["metric_units"] == {k: REGISTRY[k].unit for k in report["metrics"]}
     layers = (tmp_path / "out" / "layers.csv").read_text().splitlines()
-    assert layers[0].startswith("module,shape,macs_forward_per_step,")
+    assert layers[0].startswith("module,shape,params,trainable,macs_forward_per_step,")
     assert len(layers) == len(report["tables"]["layers"]) + 1
     if "analog_error_relative_rms" in g:  # measured by functional runs; not measured (NaN) by cost-only runs
         cost_only = load_config(config).config.run.mode == "cost_only"
@@ -234,3 +237,23 @@ def test_cost_only_grouped_convs_on_an_analog_crossbar_are_a_clear_input_error(t
     assert res.stderr.startswith("imcsim: error: --set: circuit.card: layer ")
     assert "grouped convolution" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_readme_network_commands_run_as_written(tmp_path):
+    """The three model sources of the README, in a copy of configs/ and examples/ (nothing written to the repo)."""
+    block = next(b for b in _readme_blocks() if "export_onnx.py" in b)
+    for folder in ("configs", "examples"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    sources = set()
+    for line in block.splitlines():
+        for command in line.split("&&"):
+            words = shlex.split(command)
+            if words[0] == "imcsim":
+                res = cli(*words[1:], "--quiet", cwd=tmp_path)
+                sources |= {json.loads(p.read_text())["tables"]["model"]["source"]
+                            for p in (tmp_path / "out").glob("*/report.json")}
+            else:
+                res = subprocess.run([sys.executable, *words[1:]], cwd=tmp_path, capture_output=True, text=True,
+                                     timeout=300, check=False)
+            assert res.returncode == 0, (command, res.stderr)
+    assert sources == {"zoo", "python", "onnx"}
