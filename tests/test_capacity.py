@@ -118,9 +118,9 @@ def test_the_message_gives_the_total_by_part_and_the_file_that_set_the_key():
     with pytest.raises(InputError) as err:
         check_capacity(loaded)
     msg = str(err.value)
-    assert msg.startswith(f"--set: {KEY}: the workload needs 74 subarrays of 128 x 128 ")
-    assert "(backbone 23, side modules 48, heads 3)" in msg
-    assert "but the circuit has 4; raise circuit.array.n_subarrays to at least 74" in msg
+    assert msg.startswith(f"--set: {KEY}: the workload needs 86 subarrays of 128 x 128 ")
+    assert "(backbone 23, side modules 60, heads 3)" in msg
+    assert "but the circuit has 4; raise circuit.array.n_subarrays to at least 86" in msg
     cost = load_config(ROOT / "configs" / "reram_lora_bert_mini_cost.yaml")
     assert cost.where(KEY).endswith("reram_lora_bert_mini_cost.yaml")  # the config sets it, not --set
     with pytest.raises(InputError, match=r"needs 1680 crossbars .*\(base model 1536, adapters 144\)"):
@@ -131,15 +131,15 @@ def test_a_baseline_that_needs_more_than_the_method_sets_the_total():
     sets = ["workload.method=full", "workload.baselines=[last_layer, repnet]"]
     bare = check_capacity(load_config(MAIN, ["workload.method=full", "workload.baselines=[]"]))
     assert bare.needed == 26  # backbone and heads only
-    with pytest.raises(InputError, match=r"needs 74 subarrays .* with the baseline method repnet"):
-        check_capacity(load_config(MAIN, [*sets, f"{KEY}=73"]))
+    with pytest.raises(InputError, match=r"needs 86 subarrays .* with the baseline method repnet"):
+        check_capacity(load_config(MAIN, [*sets, f"{KEY}=85"]))
 
 
 def test_a_run_that_does_not_fit_fails_before_any_training():
     calls = []
     t0 = time.perf_counter()
-    with pytest.raises(InputError, match=f"{KEY}: the workload needs 74 subarrays"):
-        run(load_config(MAIN, [f"{KEY}=73", "workload.baselines=[]"]), progress=lambda *a: calls.append(a))
+    with pytest.raises(InputError, match=f"{KEY}: the workload needs 86 subarrays"):
+        run(load_config(MAIN, [f"{KEY}=85", "workload.baselines=[]"]), progress=lambda *a: calls.append(a))
     assert calls == []  # no training step ran
     assert time.perf_counter() - t0 < 30  # no pretraining either (it takes longer)
 
@@ -165,15 +165,15 @@ def test_validate_refuses_a_workload_that_does_not_fit(capsys):
     assert out == ""
     lines = err.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"imcsim: error: --set: {KEY}: the workload needs 74 subarrays")
+    assert lines[0].startswith(f"imcsim: error: --set: {KEY}: the workload needs 86 subarrays")
 
 
 def test_validate_accepts_the_exact_total(capsys):
-    assert main(["validate", str(MAIN), "--set", f"{KEY}=74"]) == 0
+    assert main(["validate", str(MAIN), "--set", f"{KEY}=86"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     assert "valid" in out
-    assert "the workload needs 74 of 74 subarrays" in out
+    assert "the workload needs 86 of 86 subarrays" in out
 
 
 def test_source_channels_cover_every_data_source():

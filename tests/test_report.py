@@ -70,7 +70,7 @@ def test_report_files_are_complete(tmp_path):
     assert "energy_train_j" in (out / "summary.txt").read_text()
     layers = (out / "layers.csv").read_text().splitlines()
     assert layers[0].split(",") == list(LAYER_COLUMNS)
-    assert layers[1].startswith("conv1,8 x 9 x 4,288.0,")
+    assert layers[1].startswith("conv1,8 x 9 x 4,,,288.0,")  # params and trainable: not in this table
     assert data["metric_units"] == {"energy_train_j": "J", "accuracy_average": "1"}
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary folder left behind
 
