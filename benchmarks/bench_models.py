@@ -4,7 +4,7 @@
 
 Each case runs in a fresh process (as `imcsim run` would): the time to import imcsim, the time of
 ``api.run`` after the imports (tracing, counting, scheduling, costing: the whole run), the whole process,
-and its peak resident memory. In the same run, on the same machine, the parent times one fp32 torch
+and its peak resident memory (VmHWM of the process image: a forked child's ru_maxrss keeps its parent's). In the same run, on the same machine, the parent times one fp32 torch
 training step (forward, backward, SGD) of the same network at the same batch, and prints each run's time
 as a ratio to it. The transformer steps are timed at batch 1 and scaled to the batch (their cost is linear
 in it; a Flan-T5-large step at batch 32 takes minutes on two cores).
@@ -35,14 +35,15 @@ CASES = {  # name -> (config, overrides, target seconds (whole process), target 
 }
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 from imcsim.api import run
 from imcsim.config import load_config
 t1 = time.perf_counter()
 report = run(load_config(sys.argv[1], json.loads(sys.argv[2])))
 t2 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "run_s": t2 - t1, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"import_s": t1 - t0, "run_s": t2 - t1, "peak_mb": hwm / 1024,
                   "energy_train_j": report.metrics["energy_train_j"], "trainable": report.metrics["trainable_params"]}))
 """
 

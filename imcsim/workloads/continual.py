@@ -165,7 +165,7 @@ class ContinualCard(Params):
     kind: Literal["continual_learning"]
     description: str
     references: dict[str, str] = Field(default_factory=dict)
-    model: ModelSpec = ModelSpec()
+    model: ModelSpec = Field(default_factory=ModelSpec)
     method: Method = "repnet"
     baselines: list[Method] = Field(
         default_factory=list,
