@@ -171,7 +171,7 @@ def test_a_factory_file_is_found_relative_to_the_config_and_hashed_by_content(tm
     ("from torch import nn\ndef build():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(2), nn.Conv1d(4, 4, 3), "
      "nn.Flatten(), nn.Linear(776, 2))\n", "workload.model", "'2' (Conv1d) has weights imcsim does not map"),
     ("from torch import nn\ndef build():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2))\n",
-     "workload.model", "fails on a (1, 3, 16, 16) input"),
+     "workload.model", "fails on a (2, 3, 16, 16) input"),
     ("def build():\n    return 3\n", "workload.model.factory", "not a torch nn.Module"),
     ("raise RuntimeError('broken file')\n", "workload.model.factory", "RuntimeError: broken file"),
 ])

@@ -78,7 +78,7 @@ def build_backbone(spec: Any, in_channels: int, image_size: int, weights: bool =
             except OnnxError as err:
                 raise ModelSourceError(str(err), "model.path") from None
         if source != "zoo" or spec.arch in ZOO:
-            example = torch.empty(1, in_channels, image_size, image_size)
+            example = torch.empty(2, in_channels, image_size, image_size)  # two samples: batch-size-free shapes
             model, _ = strip_classifier(model, example)
             model = map_to_array(model, prefix="backbone.")
         array_modules(model)
@@ -88,6 +88,15 @@ def build_backbone(spec: Any, in_channels: int, image_size: int, weights: bool =
 
 
 def _zoo(spec: Any, in_channels: int) -> nn.Module:
+    try:
+        return _zoo_network(spec, in_channels)
+    except (TypeError, ValueError, ArithmeticError, RuntimeError) as err:  # arguments the builder cannot take
+        if isinstance(err, ModelSourceError):
+            raise
+        raise ModelSourceError(f"{spec.arch}: {type(err).__name__}: {err}", "model.kwargs") from None
+
+
+def _zoo_network(spec: Any, in_channels: int) -> nn.Module:
     arch = spec.arch
     kwargs = dict(spec.kwargs)
     if arch == "tiny_cnn":
@@ -99,10 +108,7 @@ def _zoo(spec: Any, in_channels: int) -> nn.Module:
     entry = ZOO.get(arch)
     if entry is None:
         raise ModelSourceError(f"unknown zoo network {arch!r}; valid: {', '.join(zoo_names())}", "model.arch")
-    try:
-        return entry.builder(in_channels, **_kwargs_for(entry.builder, kwargs, arch))
-    except (TypeError, ValueError) as err:
-        raise ModelSourceError(f"{arch}: {err}", "model.kwargs") from None
+    return entry.builder(in_channels, **_kwargs_for(entry.builder, kwargs, arch))
 
 
 def provenance(spec: Any) -> dict[str, Any]:

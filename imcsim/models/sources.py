@@ -115,8 +115,6 @@ def strip_classifier(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module
     """Replace the model's own classifier (its last linear layer in execution order) by an identity;
     returns the feature extractor and its feature width. A model with ``feature_dim`` is one already."""
     dim = getattr(model, "feature_dim", None)
-    if isinstance(dim, int):
-        return model, dim
     order: list[str] = []
     meta = copy.deepcopy(model).to("meta")
     for name, m in meta.named_modules():
@@ -128,6 +126,8 @@ def strip_classifier(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module
     except Exception as err:  # the user's model
         raise ModelSourceError(f"the model fails on a {tuple(example.shape)} input: {type(err).__name__}: {err}",
                                "model") from None
+    if isinstance(dim, int):
+        return model, dim
     if not order:
         raise ModelSourceError("the model has no nn.Linear layer to take as its classifier, and no feature_dim "
                                "attribute saying its output is already the features", "model")

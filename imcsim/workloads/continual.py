@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -237,14 +238,34 @@ def _part(name: str) -> str:
     return _PARTS.get(name.split(".", 1)[0], "other layers")
 
 
+def model_key(card: ContinualCard) -> str:
+    """What a model built from ``card`` depends on: the card, and the content of a model file it names."""
+    if card.model.source == "zoo":
+        return card.model_dump_json()
+    # the models layer builds on this package's data and layers: imported when needed
+    from imcsim.models.backbone import provenance
+
+    try:
+        digest = json.dumps(provenance(card.model), sort_keys=True)
+    except OSError:  # a missing file: building the model says so, naming the key
+        digest = ""
+    return card.model_dump_json() + digest
+
+
 def array_layers(card: ContinualCard, mode: str) -> list[ArrayLayer]:
     """The weight matrices a run of ``card`` stores in the array, from the untrained model (no data, no training).
 
     Functional (``mode="functional"``): every IMC layer of the deployed model (backbone, the method's side
     modules, per task when ``repnet.per_task``, and every task's head), one matrix per group of a grouped
     conv. Cost-only: every layer of the model :func:`_trace_step` traces (one task), a grouped layer as
-    one stored matrix.
+    one stored matrix. Cached by the card (a sweep over the hardware checks each workload once).
     """
+    return list(_array_layers(model_key(card), mode))
+
+
+@functools.lru_cache(maxsize=32)
+def _array_layers(key: str, mode: str) -> tuple[ArrayLayer, ...]:
+    card = ContinualCard.model_validate_json(_card_json(key))
     if mode == "cost_only":  # the model _trace_step traces, on meta tensors
         spec, task = card.cost_only, card.tasks[0]
         with torch.device("meta"):
@@ -255,7 +276,12 @@ def array_layers(card: ContinualCard, mode: str) -> list[ArrayLayer]:
         with torch.random.fork_rng(devices=[]):  # built on the CPU; torch's RNG is left as it was
             backbone = backbone_of(card, SOURCE_CHANNELS[card.pretrain.task.source], card.model.image_size)
             model = deployed_model(card, backbone, [(t.name, len(t.classes)) for t in card.tasks])
-    return array_layers_of(imc_modules(model), _part, grouped=mode == "cost_only")
+    return tuple(array_layers_of(imc_modules(model), _part, grouped=mode == "cost_only"))
+
+
+def _card_json(key: str) -> str:
+    """The card JSON at the start of a :func:`model_key`."""
+    return key[:json.JSONDecoder().raw_decode(key)[1]]
 
 
 def _set_trainable(model: RepNet, method: str) -> None:
@@ -374,7 +400,7 @@ class ContinualScenario(Scenario):
             raise ValueError("run.mode=cost_only needs a workload.cost_only section (batch_size, image_size, "
                              "steps_per_task, activity)")
         graph, memory, digital = _trace_step(
-            card.model_copy(update={"tasks": card.tasks[:1], "baselines": []}).model_dump_json(),
+            model_key(card.model_copy(update={"tasks": card.tasks[:1], "baselines": []})),
             card.method, card.train.momentum > 0)
         return CostOnlyPlan(
             task=card.tasks[0].name, graph=graph, memory=memory, activity=spec.activity, digital_params=digital,
@@ -399,12 +425,24 @@ def run_continual(
 
 
 @functools.lru_cache(maxsize=32)
-def _trace_step(card_json: str, method: str, momentum: bool) -> tuple[LayerGraph, TrainingMemory, int]:
+def _trace_step(key: str, method: str, momentum: bool) -> tuple[LayerGraph, TrainingMemory, int]:
     """Layer graph, training memory and digital parameter count of one step, traced on meta tensors.
 
-    Cached by the card (its first task only): a sweep over device or circuit parameters traces each model once.
+    Cached by the card (its first task only) and its model file: a sweep over device or circuit parameters
+    traces each model once.
     """
-    card = ContinualCard.model_validate_json(card_json)
+    card = ContinualCard.model_validate_json(_card_json(key))
+    try:
+        return _traced(card, method, momentum)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:  # a user's model that cannot run at this size
+        if isinstance(err, DataError):
+            raise
+        spec = card.cost_only
+        raise DataError(f"the model fails on a batch of {spec.batch_size} images of {spec.in_channels} x "
+                        f"{spec.image_size} x {spec.image_size}: {type(err).__name__}: {err}", key="model") from None
+
+
+def _traced(card: ContinualCard, method: str, momentum: bool) -> tuple[LayerGraph, TrainingMemory, int]:
     spec, task = card.cost_only, card.tasks[0]
     with torch.device("meta"):
         model = repnet_model(card, backbone_of(card, spec.in_channels, spec.image_size, weights=False),

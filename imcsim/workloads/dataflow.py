@@ -37,6 +37,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from imcsim.errors import DataError
+
 Tag = frozenset[tuple[str, bool]]  # (producer layer, coupled)
 _EMPTY: Tag = frozenset()
 
@@ -97,8 +99,11 @@ class LayerGraph:
         return out
 
 
-class UnmappedGemm(ValueError):
+class UnmappedGemm(DataError):
     """A GEMM with a weight of its own that no mapped layer computes (so the array would never see it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, key="model")
 
 
 _MATMULS = frozenset({"matmul", "__matmul__", "__rmatmul__", "bmm"})
