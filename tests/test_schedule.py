@@ -218,3 +218,17 @@ def test_the_run_path_does_not_import_simpy():
     code = "import sys, imcsim.api, imcsim.cli, imcsim.sim.chrome; print('simpy' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_energy_profile_spreads_each_task_over_its_time_and_keeps_the_total():
+    sched = Scheduler(view(drivers=1)).schedule(two_layer_step(), TWO_LAYERS)
+    edges, energy = sched.energy_profile(11)
+    assert len(edges) == 12
+    assert edges[-1] == sched.makespan
+    assert energy.min() >= 0
+    assert energy.sum() == pytest.approx(float(np.sum(sched.graph.task_energy_j)), rel=1e-12)
+    # the last bin holds only L2's write-back (32-44): its energy per cycle times the bin's width
+    tasks = sched.graph.tasks
+    write_l2 = next(i for i, t in enumerate(tasks) if t.phase == "update" and t.layer == "L2")
+    per_cycle = sched.graph.task_energy_j[write_l2] / 12
+    assert energy[-1] == pytest.approx(per_cycle * (edges[-1] - edges[-2]), rel=1e-9)

@@ -325,17 +325,18 @@ class Schedule:
         edges = np.linspace(0.0, span, bins + 1)
         energy = np.zeros(bins)
         offsets = np.cumsum([0] + [len(t.segments) for t in self.graph.tasks])
-        for i, t in enumerate(self.graph.tasks):
-            e = float(self.graph.task_energy_j[i])
-            if not e:
-                continue
-            k = offsets[i] + t.main
-            a, b = float(self.start[k]), float(self.end[k])
-            if b <= a:
-                energy[min(int(a / span * bins), bins - 1)] += e
-                continue
-            overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0.0, None)
-            energy += e * overlap / (b - a)
+        mains = offsets[:-1] + np.fromiter((t.main for t in self.graph.tasks), dtype=np.int64,
+                                           count=len(self.graph.tasks))
+        e = np.asarray(self.graph.task_energy_j, dtype=float)
+        keep = e != 0
+        e, a, b = e[keep], self.start[mains[keep]].astype(float), self.end[mains[keep]].astype(float)
+        point = b <= a  # an instant: all of its energy in the bin it falls in
+        np.add.at(energy, np.minimum((a[point] / span * bins).astype(np.int64), bins - 1), e[point])
+        a, b, e = a[~point], b[~point], e[~point]
+        for lo in range(0, len(e), 4096):  # tasks x bins overlaps, a block of tasks at a time
+            sl = slice(lo, lo + 4096)
+            overlap = np.clip(np.minimum(edges[1:], b[sl, None]) - np.maximum(edges[:-1], a[sl, None]), 0.0, None)
+            energy += (e[sl, None] * overlap / (b[sl] - a[sl])[:, None]).sum(axis=0)
         return edges, energy
 
 
