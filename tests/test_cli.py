@@ -257,3 +257,15 @@ def test_readme_network_commands_run_as_written(tmp_path):
                                      timeout=300, check=False)
             assert res.returncode == 0, (command, res.stderr)
     assert sources == {"zoo", "python", "onnx"}
+
+
+def test_list_models_names_the_zoo_and_the_transformer_presets():
+    from imcsim.models.backbone import zoo_names
+    from imcsim.workloads.adaptation import TRANSFORMERS
+
+    res = cli("list", "models")
+    assert res.returncode == 0
+    names = {line.split()[0] for line in res.stdout.splitlines()}
+    assert names == set(zoo_names()) | set(TRANSFORMERS)
+    assert "vgg8_cifar" in names
+    assert "flan_t5_large" in names
