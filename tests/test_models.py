@@ -347,3 +347,25 @@ def test_report_json_records_the_model_and_its_architecture(tmp_path):
     assert model["array_params"] == 12_973_440 - 10_240 + 1024 * 5
     header = (out / "layers.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["module", "shape", "params", "trainable"]
+
+
+def test_weight_free_work_is_counted_per_element_and_charged_to_the_latest_layer():
+    """conv -> BN (7 ops per element) -> ReLU (1) -> 2x2 average pool (1 per input element) -> linear: the
+    digital work after the conv is 8 per conv output element plus 1 per pooled input element, forward; backward
+    only where a gradient flows (frozen conv and BN, a trainable head: none)."""
+    from imcsim.workloads.dataflow import ELEMENTWISE_OPS, PER_INPUT_OPS
+
+    assert ELEMENTWISE_OPS["batch_norm"] == 7
+    assert ELEMENTWISE_OPS["relu"] == 1
+    assert PER_INPUT_OPS["avg_pool2d"] == 1
+    model = map_to_array(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
+                                       nn.Flatten(), nn.Linear(4 * 4 * 4, 2)))
+    x = torch.randn(2, 3, 8, 8)
+    conv_out = 2 * 4 * 8 * 8
+    graph = trace_dataflow(model, lambda: model(x), samples=2)
+    assert (graph["0"].elementwise, graph["0"].elementwise_grad) == (8 * conv_out + conv_out, 8 * conv_out + conv_out)
+    model[0].requires_grad_(False)
+    model[1].requires_grad_(False)
+    frozen = trace_dataflow(model, lambda: model(x), samples=2)
+    assert (frozen["0"].elementwise, frozen["0"].elementwise_grad) == (9 * conv_out, 0)
+    assert frozen["5"].elementwise == 0  # nothing after the last layer

@@ -77,6 +77,8 @@ class DigitalUnitCard(ComponentCard):
     kind: Literal["digital_unit"]
     mac_int8: CostPoint = Field(description="one INT8 multiply with INT32 accumulate")
     fp32_update: CostPoint = Field(description="one FP32 SGD update of one parameter (mul + add)")
+    elementwise: CostPoint = Field(description="one FP32 add-class elementary op of the weight-free work on "
+                                   "activations (norms, activations, pooling, residual adds, softmax)")
     macs_per_cycle: int = Field(ge=1, le=1 << 20)
 
 
@@ -191,12 +193,15 @@ class DigitalUnit(Component):
         super().__init__(role, card, tech)
         self.e_mac_j, mac_area = card.mac_int8.scaled(tech, f"components.{role}.mac_int8.node")
         self.e_update_j, _ = card.fp32_update.scaled(tech, f"components.{role}.fp32_update.node")
+        self.e_elementwise_j, _ = card.elementwise.scaled(tech, f"components.{role}.elementwise.node")
         self.macs_per_cycle = card.macs_per_cycle
         self.area_m2 = card.macs_per_cycle * mac_area  # the whole unit
 
     def actions(self) -> dict[str, ActionSpec]:
         return {"mac_int8": self.spec(self.e_mac_j, "INT8 MAC"),
-                "fp32_update": self.spec(self.e_update_j, "FP32 SGD update of one parameter")}
+                "fp32_update": self.spec(self.e_update_j, "FP32 SGD update of one parameter"),
+                "elementwise": self.spec(self.e_elementwise_j, "FP32 elementary op of norms, activations, pooling, "
+                                         "residual adds")}
 
 
 def counter_bits(rows: int) -> int:

@@ -201,6 +201,18 @@ def weightless_ops(macro: ArrayCircuit, c: LayerCall, samples: int, forward: boo
                                per_sample=copies >= samples) for phase, shape in shapes]
 
 
+def elementwise_ops(macro: ArrayCircuit, c: LayerCall, samples: int) -> list[OpRecord]:
+    """The digital work on a layer's output (traced for ``c.samples`` samples, here for ``samples``): forward, and
+    backward where a gradient flows through it."""
+    scale = samples / max(1, c.samples)
+    out = []
+    if c.elementwise:
+        out.append(macro.digital_elementwise(round(c.elementwise * scale), "forward", c.name, samples))
+    if c.elementwise_grad:
+        out.append(macro.digital_elementwise(round(c.elementwise_grad * scale), "input_grad", c.name, samples))
+    return out
+
+
 def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats, digital_params: int,
                    task: str, seed: int, digital_layers: frozenset[str] = frozenset(),
                    extra: tuple[OpRecord, ...] = ()) -> CostOnlyStep:
@@ -227,6 +239,8 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
     needs = graph.needs_grad()
     grad_rng = np.random.default_rng([seed, 1])  # operand planes of an in-array weight gradient
     for c in graph.calls:
+        if c.elementwise:
+            step.append(macro.digital_elementwise(c.elementwise, "forward", c.name, c.samples))
         if c.weightless:
             step += weightless_ops(macro, c, c.samples, backward=False)
         elif c.name in digital_layers:
@@ -238,6 +252,8 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
     step += [rec for rec in extra if rec.phase == "forward"]
     trainable = 0
     for c in reversed(graph.calls):
+        if c.elementwise_grad:
+            step.append(macro.digital_elementwise(c.elementwise_grad, "input_grad", c.name, c.samples))
         if c.weightless:
             step += weightless_ops(macro, c, c.samples, forward=False)
             continue

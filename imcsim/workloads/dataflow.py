@@ -15,7 +15,12 @@ IMC layers it was computed from:
 
 The same pass records each layer's GEMM shape (M x K x N per group, groups,
 samples), so on meta tensors (no data, no arithmetic) it is also the shape
-source of cost-only runs.
+source of cost-only runs. Weight-free work on activations (norms, activations,
+pooling, residual adds, softmax, upsampling) is counted in elementary ops per
+element (:data:`ELEMENTWISE_OPS`, :data:`PER_INPUT_OPS`) and charged to the
+latest layer its operands come from, forward and, where a gradient flows
+through it, backward; reshapes, indexing and copies move data and are not
+counted.
 
 Products of two activations (``q @ k^T`` and ``p @ v`` of attention, or any
 ``matmul`` / ``bmm`` whose operands are both computed tensors) are recorded as
@@ -28,6 +33,7 @@ parameter, a ``matmul`` with a parameter) cannot be counted and raises
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +64,8 @@ class LayerCall:
     input_grad: bool | None = None  # whether its input carries a gradient (None: not traced)
     weightless: bool = False  # a product of two activations (attention): no stored matrix, digital unit
     operand_grads: tuple[bool, bool] = (False, False)  # weightless: whether each operand carries a gradient
+    elementwise: int = 0  # elementary ops of the digital work on this layer's output (norms, activations...)
+    elementwise_grad: int = 0  # ... and of its backward pass (where a gradient flows through that work)
 
     @property
     def macs(self) -> int:
@@ -107,6 +115,30 @@ class UnmappedGemm(DataError):
 
 
 _MATMULS = frozenset({"matmul", "__matmul__", "__rmatmul__", "bmm"})
+
+TRANSCENDENTAL_OPS = 10
+"""Elementary ops of an exp, erf or tanh: range reduction and a degree-4 polynomial (Horner: 4 multiply-adds),
+about 10 (Muller, "Elementary Functions: Algorithms and Implementation", 3rd ed., 2016, ch. 2-3)."""
+_T = TRANSCENDENTAL_OPS
+ELEMENTWISE_OPS: dict[str, int] = {
+    # activations, per output element
+    "relu": 1, "relu_": 1, "relu6": 1, "hardtanh": 1, "leaky_relu": 2, "clamp": 2, "clip": 2, "threshold": 1,
+    "hardsigmoid": 3, "hardswish": 4, "sigmoid": _T + 2, "tanh": _T + 2, "silu": _T + 3, "gelu": _T + 4,
+    "softmax": _T + 4, "log_softmax": _T + 4, "_softmax": _T + 4,
+    # residual adds and scalings, per output element
+    "add": 1, "__add__": 1, "__radd__": 1, "__iadd__": 1, "add_": 1, "sub": 1, "__sub__": 1, "__rsub__": 1,
+    "mul": 1, "__mul__": 1, "__rmul__": 1, "__imul__": 1, "mul_": 1, "div": 1, "__truediv__": 1,
+    "__rtruediv__": 1, "masked_fill": 1, "where": 1,
+    # norms, per element: mean and variance (3), normalise (2), scale and shift (2); RMS norm has no mean
+    "batch_norm": 7, "layer_norm": 7, "group_norm": 7, "instance_norm": 7, "rms_norm": 5,
+    # bilinear upsampling, per output element: 4 weights applied and summed
+    "interpolate": 7, "upsample": 7,
+}
+"""Elementary ops (FP32 add-class operations) per output element of each weight-free op the digital unit runs."""
+PER_INPUT_OPS: dict[str, int] = {
+    "avg_pool2d": 1, "adaptive_avg_pool2d": 1, "max_pool2d": 1, "adaptive_max_pool2d": 1, "mean": 1, "sum": 1,
+}
+"""Elementary ops per *input* element of the reductions (one add or compare each)."""
 _WEIGHT_GEMMS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
                            "conv_transpose3d", "bilinear", "addmm", "mm", "einsum"})
 
@@ -121,6 +153,31 @@ class _Tracer(TorchFunctionMode):
         self.path: list[str] = []  # names of the modules running, innermost last
         self.names: dict[int, str] = {}
         self.matmuls: dict[str, int] = {}
+        self.order: dict[str, int] = {}  # call name -> its index (the latest producer owns the digital work)
+        self.work: dict[str, list[int]] = {}  # call name -> [forward ops, backward ops] of digital work
+
+    def add_call(self, call: LayerCall) -> None:
+        self.order.setdefault(call.name, len(self.calls))
+        self.calls.append(call)
+
+    def count_digital(self, name: str, args, out, tag: Tag) -> None:
+        """Charge a weight-free op's elementary ops to the latest layer its operands come from."""
+        per = ELEMENTWISE_OPS.get(name)
+        by_input = per is None
+        if by_input:
+            per = PER_INPUT_OPS.get(name)
+            if per is None:
+                return
+        leaves, _ = tree_flatten(args)
+        tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+        if not tensors or not isinstance(out, torch.Tensor):
+            return
+        n = per * (tensors[0].numel() if by_input else out.numel())
+        owner = max(tag, key=lambda t: self.order.get(t[0], -1))[0]
+        work = self.work.setdefault(owner, [0, 0])
+        work[0] += n
+        if any(t.requires_grad for t in tensors):
+            work[1] += n
 
     def tag_of(self, obj) -> Tag:
         leaves, _ = tree_flatten(obj)
@@ -162,9 +219,9 @@ class _Tracer(TorchFunctionMode):
         index = self.matmuls.get(base, 0)
         self.matmuls[base] = index + 1
         call_name = f"{base}.matmul{index}"
-        self.calls.append(LayerCall(call_name, int(a.shape[-2]), int(a.shape[-1]), int(b.shape[-1]), batch,
-                                    self.samples, False, tuple(sorted(tag)), bool(a.requires_grad or b.requires_grad),
-                                    weightless=True, operand_grads=(bool(a.requires_grad), bool(b.requires_grad))))
+        self.add_call(LayerCall(call_name, int(a.shape[-2]), int(a.shape[-1]), int(b.shape[-1]), batch,
+                                self.samples, False, tuple(sorted(tag)), bool(a.requires_grad or b.requires_grad),
+                                weightless=True, operand_grads=(bool(a.requires_grad), bool(b.requires_grad))))
         self.set_tag(out, frozenset({(call_name, False)}))
         return True
 
@@ -180,6 +237,8 @@ class _Tracer(TorchFunctionMode):
         tag = self.tag_of((args, kwargs))
         if name in _MATMULS and len(args) >= 2 and self._weightless(name, args, out, tag):
             return out
+        if tag and not self.inside:
+            self.count_digital(name, args, out, tag)
         if tag and func is F.batch_norm:
             training = kwargs.get("training", args[5] if len(args) > 5 else False)
             if training:
@@ -207,8 +266,8 @@ def traced_layer_call(module, x: torch.Tensor, call: Callable[[], torch.Tensor],
         y = call()
     finally:
         tracer.inside -= 1
-    tracer.calls.append(LayerCall(module.name, m, k, n, groups, tracer.samples, bool(module.weight.requires_grad),
-                                  producers, bool(x.requires_grad)))
+    tracer.add_call(LayerCall(module.name, m, k, n, groups, tracer.samples, bool(module.weight.requires_grad),
+                              producers, bool(x.requires_grad)))
     tracer.set_tag(y, frozenset({(module.name, False)}))
     return y
 
@@ -242,4 +301,7 @@ def trace_dataflow(model: nn.Module, run: Callable[[], object], samples: int) ->
     seen: dict[str, LayerCall] = {}
     for c in tracer.calls:  # a layer called twice (shared weights) keeps its first call
         seen.setdefault(c.name, c)
+    for name, (fwd, bwd) in tracer.work.items():
+        if name in seen:
+            seen[name] = dataclasses.replace(seen[name], elementwise=fwd, elementwise_grad=bwd)
     return LayerGraph(list(seen.values()))

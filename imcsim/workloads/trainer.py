@@ -33,7 +33,7 @@ from imcsim.circuits.base import ArrayCircuit
 from imcsim.errors import shorten
 from imcsim.ops import OpRecord
 from imcsim.registry import METHODS
-from imcsim.workloads.costonly import ActivityStats, cost_only_step, weightless_ops
+from imcsim.workloads.costonly import ActivityStats, cost_only_step, elementwise_ops, weightless_ops
 from imcsim.workloads.dataflow import LayerGraph
 from imcsim.workloads.int8 import Hardware, IMCModule, imc_modules
 from imcsim.workloads.memory import TrainingMemory
@@ -256,6 +256,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
         method.start_task(model, adapters)
         synced = [m for m in modules if id(m) not in digital and m.weight.requires_grad]
         weightless = [c for c in graphs[task.name].calls if c.weightless]  # products of activations (attention)
+        elementwise = [c for c in graphs[task.name].calls if c.elementwise]  # norms, activations, pooling, adds
         digital_trained = [m for m in modules if id(m) in digital and m.weight.requires_grad]
         n_small = sum(p.numel() for p in params if id(p) not in imc_weights)  # biases, BN, coefficients
         opt = torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum)
@@ -275,6 +276,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
                         m.sync()
                 ops = scenario.step_ops(macro, model, digital_trained, hw.samples)
                 ops += [rec for c in weightless for rec in weightless_ops(macro, c, hw.samples)]
+                ops += [rec for c in elementwise for rec in elementwise_ops(macro, c, hw.samples)]
                 ops += method.step_ops(macro, adapters, scenario.rows(hw.samples), hw.samples)
                 for rec in ops:
                     hw.emit(rec, rec.module)
