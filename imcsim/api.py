@@ -9,7 +9,10 @@ The CLI (:mod:`imcsim.cli`) is a thin shell over these functions.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +31,7 @@ from imcsim.sim import TRAINING_PHASES, tally_ops
 from imcsim.sim.timeline import schedule_run
 from imcsim.workloads.adaptation import array_layers as adaptation_layers
 from imcsim.workloads.adaptation import run_adaptation, run_adaptation_cost_only
-from imcsim.workloads.continual import ContinualResult, run_continual, run_cost_only
+from imcsim.workloads.continual import ContinualResult, model_key, run_continual, run_cost_only
 from imcsim.workloads.continual import array_layers as continual_layers
 from imcsim.workloads.data import DataError
 from imcsim.workloads.int8 import ArrayLayer
@@ -233,9 +236,49 @@ def _array_layers(card, mode: str) -> list[ArrayLayer]:
     return continual_layers(card, mode)
 
 
+_COUNTED: OrderedDict[tuple, tuple[ContinualResult, dict, dict, int]] = OrderedDict()
+"""Counted cost-only steps of recent runs in this process (a sweep's points), by what their counts depend on."""
+COUNTED_KEPT = 8
+
+
+def _count_key(loaded: LoadedConfig, card, hw: HardwareModel) -> tuple | None:
+    """What a cost-only step's counts depend on: the workload (and its model file), the circuit, the device's
+    kind, cells and write-count key, the cycle time and the seed. None when they cannot be reused (a device
+    whose writes are stochastic; functional runs)."""
+    dev_key = hw.device.write_count_key()
+    if dev_key is None or loaded.config.run.mode != "cost_only":
+        return None
+    workload = model_key(card) if card.kind == "continual_learning" else card.model_dump_json()
+    return (workload, json.dumps(loaded.resolved["circuit"], sort_keys=True), type(hw.device).__name__,
+            hw.device.bits_per_cell, dev_key, hw.macro.t_cycle_s, loaded.config.seed)
+
+
 def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
              progress: Callable[[str, int, int], None] | None, shared: dict) -> ContinualResult:
-    """Run one workload card on ``hw`` (its macro records the ops)."""
+    """Run one workload card on ``hw`` (its macro records the ops).
+
+    Counting is separate from costing: a cost-only step whose counts a run of this process has already made
+    (a sweep over pulse energies, latencies or currents) is not counted again; its ops are re-timed with this
+    device's pulse latencies and its stored matrices handed to this macro, and costing runs as usual.
+    """
+    key = _count_key(loaded, card, hw)
+    hit = _COUNTED.get(key) if key is not None else None
+    if hit is not None:
+        result, stored, transposed, used = hit
+        _COUNTED.move_to_end(key)
+        macro = hw.macro
+        macro.stored, macro.transposed, macro._used = dict(stored), dict(transposed), used
+        return dataclasses.replace(result, ops=[macro.retimed(op) for op in result.ops])
+    result = _count(loaded, card, hw, dev, progress, shared)
+    if key is not None:
+        _COUNTED[key] = (result, dict(hw.macro.stored), dict(hw.macro.transposed), hw.macro.subarrays_used)
+        while len(_COUNTED) > COUNTED_KEPT:
+            _COUNTED.popitem(last=False)
+    return result
+
+
+def _count(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
+           progress: Callable[[str, int, int], None] | None, shared: dict) -> ContinualResult:
     cfg = loaded.config
     try:
         if card.kind == "lora_adaptation":

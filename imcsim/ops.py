@@ -61,6 +61,7 @@ class OpRecord:
     chunk_cycles: np.ndarray | None = None
     cell_writes: np.ndarray | None = None  # writes per cell of the region (write ops)
     cell_scale: float = 1.0  # cells each entry of cell_writes stands for (a programmed sample of a large region)
+    drivers: int = 0  # write ops: the write drivers issuing its pulses (its cycles follow the pulse latencies)
     plane_ones: np.ndarray | None = None  # 1 bits per plane of the streamed operand (activity statistics)
     changed_weights: int = 0  # write-back: weights whose INT8 code changed
     macs: int = 0  # multiply-accumulates the op performs (GEMMs, every group and copy included)

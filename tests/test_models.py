@@ -369,3 +369,25 @@ def test_weight_free_work_is_counted_per_element_and_charged_to_the_latest_layer
     frozen = trace_dataflow(model, lambda: model(x), samples=2)
     assert (frozen["0"].elementwise, frozen["0"].elementwise_grad) == (9 * conv_out, 0)
     assert frozen["5"].elementwise == 0  # nothing after the last layer
+
+
+def test_a_run_re_costed_from_counts_already_made_equals_a_fresh_count():
+    """Counting is separate from costing: a device point whose write counts are those of a run already made (the
+    same SAS group, another pulse width and current) takes those counts, re-timed, and reports exactly what a
+    fresh count reports; a device whose writes are stochastic (ReRAM) always counts anew."""
+    from imcsim import api
+
+    sets = ["workload.baselines=[last_layer]", "workload.cost_only.image_size=64", "workload.cost_only.batch_size=2"]
+    point = [*sets, "device.write.t_set=3ns", "device.write.i_stt=150uA"]
+    api._COUNTED.clear()
+    fresh = run(load_config(COST, point))
+    assert len(api._COUNTED) == 2  # the method and its baseline
+    api._COUNTED.clear()
+    run(load_config(COST, [*sets, "device.write.t_set=1ns"]))
+    recosted = run(load_config(COST, point))
+    assert len(api._COUNTED) == 2  # reused, not counted again
+    assert recosted.metrics == pytest.approx(fresh.metrics, nan_ok=True, rel=1e-12)
+    assert json.dumps(recosted.tables, sort_keys=True, default=str) == json.dumps(fresh.tables, sort_keys=True,
+                                                                                  default=str)
+    assert recosted.metrics["latency_train_update_s"] != pytest.approx(
+        run(load_config(COST, [*sets, "device.write.t_set=1ns"])).metrics["latency_train_update_s"])

@@ -16,6 +16,7 @@ and build their own components.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -243,6 +244,15 @@ class ArrayCircuit:
         if s.scale == 1.0:
             return counts, changed
         return {a: round(c * s.scale) for a, c in counts.items()}, round(changed * s.scale)
+
+    def retimed(self, op: OpRecord) -> OpRecord:
+        """``op`` with its write cycles from this circuit's pulse latencies (the same write counts re-costed on
+        a device whose write counts are the same; ops other than writes are returned as they are)."""
+        if op.kind != "write" or not op.drivers:
+            return op
+        dev = self.device.component
+        device_counts = {action: n for (comp, action), n in op.counts.items() if comp == dev}
+        return dataclasses.replace(op, cycles=self._write_cycles(device_counts, op.drivers))
 
     # --- digital unit -------------------------------------------------------------
 

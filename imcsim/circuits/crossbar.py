@@ -212,7 +212,7 @@ class AnalogCrossbar(ArrayCircuit):
         counts, changed_weights = self.scaled_writes(s, counts, int((s.values != new).sum()))
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
         rec = OpRecord(phase=phase, kind="write", layer=name, shape=(round(new.shape[0] * s.scale), new.shape[1]),
-                       counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers),
+                       counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers), drivers=drivers,
                        cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)), cell_scale=s.scale,
                        changed_weights=changed_weights)
         s.assign(new)

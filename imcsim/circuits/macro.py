@@ -394,6 +394,7 @@ class BitSerialMacro(ArrayCircuit):
         wrec = OpRecord(phase="weight_grad", kind="write", layer=name, region="operands", shape=new_bits.shape,
                         counts=self._write_counts(writes),
                         cycles=self._write_cycles(writes, parallel * a.write_drivers_per_subarray),
+                        drivers=parallel * a.write_drivers_per_subarray,
                         cell_writes=_compact(np.concatenate([ev_x.cell_writes, ev_d.cell_writes])))
         return [wrec, rec]
 
@@ -409,7 +410,7 @@ class BitSerialMacro(ArrayCircuit):
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
         shape = new.shape if s.scale == 1.0 else _whole(new.shape, s.scale, region)
         rec = OpRecord(phase=phase, kind="write", layer=name, region=region, shape=shape,
-                       counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers),
+                       counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers), drivers=drivers,
                        cell_writes=cell_writes, cell_scale=s.scale, changed_weights=changed)
         s.assign(new)
         return rec
