@@ -354,7 +354,7 @@ def _strip_sources(tree: Any, refs: Mapping[str, str], shown: str, prefix: str) 
                     key=prefix,
                 )
             try:
-                return load_yaml_text(value) if value else value
+                return copy.deepcopy(_parse_yaml(value)) if value else value
             except yaml.YAMLError:
                 return value
     return tree
