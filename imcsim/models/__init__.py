@@ -1,1 +1,1 @@
-"""Model zoo: plain-torch feature extractors of published reference networks."""
+"""Networks: the model zoo, model sources (Python factories, ONNX files) and the mapping of their layers onto the hardware."""

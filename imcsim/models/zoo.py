@@ -516,8 +516,9 @@ class PatchEmbedding(nn.Module):
         self.proj = nn.Conv2d(in_channels, dim, patch, stride=patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.n_patches + 1, dim))
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if not self.pos_embed.is_meta:  # shapes only on the meta device
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.proj(x).flatten(2).transpose(1, 2)
@@ -602,7 +603,7 @@ def build_vit_tiny(
     blocks.append(ClassTokenHead(dim))
     net = ZooNet(blocks, dim, dim, 1000)
     for m in net.modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) and not m.weight.is_meta:
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
     return net

@@ -120,7 +120,7 @@ class SideModule(nn.Module):
         return y
 
 
-class ConnectionError_(DataError):
+class SideModuleError(DataError):
     """A Rep-Net connection point that does not exist or cannot take a side module (``key``: the card key)."""
 
     def __init__(self, message: str, key: str = "repnet.side_blocks") -> None:
@@ -132,17 +132,17 @@ def connection_module(backbone: nn.Module, point: int | str) -> str:
     if isinstance(point, int):
         blocks = getattr(backbone, "blocks", None)
         if not isinstance(blocks, nn.ModuleList):
-            raise ConnectionError_(f"block index {point}: this backbone has no blocks list; give module names "
+            raise SideModuleError(f"block index {point}: this backbone has no blocks list; give module names "
                                    f"(e.g. {_example_names(backbone)})")
         if not 0 <= point < len(blocks):
-            raise ConnectionError_(f"must be block indices 0..{len(blocks) - 1} or module names (got {point})")
+            raise SideModuleError(f"must be block indices 0..{len(blocks) - 1} or module names (got {point})")
         return f"blocks.{point}"
     try:
         backbone.get_submodule(point)
     except AttributeError:
-        raise ConnectionError_(f"no module named {point!r} in the backbone (e.g. {_example_names(backbone)})") from None
+        raise SideModuleError(f"no module named {point!r} in the backbone (e.g. {_example_names(backbone)})") from None
     if not point:
-        raise ConnectionError_("an empty module name is the whole backbone, not a connection point")
+        raise SideModuleError("an empty module name is the whole backbone, not a connection point")
     return point
 
 
@@ -175,21 +175,21 @@ def side_plan(backbone: nn.Module, points: list[int | str], image_size: int, in_
     """The side modules of Rep-Net at ``points`` on ``backbone`` (see the module docstring for the plan)."""
     paths = [connection_module(backbone, p) for p in points]
     if len(set(paths)) != len(paths):
-        raise ConnectionError_(f"connection points repeat a module (got {points})")
+        raise SideModuleError(f"connection points repeat a module (got {points})")
     x = torch.empty(1, in_channels, image_size, image_size)
     shapes = _shapes_at(backbone, paths, x)
     order = {p: i for i, p in enumerate(shapes)}  # forward order of the connection modules
     overrides = overrides or {}
     unknown = sorted(set(overrides) - {str(p) for p in points})
     if unknown:
-        raise ConnectionError_(f"overrides name connection points not in side_blocks: {unknown}", "repnet.overrides")
+        raise SideModuleError(f"overrides name connection points not in side_blocks: {unknown}", "repnet.overrides")
     specs = []
     for point, path in sorted(zip(points, paths, strict=True), key=lambda pp: order.get(pp[1], len(order))):
         if path not in shapes:
-            raise ConnectionError_(f"connection point {point!r} ({path}) is not run by the backbone's forward pass")
+            raise SideModuleError(f"connection point {point!r} ({path}) is not run by the backbone's forward pass")
         (in_shape, out_shape) = shapes[path]
         if len(in_shape) != 4 or len(out_shape) != 4:
-            raise ConnectionError_(f"connection point {point!r} ({path}) maps {in_shape} to {out_shape}; side modules "
+            raise SideModuleError(f"connection point {point!r} ({path}) maps {in_shape} to {out_shape}; side modules "
                                    "attach to feature maps (N, C, H, W) only")
         first = not specs
         if first:  # reads the image, average-pooled to the block's output size
@@ -201,7 +201,7 @@ def side_plan(backbone: nn.Module, points: list[int | str], image_size: int, in_
         k = ov.get("kernel", kernel if kernel is not None else (3 if read <= 7 else 5))
         groups = ov.get("groups", 1 if first or cin % 2 or mid % 2 else 2)
         if cin % groups or mid % groups:
-            raise ConnectionError_(f"groups={groups} must divide the channels {cin} -> {mid} at {point!r}",
+            raise SideModuleError(f"groups={groups} must divide the channels {cin} -> {mid} at {point!r}",
                                    "repnet.overrides")
         pool = 2 if read >= 2 else 1
         specs.append(SideSpec(str(point), path, cin, out_shape[1], mid, k, groups, pool, image_pool))
@@ -307,4 +307,4 @@ def _in_channels(backbone: nn.Module) -> int:
     for m in backbone.modules():
         if isinstance(m, nn.Conv2d | IMCConv2d):
             return m.in_channels if isinstance(m, nn.Conv2d) else m.cin
-    raise ConnectionError_("cannot tell the backbone's input channels (it has no convolution)", "model")
+    raise SideModuleError("cannot tell the backbone's input channels (it has no convolution)", "model")
