@@ -281,13 +281,11 @@ class ArrayCircuit:
         return OpRecord(phase=phase, kind="digital", layer=layer, counts=counts, cycles=cycles + extra_cycles,
                         shape=(m, k, n), chunk_cycles=chunks, macs=m * k * n * copies)
 
-    def digital_elementwise(self, n_ops: int, phase: str, layer: str, samples: int = 1) -> OpRecord:
-        """``n_ops`` elementary ops of weight-free work on activations in the digital unit, split by sample."""
-        lanes = self.macs_per_cycle
-        chunks = np.array([math.ceil(n_ops * c / max(1, samples) / lanes) for c in np.ones(max(1, samples))],
-                          dtype=np.int64)
+    def digital_elementwise(self, n_ops: int, phase: str, layer: str) -> OpRecord:
+        """``n_ops`` elementary ops of weight-free work on activations in the digital unit, as one burst (one
+        schedule task per layer and phase: a model of thousands of layers stays cheap to schedule)."""
         return OpRecord(phase=phase, kind="digital", layer=layer, counts={("digital", "elementwise"): n_ops},
-                        cycles=int(chunks.sum()), shape=(n_ops,), chunk_cycles=chunks)
+                        cycles=math.ceil(n_ops / self.macs_per_cycle), shape=(n_ops,))
 
     def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str, samples: int = 1
                     ) -> tuple[torch.Tensor, list[OpRecord]]:

@@ -207,9 +207,9 @@ def elementwise_ops(macro: ArrayCircuit, c: LayerCall, samples: int) -> list[OpR
     scale = samples / max(1, c.samples)
     out = []
     if c.elementwise:
-        out.append(macro.digital_elementwise(round(c.elementwise * scale), "forward", c.name, samples))
+        out.append(macro.digital_elementwise(round(c.elementwise * scale), "forward", c.name))
     if c.elementwise_grad:
-        out.append(macro.digital_elementwise(round(c.elementwise_grad * scale), "input_grad", c.name, samples))
+        out.append(macro.digital_elementwise(round(c.elementwise_grad * scale), "input_grad", c.name))
     return out
 
 
@@ -240,7 +240,7 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
     grad_rng = np.random.default_rng([seed, 1])  # operand planes of an in-array weight gradient
     for c in graph.calls:
         if c.elementwise:
-            step.append(macro.digital_elementwise(c.elementwise, "forward", c.name, c.samples))
+            step.append(macro.digital_elementwise(c.elementwise, "forward", c.name))
         if c.weightless:
             step += weightless_ops(macro, c, c.samples, backward=False)
         elif c.name in digital_layers:
@@ -253,7 +253,7 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
     trainable = 0
     for c in reversed(graph.calls):
         if c.elementwise_grad:
-            step.append(macro.digital_elementwise(c.elementwise_grad, "input_grad", c.name, c.samples))
+            step.append(macro.digital_elementwise(c.elementwise_grad, "input_grad", c.name))
         if c.weightless:
             step += weightless_ops(macro, c, c.samples, forward=False)
             continue
