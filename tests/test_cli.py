@@ -20,7 +20,9 @@ from imcsim.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-SLOW_CONFIGS = {"reram_lora_flan_t5_large_cost", "reram_lorafusion_flan_t5_large_cost"}  # 20-50 s each at real size
+SLOW_CONFIGS = {  # real-size end-to-end runs (20-50 s for Flan-T5-large; the CNNs' capacity is checked by default)
+    "reram_lora_flan_t5_large_cost", "reram_lorafusion_flan_t5_large_cost", "sas_mram_vgg8_cifar10_cost",
+    "sas_mram_resnet18_repnet_cost"}
 RUN_CONFIGS = [pytest.param(c, marks=pytest.mark.slow) if c.stem in SLOW_CONFIGS else c for c in CONFIGS]
 MAIN_CONFIG = ROOT / "configs" / "sas_mram_repnet.yaml"
 GOLDEN = ROOT / "tests" / "golden"
@@ -97,7 +99,7 @@ def test_run_trace_writes_a_chrome_trace(tmp_path):
     out = tmp_path / "out"
     trace = tmp_path / "trace.json"
     res = imcsim("run", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--out", str(out), "--quiet",
-                 "--trace", str(trace))
+                 "--trace", str(trace), "--set", "workload.baselines=[]")
     assert res.returncode == 0, res.stderr
     data = json.loads(trace.read_text())
     slices = [e for e in data["traceEvents"] if e["ph"] == "X"]
