@@ -236,7 +236,7 @@ def _array_layers(card, mode: str) -> list[ArrayLayer]:
     return continual_layers(card, mode)
 
 
-_COUNTED: OrderedDict[tuple, tuple[ContinualResult, dict, dict, int]] = OrderedDict()
+_COUNTED: OrderedDict[tuple, tuple[ContinualResult, dict, dict]] = OrderedDict()
 """Counted cost-only steps of recent runs in this process (a sweep's points), by what their counts depend on."""
 COUNTED_KEPT = 8
 
@@ -264,14 +264,16 @@ def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
     key = _count_key(loaded, card, hw)
     hit = _COUNTED.get(key) if key is not None else None
     if hit is not None:
-        result, stored, transposed, used = hit
+        result, stored, transposed = hit
         _COUNTED.move_to_end(key)
         macro = hw.macro
-        macro.stored, macro.transposed, macro._used = dict(stored), dict(transposed), used
+        for region, held in (("weights", stored), ("transposed", transposed)):
+            for layer, matrix in held.items():
+                macro.hold(region, layer, matrix)
         return dataclasses.replace(result, ops=[macro.retimed(op) for op in result.ops])
     result = _count(loaded, card, hw, dev, progress, shared)
     if key is not None:
-        _COUNTED[key] = (result, dict(hw.macro.stored), dict(hw.macro.transposed), hw.macro.subarrays_used)
+        _COUNTED[key] = (result, dict(hw.macro.stored), dict(hw.macro.transposed))
         while len(_COUNTED) > COUNTED_KEPT:
             _COUNTED.popitem(last=False)
     return result

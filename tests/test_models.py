@@ -391,3 +391,31 @@ def test_a_run_re_costed_from_counts_already_made_equals_a_fresh_count():
                                                                                   default=str)
     assert recosted.metrics["latency_train_update_s"] != pytest.approx(
         run(load_config(COST, [*sets, "device.write.t_set=1ns"])).metrics["latency_train_update_s"])
+
+
+def test_digital_work_traced_on_two_samples_scales_to_the_counts_of_the_whole_batch():
+    """A functional run traces its graph on two samples and scales the digital work (norms, activations, attention
+    products) to each batch; a cost-only run traces the batch itself. Both must count the same actions."""
+    from collections import Counter
+
+    from imcsim.api import build_hardware
+    from imcsim.models.zoo import build_vit_tiny
+    from imcsim.workloads.costonly import elementwise_ops, weightless_ops
+
+    macro = build_hardware(load_config(COST)).macro
+    model = map_to_array(build_vit_tiny(3, image_size=16, patch=4, dim=16, depth=1, heads=2, mlp_dim=32))
+
+    def counts(samples: int, graph_samples: int) -> Counter:
+        x = torch.randn(graph_samples, 3, 16, 16)
+        graph = trace_dataflow(model, lambda: model(x), samples=graph_samples)
+        total: Counter = Counter()
+        for c in graph.calls:
+            for op in [*elementwise_ops(macro, c, samples), *(weightless_ops(macro, c, samples) if c.weightless
+                                                                else [])]:
+                total.update(op.counts)
+        return total
+
+    batch = counts(6, 6)
+    assert batch[("digital", "elementwise")] > 0
+    assert batch[("digital", "mac_int8")] > 0
+    assert counts(6, 2) == batch

@@ -238,10 +238,11 @@ def _part(name: str) -> str:
     return _PARTS.get(name.split(".", 1)[0], "other layers")
 
 
-def model_key(card: ContinualCard) -> str:
-    """What a model built from ``card`` depends on: the card, and the content of a model file it names."""
+def model_key(card: ContinualCard) -> tuple[str, str]:
+    """What a model built from ``card`` depends on: (the card as JSON, the provenance of a model file it names,
+    with the file's content hash; empty for the zoo)."""
     if card.model.source == "zoo":
-        return card.model_dump_json()
+        return card.model_dump_json(), ""
     # the models layer builds on this package's data and layers: imported when needed
     from imcsim.models.backbone import provenance
 
@@ -249,7 +250,7 @@ def model_key(card: ContinualCard) -> str:
         digest = json.dumps(provenance(card.model), sort_keys=True)
     except OSError:  # a missing file: building the model says so, naming the key
         digest = ""
-    return card.model_dump_json() + digest
+    return card.model_dump_json(), digest
 
 
 def array_layers(card: ContinualCard, mode: str) -> list[ArrayLayer]:
@@ -264,8 +265,8 @@ def array_layers(card: ContinualCard, mode: str) -> list[ArrayLayer]:
 
 
 @functools.lru_cache(maxsize=32)
-def _array_layers(key: str, mode: str) -> tuple[ArrayLayer, ...]:
-    card = ContinualCard.model_validate_json(_card_json(key))
+def _array_layers(key: tuple[str, str], mode: str) -> tuple[ArrayLayer, ...]:
+    card = ContinualCard.model_validate_json(key[0])
     if mode == "cost_only":  # the model _trace_step traces, on meta tensors
         spec, task = card.cost_only, card.tasks[0]
         with torch.device("meta"):
@@ -277,11 +278,6 @@ def _array_layers(key: str, mode: str) -> tuple[ArrayLayer, ...]:
             backbone = backbone_of(card, SOURCE_CHANNELS[card.pretrain.task.source], card.model.image_size)
             model = deployed_model(card, backbone, [(t.name, len(t.classes)) for t in card.tasks])
     return tuple(array_layers_of(imc_modules(model), _part, grouped=mode == "cost_only"))
-
-
-def _card_json(key: str) -> str:
-    """The card JSON at the start of a :func:`model_key`."""
-    return key[:json.JSONDecoder().raw_decode(key)[1]]
 
 
 def _set_trainable(model: RepNet, method: str) -> None:
@@ -425,13 +421,13 @@ def run_continual(
 
 
 @functools.lru_cache(maxsize=32)
-def _trace_step(key: str, method: str, momentum: bool) -> tuple[LayerGraph, TrainingMemory, int]:
+def _trace_step(key: tuple[str, str], method: str, momentum: bool) -> tuple[LayerGraph, TrainingMemory, int]:
     """Layer graph, training memory and digital parameter count of one step, traced on meta tensors.
 
     Cached by the card (its first task only) and its model file: a sweep over device or circuit parameters
     traces each model once.
     """
-    card = ContinualCard.model_validate_json(_card_json(key))
+    card = ContinualCard.model_validate_json(key[0])
     try:
         return _traced(card, method, momentum)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:  # a user's model that cannot run at this size

@@ -201,16 +201,14 @@ def weightless_ops(macro: ArrayCircuit, c: LayerCall, samples: int, forward: boo
                                per_sample=copies >= samples) for phase, shape in shapes]
 
 
-def elementwise_ops(macro: ArrayCircuit, c: LayerCall, samples: int) -> list[OpRecord]:
+def elementwise_ops(macro: ArrayCircuit, c: LayerCall, samples: int, forward: bool = True, backward: bool = True
+                    ) -> list[OpRecord]:
     """The digital work on a layer's output (traced for ``c.samples`` samples, here for ``samples``): forward, and
     backward where a gradient flows through it."""
     scale = samples / max(1, c.samples)
-    out = []
-    if c.elementwise:
-        out.append(macro.digital_elementwise(round(c.elementwise * scale), "forward", c.name))
-    if c.elementwise_grad:
-        out.append(macro.digital_elementwise(round(c.elementwise_grad * scale), "input_grad", c.name))
-    return out
+    work = [("forward", c.elementwise)] if forward else []
+    work += [("input_grad", c.elementwise_grad)] if backward else []
+    return [macro.digital_elementwise(round(n * scale), phase, c.name) for phase, n in work if n]
 
 
 def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats, digital_params: int,
@@ -239,8 +237,7 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
     needs = graph.needs_grad()
     grad_rng = np.random.default_rng([seed, 1])  # operand planes of an in-array weight gradient
     for c in graph.calls:
-        if c.elementwise:
-            step.append(macro.digital_elementwise(c.elementwise, "forward", c.name))
+        step += elementwise_ops(macro, c, c.samples, backward=False)
         if c.weightless:
             step += weightless_ops(macro, c, c.samples, backward=False)
         elif c.name in digital_layers:
@@ -252,8 +249,7 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
     step += [rec for rec in extra if rec.phase == "forward"]
     trainable = 0
     for c in reversed(graph.calls):
-        if c.elementwise_grad:
-            step.append(macro.digital_elementwise(c.elementwise_grad, "input_grad", c.name))
+        step += elementwise_ops(macro, c, c.samples, forward=False)
         if c.weightless:
             step += weightless_ops(macro, c, c.samples, forward=False)
             continue
