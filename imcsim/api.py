@@ -22,7 +22,7 @@ import torch
 from imcsim import REPORT_SCHEMA_VERSION, __version__
 from imcsim.circuits import ArrayCircuit, CapacityError, MappingError, build_circuit
 from imcsim.config import LoadedConfig
-from imcsim.cost import CostResult, cost
+from imcsim.cost import CostResult, cost, static_cost
 from imcsim.devices import MemoryDevice, build_device
 from imcsim.errors import InputError, PhysicsError
 from imcsim.metrics import RunContext, evaluate, method_row
@@ -35,6 +35,7 @@ from imcsim.workloads.continual import ContinualResult, model_key, run_continual
 from imcsim.workloads.continual import array_layers as continual_layers
 from imcsim.workloads.data import DataError
 from imcsim.workloads.int8 import ArrayLayer
+from imcsim.workloads.traffic import BufferTooSmall
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,9 @@ def _measure(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel, t
     train = cost(tally.counts(TRAINING_PHASES), macro.actions,
                  {p: timeline.critical_by_phase.get(p, 0) for p in TRAINING_PHASES}, macro.t_cycle_s)
     deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": timeline.deploy_cycles}, macro.t_cycle_s)
+    power = _built(loaded, "run", lambda: macro.static_power_w(cfg.run.temperature_k))
+    train += static_cost(power, timeline.total_cycles, macro.t_cycle_s)
+    deploy += static_cost(power, timeline.deploy_cycles, macro.t_cycle_s)
     return RunContext(cfg, hw.device, macro, result, tally, timeline, train.scaled(result.step_scale), deploy)
 
 
@@ -290,6 +294,8 @@ def _count(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
         if cfg.run.mode == "cost_only":
             return run_cost_only(card, hw.macro, cfg.seed)
         return run_continual(card, hw.macro, cfg.seed, dev, progress, shared)
+    except BufferTooSmall as err:
+        raise InputError(str(err), file=loaded.where(err.key), key=err.key) from None
     except CapacityError as err:
         key = "circuit.array.n_subarrays"
         raise InputError(f"{err}; raise it or choose a smaller workload", file=loaded.where(key), key=key) from None

@@ -89,6 +89,42 @@ def break_even_lines(series: list[TaskSeries]) -> list[str]:
     return lines
 
 
+def idle_break_even(e_base: float, p_base: float, e_other: float, p_other: float) -> float | None:
+    """Idle time (s) after a training session beyond which the other run's session plus its idle power costs less
+    than the base's: (E_other - E_base) / (P_base - P_other); 0 if it costs less from the start, None if never."""
+    if p_other < p_base:
+        return max(0.0, (e_other - e_base) / (p_base - p_other))
+    return 0.0 if e_other < e_base else None
+
+
+def idle_break_even_lines(names: list[str], reports: list[Report]) -> list[str]:
+    """Each run after the first against the first: how long the chip must sit idle, holding its trained state,
+    before the run with the lower idle power (a non-volatile array against SRAM) costs less per training session
+    (energy_train_j plus power_idle_w over the idle time)."""
+    lines = []
+    base = reports[0].metrics
+    if "power_idle_w" not in base:
+        return lines
+    for name, r in zip(names[1:], reports[1:], strict=True):
+        m = r.metrics
+        if "power_idle_w" not in m:
+            continue
+        t = idle_break_even(base["energy_train_j"], base["power_idle_w"], m["energy_train_j"], m["power_idle_w"])
+        if t is None and m["power_idle_w"] > base["power_idle_w"] and m["energy_train_j"] < base["energy_train_j"]:
+            t_back = (base["energy_train_j"] - m["energy_train_j"]) / (m["power_idle_w"] - base["power_idle_w"])
+            lines.append(f"{name} vs {names[0]}, training session + idle: lower while idle less than "
+                         f"{render_metric('latency_train_s', t_back)}, then higher (its idle power is higher)")
+        elif t is None:
+            lines.append(f"{name} vs {names[0]}, training session + idle: never lower")
+        elif t == 0:
+            lines.append(f"{name} vs {names[0]}, training session + idle: lower at any idle time")
+        else:
+            lines.append(f"{name} vs {names[0]}, training session + idle: lower once idle longer than "
+                         f"{render_metric('latency_train_s', t)} (idle power {render_metric('power_idle_w', m['power_idle_w'])} "
+                         f"against {render_metric('power_idle_w', base['power_idle_w'])})")
+    return lines
+
+
 def comparison_files(names: list[str], reports: list[Report]) -> dict[str, bytes]:
     """compare.json, compare.csv and compare.png for the runs (the metrics of :data:`COMPARE_METRICS`, with
     their units)."""
@@ -103,6 +139,7 @@ def comparison_files(names: list[str], reports: list[Report]) -> dict[str, bytes
         "cumulative": {s.name: {"tasks": ["deploy", *s.tasks], "write_pulses": s.writes.tolist(),
                                 "energy_j": s.energy_j.tolist()} for s in series},
         "break_even": break_even_lines(series),
+        "idle_break_even": idle_break_even_lines(names, reports),
     }
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -141,7 +178,9 @@ def render_comparison(names: list[str], reports: list[Report], console=None) -> 
     out.print(t)
     for line in break_even_lines([TaskSeries.of(n, r) for n, r in zip(names, reports, strict=True)]):
         out.print(line)
+    for line in idle_break_even_lines(names, reports):
+        out.print(line)
     return buf.getvalue() if console is None else ""
 
 
-__all__ = ["TaskSeries", "break_even", "comparison_files", "render_comparison", "unique_names"]
+__all__ = ["TaskSeries", "break_even", "comparison_files", "idle_break_even", "render_comparison", "unique_names"]

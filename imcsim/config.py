@@ -53,7 +53,7 @@ from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
 from imcsim.devices import CARD_KINDS as DEVICE_KINDS
 from imcsim.errors import FieldError, InputError, UnknownKeyError, shorten
 from imcsim.models.sources import file_digest
-from imcsim.params import Params, field_dim
+from imcsim.params import Params, TemperatureK, TimeS, field_dim
 from imcsim.registry import load_plugins
 from imcsim.workloads import CARD_KINDS as WORKLOAD_KINDS
 
@@ -75,6 +75,13 @@ class RunOptions(Params):
     torch_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where functional training runs (auto: CUDA when present; adaptation workloads train on the CPU)"
     )
+    temperature_k: TemperatureK = Field(
+        300.0, alias="temperature", ge=233.15, le=398.15,
+        description="junction temperature: sets the leakage of the arrays, the buffer and the logic (-40 to 125 C)")
+    train_time_per_day_s: TimeS = Field(
+        3600.0, alias="train_time_per_day", gt=0.0, le=86400.0,
+        description="duty cycle: time spent training per day; the rest of the day the chip holds its trained state "
+                    "(energy_per_day_j)")
 
 
 MAX_NAME_BYTES = 200

@@ -68,3 +68,11 @@ def cost(counts: Mapping[ActionKey, int], table: ActionTable, phase_cycles: Mapp
     energy = {k: n * table.energy_j(k) for k, n in counts.items() if n}
     latency = {p: c * t_cycle_s for p, c in phase_cycles.items()}
     return CostResult(_frozen({k: int(n) for k, n in counts.items() if n}), _frozen(energy), _frozen(latency))
+
+
+def static_cost(power_w: Mapping[str, float], cycles: int, t_cycle_s: float) -> CostResult:
+    """Static energy of ``cycles`` cycles at ``power_w`` (by part): actions ``("leakage", part)`` counted once per
+    cycle, so a tally's time and its static energy stay one figure (no latency: the time is the schedule's)."""
+    counts = {("leakage", part): cycles for part, p in power_w.items() if p > 0 and cycles}
+    energy = {("leakage", part): p * cycles * t_cycle_s for part, p in power_w.items() if p > 0 and cycles}
+    return CostResult(_frozen(counts), _frozen(energy), _frozen({}))

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from imcsim.circuits.base import ArrayCircuit
+from imcsim.circuits.base import LEVELS, ArrayCircuit
 from imcsim.config import RunConfig
-from imcsim.cost import CostResult, cost
+from imcsim.cost import CostResult, cost, static_cost
 from imcsim.devices import MemoryDevice
 from imcsim.errors import InputError
 from imcsim.models.backbone import architecture_hash, model_provenance
@@ -31,6 +31,7 @@ from imcsim.sim.tally import Tally, WriteStats, measured_activity
 from imcsim.sim.timeline import RunTimeline, energy_over_time, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR, unit_of_name
 from imcsim.workloads.continual import ContinualResult
+from imcsim.workloads.traffic import Placement
 
 BASES = ("run", "step", "task", "hardware", "schedule")
 GEMM_PHASES = ("forward", "input_grad", "weight_grad")  # the phases whose MACs make a training step's
@@ -108,6 +109,57 @@ class RunContext:
         bits = self.macro.card.buffer.bits_per_cycle
         return sum(self.timeline.in_order_cycles) + sum(
             transfer_cycles(op, bits) for op in self.result.ops if op.phase != "deploy")
+
+    def energy_by_level(self, c: CostResult) -> dict[str, float]:
+        """Energy of ``c`` by level (:data:`imcsim.circuits.base.LEVELS`)."""
+        out = dict.fromkeys(LEVELS, 0.0)
+        for (comp, _), e in c.energy_j.items():
+            out[self.macro.level(comp)] += e
+        return out
+
+    @cached_property
+    def train_levels(self) -> dict[str, float]:
+        return self.energy_by_level(self.train)
+
+    @cached_property
+    def placement(self) -> Placement | None:
+        """Where the training tensors live (the task whose placement puts the most in DRAM)."""
+        found = list(self.result.placements.values())
+        return max(found, key=lambda p: p.dram_state_bits) if found else None
+
+    @cached_property
+    def traffic_bits_per_step(self) -> dict[str, float]:
+        """Bits moved per training step: read from and written to DRAM, and to and from the global buffer."""
+        keys = {"dram": (("dram", "read_bit"), ("dram", "write_bit")),
+                "buffer": (("global_buffer", "read_bit"), ("global_buffer", "write_bit"))}
+        counts = self.train.counts
+        return {k: self.per_step(sum(counts.get(a, 0) for a in acts)) for k, acts in keys.items()}
+
+    @cached_property
+    def dram_static_j(self) -> float:
+        """DRAM background energy over the training time."""
+        return self.train.energy_j.get(("leakage", "dram"), 0.0)
+
+    @cached_property
+    def static_parts_w(self) -> dict[str, float]:
+        return self.macro.static_power_w(self.config.run.temperature_k)
+
+    @cached_property
+    def static_power_w(self) -> float:
+        return sum(self.static_parts_w.values())
+
+    @cached_property
+    def idle_power_w(self) -> float:
+        p = self.placement
+        return self.macro.idle_power_w(self.config.run.temperature_k, p.buffer_state_bits if p else 0,
+                                       p.dram_state_bits if p else 0)
+
+    def energy_per_day_j(self) -> float:
+        """A day of ``run.train_time_per_day`` training at the run's mean power, the rest holding the state."""
+        t_train = self.train.total_latency_s
+        day, busy = 86400.0, self.config.run.train_time_per_day_s
+        power = self.train.total_energy_j / t_train if t_train else 0.0
+        return power * busy + self.idle_power_w * (day - busy)
 
     @property
     def analog_error(self) -> Any:
@@ -195,6 +247,18 @@ def _analog(value: Callable[[Any], float]) -> Compute:
                                                           else math.nan)
 
 
+LEVEL_WORDS = {
+    "array": "the cells: reads, writes, verify",
+    "periphery": "drivers, sensing, converters, adders, operand registers, write drivers",
+    "buffer": "the global buffer's reads and writes",
+    "dram": "DRAM reads and writes",
+    "interconnect": "on-chip wires between buffer and macro",
+    "digital": "the digital unit's MACs, updates and elementwise work",
+    "leakage": "static power over the scheduled time, DRAM background included",
+}
+assert tuple(LEVEL_WORDS) == LEVELS
+
+
 def _tops_per_watt(macs: float, energy_j: float) -> float:
     return 2 * macs / energy_j / 1e12 if energy_j else 0.0
 
@@ -246,10 +310,27 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
            **TRAINED),
     Metric("energy_deploy_j", "run", "energy of deploying the weights into the array",
            lambda c: c.deploy.total_energy_j, **TRAINED),
-    Metric("energy_array_leakage_train_j", "run", "leakage of the occupied arrays over the training time "
-           "(reported beside energy_train_j, not in it)",
-           lambda c: (c.device.leakage_per_bit_w * c.macro.card.array.rows * c.macro.card.array.cols
-                      * c.macro.subarrays_used * c.train.total_latency_s), **TRAINED),
+    *[Metric(f"energy_train_{level}_j", "run", f"training energy over the run at the {level} level ({what}; "
+             "the levels add up to energy_train_j)", lambda c, level=level: c.train_levels[level], **TRAINED)
+      for level, what in LEVEL_WORDS.items()],
+    Metric("power_static_w", "run", "static power while training: leakage of the occupied arrays (volatile cells), "
+           "their peripheral logic, the buffer, and DRAM's background power, at run.temperature",
+           lambda c: c.static_power_w, **TRAINED),
+    Metric("power_idle_w", "run", "power of holding the trained state between training sessions (volatile arrays, "
+           "the buffer bits holding state, DRAM self refresh if it holds any; the rest power-gated)",
+           lambda c: c.idle_power_w, **TRAINED),
+    Metric("energy_per_day_j", "run", "energy of one day: run.train_time_per_day of training at the run's mean "
+           "power, the rest of the day at power_idle_w", lambda c: c.energy_per_day_j(), **TRAINED),
+    Metric("dram_traffic_per_step_bytes", "step", "bytes read from and written to DRAM per training step "
+           "(input batch, spilled activations, master state in DRAM)",
+           lambda c: c.traffic_bits_per_step["dram"] / 8, label="DRAM/step", **TRAINED),
+    Metric("buffer_traffic_per_step_bytes", "step", "bytes read from and written to the global buffer per "
+           "training step", lambda c: c.traffic_bits_per_step["buffer"] / 8, **TRAINED),
+    Metric("memory_dram_state_bytes", "step", "training state placed in DRAM: spilled kept activations, master "
+           "weights and optimizer state when they do not stay on chip",
+           lambda c: c.placement.dram_state_bits / 8 if c.placement else None, when=MEMORY),
+    Metric("memory_buffer_state_bytes", "step", "training state kept in the global buffer beside the working set",
+           lambda c: c.placement.buffer_state_bits / 8 if c.placement else None, when=MEMORY),
     Metric("energy_program_j", "run", "energy of the training write-backs",
            lambda c: cost(c.tally.program_counts, c.macro.actions, {}, c.t_cycle_s).total_energy_j * c.scale,
            **TRAINED),
@@ -267,6 +348,15 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("tops_per_watt_forward", "step", "forward MACs x 2 operations per forward-phase energy, in TOPS/W "
            "(10^12 operations per joule; 1 MAC = 2 operations)",
            lambda c: _tops_per_watt(c.macs_per_step(("forward",)), c.per_step(c.phase_energy_j["forward"])),
+           unit_override="TOPS/W", higher_is_better=True, **TRAINED),
+    Metric("energy_per_mac_train_on_chip_j", "step", "training energy per step without DRAM (its transfers and "
+           "background power) per MAC of the step",
+           lambda c: (c.per_step(c.train.total_energy_j - c.train_levels["dram"] - c.dram_static_j)
+                      / c.macs_per_step(GEMM_PHASES) if c.macs_per_step(GEMM_PHASES) else 0.0), **TRAINED),
+    Metric("tops_per_watt_train_on_chip", "step", "training-step MACs x 2 operations per training energy per step "
+           "without DRAM (its transfers and background power), in TOPS/W",
+           lambda c: _tops_per_watt(c.macs_per_step(GEMM_PHASES),
+                                    c.per_step(c.train.total_energy_j - c.train_levels["dram"] - c.dram_static_j)),
            unit_override="TOPS/W", higher_is_better=True, **TRAINED),
     Metric("tops_per_watt_train", "step", "training-step MACs x 2 operations per training energy per step (every "
            "phase, write-backs included), in TOPS/W (1 MAC = 2 operations)",
@@ -326,8 +416,9 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("cells_programmed_per_task", "task", "cells programmed per task",
            lambda c: sum(c.tally.programmed_by_task.values()) * c.scale / c.n_tasks if c.n_tasks else 0.0,
            label="cells prog./task", **TRAINED),
-    Metric("area_m2", "hardware", "macro area: cell arrays, peripherals and the digital unit",
-           lambda c: c.macro.area_m2(), rel=1e-9),
+    Metric("area_m2", "hardware", "chip area: the macro (cell arrays, peripherals, write drivers, the digital "
+           "unit) and the global buffer", lambda c: c.macro.area_m2(), rel=1e-9),
+    Metric("area_buffer_m2", "hardware", "area of the global buffer", lambda c: c.macro.buffer.area_m2, rel=1e-9),
     Metric("subarrays_used", "hardware", "subarrays (crossbars) holding weights", lambda c: c.macro.subarrays_used),
     Metric("utilization_cells", "hardware", "fraction of the occupied subarrays' cells holding weights",
            lambda c: c.macro.utilization(), fraction=True),
@@ -353,6 +444,7 @@ RENAMED = {
     "latency_weight_grad_s": "latency_train_weight_grad_s",
     "latency_update_s": "latency_train_update_s",
     "utilization": "utilization_cells",
+    "energy_array_leakage_train_j": "energy_train_leakage_j",
     "cells_written": "cells_ever_written",
 }
 """Former metric names and the names that replaced them."""
@@ -363,20 +455,23 @@ COMPARE_METRICS = (
     "latency_train_s", "latency_per_step_s", "write_pulses", "write_pulses_deploy", "cells_ever_written",
     "cells_programmed_per_step", "cells_programmed_per_task", "energy_program_j", "latency_program_s",
     "writes_max_per_cell", "writes_max_per_cell_per_step", "lifetime_steps", "lifetime_tasks", "lifetime_years",
-    "area_m2", "subarrays_used",
+    "energy_train_dram_j", "energy_train_buffer_j", "energy_train_leakage_j", "dram_traffic_per_step_bytes",
+    "tops_per_watt_train_on_chip", "power_idle_w", "energy_per_day_j", "area_m2", "subarrays_used",
 )
 """Columns of ``imcsim compare``, in order."""
 SWEEP_METRICS = ("accuracy_source", *COMPARE_METRICS, "analog_error_relative_rms")
 """Columns of a sweep's results, in order (a resumed sweep's table keeps them)."""
 METHOD_COLUMNS = (
     "trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes", "memory_activations_kept_bytes",
-    "energy_train_j", "latency_train_s", "write_pulses", "cells_ever_written", "cells_programmed_per_task",
-    "writes_max_per_cell", "lifetime_tasks", "lifetime_years",
+    "energy_train_j", "energy_train_array_j", "energy_train_periphery_j", "energy_train_buffer_j",
+    "energy_train_dram_j", "energy_train_interconnect_j", "energy_train_digital_j", "energy_train_leakage_j",
+    "dram_traffic_per_step_bytes", "latency_train_s", "write_pulses", "cells_ever_written",
+    "cells_programmed_per_task", "writes_max_per_cell", "lifetime_tasks", "lifetime_years",
 )
 """Columns of the methods (baselines) table, in order."""
 SUMMARY_METHOD_COLUMNS = (
-    "trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes", "energy_train_j", "latency_train_s",
-    "write_pulses", "writes_max_per_cell", "lifetime_years",
+    "trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes", "dram_traffic_per_step_bytes",
+    "energy_train_j", "latency_train_s", "write_pulses", "writes_max_per_cell", "lifetime_years",
 )
 """The methods table's columns the console summary shows."""
 _unregistered = [n for n in {*SWEEP_METRICS, *METHOD_COLUMNS, *SUMMARY_METHOD_COLUMNS, *RENAMED.values()}
@@ -432,6 +527,9 @@ def tables(ctx: RunContext) -> dict[str, Any]:
         "model": model_table(ctx),
         "activity": measured_activity(result.ops, [s.values for s in macro.stored.values()])
         if ctx.config.run.mode == "functional" else {},
+        "energy_levels": {p: ctx.energy_by_level(cost(ctx.tally.counts((p,)), macro.actions, {}, ctx.t_cycle_s)
+                                                 .scaled(1.0 if p == "deploy" else ctx.scale))
+                          for p in PHASES} | {"train": ctx.train_levels},
         "energy_over_time": [list(p) for p in energy_over_time(timeline)],
         "step_power_profile": [list(p) for p in step_power_profile(timeline.first_step, ctx.t_cycle_s)]
         if timeline.first_step is not None else [],
@@ -464,8 +562,8 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
     rows = []
     by_task = tally.counts_by_task
     for name, steps in zip(result.task_names, result.steps_per_task, strict=True):
-        c = cost(by_task[name], ctx.macro.actions, {"all": cycles.get(name, 0)},
-                 ctx.t_cycle_s).scaled(share)
+        c = (cost(by_task[name], ctx.macro.actions, {"all": cycles.get(name, 0)}, ctx.t_cycle_s)
+             + static_cost(ctx.static_parts_w, cycles.get(name, 0), ctx.t_cycle_s)).scaled(share)
         labels = list(result.repeat_names) or ([name] if reps == 1 else [f"{name}#{i + 1}" for i in range(reps)])
         for label in labels:
             rows.append({"task": label, "steps": steps * share, "energy_j": c.total_energy_j,
@@ -475,9 +573,11 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
 
 
 LAYER_COLUMNS = ("module", "shape", "params", "trainable", "macs_forward_per_step", "macs_train_per_step", "subarrays",
-                 *(f"energy_{p}_j" for p in PHASES), *(f"latency_{p}_s" for p in PHASES))
-"""Columns of ``tables.layers`` and layers.csv: energies over the run; latencies are the own time of the
-module's ops (before the schedule overlaps them) over the run."""
+                 *(f"energy_{p}_j" for p in PHASES), *(f"energy_train_{lv}_j" for lv in LEVELS if lv != "leakage"),
+                 *(f"latency_{p}_s" for p in PHASES))
+"""Columns of ``tables.layers`` and layers.csv: energies over the run (per phase, and the training phases' by
+level; static power is the chip's, not a layer's); latencies are the own time of the module's ops (before the
+schedule overlaps them) over the run."""
 
 
 def layer_table(ctx: RunContext) -> list[dict[str, Any]]:
@@ -499,9 +599,15 @@ def layer_table(ctx: RunContext) -> list[dict[str, Any]]:
                                "macs_forward_per_step": tally.macs_by_module[module]["forward"] / steps if steps else 0,
                                "macs_train_per_step": sum(tally.macs_by_module[module][p] for p in GEMM_PHASES) / steps
                                if steps else 0, "subarrays": subarrays.get(module, 0)}
+        levels = dict.fromkeys(LEVELS, 0.0)
         for p in PHASES:
             scale = 1.0 if p == "deploy" else ctx.scale
-            row[f"energy_{p}_j"] = cost(by_phase.get(p, {}), macro.actions, {}, ctx.t_cycle_s).total_energy_j * scale
+            c = cost(by_phase.get(p, {}), macro.actions, {}, ctx.t_cycle_s)
+            row[f"energy_{p}_j"] = c.total_energy_j * scale
+            if p != "deploy":
+                for level, e in ctx.energy_by_level(c).items():
+                    levels[level] += e * scale
+        row.update({f"energy_train_{lv}_j": levels[lv] for lv in LEVELS if lv != "leakage"})
         for p in PHASES:
             row[f"latency_{p}_s"] = tally.cycles_by_module[module][p] * ctx.t_cycle_s * (
                 1.0 if p == "deploy" else ctx.scale)

@@ -9,12 +9,15 @@ the ops a circuit returns with their place in the run (:meth:`OpRecord.tagged`).
 Fields that place an op:
 
 * ``phase``: ``deploy``, ``forward``, ``input_grad``, ``weight_grad``, ``update``;
-* ``kind``: ``gemm`` (in the array), ``digital`` (in the digital unit), ``write`` (cells programmed);
+* ``kind``: ``gemm`` (in the array), ``digital`` (in the digital unit), ``write`` (cells programmed),
+  ``transfer`` (data moved to or from DRAM, :mod:`imcsim.workloads.traffic`);
 * ``layer``: the stored matrix (or digital layer) the op works on;
 * ``region``: which cells of that layer: ``weights`` (its stored matrix),
   ``transposed`` (the stored copy of W^T of the ``transposed_copy`` dataflow),
   ``operands`` (the scratch rows that hold operand bit planes of the in-array
-  weight gradient);
+  weight gradient); for a DRAM transfer, the tensor it moves: ``weights`` (deployment), ``input`` (the
+  step's input batch), ``spill`` / ``fill`` (a kept activation written out / read back),
+  ``master_read`` / ``master_write`` (master weights and optimizer state);
 * ``module``: the workload layer the op belongs to (dependencies follow it);
 * ``task`` and ``step``: the training task and its step (-1: deployment).
 """
@@ -32,13 +35,14 @@ import numpy as np
 from imcsim.actions import ActionKey
 
 Phase = Literal["deploy", "forward", "input_grad", "weight_grad", "update"]
-OpKind = Literal["gemm", "digital", "write"]
-Region = Literal["weights", "transposed", "operands"]
+OpKind = Literal["gemm", "digital", "write", "transfer"]
+Region = Literal["weights", "transposed", "operands", "input", "spill", "fill", "master_read", "master_write"]
 
 PHASES: tuple[str, ...] = ("deploy", "forward", "input_grad", "weight_grad", "update")
 TRAINING_PHASES: tuple[str, ...] = PHASES[1:]
-OP_KINDS: tuple[str, ...] = ("gemm", "digital", "write")
-REGIONS: tuple[str, ...] = ("weights", "transposed", "operands")
+OP_KINDS: tuple[str, ...] = ("gemm", "digital", "write", "transfer")
+REGIONS: tuple[str, ...] = ("weights", "transposed", "operands", "input", "spill", "fill", "master_read",
+                            "master_write")
 _PLACE_FIELDS = frozenset({"phase", "region", "module", "task", "step", "layer"})
 
 

@@ -59,6 +59,8 @@ ResistanceAreaOhmM2 = Annotated[float, _quantity(units.RESISTANCE_AREA)]
 ResistivityOhmM = Annotated[float, _quantity(units.RESISTIVITY)]
 CurrentDensityAPerM2 = Annotated[float, _quantity(units.CURRENT_DENSITY)]
 CurrentPerWidthAPerM = Annotated[float, _quantity(units.MAGNETIZATION)]  # A/m, e.g. '1 mA/um'
+CapacitancePerLengthFPerM = Annotated[float, _quantity(units.CAPACITANCE_PER_LENGTH)]  # e.g. '0.2 fF/um'
+PowerDensityWPerM2 = Annotated[float, _quantity(units.POWER_DENSITY)]  # e.g. '10 mW/mm^2'
 
 
 class Params(BaseModel):

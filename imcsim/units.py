@@ -39,6 +39,8 @@ RESISTIVITY: Dim = (1, 3, -3, -2, 0)  # Ohm*m
 CURRENT_DENSITY: Dim = (0, -2, 0, 1, 0)  # A/m^2
 ENERGY_DENSITY: Dim = (1, -1, -2, 0, 0)  # J/m^3 (anisotropy constant)
 MAGNETIZATION: Dim = (0, -1, 0, 1, 0)  # A/m
+CAPACITANCE_PER_LENGTH: Dim = (-1, -3, 4, 2, 0)  # F/m (wire capacitance)
+POWER_DENSITY: Dim = (1, 0, -3, 0, 0)  # W/m^2 (leakage per area)
 
 DIM_NAMES: dict[Dim, str] = {
     DIMENSIONLESS: "a plain number",
@@ -59,6 +61,8 @@ DIM_NAMES: dict[Dim, str] = {
     CURRENT_DENSITY: "a current density (e.g. '2e6 A/cm^2')",
     ENERGY_DENSITY: "an energy density (e.g. '8e5 J/m^3')",
     MAGNETIZATION: "a magnetization (e.g. '1.1e6 A/m')",
+    CAPACITANCE_PER_LENGTH: "a capacitance per length (e.g. '0.2 fF/um')",
+    POWER_DENSITY: "a power per area (e.g. '10 mW/mm^2')",
 }
 
 DIM_SYMBOLS: dict[Dim, str] = {
@@ -79,6 +83,8 @@ DIM_SYMBOLS: dict[Dim, str] = {
     CURRENT_DENSITY: "A/m^2",
     ENERGY_DENSITY: "J/m^3",
     MAGNETIZATION: "A/m",
+    CAPACITANCE_PER_LENGTH: "F/m",
+    POWER_DENSITY: "W/m^2",
 }
 
 _BASE_UNITS: dict[str, tuple[float, Dim]] = {

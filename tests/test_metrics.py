@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imcsim.circuits.base import LEVELS
 from imcsim.metrics import (
     BASES,
     COMPARE_METRICS,
@@ -79,7 +80,10 @@ def test_golden_figures_are_consistent():
     phases = ("forward", "input_grad", "weight_grad", "update")
     for name, m in _golden_metrics().items():
         total = m["energy_train_j"]
-        assert sum(m[f"energy_train_{p}_j"] for p in phases) == pytest.approx(total, rel=1e-9), name
+        # the phases' dynamic energy and the static energy over the run make the total; so do the levels
+        assert sum(m[f"energy_train_{p}_j"] for p in phases) + m["energy_train_leakage_j"] == pytest.approx(
+            total, rel=1e-9), name
+        assert sum(m[f"energy_train_{lv}_j"] for lv in LEVELS) == pytest.approx(total, rel=1e-9), name
         assert sum(m[f"latency_train_{p}_s"] for p in phases) == pytest.approx(m["latency_train_s"], rel=1e-9)
         assert sum(m[f"latency_per_step_{p}_s"] for p in phases) == pytest.approx(m["latency_per_step_s"], rel=1e-9)
         assert m["macs_train_per_step"] >= m["macs_forward_per_step"] > 0, name
@@ -117,7 +121,11 @@ def test_a_run_reports_registered_metrics_its_layer_table_adds_up_and_in_order_b
     layers = report.tables["layers"]
     for p in ("forward", "input_grad", "weight_grad", "update"):
         assert sum(r[f"energy_{p}_j"] for r in layers) == pytest.approx(m[f"energy_train_{p}_j"], rel=1e-9)
-    assert sum(r["energy_deploy_j"] for r in layers) == pytest.approx(m["energy_deploy_j"], rel=1e-9)
+    static_deploy = sum(e for (comp, _), e in report.costs["deploy"].energy_j.items() if comp == "leakage")
+    assert sum(r["energy_deploy_j"] for r in layers) + static_deploy == pytest.approx(m["energy_deploy_j"], rel=1e-9)
+    for level in LEVELS[:-1]:  # per layer by level (static power is the chip's, not a layer's)
+        assert sum(r[f"energy_train_{level}_j"] for r in layers) == pytest.approx(m[f"energy_train_{level}_j"],
+                                                                                  rel=1e-9)
     assert sum(r["macs_train_per_step"] for r in layers) == pytest.approx(m["macs_train_per_step"], rel=1e-9)
     assert sum(r["subarrays"] for r in layers) == m["subarrays_used"]
     figures = report.tables["device_figures"]

@@ -15,7 +15,7 @@ from imcsim.metrics import LAYER_COLUMNS
 from imcsim.report import Report, write_report
 
 keys = st.sampled_from([("sense_amp", "sense"), ("adder_tree", "combine"), ("sas_group", "reset_pulse"),
-                        ("digital", "mac_int8"), ("sram", "read_bit")])
+                        ("digital", "mac_int8"), ("global_buffer", "read_bit")])
 count_maps = st.dictionaries(keys, st.integers(0, 10**9), max_size=5)
 cycle_maps = st.dictionaries(st.sampled_from(["forward", "input_grad", "update"]), st.integers(0, 10**6), max_size=3)
 

@@ -20,6 +20,7 @@ import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,13 +36,21 @@ from imcsim.components.blocks import (
     DigitalUnit,
     DigitalUnitCard,
     FullAdderCard,
-    MasterSram,
     RegisterCard,
-    SramCard,
     WriteDriver,
     WriteDriverCard,
     partial_sum,
     shift_add,
+)
+from imcsim.components.memory import (
+    Dram,
+    DramCard,
+    GlobalBuffer,
+    GlobalBufferCard,
+    Interconnect,
+    InterconnectCard,
+    LogicLeakage,
+    LogicLeakageCard,
 )
 from imcsim.devices.base import MemoryDevice
 from imcsim.ops import OpRecord
@@ -69,14 +78,36 @@ class BufferParams(Params):
     bits_per_cycle: int = Field(256, ge=1, le=1 << 20, description="bits one port moves per cycle")
 
 
+class MemoryParams(Params):
+    """Where the training tensors live (see :mod:`imcsim.workloads.traffic`)."""
+
+    policy: Literal["on_chip_first", "dram", "on_chip"] = Field(
+        "on_chip_first",
+        description="on_chip_first: master weights and optimizer state, then the activations kept for backward "
+                    "(the last layer's first), stay in the global buffer while they fit beside the largest working "
+                    "set, the rest goes to DRAM; dram: all of them in DRAM; on_chip: all in the buffer (refused "
+                    "when they do not fit)")
+
+
 class SharedComponents(Params):
-    """Blocks every circuit has: adder logic, operand buffers, write drivers, the digital unit, master SRAM."""
+    """Blocks every circuit has: adder logic, operand buffers, write drivers, the digital unit, and the chip's
+    memory: the global buffer, DRAM, the interconnect and the static power of logic."""
 
     adder_cell: FullAdderCard = Field(description="full-adder cell of the counters, adders and accumulators")
     register_bit: RegisterCard = Field(description="register bit of the operand buffers and accumulators")
     write_driver: WriteDriverCard
     digital_unit: DigitalUnitCard
-    master_sram: SramCard
+    global_buffer: GlobalBufferCard = Field(description="on-chip SRAM holding activations, errors, master weights")
+    dram: DramCard = Field(description="off-chip DRAM")
+    interconnect: InterconnectCard = Field(description="wires between the buffer, the macro and the digital unit")
+    logic_leakage: LogicLeakageCard = Field(description="static power of the peripheral logic per area")
+
+
+LEVELS = ("array", "periphery", "buffer", "dram", "interconnect", "digital", "leakage")
+"""Levels of the energy split: the cells, their peripheral circuits (drivers, sensing, converters, adders,
+operand registers, write drivers), the global buffer, DRAM, on-chip wires, the digital unit, static power."""
+_LEVEL_OF_ROLE = {"global_buffer": "buffer", "dram": "dram", "interconnect": "interconnect", "digital": "digital",
+                  "leakage": "leakage"}
 
 
 def _compact(counts: np.ndarray) -> np.ndarray:
@@ -125,6 +156,8 @@ class ArrayCircuit:
         self.device = device
         self.t_cycle_s = t_cycle_s
         self.blocks: dict[str, Component] = self._build_blocks()
+        if isinstance(self.blocks.get("interconnect"), Interconnect):
+            self.blocks["interconnect"].placed(self.area_m2())
         entries: dict[tuple[str, str], ActionSpec] = {(device.component, a): s for a, s in device.actions().items()}
         for role, block in self.blocks.items():
             entries.update({(role, action): spec for action, spec in block.actions().items()})
@@ -147,8 +180,75 @@ class ArrayCircuit:
             "output_buffer": Buffer("output_buffer", c.register_bit, tech, "write_bit"),
             "write_driver": WriteDriver("write_driver", c.write_driver, tech, pulses),
             "digital": DigitalUnit("digital", c.digital_unit, tech),
-            "sram": MasterSram("sram", c.master_sram, tech),
+            "global_buffer": GlobalBuffer("global_buffer", c.global_buffer, tech),
+            "dram": Dram("dram", c.dram, tech),
+            "interconnect": Interconnect("interconnect", c.interconnect, tech),
+            "logic_leakage": LogicLeakage("logic_leakage", c.logic_leakage, tech),
         }
+
+    def level(self, component: str) -> str:
+        """The level of :data:`LEVELS` a component's energy belongs to."""
+        if component == self.device.component:
+            return "array"
+        return _LEVEL_OF_ROLE.get(component, "periphery")
+
+    # --- the chip's memory ----------------------------------------------------------
+
+    @property
+    def buffer(self) -> GlobalBuffer:
+        return self.blocks["global_buffer"]
+
+    @property
+    def dram(self) -> Dram:
+        return self.blocks["dram"]
+
+    def dram_cycles(self, bits: float) -> int:
+        """Cycles of moving ``bits`` over every DRAM channel at once."""
+        per_cycle = self.dram.card.bits_per_s * self.t_cycle_s
+        return math.ceil(bits / per_cycle) if bits > 0 else 0
+
+    def dram_transfer(self, read_bits: int, write_bits: int, phase: str, layer: str, region: str) -> OpRecord:
+        """A DRAM transfer: ``read_bits`` read from DRAM into the buffer and ``write_bits`` written out, over the
+        chip's wires; its cycles are the channels' (the schedule runs it on the DRAM resource)."""
+        bits = read_bits + write_bits
+        return OpRecord(phase=phase, kind="transfer", layer=layer, region=region, shape=(bits,), counts={
+            ("dram", "read_bit"): read_bits, ("dram", "write_bit"): write_bits, ("interconnect", "bit"): bits,
+        }, cycles=self.dram_cycles(bits))
+
+    def macro_area_m2(self) -> float:
+        raise NotImplementedError
+
+    def area_m2(self) -> float:
+        """Chip area: the macro (cell arrays, peripherals, drivers, digital unit) and the global buffer."""
+        return self.macro_area_m2() + self.buffer.area_m2
+
+    def static_power_w(self, temperature_k: float) -> dict[str, float]:
+        """Static power while training, by part: the occupied cell arrays (volatile cells only), their
+        peripheral logic and the shared logic, the global buffer, and DRAM's background power."""
+        a = self.card.array
+        cells = a.rows * a.cols
+        used = self.subarrays_used
+        scale = self.card.components.global_buffer.leakage_scale(temperature_k, "temperature")
+        shared = self._shared_area_m2()
+        per_sub = max(0.0, (self.macro_area_m2() - shared) / a.n_subarrays - cells * self.device.area_per_bit_m2)
+        leak = self.blocks["logic_leakage"]
+        return {
+            "array": self.device.leakage_per_bit_w * cells * used * scale,
+            "periphery": leak.power_w(per_sub * used + shared, temperature_k),
+            "buffer": self.buffer.leakage_w(temperature_k),
+            "dram": self.dram.card.background_power_w,
+        }
+
+    def idle_power_w(self, temperature_k: float, buffer_bits: float, dram_bits: float) -> float:
+        """Power of holding the trained state between training sessions: the occupied arrays if their cells are
+        volatile, the buffer bits that hold state (master weights, optimizer state), DRAM in self refresh if it
+        holds any; everything else power-gated."""
+        a = self.card.array
+        scale = self.card.components.global_buffer.leakage_scale(temperature_k, "temperature")
+        gb = self.buffer
+        return (self.device.leakage_per_bit_w * a.rows * a.cols * self.subarrays_used * scale
+                + gb.leakage_w(temperature_k) * min(1.0, buffer_bits / gb.capacity_bits)
+                + (self.dram.card.self_refresh_power_w if dram_bits > 0 else 0.0))
 
     @property
     def macs_per_cycle(self) -> int:
@@ -303,8 +403,8 @@ class ArrayCircuit:
         """Counted FP32 optimizer step on ``n_params`` master weights kept in SRAM."""
         return OpRecord(phase="update", kind="digital", layer=name, shape=(n_params,), counts={
             ("digital", "fp32_update"): n_params,
-            ("sram", "read_bit"): n_params * 32,
-            ("sram", "write_bit"): n_params * 32,
+            ("global_buffer", "read_bit"): n_params * 32,
+            ("global_buffer", "write_bit"): n_params * 32,
         }, cycles=math.ceil(n_params / self.macs_per_cycle))
 
 

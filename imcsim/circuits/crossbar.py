@@ -47,6 +47,7 @@ from imcsim.circuits.base import (
     ArrayParams,
     BufferParams,
     MappingError,
+    MemoryParams,
     SharedComponents,
     StoredMatrix,
     _compact,
@@ -90,6 +91,7 @@ class AnalogCrossbarCard(Params):
     array: ArrayParams
     dataflow: CrossbarDataflowParams = CrossbarDataflowParams()
     buffer: BufferParams = BufferParams()
+    memory: MemoryParams = MemoryParams()
     analog: AnalogParams = AnalogParams()
     components: CrossbarComponents
 
@@ -146,7 +148,7 @@ class AnalogCrossbar(ArrayCircuit):
         c, tech = self.card.components, self.card.technology
         return {"dac": Dac("dac", c.dac, tech), "adc": Adc("adc", c.adc, tech), **self._shared_blocks(c)}
 
-    def area_m2(self) -> float:
+    def macro_area_m2(self) -> float:
         """Crossbar area: cells, an ADC per ``cols_per_adc`` columns, a DAC per row, an accumulator per column,
         write drivers and the digital unit."""
         a, an, b = self.card.array, self.card.analog, self.blocks

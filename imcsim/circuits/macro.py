@@ -45,6 +45,7 @@ from imcsim.circuits.base import (
     BufferParams,
     CapacityError,
     MappingError,
+    MemoryParams,
     SharedComponents,
     StoredMatrix,
     _compact,
@@ -102,6 +103,7 @@ class BitSerialMacroCard(Params):
     array: ArrayParams
     dataflow: DataflowParams = DataflowParams()
     buffer: BufferParams = BufferParams()
+    memory: MemoryParams = MemoryParams()
     components: MacroComponents
 
 
@@ -143,7 +145,7 @@ class BitSerialMacro(ArrayCircuit):
             placed[(name, "transposed")] = self.tiles_for(n, k, groups)
         return placed
 
-    def area_m2(self) -> float:
+    def macro_area_m2(self) -> float:
         """Macro area: cell arrays, per-column sense amplifiers and counters, an accumulator per 8 columns
         (one output), write drivers and the digital unit."""
         a, b = self.card.array, self.blocks

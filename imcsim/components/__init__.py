@@ -16,13 +16,21 @@ from imcsim.components.blocks import (
     FullAdderCard,
     LineDriver,
     LineDriverCard,
-    MasterSram,
     RegisterCard,
     SenseAmp,
     SenseAmpCard,
-    SramCard,
     WriteDriver,
     WriteDriverCard,
+)
+from imcsim.components.memory import (
+    Dram,
+    DramCard,
+    GlobalBuffer,
+    GlobalBufferCard,
+    Interconnect,
+    InterconnectCard,
+    LogicLeakage,
+    LogicLeakageCard,
 )
 from imcsim.registry import COMPONENTS
 
@@ -33,7 +41,13 @@ COMPONENTS.register("full_adder", FullAdderCard, None,
                     "full-adder cell: builds column counters, the adder tree, shift-add, partial sums and popcounts")
 COMPONENTS.register("register", RegisterCard, Buffer, "register bit: input and output operand buffers")
 COMPONENTS.register("write_driver", WriteDriverCard, WriteDriver, "write driver: overhead of one write pulse")
-COMPONENTS.register("sram", SramCard, MasterSram, "SRAM bit holding FP32 master weights (read or written)")
+COMPONENTS.register("global_buffer", GlobalBufferCard, GlobalBuffer,
+                    "on-chip SRAM buffer: read/write energy per bit, leakage and area from an analytical SRAM model")
+COMPONENTS.register("dram", DramCard, Dram, "off-chip DRAM: energy per bit, channel bandwidth, background power")
+COMPONENTS.register("interconnect", InterconnectCard, Interconnect,
+                    "on-chip repeated wires: energy per bit per length, distance from the floorplan")
+COMPONENTS.register("logic_leakage", LogicLeakageCard, LogicLeakage,
+                    "static power of logic per area, with its temperature dependence")
 COMPONENTS.register("dac", DacCard, Dac, "input DAC of an analog crossbar (binary-weighted per bit)")
 COMPONENTS.register("adc", AdcCard, Adc, "column/row ADC of an analog crossbar: energy per conversion vs resolution")
 COMPONENTS.register("digital_unit", DigitalUnitCard, DigitalUnit,

@@ -1,5 +1,5 @@
 """The circuit blocks: sense amplifier, line drivers, adder logic (counters, adder tree, shift-add, partial sums,
-popcount tree), buffers, write drivers, converters, the digital unit and the master-weight SRAM.
+popcount tree), buffers, write drivers, converters, and the digital unit (the chip's memory is in :mod:`imcsim.components.memory`).
 
 Each class owns its actions (with their kind), its area per instance and the scaling of its card's cost point
 (:class:`imcsim.components.base.CostPoint`). The adder logic is built from one full-adder cell card: an
@@ -46,12 +46,6 @@ class WriteDriverCard(PointCard):
     """Driver overhead of one write pulse (charging the write line)."""
 
     kind: Literal["write_driver"]
-
-
-class SramCard(PointCard):
-    """One bit read or written in the SRAM that keeps the FP32 master weights."""
-
-    kind: Literal["sram"]
 
 
 class DacCard(PointCard):
@@ -162,12 +156,6 @@ class WriteDriver(Component):
 
     def actions(self) -> dict[str, ActionSpec]:
         return {p: self.spec(self.energy_j, f"driver overhead of one {p.replace('_', ' ')}") for p in self.pulses}
-
-
-class MasterSram(Component):
-    def actions(self) -> dict[str, ActionSpec]:
-        return {"read_bit": self.spec(self.energy_j, "master weight bit", kind="transfer"),
-                "write_bit": self.spec(self.energy_j, "master weight bit", kind="transfer")}
 
 
 class Dac(Component):

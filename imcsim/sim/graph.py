@@ -12,7 +12,13 @@ A step's op stream becomes a task graph (:func:`build_step_graph`):
   and the write drivers it uses together.
 * **Resources**: one per stored matrix (its block of subarrays), the scratch
   subarrays of the in-array weight gradient, the near-memory digital unit,
-  the buffer ports, and the pool of write drivers.
+  the buffer ports, the pool of write drivers, and the DRAM channels (one
+  transfer at a time, striped over every channel).
+* **DRAM transfers** (:mod:`imcsim.workloads.traffic`): the step's input
+  batch is read before the first layers' forward pass; a spilled kept
+  activation is written sample by sample after its layer's forward pass on
+  that sample and read back before its backward pass on it; master state is
+  read before its update and written after.
 * **Dependencies** follow the layer dataflow (:mod:`imcsim.workloads.dataflow`):
   a layer's forward on sample s waits for its producers' forward on s (on every
   sample across a training-mode batch norm); a layer's gradients wait for its
@@ -42,6 +48,7 @@ from imcsim.workloads.dataflow import LayerGraph
 BUFFER = "buffer"
 DIGITAL = "digital"
 SCRATCH = "scratch"
+DRAM = "dram"
 WRITE_DRIVERS = "write_drivers"
 ARRAY_PREFIX = "array:"
 
@@ -279,6 +286,10 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
     grad: dict[str, _Chunks] = defaultdict(_Chunks)
     wgrad: dict[str, list[int]] = defaultdict(list)
     by_module: dict[str, list[int]] = defaultdict(list)
+    spilled: dict[str, _Chunks] = defaultdict(_Chunks)  # DRAM transfers by module: kept activations written out
+    filled: dict[str, _Chunks] = defaultdict(_Chunks)  # ... read back
+    master_reads: dict[str, list[int]] = defaultdict(list)  # ... master state read before its update
+    inputs: list[int] = []  # the step's input batch read from DRAM
     consumers = layers.consumer_map() if layers is not None else {}
 
     def pick(table: _Chunks, chunk: int, coupled: bool) -> list[int]:
@@ -319,6 +330,29 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
 
     for o, op in enumerate(ops):
         module = op.module or op.layer
+        if op.kind == "transfer":
+            capacity.setdefault(DRAM, 1)
+            n = len(op.chunk_cycles) if op.chunk_cycles is not None else 1
+            for s in range(n):  # a kept activation moves sample by sample, so layers and samples still pipeline
+                if op.region == "spill":
+                    deps = pick(fwd.get(module, {}), s, False)
+                elif op.region == "fill":
+                    deps = pick(spilled.get(module, {}), s, False)
+                elif op.region == "master_write":
+                    deps = [i for i in by_module[module] if tasks[i].phase == "update"]
+                else:  # the input batch, master state read before its update, deployment reads
+                    deps = []
+                slot = SLOT_CHUNK0 + s if op.chunk_cycles is not None else SLOT_WHOLE
+                idx = add(Task(f"dram {op.region} {op.layer}" + (f" #{s}" if n > 1 else ""), op.phase, op.layer,
+                               [_segment(DRAM, slot)], deps, o, chunk=s if op.chunk_cycles is not None else -1,
+                               region=op.region), f"{module} (dram)")
+                if op.region == "input":
+                    inputs.append(idx)
+                elif op.region in ("spill", "fill"):
+                    (spilled if op.region == "spill" else filled)[module].at(s).append(idx)
+                elif op.region == "master_read":
+                    master_reads[module].append(idx)
+            continue
         if op.kind == "write":
             target = _write_target(op, view, capacity, subarrays)
             drivers = _write_drivers(op, view)
@@ -336,8 +370,8 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
             else:  # parameters kept only in the digital unit: after the whole backward pass
                 needed = {d for t in tasks for d in t.deps}
                 deps = [i for i, t in enumerate(tasks) if t.phase != "update" and i not in needed]
-            add(Task(f"update {op.layer}", op.phase, op.layer, [Segment(((DIGITAL, 1),), SLOT_WHOLE)], deps, o),
-                module)
+            add(Task(f"update {op.layer}", op.phase, op.layer, [Segment(((DIGITAL, 1),), SLOT_WHOLE)],
+                     deps + master_reads.get(module, []), o), module)
             continue
         if op.kind == "gemm" and op.phase == "weight_grad":  # in-array: AND-sensing of the scratch planes
             deps = [i for i in by_module[module] if tasks[i].layer == op.layer and tasks[i].region == "operands"]
@@ -352,10 +386,14 @@ def build_step_graph(ops: Sequence[OpRecord], layers: LayerGraph | None, view: M
         for s in range(n):
             if op.phase == "forward":
                 deps = fwd_ready(module, s)
+                if inputs and not any(p in fwd for p, _ in (layers[module].producers if module in consumers
+                                                             else ())):
+                    deps = deps + inputs  # a first layer reads the input batch
             elif op.phase == "input_grad":
-                deps = dy_ready(module, s)
+                deps = dy_ready(module, s) + pick(filled.get(module, {}), s, False)
             else:
-                deps = dy_ready(module, s) + pick(fwd.get(module, {}), s, False)
+                deps = (dy_ready(module, s) + pick(fwd.get(module, {}), s, False)
+                        + pick(filled.get(module, {}), s, False))
             slot = SLOT_CHUNK0 + s if op.chunk_cycles is not None else SLOT_WHOLE
             segs = [_LOAD, _segment(compute, slot), _STORE]
             idx = add(Task(f"{op.phase} {op.layer} #{s}", op.phase, op.layer, segs, deps, o,

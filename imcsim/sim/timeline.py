@@ -37,7 +37,7 @@ def macro_view(macro: ArrayCircuit) -> MacroView:
     )
 
 
-RESOURCE_GROUPS = ("array", "digital", "buffer", "write_drivers", "scratch")
+RESOURCE_GROUPS = ("array", "digital", "buffer", "write_drivers", "scratch", "dram")
 
 
 def resource_group(name: str) -> str:
@@ -101,6 +101,7 @@ def group_capacity(macro: ArrayCircuit) -> dict[str, int]:
         "buffer": macro.card.buffer.ports,
         "write_drivers": macro.write_driver_count,
         "scratch": a.scratch_subarrays if macro.card.dataflow.weight_grad == "in_array" else 0,
+        "dram": 1,
     }
 
 

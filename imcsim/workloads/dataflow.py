@@ -44,6 +44,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from imcsim.errors import DataError
+from imcsim.workloads.memory import MemoryBits, kept_for_backward
 
 Tag = frozenset[tuple[str, bool]]  # (producer layer, coupled)
 _EMPTY: Tag = frozenset()
@@ -66,6 +67,10 @@ class LayerCall:
     operand_grads: tuple[bool, bool] = (False, False)  # weightless: whether each operand carries a gradient
     elementwise: int = 0  # elementary ops of the digital work on this layer's output (norms, activations...)
     elementwise_grad: int = 0  # ... and of its backward pass (where a gradient flows through that work)
+    in_elems: int = 0  # elements of its input activation (both operands of a weightless call), whole batch
+    out_elems: int = 0  # elements of its output
+    kept_bits: int = 0  # bits kept for its backward pass: its input if its weight trains, and the batch-norm
+    #                     inputs and ReLU masks of the weight-free work it owns (imcsim.workloads.memory rules)
 
     @property
     def macs(self) -> int:
@@ -155,10 +160,23 @@ class _Tracer(TorchFunctionMode):
         self.matmuls: dict[str, int] = {}
         self.order: dict[str, int] = {}  # call name -> its index (the latest producer owns the digital work)
         self.work: dict[str, list[int]] = {}  # call name -> [forward ops, backward ops] of digital work
+        self.kept: dict[str, int] = {}  # call name -> bits the weight-free work it owns keeps for backward
+        self.bits = MemoryBits()
 
     def add_call(self, call: LayerCall) -> None:
         self.order.setdefault(call.name, len(self.calls))
         self.calls.append(call)
+
+    @staticmethod
+    def owner(tag: Tag, order: dict[str, int]) -> str:
+        return max(tag, key=lambda t: order.get(t[0], -1))[0]
+
+    def count_kept(self, func, args, kwargs, out, tag: Tag) -> None:
+        """Charge what a weight-free op keeps for backward to the latest layer its operands come from."""
+        _, bits = kept_for_backward(func, args, kwargs, out, self.bits)
+        if bits:
+            owner = self.owner(tag, self.order)
+            self.kept[owner] = self.kept.get(owner, 0) + bits
 
     def count_digital(self, name: str, args, out, tag: Tag) -> None:
         """Charge a weight-free op's elementary ops to the latest layer its operands come from."""
@@ -173,8 +191,7 @@ class _Tracer(TorchFunctionMode):
         if not tensors or not isinstance(out, torch.Tensor):
             return
         n = per * (tensors[0].numel() if by_input else out.numel())
-        owner = max(tag, key=lambda t: self.order.get(t[0], -1))[0]
-        work = self.work.setdefault(owner, [0, 0])
+        work = self.work.setdefault(self.owner(tag, self.order), [0, 0])
         work[0] += n
         if any(t.requires_grad for t in tensors):
             work[1] += n
@@ -221,7 +238,8 @@ class _Tracer(TorchFunctionMode):
         call_name = f"{base}.matmul{index}"
         self.add_call(LayerCall(call_name, int(a.shape[-2]), int(a.shape[-1]), int(b.shape[-1]), batch,
                                 self.samples, False, tuple(sorted(tag)), bool(a.requires_grad or b.requires_grad),
-                                weightless=True, operand_grads=(bool(a.requires_grad), bool(b.requires_grad))))
+                                weightless=True, operand_grads=(bool(a.requires_grad), bool(b.requires_grad)),
+                                in_elems=a.numel() + b.numel(), out_elems=out.numel()))
         self.set_tag(out, frozenset({(call_name, False)}))
         return True
 
@@ -239,6 +257,7 @@ class _Tracer(TorchFunctionMode):
             return out
         if tag and not self.inside:
             self.count_digital(name, args, out, tag)
+            self.count_kept(func, args, kwargs, out, tag)
         if tag and func is F.batch_norm:
             training = kwargs.get("training", args[5] if len(args) > 5 else False)
             if training:
@@ -266,8 +285,10 @@ def traced_layer_call(module, x: torch.Tensor, call: Callable[[], torch.Tensor],
         y = call()
     finally:
         tracer.inside -= 1
-    tracer.add_call(LayerCall(module.name, m, k, n, groups, tracer.samples, bool(module.weight.requires_grad),
-                              producers, bool(x.requires_grad)))
+    trains = bool(module.weight.requires_grad)
+    tracer.add_call(LayerCall(module.name, m, k, n, groups, tracer.samples, trains, producers, bool(x.requires_grad),
+                              in_elems=x.numel(), out_elems=y.numel(),
+                              kept_bits=x.numel() * tracer.bits.activation_bits if trains else 0))
     tracer.set_tag(y, frozenset({(module.name, False)}))
     return y
 
@@ -304,4 +325,7 @@ def trace_dataflow(model: nn.Module, run: Callable[[], object], samples: int) ->
     for name, (fwd, bwd) in tracer.work.items():
         if name in seen:
             seen[name] = dataclasses.replace(seen[name], elementwise=fwd, elementwise_grad=bwd)
+    for name, bits in tracer.kept.items():
+        if name in seen:
+            seen[name] = dataclasses.replace(seen[name], kept_bits=seen[name].kept_bits + bits)
     return LayerGraph(list(seen.values()))

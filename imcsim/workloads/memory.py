@@ -96,24 +96,32 @@ class _MemoryTracer(TorchFunctionMode):
         x = args[0]
         if isinstance(x, nn.Parameter):  # a view of a weight (e.g. a transpose), not an activation
             return out
-        name = getattr(func, "__name__", "")
-        kept = 0
-        if name in _GEMMS:
-            weight = args[1] if len(args) > 1 else kwargs.get("weight")
-            if isinstance(weight, torch.Tensor) and weight.requires_grad:
-                kept = x.numel() * self.bits.activation_bits
-                self.kept["gemm_input"] += kept
-        elif func is F.batch_norm:
-            weight = kwargs.get("weight", args[3] if len(args) > 3 else None)
-            training = kwargs.get("training", args[5] if len(args) > 5 else False)
-            if (weight is not None and weight.requires_grad) or (training and out.requires_grad):
-                kept = x.numel() * self.bits.activation_bits
-                self.kept["bn_input"] += kept
-        elif name in _MASKS and out.requires_grad:
-            kept = out.numel() * self.bits.mask_bits
-            self.kept["relu_mask"] += kept
+        kind, kept = kept_for_backward(func, args, kwargs, out, self.bits)
+        if kind:
+            self.kept[kind] += kept
         self.ops.append((kept, x.numel(), out.numel(), x.requires_grad, out.requires_grad))
         return out
+
+
+def kept_for_backward(func, args, kwargs, out, bits: MemoryBits) -> tuple[str, int]:
+    """What one torch call keeps for the backward pass under the accounting rules (module docstring): its
+    kind (``gemm_input``, ``bn_input``, ``relu_mask``; empty for nothing) and bits."""
+    x = args[0] if args else None
+    if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor):
+        return "", 0
+    name = getattr(func, "__name__", "")
+    if name in _GEMMS:
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        if isinstance(weight, torch.Tensor) and weight.requires_grad:
+            return "gemm_input", x.numel() * bits.activation_bits
+    elif func is F.batch_norm:
+        weight = kwargs.get("weight", args[3] if len(args) > 3 else None)
+        training = kwargs.get("training", args[5] if len(args) > 5 else False)
+        if (weight is not None and weight.requires_grad) or (training and out.requires_grad):
+            return "bn_input", x.numel() * bits.activation_bits
+    elif name in _MASKS and out.requires_grad:
+        return "relu_mask", out.numel() * bits.mask_bits
+    return "", 0
 
 
 def _peak_live(ops: list[tuple[int, int, int, bool, bool]], act_bits: int) -> int:

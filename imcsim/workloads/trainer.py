@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
 
@@ -37,6 +37,7 @@ from imcsim.workloads.costonly import ActivityStats, cost_only_step, elementwise
 from imcsim.workloads.dataflow import LayerGraph
 from imcsim.workloads.int8 import Hardware, IMCModule, imc_modules
 from imcsim.workloads.memory import TrainingMemory
+from imcsim.workloads.traffic import Placement, place, with_traffic
 
 Progress = Callable[[str, int, int], None]  # (task, steps done, steps in the run)
 
@@ -57,6 +58,7 @@ class ContinualResult:
     memory: TrainingMemory | None = None  # training memory of one step (the largest over the tasks)
     task_repeats: int = 1  # cost-only: the one counted task stands for this many alike tasks
     repeat_names: tuple[str, ...] = ()  # cost-only: the names of the tasks it stands for, when they have names
+    placements: dict[str, Placement] = field(default_factory=dict)  # per task: where its tensors live
 
     @property
     def average_accuracy(self) -> float:
@@ -227,6 +229,8 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
     model, tasks, adapters = prep.model, prep.tasks, prep.adapters
     trained = trained_parameters(model, method)
     graphs, memory = scenario.trace(model, tasks)
+    placements = {name: place(g, memory, macro) for name, g in graphs.items()}  # a buffer too small: refused now
+    step_samples: dict[int, int] = {}
     hw = Hardware(macro=macro, stochastic_rounding=sched.stochastic_rounding,
                   generator=torch.Generator().manual_seed(seed), task="deploy",
                   workers=1 if device.type == "cuda" else 0)  # on a GPU, count on the CPU meanwhile
@@ -267,6 +271,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
             for idx in batches(len(task.y_train), sched.batch_size, streams.train):
                 x, y = task.x_train[idx].to(device), task.y_train[idx].to(device)
                 hw.step, hw.samples = done, len(idx)
+                step_samples[done] = len(idx)
                 opt.zero_grad()
                 loss = F.cross_entropy(model(x, task.name), y)
                 loss.backward()
@@ -300,7 +305,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
             model.load_state_dict(current, strict=False)
         hw.recording = True
     return ContinualResult(
-        ops=hw.ops,
+        ops=with_traffic(hw.ops, graphs, placements, macro, step_samples),
         graphs=graphs,
         task_names=[t.name for t in tasks],
         accuracy=acc,
@@ -309,6 +314,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
         source_accuracy=prep.source_accuracy,
         final_losses=losses,
         memory=memory,
+        placements=placements,
     )
 
 
@@ -316,11 +322,13 @@ def run_cost_only(scenario: Scenario, macro: ArrayCircuit, seed: int) -> Continu
     """Count one training step of the scenario's real-size model (no data, no arithmetic); the totals
     stand for every step of every task."""
     plan = scenario.cost_only_plan(macro)
+    placements = {plan.task: place(plan.graph, plan.memory, macro)}
     extra = (*plan.ops, *scenario.method.step_ops(macro, plan.adapters, plan.rows, plan.samples))
     step = cost_only_step(macro, plan.graph, plan.activity, plan.digital_params, plan.task, seed,
                           digital_layers=plan.digital_layers, extra=extra)
     return ContinualResult(
-        ops=step.ops, graphs={plan.task: plan.graph}, task_names=[plan.task], accuracy=np.full((1, 1), np.nan),
+        ops=with_traffic(step.ops, {plan.task: plan.graph}, placements, macro), graphs={plan.task: plan.graph},
+        placements=placements, task_names=[plan.task], accuracy=np.full((1, 1), np.nan),
         steps_per_task=[1], trainable_params=step.trainable_params, source_accuracy=float("nan"),
         final_losses=[float("nan")], step_scale=float(plan.steps_per_task * plan.tasks), memory=plan.memory,
         task_repeats=plan.tasks, repeat_names=plan.repeat_names,
