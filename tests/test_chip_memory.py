@@ -82,10 +82,12 @@ def test_buffer_area_and_leakage_follow_the_cells():
 
 
 def test_digital_unit_reproduces_horowitz_ops():
-    """Horowitz, ISSCC 2014, 45 nm 0.9 V: 8-bit multiply 0.2 pJ + 32-bit add 0.1 pJ = an INT8 MAC; FP32 add 0.9 pJ."""
+    """Horowitz, ISSCC 2014, 45 nm 0.9 V: 8-bit multiply 0.2 pJ + 32-bit add 0.1 pJ = an INT8 MAC; FP32 add 0.9 pJ,
+    FP32 multiply 3.7 pJ, 8-bit add 0.03 pJ (a compare), 32-bit multiply 3.1 + 32-bit add 0.1 (requantising)."""
     unit = DigitalUnit("digital", components().digital_unit, tech("45 nm"))
     assert unit.e_mac_j == pytest.approx(0.2e-12 + 0.1e-12, rel=1e-9)
-    assert unit.e_elementwise_j == pytest.approx(0.9e-12, rel=1e-9)
+    expected = {"fp32_add": 0.9e-12, "fp32_mul": 3.7e-12, "compare": 0.03e-12, "requant": 3.2e-12}
+    assert unit.e_op_j == pytest.approx(expected, rel=1e-9)
 
 
 def test_wire_energy_against_keckler():
@@ -249,3 +251,27 @@ def test_dram_ops_are_transfers_of_their_own():
     assert op.counts[("interconnect", "bit")] == 1024
     per_cycle = 3200e6 * 16 * 2 * macro.t_cycle_s  # LPDDR4-3200, two 16-bit channels
     assert op.cycles == math.ceil(1024 / per_cycle)
+
+
+def test_idle_break_even_between_a_volatile_and_a_non_volatile_chip():
+    """A session costs E + P_idle t after it: the lower-idle-power run wins past (E_b - E_a) / (P_a - P_b)."""
+    from imcsim.compare import idle_break_even
+
+    assert idle_break_even(1.0, 2e-3, 3.0, 1e-3) == pytest.approx(2000.0)  # costlier session, lower idle power
+    assert idle_break_even(1.0, 2e-3, 0.5, 1e-3) == 0.0  # lower from the start
+    assert idle_break_even(1.0, 1e-3, 3.0, 2e-3) is None  # never
+    assert idle_break_even(1.0, 1e-3, 3.0, 1e-3) is None
+
+
+def test_compare_reports_the_idle_break_even(tmp_path):
+    from imcsim.compare import idle_break_even_lines
+    from imcsim.report import Report
+
+    def report(energy: float, idle: float) -> Report:
+        return Report(schema_version=1, imcsim_version="0", name="x", config_hash="", seed=0, config={},
+                      metrics={"energy_train_j": energy, "power_idle_w": idle}, costs={}, action_descriptions={},
+                      tables={})
+
+    lines = idle_break_even_lines(["sram", "mram"], [report(1.0, 2e-3), report(3.0, 1e-3)])
+    assert len(lines) == 1
+    assert lines[0].startswith("mram vs sram, training session + idle: lower once idle longer than")

@@ -26,7 +26,7 @@ M, K, N = 48, 70, 20  # several tiles along the stream and across the outputs of
 STOCHASTIC_REL = 0.1  # passes, busiest-tile cycles, AND results and flips: sums of many Bernoulli terms
 EXACT = {("row_driver", "activate_row"), ("col_driver", "activate_col"), ("input_buffer", "read_bit"),
          ("output_buffer", "write_bit"), ("psum", "add"), ("digital", "mac_int8"), ("dac", "convert"),
-         ("adc", "convert"), ("shift_add", "accumulate")}
+         ("adc", "convert"), ("shift_add", "accumulate"), ("latch", "read_bit")}
 
 
 def _circuit(kind: str, sets: list[str]):
@@ -69,6 +69,8 @@ SETTINGS = settings(max_examples=4, deadline=None, derandomize=True,
     ("macro", "digital", []),
     ("macro", "transposable_read", ["circuit.array.rows_per_sense=4"]),
     ("macro", "transposable_read", ["circuit.dataflow.skip_zero_planes=false"]),
+    ("macro", "transposable_read", ["circuit.dataflow.weight_reuse=latch", "circuit.dataflow.batch_tile=4"]),
+    ("macro", "transposed_copy", ["circuit.dataflow.weight_reuse=latch", "circuit.array.rows_per_sense=4"]),
     ("crossbar", "transposable_read", []),
     ("crossbar", "digital", []),
 ])
@@ -85,6 +87,8 @@ def test_expected_counts_equal_measured_counts(kind, flow, extra, dx, de):
     # crossbar: conversions follow the sign passes (exact), reads the magnitude bits (taken as independent);
     # macro: reads follow the 1 bits (exact), shift-adds the passes that hold a 1 (stochastic)
     exact = EXACT if kind == "crossbar" else (EXACT - {("shift_add", "accumulate")}) | {dev}
+    if "circuit.dataflow.weight_reuse=latch" in extra:  # lines sensed once per vector tile that needs them
+        exact = exact - {dev, ("row_driver", "activate_row"), ("col_driver", "activate_col")}
     _, fwd = macro.forward(x, "w", samples=4)
     _agree(fwd, macro.expected_forward(M, K, N, 1, 4, _density(x), q, "w"), exact)
     _, back = macro.backward_input(dy, "w", samples=4)
@@ -129,3 +133,29 @@ def test_grouped_layers_count_every_group_once():
     assert macro.expected_input_grad(m, k, n, groups, 4, [0.2] * 8, 0.4, "dw").macs == m * k * n * groups
     big = macro.expected_forward(m, 300, 40, 3, 4, [0.2] * 8, 0.4, "g")  # groups too large to pack: 3 copies
     assert big.macs == m * 300 * 40 * 3
+
+
+def test_weight_reuse_senses_each_line_once_per_vector_tile():
+    """The latch dataflow on a dense operand (every element non-zero): each stored line is sensed once per tile of
+    batch_tile vectors instead of once per active input bit, every active bit reads the latches instead, the
+    counter work is unchanged, and the latches cost a register bit of area per cell."""
+    rng = np.random.default_rng(1)
+    w = rng.integers(-100, 100, (K, N)).astype(np.int8)
+    x = torch.from_numpy(rng.integers(1, 127, (M, K)).astype(np.int8))  # no zero element
+    ops = {}
+    for flow in ("resense", "latch"):
+        macro = _circuit("macro", [f"circuit.dataflow.weight_reuse={flow}", "circuit.dataflow.batch_tile=8"])
+        macro.store("w", w)
+        ops[flow] = (macro, macro.forward(x, "w", samples=4)[1])
+    (resense, base), (latch, reuse) = ops["resense"], ops["latch"]
+    dev = (resense.device.component, "read")
+    lines_on = int(plane_ones(x).sum())
+    assert base.counts[dev] == lines_on * N * 8
+    assert reuse.counts[dev] == (M // 8) * K * N * 8  # each line once per tile of 8 vectors
+    assert reuse.counts[("latch", "read_bit")] == base.counts[dev]
+    assert reuse.counts[("latch", "write_bit")] == reuse.counts[dev]
+    for key in (("column_counter", "increment"), ("adder_tree", "combine"), ("shift_add", "accumulate")):
+        assert reuse.counts[key] == base.counts[key]
+    a = latch.card.array
+    assert latch.area_m2() - resense.area_m2() == pytest.approx(
+        a.n_subarrays * a.rows * a.cols * latch.blocks["latch"].area_m2, rel=1e-9)

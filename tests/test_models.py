@@ -350,25 +350,30 @@ def test_report_json_records_the_model_and_its_architecture(tmp_path):
 
 
 def test_weight_free_work_is_counted_per_element_and_charged_to_the_latest_layer():
-    """conv -> BN (7 ops per element) -> ReLU (1) -> 2x2 average pool (1 per input element) -> linear: the
-    digital work after the conv is 8 per conv output element plus 1 per pooled input element, forward; backward
-    only where a gradient flows (frozen conv and BN, a trainable head: none)."""
-    from imcsim.workloads.dataflow import ELEMENTWISE_OPS, PER_INPUT_OPS
+    """conv -> BN in training mode (4 FP32 adds and 3 multiplies per element) -> ReLU (1 compare) -> 2x2 average
+    pool (1 add per input element) -> linear: the digital work after the conv, forward; backward only where a
+    gradient flows (frozen conv and BN, a trainable head: none). On running statistics a BN is a scale and shift."""
+    from imcsim.workloads.dataflow import BN_EVAL_OPS, ELEMENTWISE_OPS, PER_INPUT_OPS
 
-    assert ELEMENTWISE_OPS["batch_norm"] == 7
-    assert ELEMENTWISE_OPS["relu"] == 1
-    assert PER_INPUT_OPS["avg_pool2d"] == 1
+    assert ELEMENTWISE_OPS["batch_norm"] == {"fp32_add": 4, "fp32_mul": 3}
+    assert ELEMENTWISE_OPS["relu"] == {"compare": 1}
+    assert PER_INPUT_OPS["avg_pool2d"] == {"fp32_add": 1}
+    assert BN_EVAL_OPS == {"fp32_add": 1, "fp32_mul": 1}
     model = map_to_array(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
                                        nn.Flatten(), nn.Linear(4 * 4 * 4, 2)))
     x = torch.randn(2, 3, 8, 8)
     conv_out = 2 * 4 * 8 * 8
     graph = trace_dataflow(model, lambda: model(x), samples=2)
-    assert (graph["0"].elementwise, graph["0"].elementwise_grad) == (8 * conv_out + conv_out, 8 * conv_out + conv_out)
+    work = (("compare", conv_out), ("fp32_add", 4 * conv_out + conv_out), ("fp32_mul", 3 * conv_out))
+    assert (graph["0"].elementwise, graph["0"].elementwise_grad) == (work, work)
     model[0].requires_grad_(False)
     model[1].requires_grad_(False)
     frozen = trace_dataflow(model, lambda: model(x), samples=2)
-    assert (frozen["0"].elementwise, frozen["0"].elementwise_grad) == (9 * conv_out, 0)
-    assert frozen["5"].elementwise == 0  # nothing after the last layer
+    assert (frozen["0"].elementwise, frozen["0"].elementwise_grad) == (work, ())
+    assert frozen["5"].elementwise == ()  # nothing after the last layer
+    model.eval()  # running statistics: the BN scales and shifts
+    evaluated = trace_dataflow(model, lambda: model(x), samples=2)
+    assert dict(evaluated["0"].elementwise) == {"compare": conv_out, "fp32_add": 2 * conv_out, "fp32_mul": conv_out}
 
 
 def test_a_run_re_costed_from_counts_already_made_equals_a_fresh_count():
@@ -416,6 +421,7 @@ def test_digital_work_traced_on_two_samples_scales_to_the_counts_of_the_whole_ba
         return total
 
     batch = counts(6, 6)
-    assert batch[("digital", "elementwise")] > 0
+    assert batch[("digital", "fp32_add")] > 0
+    assert batch[("digital", "requant")] > 0
     assert batch[("digital", "mac_int8")] > 0
     assert counts(6, 2) == batch

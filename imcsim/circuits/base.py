@@ -381,11 +381,13 @@ class ArrayCircuit:
         return OpRecord(phase=phase, kind="digital", layer=layer, counts=counts, cycles=cycles + extra_cycles,
                         shape=(m, k, n), chunk_cycles=chunks, macs=m * k * n * copies)
 
-    def digital_elementwise(self, n_ops: int, phase: str, layer: str) -> OpRecord:
-        """``n_ops`` elementary ops of weight-free work on activations in the digital unit, as one burst (one
-        schedule task per layer and phase: a model of thousands of layers stays cheap to schedule)."""
-        return OpRecord(phase=phase, kind="digital", layer=layer, counts={("digital", "elementwise"): n_ops},
-                        cycles=math.ceil(n_ops / self.macs_per_cycle), shape=(n_ops,))
+    def digital_elementwise(self, ops: dict[str, int], phase: str, layer: str) -> OpRecord:
+        """Elementary ops of weight-free work on activations in the digital unit (``ops``: count per action:
+        ``compare``, ``fp32_add``, ``fp32_mul``, ``requant``), one per lane per cycle, as one burst (one schedule
+        task per layer and phase: a model of thousands of layers stays cheap to schedule)."""
+        n = sum(ops.values())
+        return OpRecord(phase=phase, kind="digital", layer=layer, counts={("digital", k): v for k, v in ops.items()},
+                        cycles=math.ceil(n / self.macs_per_cycle), shape=(n,))
 
     def weight_grad(self, x_int8: torch.Tensor, dy_int8: torch.Tensor, name: str, samples: int = 1
                     ) -> tuple[torch.Tensor, list[OpRecord]]:

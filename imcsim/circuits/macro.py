@@ -55,6 +55,7 @@ from imcsim.circuits.bitplanes import N_BITS, bit_planes, int8_matmul
 from imcsim.circuits.stream import ACC_BITS, StreamGeometry, stream_op
 from imcsim.components import Component, Technology
 from imcsim.components.blocks import (
+    Latch,
     LineDriver,
     LineDriverCard,
     SenseAmp,
@@ -79,6 +80,12 @@ class DataflowParams(Params):
         description="dy @ W^T by reading W along its columns, from a second stored copy of W^T "
                     "(twice the cells and writes), or in the digital unit",
     )
+    weight_reuse: Literal["resense", "latch"] = Field(
+        "resense",
+        description="resense: every active input bit re-senses its stored line; latch: each stored line is sensed "
+                    "once into latches (one per cell of a subarray) per tile of batch_tile vectors that need it, "
+                    "and the vectors AND their input bits with the latches at the logic clock")
+    batch_tile: int = Field(8, ge=1, le=1 << 16, description="vectors that reuse one latching of the weights (latch)")
     weight_grad: Literal["digital", "in_array"] = Field(
         "digital",
         description="x^T @ dy in the near-memory digital unit, or in array by AND-sensing pairs of operand "
@@ -131,8 +138,19 @@ class BitSerialMacro(ArrayCircuit):
             "column_counter": column_counter(c.adder_cell, tech, a.rows),
             "adder_tree": adder_tree(c.adder_cell, tech, a.rows),
             "popcount_tree": popcount_tree(c.adder_cell, tech, a.cols),
+            "latch": Latch("latch", c.register_bit, tech),
             **self._shared_blocks(c),
         }
+
+    @property
+    def latched(self) -> bool:
+        """The weight-reuse dataflow: stored lines latched once per vector tile."""
+        return self.card.dataflow.weight_reuse == "latch"
+
+    @property
+    def logic_ratio(self) -> float:
+        """Sense cycles per logic-clock cycle (the latched AND-and-count runs at the clock)."""
+        return (1.0 / self.card.technology.clock_hz) / self.t_cycle_s
 
     def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[tuple[str, str], tuple[int, int]]:
         """What :meth:`store` programs for ``groups`` K x N matrices under ``name``: each stored matrix's
@@ -152,6 +170,8 @@ class BitSerialMacro(ArrayCircuit):
         per_col = b["sense_amp"].area_m2 + b["column_counter"].area_m2
         per_sub = a.rows * a.cols * self.device.area_per_bit_m2 + a.cols * per_col \
             + (a.cols // N_BITS) * b["shift_add"].area_m2
+        if self.latched:  # a latch per cell of the subarray
+            per_sub += a.rows * a.cols * b["latch"].area_m2
         return a.n_subarrays * per_sub + self._shared_area_m2()
 
     def store(self, name: str, w_int8: np.ndarray, groups: int = 1, rows: int | None = None) -> list[OpRecord]:
@@ -224,17 +244,24 @@ class BitSerialMacro(ArrayCircuit):
         k, n = s.values.shape if region == "weights" else s.values.shape[::-1]
         geom, _ = self.stream_geometry(phase, k, n, region=region)
         a = self.card.array
-        st = stream.measured(x.numpy().view(np.uint8), geom, a.rows_per_sense, self.card.dataflow.skip_zero_planes,
-                             stored_ones, samples)
-        return stream_op(geom, st, self.device.component, phase, name, region, macs=x.shape[0] * k * n)
+        u8 = x.numpy().view(np.uint8)
+        flow = self.card.dataflow
+        st = stream.measured(u8, geom, a.rows_per_sense, flow.skip_zero_planes, stored_ones, samples)
+        reuse = (stream.measured_reuse(u8, geom, a.rows_per_sense, flow.skip_zero_planes, flow.batch_tile)
+                 if self.latched else None)
+        return stream_op(geom, st, self.device.component, phase, name, region, macs=x.shape[0] * k * n, reuse=reuse,
+                         logic_ratio=self.logic_ratio)
 
     def _expected_op(self, phase: str, m: int, k: int, n: int, groups: int, samples: int, density: list[float],
                      weight_bit_density: float, layer: str, region: str = "weights") -> OpRecord:
         geom, copies = self.stream_geometry(phase, k, n, groups, region)
         a = self.card.array
-        st = stream.expected(m, geom, density, weight_bit_density, a.rows_per_sense,
-                             self.card.dataflow.skip_zero_planes, samples)
-        return stream_op(geom, st, self.device.component, phase, layer, region, copies, macs=m * k * n * groups)
+        flow = self.card.dataflow
+        st = stream.expected(m, geom, density, weight_bit_density, a.rows_per_sense, flow.skip_zero_planes, samples)
+        reuse = (stream.expected_reuse(m, geom, density, a.rows_per_sense, flow.skip_zero_planes, flow.batch_tile)
+                 if self.latched else None)
+        return stream_op(geom, st, self.device.component, phase, layer, region, copies, macs=m * k * n * groups,
+                         reuse=reuse, logic_ratio=self.logic_ratio)
 
     def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True,
                 samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:

@@ -119,10 +119,71 @@ def expected(m: int, geom: StreamGeometry, density: list[float], weight_bit_dens
                        increments=ones * geom.cells_per_line * geom.lines_per_bit * weight_bit_density)
 
 
+@dataclass(frozen=True)
+class ReuseStats:
+    """Sensing of the weight-reuse dataflow: each stored line is sensed into latches once per tile of
+    ``batch_tile`` vectors in which some element that drives it is non-zero, then reused by those vectors."""
+
+    sensed_lines: float  # lines sensed into latches, over every vector tile and subarray tile
+    sense_cycles: float  # their sense cycles, summed over subarray tiles
+    slowest_sense_cycles: float  # the busiest subarray tile's
+
+
+def _tiles(geom: StreamGeometry) -> list[tuple[int, int]]:
+    """(length, count) of the subarray tiles along the stream: the full ones, then the rest."""
+    full, rest = divmod(geom.line_len, geom.tile_len)
+    return [(n, c) for n, c in ((geom.tile_len, full), (rest, 1 if rest else 0)) if c]
+
+
+def measured_reuse(x_u8: np.ndarray, geom: StreamGeometry, rows_per_sense: int, skip_zero: bool,
+                   batch_tile: int) -> ReuseStats:
+    """The latch fills of a real operand (bytes of an INT8 M x line_len matrix)."""
+    m, k = x_u8.shape
+    nz = x_u8 != 0 if skip_zero else np.ones(x_u8.shape, dtype=bool)
+    pad = (-m) % batch_tile
+    if pad:
+        nz = np.concatenate([nz, np.zeros((pad, k), dtype=bool)])
+    needed = nz.reshape(-1, batch_tile, k).any(axis=1)  # (vector tile, element): its lines are sensed once
+    per_tile = []
+    for start in range(0, k, geom.tile_len):
+        c = needed[:, start:start + geom.tile_len].sum(axis=1)
+        per_tile.append(int(((c + rows_per_sense - 1) // rows_per_sense).sum()) * geom.lines_per_bit)
+    return ReuseStats(sensed_lines=float(needed.sum()) * geom.lines_per_bit, sense_cycles=float(sum(per_tile)),
+                      slowest_sense_cycles=float(max(per_tile, default=0)))
+
+
+def expected_reuse(m: int, geom: StreamGeometry, density: list[float], rows_per_sense: int, skip_zero: bool,
+                   batch_tile: int) -> ReuseStats:
+    """The expected latch fills of M vectors with independent bits (bit ``i`` set with probability
+    ``density[i]``): an element is non-zero with probability q = 1 - prod(1 - p_i), and a line is needed by a
+    tile of t vectors with probability 1 - (1 - q)^t."""
+    q1 = 1.0 - float(np.prod([1.0 - p for p in density])) if skip_zero else 1.0
+    full, rest = divmod(m, batch_tile)
+    sensed = cycles = slowest = 0.0
+    for length, count in _tiles(geom):
+        cyc = 0.0
+        for t, n in ((batch_tile, full), (rest, 1 if rest else 0)):
+            if not n:
+                continue
+            q = 1.0 - (1.0 - q1) ** t
+            sensed += n * count * length * q
+            cyc += n * expected_ceil(length, q, rows_per_sense)
+        cycles += cyc * count
+        slowest = max(slowest, cyc)
+    return ReuseStats(sensed_lines=sensed * geom.lines_per_bit, sense_cycles=cycles * geom.lines_per_bit,
+                      slowest_sense_cycles=slowest * geom.lines_per_bit)
+
+
 def stream_op(geom: StreamGeometry, st: StreamStats, device_component: str, phase: str, layer: str,
-              region: str = "weights", copies: int = 1, macs: int = 0) -> OpRecord:
+              region: str = "weights", copies: int = 1, macs: int = 0, reuse: ReuseStats | None = None,
+              logic_ratio: float = 1.0) -> OpRecord:
     """The op of streaming an operand with statistics ``st`` (``copies`` alike GEMMs, e.g. groups) that performs
-    ``macs`` multiply-accumulates."""
+    ``macs`` multiply-accumulates.
+
+    With ``reuse`` (the weight-reuse dataflow) the stored lines are sensed into latches once per vector tile
+    (``reuse``) and every active line of every vector reads the latches instead of the cells; the AND-and-count
+    passes then run at the logic clock, ``logic_ratio`` sense cycles each, after the latch fills.
+    """
     m = st.vectors
     lines = st.ones * geom.lines_per_bit
     counts = {
@@ -136,11 +197,23 @@ def stream_op(geom: StreamGeometry, st: StreamStats, device_component: str, phas
         ("input_buffer", "read_bit"): m * geom.line_len * N_BITS,
         ("output_buffer", "write_bit"): m * geom.n_out * ACC_BITS,
     }
+    slowest = st.slowest_tile_cycles
+    chunk_cycles = np.asarray(st.chunk_cycles, dtype=float)
+    if reuse is not None:
+        counts.update({
+            geom.line_action: reuse.sensed_lines * geom.other_tiles,
+            (device_component, "read"): reuse.sensed_lines * geom.cells_per_line,
+            ("sense_amp", "sense"): reuse.sense_cycles * geom.cells_per_line,
+            ("latch", "write_bit"): reuse.sensed_lines * geom.cells_per_line,
+            ("latch", "read_bit"): lines * geom.cells_per_line,
+        })
+        slowest = slowest * logic_ratio + reuse.slowest_sense_cycles
+        chunk_cycles = chunk_cycles * logic_ratio + reuse.slowest_sense_cycles / max(1, len(chunk_cycles))
     # Tiles along the stream run in parallel subarrays; the slowest one sets the time, plus one
     # cycle for the combine/accumulate pipeline to drain.
-    busy = st.slowest_tile_cycles > 0
-    chunks = np.ceil(np.asarray(st.chunk_cycles)).astype(np.int64)
+    busy = slowest > 0
+    chunks = np.ceil(chunk_cycles).astype(np.int64)
     return OpRecord(phase=phase, kind="gemm", layer=layer, region=region,
                     counts={k: round(v * copies) for k, v in counts.items()},
-                    cycles=math.ceil(st.slowest_tile_cycles) + 1 if busy else 0, shape=(m, geom.line_len, geom.n_out),
+                    cycles=math.ceil(slowest) + 1 if busy else 0, shape=(m, geom.line_len, geom.n_out),
                     chunk_cycles=chunks + (chunks > 0), plane_ones=st.plane_ones, macs=macs)

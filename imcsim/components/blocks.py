@@ -71,8 +71,11 @@ class DigitalUnitCard(ComponentCard):
     kind: Literal["digital_unit"]
     mac_int8: CostPoint = Field(description="one INT8 multiply with INT32 accumulate")
     fp32_update: CostPoint = Field(description="one FP32 SGD update of one parameter (mul + add)")
-    elementwise: CostPoint = Field(description="one FP32 add-class elementary op of the weight-free work on "
-                                   "activations (norms, activations, pooling, residual adds, softmax)")
+    compare: CostPoint = Field(description="one INT8 compare or select (ReLU, max pooling, masks)")
+    fp32_add: CostPoint = Field(description="one FP32 add of the weight-free work (norms, residual adds, pooling)")
+    fp32_mul: CostPoint = Field(description="one FP32 multiply of the weight-free work (norms, scalings)")
+    requant: CostPoint = Field(description="requantising one INT32 result to INT8: a 32-bit fixed-point multiply "
+                               "and a rounding add")
     macs_per_cycle: int = Field(ge=1, le=1 << 20)
 
 
@@ -147,6 +150,15 @@ class Buffer(Component):
         return {self.action: self.spec(self.energy_j, "one bit", kind="transfer")}
 
 
+class Latch(Component):
+    """Latches of the weight-reuse dataflow, one register bit per cell of a subarray: a sensed bit is written
+    once per vector tile and read by every active input bit of the tile's vectors."""
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {"write_bit": self.spec(self.energy_j, "a sensed weight bit latched", kind="transfer"),
+                "read_bit": self.spec(self.energy_j, "a latched weight bit ANDed with an input bit", kind="transfer")}
+
+
 class WriteDriver(Component):
     """One driver action per pulse kind of the device (every device action of kind ``write_pulse``)."""
 
@@ -181,15 +193,19 @@ class DigitalUnit(Component):
         super().__init__(role, card, tech)
         self.e_mac_j, mac_area = card.mac_int8.scaled(tech, f"components.{role}.mac_int8.node")
         self.e_update_j, _ = card.fp32_update.scaled(tech, f"components.{role}.fp32_update.node")
-        self.e_elementwise_j, _ = card.elementwise.scaled(tech, f"components.{role}.elementwise.node")
+        self.e_op_j = {name: getattr(card, name).scaled(tech, f"components.{role}.{name}.node")[0]
+                       for name in ("compare", "fp32_add", "fp32_mul", "requant")}
         self.macs_per_cycle = card.macs_per_cycle
         self.area_m2 = card.macs_per_cycle * mac_area  # the whole unit
 
     def actions(self) -> dict[str, ActionSpec]:
         return {"mac_int8": self.spec(self.e_mac_j, "INT8 MAC"),
                 "fp32_update": self.spec(self.e_update_j, "FP32 SGD update of one parameter"),
-                "elementwise": self.spec(self.e_elementwise_j, "FP32 elementary op of norms, activations, pooling, "
-                                         "residual adds")}
+                "compare": self.spec(self.e_op_j["compare"], "INT8 compare or select (ReLU, max pooling, masks)"),
+                "fp32_add": self.spec(self.e_op_j["fp32_add"], "FP32 add (norms, residual adds, pooling, softmax)"),
+                "fp32_mul": self.spec(self.e_op_j["fp32_mul"], "FP32 multiply (norms, scalings, softmax, GELU)"),
+                "requant": self.spec(self.e_op_j["requant"], "INT32 result requantised to INT8 (fixed-point "
+                                     "multiply and rounding add)")}
 
 
 def counter_bits(rows: int) -> int:

@@ -203,12 +203,20 @@ def weightless_ops(macro: ArrayCircuit, c: LayerCall, samples: int, forward: boo
 
 def elementwise_ops(macro: ArrayCircuit, c: LayerCall, samples: int, forward: bool = True, backward: bool = True
                     ) -> list[OpRecord]:
-    """The digital work on a layer's output (traced for ``c.samples`` samples, here for ``samples``): forward, and
-    backward where a gradient flows through it."""
+    """The digital work on a layer's output (traced for ``c.samples`` samples, here for ``samples``): requantising
+    its INT32 results to INT8 and the weight-free work on them (norms, activations, pooling, adds), forward; in
+    the backward pass, requantising the error of its input and the backward of that work where a gradient flows
+    through it."""
     scale = samples / max(1, c.samples)
-    work = [("forward", c.elementwise)] if forward else []
-    work += [("input_grad", c.elementwise_grad)] if backward else []
-    return [macro.digital_elementwise(round(n * scale), phase, c.name) for phase, n in work if n]
+    work = [("forward", {**dict(c.elementwise), "requant": c.out_elems})] if forward else []
+    if backward:
+        work.append(("input_grad", {**dict(c.elementwise_grad), "requant": c.in_elems if c.input_grad else 0}))
+    out = []
+    for phase, ops in work:
+        ops = {k: round(v * scale) for k, v in ops.items() if v}
+        if ops:
+            out.append(macro.digital_elementwise(ops, phase, c.name))
+    return out
 
 
 def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats, digital_params: int,

@@ -34,6 +34,7 @@ parameter, a ``matmul`` with a parameter) cannot be counted and raises
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,8 +66,9 @@ class LayerCall:
     input_grad: bool | None = None  # whether its input carries a gradient (None: not traced)
     weightless: bool = False  # a product of two activations (attention): no stored matrix, digital unit
     operand_grads: tuple[bool, bool] = (False, False)  # weightless: whether each operand carries a gradient
-    elementwise: int = 0  # elementary ops of the digital work on this layer's output (norms, activations...)
-    elementwise_grad: int = 0  # ... and of its backward pass (where a gradient flows through that work)
+    elementwise: tuple[tuple[str, int], ...] = ()  # elementary ops (class, count) of the digital work on this
+    #                                                 layer's output (norms, activations, pooling, adds...)
+    elementwise_grad: tuple[tuple[str, int], ...] = ()  # ... of its backward pass (where a gradient flows there)
     in_elems: int = 0  # elements of its input activation (both operands of a weightless call), whole batch
     out_elems: int = 0  # elements of its output
     kept_bits: int = 0  # bits kept for its backward pass: its input if its weight trains, and the batch-norm
@@ -121,27 +123,52 @@ class UnmappedGemm(DataError):
 
 _MATMULS = frozenset({"matmul", "__matmul__", "__rmatmul__", "bmm"})
 
-TRANSCENDENTAL_OPS = 10
-"""Elementary ops of an exp, erf or tanh: range reduction and a degree-4 polynomial (Horner: 4 multiply-adds),
-about 10 (Muller, "Elementary Functions: Algorithms and Implementation", 3rd ed., 2016, ch. 2-3)."""
-_T = TRANSCENDENTAL_OPS
-ELEMENTWISE_OPS: dict[str, int] = {
-    # activations, per output element
-    "relu": 1, "relu_": 1, "relu6": 1, "hardtanh": 1, "leaky_relu": 2, "clamp": 2, "clip": 2, "threshold": 1,
-    "hardsigmoid": 3, "hardswish": 4, "sigmoid": _T + 2, "tanh": _T + 2, "silu": _T + 3, "gelu": _T + 4,
-    "softmax": _T + 4, "log_softmax": _T + 4, "_softmax": _T + 4,
-    # residual adds and scalings, per output element
-    "add": 1, "__add__": 1, "__radd__": 1, "__iadd__": 1, "add_": 1, "sub": 1, "__sub__": 1, "__rsub__": 1,
-    "mul": 1, "__mul__": 1, "__rmul__": 1, "__imul__": 1, "mul_": 1, "div": 1, "__truediv__": 1,
-    "__rtruediv__": 1, "masked_fill": 1, "where": 1,
-    # norms, per element: mean and variance (3), normalise (2), scale and shift (2); RMS norm has no mean
-    "batch_norm": 7, "layer_norm": 7, "group_norm": 7, "instance_norm": 7, "rms_norm": 5,
+OP_CLASSES = ("compare", "fp32_add", "fp32_mul")
+"""Classes of the digital unit's elementary ops, each an action with its own cited energy (the digital unit card):
+an INT8 compare or select, an FP32 add, an FP32 multiply."""
+
+
+def _ops(compare: int = 0, add: int = 0, mul: int = 0, *more: dict[str, int]) -> dict[str, int]:
+    out = {"compare": compare, "fp32_add": add, "fp32_mul": mul}
+    for m in more:
+        for k, v in m.items():
+            out[k] += v
+    return {k: v for k, v in out.items() if v}
+
+
+EXP = _ops(add=5, mul=5)
+"""An exp, erf or tanh kernel: range reduction (a multiply and an add) and a degree-4 polynomial by Horner's rule
+(4 multiply-adds) (Muller, "Elementary Functions: Algorithms and Implementation", 3rd ed., 2016, ch. 2-3)."""
+DIV = _ops(add=2, mul=5)
+"""A division: a reciprocal seed refined by two Newton-Raphson steps (2 multiplies and an add each), then a
+multiply (Muller 2016, ch. 2)."""
+ELEMENTWISE_OPS: dict[str, dict[str, int]] = {
+    # activations, per output element (INT8 compares and selects; FP32 arithmetic elsewhere)
+    "relu": _ops(1), "relu_": _ops(1), "threshold": _ops(1), "relu6": _ops(2), "hardtanh": _ops(2),
+    "hardtanh_": _ops(2), "clamp": _ops(2), "clip": _ops(2), "leaky_relu": _ops(1, mul=1),
+    "hardsigmoid": _ops(2, add=1, mul=1), "hardswish": _ops(2, add=1, mul=2),
+    "sigmoid": _ops(0, 1, 0, EXP, DIV), "tanh": _ops(0, 2, 0, EXP, DIV), "silu": _ops(0, 1, 1, EXP, DIV),
+    "gelu": _ops(0, 4, 4, EXP, DIV),  # tanh form: x + 0.044715 x^3 (3 mul, 1 add), tanh, 0.5 x (1 + t)
+    "softmax": _ops(1, 2, 1, EXP), "log_softmax": _ops(1, 2, 1, EXP), "_softmax": _ops(1, 2, 1, EXP),
+    # residual adds and scalings, per output element (a division by a tensor is a multiply by its reciprocal)
+    "add": _ops(add=1), "__add__": _ops(add=1), "__radd__": _ops(add=1), "__iadd__": _ops(add=1),
+    "add_": _ops(add=1), "sub": _ops(add=1), "__sub__": _ops(add=1), "__rsub__": _ops(add=1),
+    "mul": _ops(mul=1), "__mul__": _ops(mul=1), "__rmul__": _ops(mul=1), "__imul__": _ops(mul=1),
+    "mul_": _ops(mul=1), "div": _ops(mul=1), "__truediv__": _ops(mul=1), "__rtruediv__": _ops(mul=1),
+    "masked_fill": _ops(1), "where": _ops(1),
+    # norms, per element: mean and variance (E[x], E[x^2]: 2 adds, 1 multiply), normalise (a subtract and a
+    # multiply by 1/sigma), scale and shift (a multiply and an add); RMS norm has no mean
+    "batch_norm": _ops(add=4, mul=3), "layer_norm": _ops(add=4, mul=3), "group_norm": _ops(add=4, mul=3),
+    "instance_norm": _ops(add=4, mul=3), "rms_norm": _ops(add=2, mul=3),
     # bilinear upsampling, per output element: 4 weights applied and summed
-    "interpolate": 7, "upsample": 7,
+    "interpolate": _ops(add=3, mul=4), "upsample": _ops(add=3, mul=4),
 }
-"""Elementary ops (FP32 add-class operations) per output element of each weight-free op the digital unit runs."""
-PER_INPUT_OPS: dict[str, int] = {
-    "avg_pool2d": 1, "adaptive_avg_pool2d": 1, "max_pool2d": 1, "adaptive_max_pool2d": 1, "mean": 1, "sum": 1,
+"""Elementary ops per output element of each weight-free op the digital unit runs, by class (:data:`OP_CLASSES`)."""
+BN_EVAL_OPS = _ops(add=1, mul=1)
+"""A batch norm on running statistics is a per-channel scale and shift: a multiply and an add per element."""
+PER_INPUT_OPS: dict[str, dict[str, int]] = {
+    "avg_pool2d": _ops(add=1), "adaptive_avg_pool2d": _ops(add=1), "mean": _ops(add=1), "sum": _ops(add=1),
+    "max_pool2d": _ops(1), "adaptive_max_pool2d": _ops(1),
 }
 """Elementary ops per *input* element of the reductions (one add or compare each)."""
 _WEIGHT_GEMMS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -159,7 +186,7 @@ class _Tracer(TorchFunctionMode):
         self.names: dict[int, str] = {}
         self.matmuls: dict[str, int] = {}
         self.order: dict[str, int] = {}  # call name -> its index (the latest producer owns the digital work)
-        self.work: dict[str, list[int]] = {}  # call name -> [forward ops, backward ops] of digital work
+        self.work: dict[str, list[Counter]] = {}  # call name -> [forward, backward] elementary ops by class
         self.kept: dict[str, int] = {}  # call name -> bits the weight-free work it owns keeps for backward
         self.bits = MemoryBits()
 
@@ -178,7 +205,7 @@ class _Tracer(TorchFunctionMode):
             owner = self.owner(tag, self.order)
             self.kept[owner] = self.kept.get(owner, 0) + bits
 
-    def count_digital(self, name: str, args, out, tag: Tag) -> None:
+    def count_digital(self, name: str, args, kwargs, out, tag: Tag) -> None:
         """Charge a weight-free op's elementary ops to the latest layer its operands come from."""
         per = ELEMENTWISE_OPS.get(name)
         by_input = per is None
@@ -186,15 +213,18 @@ class _Tracer(TorchFunctionMode):
             per = PER_INPUT_OPS.get(name)
             if per is None:
                 return
+        elif name == "batch_norm" and not (kwargs.get("training", args[5] if len(args) > 5 else False)):
+            per = BN_EVAL_OPS
         leaves, _ = tree_flatten(args)
         tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
         if not tensors or not isinstance(out, torch.Tensor):
             return
-        n = per * (tensors[0].numel() if by_input else out.numel())
-        work = self.work.setdefault(self.owner(tag, self.order), [0, 0])
-        work[0] += n
+        elems = tensors[0].numel() if by_input else out.numel()
+        work = self.work.setdefault(self.owner(tag, self.order), [Counter(), Counter()])
+        ops = {k: v * elems for k, v in per.items()}
+        work[0].update(ops)
         if any(t.requires_grad for t in tensors):
-            work[1] += n
+            work[1].update(ops)
 
     def tag_of(self, obj) -> Tag:
         leaves, _ = tree_flatten(obj)
@@ -256,7 +286,7 @@ class _Tracer(TorchFunctionMode):
         if name in _MATMULS and len(args) >= 2 and self._weightless(name, args, out, tag):
             return out
         if tag and not self.inside:
-            self.count_digital(name, args, out, tag)
+            self.count_digital(name, args, kwargs, out, tag)
             self.count_kept(func, args, kwargs, out, tag)
         if tag and func is F.batch_norm:
             training = kwargs.get("training", args[5] if len(args) > 5 else False)
@@ -324,7 +354,8 @@ def trace_dataflow(model: nn.Module, run: Callable[[], object], samples: int) ->
         seen.setdefault(c.name, c)
     for name, (fwd, bwd) in tracer.work.items():
         if name in seen:
-            seen[name] = dataclasses.replace(seen[name], elementwise=fwd, elementwise_grad=bwd)
+            seen[name] = dataclasses.replace(seen[name], elementwise=tuple(sorted(fwd.items())),
+                                             elementwise_grad=tuple(sorted(bwd.items())))
     for name, bits in tracer.kept.items():
         if name in seen:
             seen[name] = dataclasses.replace(seen[name], kept_bits=seen[name].kept_bits + bits)

@@ -260,7 +260,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
         method.start_task(model, adapters)
         synced = [m for m in modules if id(m) not in digital and m.weight.requires_grad]
         weightless = [c for c in graphs[task.name].calls if c.weightless]  # products of activations (attention)
-        elementwise = [c for c in graphs[task.name].calls if c.elementwise]  # norms, activations, pooling, adds
+        elementwise = graphs[task.name].calls  # requantisation, norms, activations, pooling, adds
         digital_trained = [m for m in modules if id(m) in digital and m.weight.requires_grad]
         n_small = sum(p.numel() for p in params if id(p) not in imc_weights)  # biases, BN, coefficients
         opt = torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum)
