@@ -15,6 +15,7 @@ A MAC is one multiply-accumulate, counted as 2 operations in TOPS/W.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -527,6 +528,7 @@ def tables(ctx: RunContext) -> dict[str, Any]:
         "model": model_table(ctx),
         "activity": measured_activity(result.ops, [s.values for s in macro.stored.values()])
         if ctx.config.run.mode == "functional" else {},
+        "traffic": traffic_table(ctx),
         "energy_levels": {p: ctx.energy_by_level(cost(ctx.tally.counts((p,)), macro.actions, {}, ctx.t_cycle_s)
                                                  .scaled(1.0 if p == "deploy" else ctx.scale))
                           for p in PHASES} | {"train": ctx.train_levels},
@@ -534,6 +536,38 @@ def tables(ctx: RunContext) -> dict[str, Any]:
         "step_power_profile": [list(p) for p in step_power_profile(timeline.first_step, ctx.t_cycle_s)]
         if timeline.first_step is not None else [],
     }
+
+
+_GB_READ, _GB_WRITE = ("global_buffer", "read_bit"), ("global_buffer", "write_bit")
+_DRAM_READ, _DRAM_WRITE = ("dram", "read_bit"), ("dram", "write_bit")
+_TENSOR_OF_REGION = {"input": "input batch", "spill": "kept activations", "fill": "kept activations",
+                     "master_read": "master weights and optimizer state",
+                     "master_write": "master weights and optimizer state", "weights": "weights"}
+_TENSOR_OF_PHASE = {"forward": "activations", "input_grad": "errors", "weight_grad": "kept activations and errors",
+                    "update": "master weights and optimizer state"}
+
+
+def traffic_table(ctx: RunContext) -> list[dict[str, Any]]:
+    """Bytes each kind of tensor moves through the global buffer and DRAM: per training step (deployment: once)."""
+    rows: dict[tuple[str, str], Counter] = {}
+    for op in ctx.result.ops:
+        tensor = _TENSOR_OF_REGION[op.region] if op.kind == "transfer" else _TENSOR_OF_PHASE.get(op.phase)
+        if tensor is None:
+            continue
+        when = "deploy" if op.phase == "deploy" else "step"
+        acc = rows.setdefault((tensor, when), Counter())
+        for key in (_GB_READ, _GB_WRITE, _DRAM_READ, _DRAM_WRITE):
+            acc[key] += op.counts.get(key, 0)
+    steps = ctx.counted_steps or 1
+    out = []
+    for (tensor, when), c in sorted(rows.items()):
+        per = 1 if when == "deploy" else steps
+        if not any(c.values()):
+            continue
+        out.append({"tensor": tensor, "basis": "deployment" if when == "deploy" else "per step",
+                    "buffer_read_bytes": c[_GB_READ] / 8 / per, "buffer_write_bytes": c[_GB_WRITE] / 8 / per,
+                    "dram_read_bytes": c[_DRAM_READ] / 8 / per, "dram_write_bytes": c[_DRAM_WRITE] / 8 / per})
+    return out
 
 
 def model_table(ctx: RunContext) -> dict[str, Any]:
@@ -574,7 +608,7 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
 
 LAYER_COLUMNS = ("module", "shape", "params", "trainable", "macs_forward_per_step", "macs_train_per_step", "subarrays",
                  *(f"energy_{p}_j" for p in PHASES), *(f"energy_train_{lv}_j" for lv in LEVELS if lv != "leakage"),
-                 *(f"latency_{p}_s" for p in PHASES))
+                 "buffer_traffic_per_step_bytes", "dram_traffic_per_step_bytes", *(f"latency_{p}_s" for p in PHASES))
 """Columns of ``tables.layers`` and layers.csv: energies over the run (per phase, and the training phases' by
 level; static power is the chip's, not a layer's); latencies are the own time of the module's ops (before the
 schedule overlaps them) over the run."""
@@ -608,6 +642,11 @@ def layer_table(ctx: RunContext) -> list[dict[str, Any]]:
                 for level, e in ctx.energy_by_level(c).items():
                     levels[level] += e * scale
         row.update({f"energy_train_{lv}_j": levels[lv] for lv in LEVELS if lv != "leakage"})
+        moved = Counter()
+        for p in TRAINING_PHASES:
+            moved.update(by_phase.get(p, {}))
+        row["buffer_traffic_per_step_bytes"] = (moved[_GB_READ] + moved[_GB_WRITE]) / 8 / steps if steps else 0.0
+        row["dram_traffic_per_step_bytes"] = (moved[_DRAM_READ] + moved[_DRAM_WRITE]) / 8 / steps if steps else 0.0
         for p in PHASES:
             row[f"latency_{p}_s"] = tally.cycles_by_module[module][p] * ctx.t_cycle_s * (
                 1.0 if p == "deploy" else ctx.scale)

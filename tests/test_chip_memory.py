@@ -174,11 +174,11 @@ def _run(path: Path, *sets: str):
 def mobilenet_methods():
     """MobileNetV2 cost-only at 64 x 64: Rep-Net and full fine-tuning on the same chip."""
     return {m: _run(MOBILENET, f"workload.method={m}", "workload.baselines=[]",
-                    "workload.cost_only.image_size=64").metrics for m in ("repnet", "full")}
+                    "workload.cost_only.image_size=64") for m in ("repnet", "full")}
 
 
 def test_methods_differ_in_energy_as_their_memory_differs(mobilenet_methods):
-    rep, full = mobilenet_methods["repnet"], mobilenet_methods["full"]
+    rep, full = mobilenet_methods["repnet"].metrics, mobilenet_methods["full"].metrics
     assert full["memory_activations_kept_bytes"] > 5 * rep["memory_activations_kept_bytes"]
     assert full["dram_traffic_per_step_bytes"] > 5 * rep["dram_traffic_per_step_bytes"]
     assert full["energy_train_dram_j"] > 5 * rep["energy_train_dram_j"]
@@ -275,3 +275,35 @@ def test_compare_reports_the_idle_break_even(tmp_path):
     lines = idle_break_even_lines(["sram", "mram"], [report(1.0, 2e-3), report(3.0, 1e-3)])
     assert len(lines) == 1
     assert lines[0].startswith("mram vs sram, training session + idle: lower once idle longer than")
+
+
+def test_traffic_is_reported_per_tensor_and_per_layer(mobilenet_methods):
+    """tables.traffic splits the step's buffer and DRAM bytes by tensor; layers.csv by layer; both add up."""
+    for report in mobilenet_methods.values():
+        m, tables = report.metrics, report.tables
+        per_step = [r for r in tables["traffic"] if r["basis"] == "per step"]
+        dram = sum(r["dram_read_bytes"] + r["dram_write_bytes"] for r in per_step)
+        buffer = sum(r["buffer_read_bytes"] + r["buffer_write_bytes"] for r in per_step)
+        assert dram == pytest.approx(m["dram_traffic_per_step_bytes"], rel=1e-9)
+        assert buffer == pytest.approx(m["buffer_traffic_per_step_bytes"], rel=1e-9)
+        assert sum(r["dram_traffic_per_step_bytes"] for r in tables["layers"]) == pytest.approx(dram, rel=1e-9)
+        tensors = {r["tensor"] for r in per_step}
+        assert {"activations", "errors", "input batch", "master weights and optimizer state"} <= tensors
+        deploy = [r for r in tables["traffic"] if r["basis"] == "deployment"]
+        assert [r["tensor"] for r in deploy] == ["weights"]
+        stored = sum(r["params"] for r in tables["layers"] if r["subarrays"])
+        assert deploy[0]["dram_read_bytes"] == pytest.approx(stored, rel=1e-9)  # every stored INT8 weight, once
+    spilled = {name: sum(r["dram_write_bytes"] for r in rep.tables["traffic"] if r["tensor"] == "kept activations")
+               for name, rep in mobilenet_methods.items()}
+    assert spilled["full"] > spilled["repnet"]  # full fine-tuning keeps every layer's input, and spills it
+
+
+def test_a_sample_working_set_leaves_room_for_kept_activations():
+    """MobileNetV2 at 224 x 224, batch 8: its largest whole-batch working set fills the 2 MiB buffer, so nothing
+    else stays on chip; reserving one sample's working set keeps part of the kept activations in the buffer."""
+    sets = ["workload.baselines=[]", "workload.method=full"]
+    batch = run(load_config(MOBILENET, sets))
+    sample = run(load_config(MOBILENET, [*sets, "circuit.memory.working_set=sample"]))
+    assert batch.metrics["memory_buffer_state_bytes"] == 0
+    assert sample.metrics["memory_buffer_state_bytes"] > 0
+    assert sample.metrics["dram_traffic_per_step_bytes"] < batch.metrics["dram_traffic_per_step_bytes"]

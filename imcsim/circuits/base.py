@@ -30,6 +30,7 @@ from imcsim.actions import ActionSpec, ActionTable
 from imcsim.circuits.activity import popcount8
 from imcsim.circuits.bitplanes import N_BITS, int8_matmul
 from imcsim.components import Component
+from imcsim.components import memory as chip
 from imcsim.components.blocks import (
     ACC_BITS,
     Buffer,
@@ -41,16 +42,6 @@ from imcsim.components.blocks import (
     WriteDriverCard,
     partial_sum,
     shift_add,
-)
-from imcsim.components.memory import (
-    Dram,
-    DramCard,
-    GlobalBuffer,
-    GlobalBufferCard,
-    Interconnect,
-    InterconnectCard,
-    LogicLeakage,
-    LogicLeakageCard,
 )
 from imcsim.devices.base import MemoryDevice
 from imcsim.ops import OpRecord
@@ -87,6 +78,11 @@ class MemoryParams(Params):
                     "(the last layer's first), stay in the global buffer while they fit beside the largest working "
                     "set, the rest goes to DRAM; dram: all of them in DRAM; on_chip: all in the buffer (refused "
                     "when they do not fit)")
+    working_set: Literal["batch", "sample"] = Field(
+        "batch",
+        description="buffer space kept free for the layer that runs: the largest whole-batch working set (input and "
+                    "output of every sample; capped at the buffer, a larger one streams the batch in sample tiles), "
+                    "or the largest one-sample working set (layers stream their batch sample by sample)")
 
 
 class SharedComponents(Params):
@@ -97,10 +93,10 @@ class SharedComponents(Params):
     register_bit: RegisterCard = Field(description="register bit of the operand buffers and accumulators")
     write_driver: WriteDriverCard
     digital_unit: DigitalUnitCard
-    global_buffer: GlobalBufferCard = Field(description="on-chip SRAM holding activations, errors, master weights")
-    dram: DramCard = Field(description="off-chip DRAM")
-    interconnect: InterconnectCard = Field(description="wires between the buffer, the macro and the digital unit")
-    logic_leakage: LogicLeakageCard = Field(description="static power of the peripheral logic per area")
+    global_buffer: chip.GlobalBufferCard = Field(description="on-chip SRAM holding activations, errors, master weights")
+    dram: chip.DramCard = Field(description="off-chip DRAM")
+    interconnect: chip.InterconnectCard = Field(description="wires between the buffer, the macro and the digital unit")
+    logic_leakage: chip.LogicLeakageCard = Field(description="static power of the peripheral logic per area")
 
 
 LEVELS = ("array", "periphery", "buffer", "dram", "interconnect", "digital", "leakage")
@@ -156,7 +152,7 @@ class ArrayCircuit:
         self.device = device
         self.t_cycle_s = t_cycle_s
         self.blocks: dict[str, Component] = self._build_blocks()
-        if isinstance(self.blocks.get("interconnect"), Interconnect):
+        if isinstance(self.blocks.get("interconnect"), chip.Interconnect):
             self.blocks["interconnect"].placed(self.area_m2())
         entries: dict[tuple[str, str], ActionSpec] = {(device.component, a): s for a, s in device.actions().items()}
         for role, block in self.blocks.items():
@@ -180,10 +176,10 @@ class ArrayCircuit:
             "output_buffer": Buffer("output_buffer", c.register_bit, tech, "write_bit"),
             "write_driver": WriteDriver("write_driver", c.write_driver, tech, pulses),
             "digital": DigitalUnit("digital", c.digital_unit, tech),
-            "global_buffer": GlobalBuffer("global_buffer", c.global_buffer, tech),
-            "dram": Dram("dram", c.dram, tech),
-            "interconnect": Interconnect("interconnect", c.interconnect, tech),
-            "logic_leakage": LogicLeakage("logic_leakage", c.logic_leakage, tech),
+            "global_buffer": chip.GlobalBuffer("global_buffer", c.global_buffer, tech),
+            "dram": chip.Dram("dram", c.dram, tech),
+            "interconnect": chip.Interconnect("interconnect", c.interconnect, tech),
+            "logic_leakage": chip.LogicLeakage("logic_leakage", c.logic_leakage, tech),
         }
 
     def level(self, component: str) -> str:
@@ -195,11 +191,11 @@ class ArrayCircuit:
     # --- the chip's memory ----------------------------------------------------------
 
     @property
-    def buffer(self) -> GlobalBuffer:
+    def buffer(self) -> chip.GlobalBuffer:
         return self.blocks["global_buffer"]
 
     @property
-    def dram(self) -> Dram:
+    def dram(self) -> chip.Dram:
         return self.blocks["dram"]
 
     def dram_cycles(self, bits: float) -> int:

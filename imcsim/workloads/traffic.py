@@ -6,8 +6,9 @@ training memory, :mod:`imcsim.workloads.memory`):
 * **weights** stay in the arrays; deployment reads them from DRAM once;
 * **working set** of a layer: its input and output activations (or errors) while it runs. A layer whose
   whole-batch working set does not fit the buffer streams the batch in sample tiles; one sample's must fit,
-  else the run is refused (:class:`BufferTooSmall`). The largest whole-batch working set (capped at the
-  buffer) is reserved;
+  else the run is refused (:class:`BufferTooSmall`). The circuit's ``memory.working_set`` says what is kept
+  free for it: the largest whole-batch working set (``batch``, capped at the buffer) or the largest
+  one-sample working set (``sample``: layers stream their batch sample by sample);
 * **master weights and optimizer state** (32 bits each per trainable parameter) and the **activations kept
   for backward** (:attr:`LayerCall.kept_bits`: a trainable layer's input, batch-norm inputs, ReLU masks) are
   placed by the circuit's ``memory.policy``: ``on_chip_first`` keeps the master state, then the kept
@@ -104,7 +105,7 @@ def place(graph: LayerGraph, memory: TrainingMemory | None, macro: ArrayCircuit)
         raise BufferTooSmall(f"the global buffer holds {_kib(capacity)} but layer {layer!r} needs "
                              f"{_kib(per_sample_ws)} for one sample's input and output; raise {BUFFER_KEY} to "
                              f"at least {math.ceil(per_sample_ws / 8192)}")
-    reserve = min(batch_ws, capacity)
+    reserve = min(batch_ws, capacity) if macro.card.memory.working_set == "batch" else per_sample_ws
     master = (memory.weights_trainable + memory.optimizer) if memory is not None else 0
     kept = [(c.name, c.kept_bits) for c in reversed(graph.calls) if c.kept_bits]
     if policy == "on_chip":
