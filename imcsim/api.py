@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from imcsim import REPORT_SCHEMA_VERSION, __version__
+from imcsim.chip import Chip, MacroFull, PlacementError
 from imcsim.circuits import ArrayCircuit, CapacityError, MappingError, build_circuit
 from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost, static_cost
@@ -52,6 +53,14 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
     _check_finite(loaded, "device", _built(loaded, "device", lambda: {
         name: value for name, (value, _unit) in device.figures().items()}))
     macro = _built(loaded, "circuit", lambda: build_circuit(cfg.circuit, device))
+    others = {}
+    for name, parts in cfg.chip.macros.items():  # further macros of a chip, each of its own cards
+        key = f"chip.macros.{name}"
+        dev = _built(loaded, f"{key}.device", lambda parts=parts: build_device(parts["device"], seed=cfg.seed))
+        others[name] = _built(loaded, f"{key}.circuit", lambda parts=parts, dev=dev: build_circuit(parts["circuit"],
+                                                                                                   dev))
+    if others:
+        macro = Chip(macro, others, cfg.chip.placement)
     _check_finite(loaded, "circuit", _built(loaded, "circuit", lambda: {
         **{f"{c}.{a}.{what}": v for (c, a), spec in macro.actions.items()
            for what, v in (("energy_j", spec.cost.energy_j), ("latency_s", spec.cost.latency_s))},
@@ -211,16 +220,32 @@ def check_capacity(loaded: LoadedConfig, hardware: HardwareModel | None = None) 
             raise InputError(str(err), file=loaded.where(key), key=key) from None
         placed: dict[str, tuple[str, int]] = {}
         try:
+            macro.assign_layers({layer.name: layer.trainable for layer in layers})
+        except PlacementError as err:
+            raise InputError(str(err), file=loaded.where(err.key), key=err.key) from None
+        per_macro: dict[str, int] = {}
+        try:
             for layer in layers:
                 for name, tiles in macro.placement(layer.name, layer.k, layer.n, layer.groups).items():
                     placed[name] = (layer.part, math.prod(tiles))
+                    home = macro.macro_of(layer.name)
+                    per_macro[home] = per_macro.get(home, 0) + math.prod(tiles)
         except MappingError as err:
             raise InputError(f"{err}; choose a bitserial_macro circuit card", file=loaded.where("circuit.card"),
                              key="circuit.card") from None
+        others = {home: n for home, n in per_macro.items() if home != "main"}
+        checks = [("main", per_macro.get("main", 0), a.n_subarrays, "circuit.array.n_subarrays")] if others else []
+        checks += [(home, n, macro.circuits[home].card.array.n_subarrays,
+                    f"chip.macros.{home}.circuit.array.n_subarrays") for home, n in others.items()]
+        for home, n, have, key in checks:  # each macro of a chip has an array of its own
+            if n > have:
+                raise InputError(f"the layers placed in macro {home} need {n} {unit} but it has {have}; raise {key} "
+                                 f"to at least {n}", file=loaded.where(key), key=key)
         parts: dict[str, int] = {}
         for part, n in placed.values():
             parts[part] = parts.get(part, 0) + n
-        cap = Capacity(sum(parts.values()), a.n_subarrays, unit, parts, method)
+        spare = sum(macro.circuits[home].card.array.n_subarrays for home in others)
+        cap = Capacity(sum(parts.values()), a.n_subarrays + spare, unit, parts, method)
         if best is None or cap.needed > best.needed:
             best = cap
     if not best.fits:
@@ -250,7 +275,7 @@ def _count_key(loaded: LoadedConfig, card, hw: HardwareModel) -> tuple | None:
     kind, cells and write-count key, the cycle time and the seed. None when they cannot be reused (a device
     whose writes are stochastic; functional runs)."""
     dev_key = hw.device.write_count_key()
-    if dev_key is None or loaded.config.run.mode != "cost_only":
+    if dev_key is None or loaded.config.run.mode != "cost_only" or loaded.config.chip.macros:
         return None
     workload = model_key(card) if card.kind == "continual_learning" else card.model_dump_json()
     return (workload, json.dumps(loaded.resolved["circuit"], sort_keys=True), type(hw.device).__name__,
@@ -294,7 +319,7 @@ def _count(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
         if cfg.run.mode == "cost_only":
             return run_cost_only(card, hw.macro, cfg.seed)
         return run_continual(card, hw.macro, cfg.seed, dev, progress, shared)
-    except BufferTooSmall as err:
+    except (BufferTooSmall, MacroFull, PlacementError) as err:
         raise InputError(str(err), file=loaded.where(err.key), key=err.key) from None
     except CapacityError as err:
         key = "circuit.array.n_subarrays"

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
 from imcsim import units
 from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
@@ -84,6 +84,45 @@ class RunOptions(Params):
                     "(energy_per_day_j)")
 
 
+class ChipPlacement(Params):
+    """Section ``chip.placement``: which macro stores each layer's weights."""
+
+    policy: Literal["single", "trainable", "by_name"] = Field(
+        "single", description="single: every layer in the main macro (device + circuit); trainable: the layers whose "
+                              "weights train in the macro named by 'macro'; by_name: each layer in the macro of the "
+                              "first glob of 'layers' its name matches (else the main macro)")
+    macro: str | None = Field(None, description="the macro of the trainable layers (policy trainable)")
+    layers: dict[str, str] = Field(default_factory=dict, description="layer-name glob -> macro (policy by_name); "
+                                   "'main' names the main macro")
+
+
+class ChipOptions(Params):
+    """Section ``chip``: further macros beside the main one (``device`` + ``circuit``), each a device card and a
+    circuit card (default: the main circuit card), sharing the main circuit's buffer, DRAM and digital unit."""
+
+    macros: dict[str, Any] = Field(default_factory=dict, description="name -> {device: {card: ...}, circuit: "
+                                   "{card: ...}}")
+    placement: ChipPlacement = ChipPlacement()
+
+    @model_validator(mode="after")
+    def _names(self) -> ChipOptions:
+        bad = [n for n in self.macros if n == "main" or not n.isidentifier()]
+        if bad:
+            raise FieldError(f"macros.{bad[0]}", "a macro name is a plain identifier and not 'main'")
+        p = self.placement
+        known = sorted(self.macros)
+        if p.policy == "trainable" and p.macro not in self.macros:
+            raise FieldError("placement.macro", f"names no macro of chip.macros (got {shorten(p.macro)}; "
+                                                f"have: {', '.join(known) or 'none'})")
+        for glob, name in p.layers.items():
+            if name != "main" and name not in self.macros:
+                raise FieldError(f"placement.layers.{glob}", f"names no macro (got {shorten(name)}; have: main"
+                                                             f"{''.join(', ' + k for k in known)})")
+        if p.policy == "by_name" and not p.layers:
+            raise FieldError("placement.layers", "policy by_name needs at least one glob -> macro")
+        return self
+
+
 MAX_NAME_BYTES = 200
 """Longest run name (UTF-8 bytes): the name becomes a folder, and its hidden siblings add a few characters
 to it within the 255 bytes most file systems allow."""
@@ -115,6 +154,7 @@ class RunConfig(Params):
     circuit: Any
     workload: Any
     run: RunOptions = RunOptions()
+    chip: ChipOptions = ChipOptions()
 
 
 @dataclass(frozen=True)
@@ -552,21 +592,61 @@ def _origin_finder(origins: Mapping[str, str], default: str):
     return where
 
 
-def _validate_section(section: str, tree: dict[str, Any], where) -> Params:
+def _chip_macros(tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    chip = tree.get("chip")
+    macros = chip.get("macros") if isinstance(chip, dict) else None
+    return macros if isinstance(macros, dict) else {}
+
+
+def _resolve_chip(tree: dict[str, Any], main_circuit: Any, config_path: Path, library: Path,
+                  origins: dict[str, str], shown: str) -> None:
+    """Read the device and circuit cards of each ``chip.macros.NAME`` (a macro without a circuit takes the main
+    circuit section: its card and overrides), recording origins under ``chip.macros.NAME.<device|circuit>``."""
+    chip = tree["chip"]
+    if not isinstance(chip, dict):
+        raise InputError(f"must be a mapping with macros and placement (got {shorten(chip)})", file=shown, key="chip")
+    macros = chip.get("macros", {})
+    if not isinstance(macros, dict):
+        raise InputError(f"must be a mapping of name -> macro (got {shorten(macros)})", file=shown,
+                         key="chip.macros")
+    for name, macro in macros.items():
+        prefix = f"chip.macros.{name}"
+        if not isinstance(macro, dict) or "device" not in macro:
+            raise InputError("must be a mapping with a 'device' (and optionally a 'circuit') section",
+                             file=shown, key=prefix)
+        entries = {"device": macro["device"],
+                   "circuit": macro.get("circuit", copy.deepcopy(main_circuit))}
+        for part, value in entries.items():
+            key = f"{prefix}.{part}"
+            if not isinstance(value, dict) or "card" not in value:
+                raise InputError("must be a mapping with a 'card' key (a card name or path)", file=shown, key=key)
+            card_path = _card_path(part, value["card"], config_path, library, shown, f"{key}.card") \
+                if isinstance(value["card"], str) and value["card"].strip() else None
+            if card_path is None:
+                raise InputError("must be a card name or a path to a card file", file=shown, key=f"{key}.card")
+            body, card_shown = _read_card(card_path, key)
+            _record(body, card_shown, origins, key)
+            _merge(body, {k: v for k, v in value.items() if k != "card"}, shown, origins, key)
+            macro[part] = body
+        macro["_circuit_path"] = card_path
+
+
+def _validate_section(section: str, tree: dict[str, Any], where, prefix: str | None = None) -> Params:
     _, kinds = SECTIONS[section]
+    prefix = prefix or section
     if not isinstance(tree, dict):
-        raise InputError(f"must be a mapping of card fields (got {shorten(tree)})", file=where(section), key=section)
+        raise InputError(f"must be a mapping of card fields (got {shorten(tree)})", file=where(prefix), key=prefix)
     kind = tree.get("kind")
     if not isinstance(kind, str) or kind not in kinds:
         hint = _did_you_mean(str(kind), list(kinds)) if isinstance(kind, str) else ""
         raise InputError(
-            f"must be one of {sorted(kinds)}{hint} (got {shorten(kind)})", file=where(f"{section}.kind"),
-            key=f"{section}.kind"
+            f"must be one of {sorted(kinds)}{hint} (got {shorten(kind)})", file=where(f"{prefix}.kind"),
+            key=f"{prefix}.kind"
         )
     try:
-        return validate_model(kinds[kind], tree, section, where)
+        return validate_model(kinds[kind], tree, prefix, where)
     except UnknownKeyError as err:
-        kind_origin = where(f"{section}.kind")
+        kind_origin = where(f"{prefix}.kind")
         if kind_origin == err.file:
             raise
         raise UnknownKeyError(f"{err.message}: {section}.kind is {kind!r}, set by {kind_origin}, and a {kind} card has "
@@ -598,6 +678,8 @@ def load_config(
         parts, value = parse_set(item)
         if len(parts) == 2 and parts[0] in SECTIONS and parts[1] == "card":
             card_sets[parts[0]] = value
+        elif len(parts) == 5 and parts[:2] == ["chip", "macros"] and parts[3] in SECTIONS and parts[4] == "card":
+            _apply_set(raw, parts, value, {}, "")  # a macro's card, swapped before cards are resolved
         else:
             rest_sets.append(item)
     for section, card in card_sets.items():
@@ -626,6 +708,8 @@ def load_config(
         else:
             tree[key] = copy.deepcopy(value)
             _record(value, shown, origins, key)
+    if "chip" in tree:
+        _resolve_chip(tree, raw.get("circuit"), path, lib, origins, shown)
     for item in rest_sets:
         parts, value = parse_set(item)
         if parts[0] in SECTIONS and parts[0] not in tree:
@@ -638,6 +722,10 @@ def load_config(
     model_files = _resolve_model_files(tree, where)
     if isinstance(tree.get("circuit"), dict):
         resolve_components(tree["circuit"], "circuit", card_paths.get("circuit", path), lib, origins, where)
+    for name, macro in _chip_macros(tree).items():
+        key = f"chip.macros.{name}.circuit"
+        if isinstance(macro.get("circuit"), dict):
+            resolve_components(macro["circuit"], key, macro.pop("_circuit_path", path), lib, origins, where)
     _check_numbers(tree, "", where)
     _check_schema_version(tree.get("schema_version"), where("schema_version"))
     typed: dict[str, Any] = {}
@@ -645,14 +733,28 @@ def load_config(
         if section not in tree:
             raise InputError("missing (required): give a mapping with a 'card' key", file=shown, key=section)
         typed[section] = _validate_section(section, tree[section], where)
+    for name, body in _chip_macros(tree).items():
+        unknown = sorted(set(body) - {"device", "circuit"})
+        if unknown:
+            key = f"chip.macros.{name}.{unknown[0]}"
+            raise UnknownKeyError(f"unknown key '{unknown[0]}' (valid: circuit, device)", file=where(key), key=key)
+    macros = {name: {part: _validate_section(part, body[part], where, prefix=f"chip.macros.{name}.{part}")
+                     for part in ("device", "circuit")} for name, body in _chip_macros(tree).items()}
     rest = {k: v for k, v in tree.items() if k not in SECTIONS}
     base = validate_model(RunConfig, {**rest, **{s: {} for s in SECTIONS}}, "", where)
     config = base.model_copy(update=typed)
+    if macros:
+        config = config.model_copy(update={"chip": config.chip.model_copy(update={"macros": macros})})
     resolved = {
         **{k: v for k, v in base.model_dump(mode="json", by_alias=True).items() if k not in SECTIONS},
         **{s: typed[s].model_dump(mode="json", by_alias=True) for s in SECTIONS},
         "cards": cards,
     }
+    if macros:
+        resolved["chip"]["macros"] = {name: {part: card.model_dump(mode="json", by_alias=True)
+                                             for part, card in m.items()} for name, m in macros.items()}
+    elif not tree.get("chip"):
+        resolved.pop("chip", None)  # a single-macro run hashes as before the chip section existed
     if model_files:
         resolved["model_files"] = model_files
     return LoadedConfig(config=config, path=path, cards=cards, resolved=resolved, origins=origins)

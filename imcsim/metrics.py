@@ -28,7 +28,7 @@ from imcsim.devices import MemoryDevice
 from imcsim.errors import InputError
 from imcsim.models.backbone import architecture_hash, model_provenance
 from imcsim.ops import PHASES, TRAINING_PHASES, OpRecord
-from imcsim.sim.tally import Tally, WriteStats, measured_activity
+from imcsim.sim.tally import Tally, WriteStats, measured_activity, tally_ops
 from imcsim.sim.timeline import RunTimeline, energy_over_time, step_power_profile
 from imcsim.units import SECONDS_PER_YEAR, unit_of_name
 from imcsim.workloads.continual import ContinualResult
@@ -91,9 +91,38 @@ class RunContext:
 
     @cached_property
     def lifetime_steps(self) -> float:
-        endurance = self.device.endurance_cycles
-        rate = self.max_writes_per_step
-        return endurance / rate if rate > 0 and math.isfinite(endurance) else math.inf
+        """Steps until the most written cell wears out; on a chip of several macros, the macro that wears first
+        (each macro's hottest cell against its own device's endurance)."""
+        circuits = getattr(self.macro, "circuits", None)
+        if not circuits:
+            endurance = self.device.endurance_cycles
+            rate = self.max_writes_per_step
+            return endurance / rate if rate > 0 and math.isfinite(endurance) else math.inf
+        best = math.inf
+        for name, circuit in circuits.items():
+            sub = tally_ops([op for op in self.result.ops if op.kind == "write"
+                             and self.macro.macro_of(op.home) == name])
+            rate = (sub.write_stats(0).max_writes / self.steps if self.scale == 1.0 and self.steps
+                    else sub.pooled_max_write_rate(circuit.cells_per_weight) / max(1, self.counted_steps))
+            endurance = circuit.device.endurance_cycles
+            if rate > 0 and math.isfinite(endurance):
+                best = min(best, endurance / rate)
+        return best
+
+    @cached_property
+    def inter_macro_bits_per_step(self) -> float | None:
+        """Activation and error bits per step whose producer and consumer layers sit in different macros."""
+        if not getattr(self.macro, "others", None):
+            return None
+        graph = next(iter(self.result.graphs.values()), None)
+        if graph is None:
+            return 0.0
+        bits = 0.0
+        for c in graph.calls:
+            home = self.macro.macro_of(c.name)
+            if any(p in graph and self.macro.macro_of(p) != home for p, _ in c.producers):
+                bits += c.in_elems * 8 * (2 if c.input_grad else 1)
+        return bits
 
     @cached_property
     def phase_energy_j(self) -> dict[str, float]:
@@ -179,10 +208,10 @@ def transfer_cycles(op: OpRecord, bits_per_cycle: int) -> int:
         op.counts.get(("input_buffer", "read_bit"), 0), op.counts.get(("output_buffer", "write_bit"), 0)))
 
 
-def _pulses(c: CostResult, device: MemoryDevice) -> int:
-    """Device write pulses among the counted actions."""
-    return round(sum(n for (comp, action), n in c.counts.items()
-                     if comp == device.component and action.endswith("_pulse")))
+def _pulses(c: CostResult, macro: ArrayCircuit) -> int:
+    """Device write pulses among the counted actions (the cells of every macro of a chip)."""
+    cells = macro.device_components
+    return round(sum(n for (comp, action), n in c.counts.items() if comp in cells and action.endswith("_pulse")))
 
 
 Compute = Callable[[RunContext], Any]
@@ -327,6 +356,10 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
            lambda c: c.traffic_bits_per_step["dram"] / 8, label="DRAM/step", **TRAINED),
     Metric("buffer_traffic_per_step_bytes", "step", "bytes read from and written to the global buffer per "
            "training step", lambda c: c.traffic_bits_per_step["buffer"] / 8, **TRAINED),
+    Metric("inter_macro_traffic_per_step_bytes", "step", "activations and errors per training step that pass "
+           "between layers held in different macros of the chip (through the shared buffer)",
+           lambda c: None if c.inter_macro_bits_per_step is None else c.inter_macro_bits_per_step / 8,
+           when="chips of several macros (chip.macros)", **TRAINED),
     Metric("memory_dram_state_bytes", "step", "training state placed in DRAM: spilled kept activations, master "
            "weights and optimizer state when they do not stay on chip",
            lambda c: c.placement.dram_state_bits / 8 if c.placement else None, when=MEMORY),
@@ -387,8 +420,8 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("utilization_scratch", "run", "busy fraction of the scratch subarrays (in-array weight gradient)",
            _utilization("scratch"), fraction=True, when="circuit.dataflow.weight_grad=in_array", **TRAINED),
     Metric("write_pulses", "run", "write pulses on the memory cells during training",
-           lambda c: _pulses(c.train, c.device), label="pulses", **TRAINED),
-    Metric("write_pulses_deploy", "run", "write pulses of the deployment", lambda c: _pulses(c.deploy, c.device),
+           lambda c: _pulses(c.train, c.macro), label="pulses", **TRAINED),
+    Metric("write_pulses_deploy", "run", "write pulses of the deployment", lambda c: _pulses(c.deploy, c.macro),
            **TRAINED),
     Metric("cells_ever_written", "run", "cells written at least once during training (each counted once)",
            lambda c: c.write_stats.cells_ever_written, label="cells written", **TRAINED),
@@ -601,7 +634,7 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
         labels = list(result.repeat_names) or ([name] if reps == 1 else [f"{name}#{i + 1}" for i in range(reps)])
         for label in labels:
             rows.append({"task": label, "steps": steps * share, "energy_j": c.total_energy_j,
-                         "latency_s": c.total_latency_s, "write_pulses": _pulses(c, ctx.device),
+                         "latency_s": c.total_latency_s, "write_pulses": _pulses(c, ctx.macro),
                          "cells_programmed": round(tally.programmed_by_task[name] * share)})
     return rows
 

@@ -15,6 +15,7 @@ LAYERS = [
     {"devices"},
     {"components"},
     {"circuits"},
+    {"chip"},
     {"workloads", "models"},
     {"methods"},
     {"sim", "cost"},

@@ -43,7 +43,7 @@ ACTIONS = ActionTable({
 
 
 def view(drivers: int = 1, ports: int = 1, bits_per_cycle: int = 1 << 20) -> MacroView:
-    return MacroView(actions=ACTIONS, device_component="cell", t_cycle_s=T_CYCLE, subarrays={"L1": 1, "L2": 1},
+    return MacroView(actions=ACTIONS, device_components=frozenset({"cell"}), t_cycle_s=T_CYCLE, subarrays={"L1": 1, "L2": 1},
                      drivers_per_subarray=1, write_drivers=drivers, scratch_subarrays=1, buffer_ports=ports,
                      buffer_bits_per_cycle=bits_per_cycle)
 
@@ -123,7 +123,7 @@ def random_steps(draw):
     for i in range(n_layers):
         ops.append(write(f"L{i}", draw(st.integers(0, 40))))
     subarrays = {f"L{i}": draw(st.integers(1, 3)) for i in range(n_layers)}
-    v = MacroView(actions=ACTIONS, device_component="cell", t_cycle_s=T_CYCLE, subarrays=subarrays,
+    v = MacroView(actions=ACTIONS, device_components=frozenset({"cell"}), t_cycle_s=T_CYCLE, subarrays=subarrays,
                   drivers_per_subarray=1, write_drivers=draw(st.integers(1, 4)), scratch_subarrays=1,
                   buffer_ports=draw(st.integers(1, 3)), buffer_bits_per_cycle=draw(st.sampled_from([64, 256, 1024])))
     return ops, LayerGraph(calls), v

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -181,6 +182,17 @@ class ArrayCircuit:
             "interconnect": chip.Interconnect("interconnect", c.interconnect, tech),
             "logic_leakage": chip.LogicLeakage("logic_leakage", c.logic_leakage, tech),
         }
+
+    @property
+    def device_components(self) -> frozenset[str]:
+        """The components whose actions are the cells' (one per macro of a chip)."""
+        return frozenset({self.device.component})
+
+    def assign_layers(self, trainable: Mapping[str, bool]) -> None:
+        """Give each layer its macro (a chip of several macros; one macro holds every layer)."""
+
+    def macro_of(self, layer: str) -> str:
+        return "main"
 
     def level(self, component: str) -> str:
         """The level of :data:`LEVELS` a component's energy belongs to."""

@@ -213,7 +213,7 @@ class MacroView:
     """What the scheduler needs to know about the macro."""
 
     actions: ActionTable
-    device_component: str
+    device_components: frozenset[str]  # the cells' components (a write op's pulse time is theirs)
     t_cycle_s: float
     subarrays: Mapping[tuple[str, str], int]  # stored matrix (layer, region) -> subarrays it occupies
     drivers_per_subarray: int
@@ -237,7 +237,7 @@ def op_energy_j(op: OpRecord, actions: ActionTable, per_key: dict | None = None)
 
 
 def _pulse_time_s(op: OpRecord, view: MacroView) -> float:
-    return sum(n * view.actions.latency_s(k) for k, n in op.counts.items() if k[0] == view.device_component)
+    return sum(n * view.actions.latency_s(k) for k, n in op.counts.items() if k[0] in view.device_components)
 
 
 def _io_cycles(bits: float, view: MacroView) -> int:

@@ -26,7 +26,7 @@ def macro_view(macro: ArrayCircuit) -> MacroView:
     a = macro.card.array
     return MacroView(
         actions=macro.actions,
-        device_component=macro.device.component,
+        device_components=macro.device_components,
         t_cycle_s=macro.t_cycle_s,
         subarrays={key: s.row_tiles * s.col_tiles for key, s in macro.matrices().items()},
         drivers_per_subarray=a.write_drivers_per_subarray,

@@ -402,6 +402,7 @@ def array_layers(card: AdaptationCard, mode: str) -> list[ArrayLayer]:
         with torch.random.fork_rng(devices=[]):
             model, adapters = _adapted_model(card, card.model, [(f"task{i}", 2) for i in range(card.n_tasks)], "cpu")
     digital = {id(m) for m in _digital_layers(card, model, adapters)}
+    trained_parameters(model, method_for(KIND, card.method))  # which layers train (a chip may place them apart)
     return array_layers_of([m for m in imc_modules(model) if id(m) not in digital], _part)
 
 

@@ -277,6 +277,7 @@ def _array_layers(key: tuple[str, str], mode: str) -> tuple[ArrayLayer, ...]:
         with torch.random.fork_rng(devices=[]):  # built on the CPU; torch's RNG is left as it was
             backbone = backbone_of(card, SOURCE_CHANNELS[card.pretrain.task.source], card.model.image_size)
             model = deployed_model(card, backbone, [(t.name, len(t.classes)) for t in card.tasks])
+    _set_trainable(model, card.method)  # which layers train (a chip may place them in a macro of their own)
     return tuple(array_layers_of(imc_modules(model), _part, grouped=mode == "cost_only"))
 
 

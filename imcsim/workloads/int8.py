@@ -363,6 +363,7 @@ class ArrayLayer(NamedTuple):
     n: int
     groups: int = 1
     part: str = ""
+    trainable: bool = False  # its weights train (on some task)
 
 
 def array_layers_of(modules: list[IMCModule], part_of: Callable[[str], str], grouped: bool = False
@@ -376,8 +377,8 @@ def array_layers_of(modules: list[IMCModule], part_of: Callable[[str], str], gro
     """
     if grouped:
         return [ArrayLayer(m.name, math.prod(m.weight.shape[1:]), m.weight.shape[0] // getattr(m, "groups", 1),
-                           getattr(m, "groups", 1), part_of(m.name)) for m in modules]
-    return [ArrayLayer(name, *w.shape, 1, part_of(m.name))
+                           getattr(m, "groups", 1), part_of(m.name), bool(m.weight.requires_grad)) for m in modules]
+    return [ArrayLayer(name, *w.shape, 1, part_of(m.name), bool(m.weight.requires_grad))
             for m in modules for name, w in zip(m.stored_names(), m.weight_matrices(), strict=True)]
 
 

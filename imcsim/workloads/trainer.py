@@ -230,6 +230,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
     trained = trained_parameters(model, method)
     graphs, memory = scenario.trace(model, tasks)
     placements = {name: place(g, memory, macro) for name, g in graphs.items()}  # a buffer too small: refused now
+    macro.assign_layers({m.name: id(m.weight) in trained for m in imc_modules(model)})  # a chip's macro per layer
     step_samples: dict[int, int] = {}
     hw = Hardware(macro=macro, stochastic_rounding=sched.stochastic_rounding,
                   generator=torch.Generator().manual_seed(seed), task="deploy",
@@ -323,6 +324,7 @@ def run_cost_only(scenario: Scenario, macro: ArrayCircuit, seed: int) -> Continu
     stand for every step of every task."""
     plan = scenario.cost_only_plan(macro)
     placements = {plan.task: place(plan.graph, plan.memory, macro)}
+    macro.assign_layers({c.name: c.trainable for c in plan.graph.calls if not c.weightless})
     extra = (*plan.ops, *scenario.method.step_ops(macro, plan.adapters, plan.rows, plan.samples))
     step = cost_only_step(macro, plan.graph, plan.activity, plan.digital_params, plan.task, seed,
                           digital_layers=plan.digital_layers, extra=extra)
