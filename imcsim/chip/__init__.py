@@ -136,12 +136,14 @@ class Chip:
             if macro == "main":
                 raise
             raise MacroFull(f"macro {macro}: {err}", key=f"chip.macros.{macro}.circuit.array.n_subarrays") from None
+        return self._owned(macro, out)
+
+    def _owned(self, macro: str, out):
+        """``out`` (an op, or ops inside lists and tuples) in the chip's terms."""
         if isinstance(out, OpRecord):
             return self._own(macro, out)
-        if isinstance(out, list):
-            return [self._own(macro, o) if isinstance(o, OpRecord) else o for o in out]
-        if isinstance(out, tuple):
-            return tuple(self._own(macro, o) if isinstance(o, OpRecord) else o for o in out)
+        if isinstance(out, (list, tuple)):
+            return type(out)(self._owned(macro, o) for o in out)
         return out
 
     # --- the circuit protocol, routed by layer ---------------------------------------

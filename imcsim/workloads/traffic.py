@@ -25,7 +25,9 @@ Traffic of a step (counted per layer and phase, at 8 bits per activation or erro
   output as it streams out (fused), so they move nothing more;
 * a spilled kept activation is written to DRAM in the forward pass and read back before the layer's
   backward pass; master state in DRAM is read before the update and written after it; the step's input
-  batch is read from DRAM (8 bits per element); deployment reads every stored weight from DRAM.
+  batch is read from DRAM once (8 bits per element of the largest input of the layers that read it: the
+  image a Rep-Net backbone and its first side module share, or a transformer's embedded tokens, which its
+  first projections share); deployment reads every stored weight from DRAM.
 
 Buffer and wire counts are added to the op of the layer and phase that moves the data; DRAM transfers are ops
 of their own (``kind="transfer"``) that the schedule runs on the DRAM channels
@@ -190,8 +192,8 @@ def _step_with_traffic(ops: list[OpRecord], graph: LayerGraph, placement: Placem
         scale = (samples / c.samples) if samples else 1.0
         for phase, counts in buffer_traffic(c, scale).items():
             extra[(c.name, phase)] = counts
-        if not any(p in known for p, _ in c.producers):
-            first_inputs += c.in_elems * ACT_BITS * scale
+        if not any(p in known for p, _ in c.producers):  # the layers that read the input share one read of it
+            first_inputs = max(first_inputs, c.in_elems * ACT_BITS * scale)
     merged: list[OpRecord] = []
     for op in ops:
         counts = extra.pop((op.home, op.phase), None) if op.kind in ("gemm", "digital") else None
