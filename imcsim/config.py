@@ -599,9 +599,11 @@ def _chip_macros(tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _resolve_chip(tree: dict[str, Any], main_circuit: Any, config_path: Path, library: Path,
-                  origins: dict[str, str], shown: str) -> None:
+                  origins: dict[str, str], shown: str) -> dict[str, str]:
     """Read the device and circuit cards of each ``chip.macros.NAME`` (a macro without a circuit takes the main
-    circuit section: its card and overrides), recording origins under ``chip.macros.NAME.<device|circuit>``."""
+    circuit section: its card and overrides), recording origins under ``chip.macros.NAME.<device|circuit>``;
+    returns the card files read, by key."""
+    read: dict[str, str] = {}
     chip = tree["chip"]
     if not isinstance(chip, dict):
         raise InputError(f"must be a mapping with macros and placement (got {shorten(chip)})", file=shown, key="chip")
@@ -628,7 +630,9 @@ def _resolve_chip(tree: dict[str, Any], main_circuit: Any, config_path: Path, li
             _record(body, card_shown, origins, key)
             _merge(body, {k: v for k, v in value.items() if k != "card"}, shown, origins, key)
             macro[part] = body
+            read[key] = card_shown
         macro["_circuit_path"] = card_path
+    return read
 
 
 def _validate_section(section: str, tree: dict[str, Any], where, prefix: str | None = None) -> Params:
@@ -709,7 +713,7 @@ def load_config(
             tree[key] = copy.deepcopy(value)
             _record(value, shown, origins, key)
     if "chip" in tree:
-        _resolve_chip(tree, raw.get("circuit"), path, lib, origins, shown)
+        cards.update(_resolve_chip(tree, raw.get("circuit"), path, lib, origins, shown))
     for item in rest_sets:
         parts, value = parse_set(item)
         if parts[0] in SECTIONS and parts[0] not in tree:
