@@ -417,6 +417,8 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
            _utilization("buffer"), fraction=True, **TRAINED),
     Metric("utilization_write_drivers", "run", "busy fraction of the write drivers over the training time",
            _utilization("write_drivers"), fraction=True, rel=0.1, abs_tol=1e-6),
+    Metric("utilization_dram", "run", "busy fraction of the DRAM channels over the training time (near 1: the "
+           "step is DRAM-bound)", _utilization("dram"), fraction=True, **TRAINED),
     Metric("utilization_scratch", "run", "busy fraction of the scratch subarrays (in-array weight gradient)",
            _utilization("scratch"), fraction=True, when="circuit.dataflow.weight_grad=in_array", **TRAINED),
     Metric("write_pulses", "run", "write pulses on the memory cells during training",

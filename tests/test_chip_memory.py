@@ -199,6 +199,7 @@ def test_slow_dram_lengthens_the_critical_path():
     assert slow["latency_per_step_s"] >= 0.5 * t_dram
     assert slow["latency_per_step_s"] > fast["latency_per_step_s"] + 0.4 * t_dram
     assert slow["energy_train_leakage_j"] > fast["energy_train_leakage_j"]  # static power over the longer time
+    assert slow["utilization_dram"] > 0.5 > fast["utilization_dram"]  # the slow DRAM is busy most of the step
 
 
 def test_leakage_enters_the_energy_and_grows_with_temperature():
