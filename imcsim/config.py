@@ -50,6 +50,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_va
 
 from imcsim import units
 from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
+from imcsim.components.memory import TEMPERATURE_RANGE_K
 from imcsim.devices import CARD_KINDS as DEVICE_KINDS
 from imcsim.errors import FieldError, InputError, UnknownKeyError, shorten
 from imcsim.models.sources import file_digest
@@ -76,7 +77,7 @@ class RunOptions(Params):
         "auto", description="where functional training runs (auto: CUDA when present; adaptation workloads train on the CPU)"
     )
     temperature_k: TemperatureK = Field(
-        300.0, alias="temperature", ge=233.15, le=398.15,
+        300.0, alias="temperature", ge=TEMPERATURE_RANGE_K[0], le=TEMPERATURE_RANGE_K[1],
         description="junction temperature: sets the leakage of the arrays, the buffer and the logic (-40 to 125 C)")
     train_time_per_day_s: TimeS = Field(
         3600.0, alias="train_time_per_day", gt=0.0, le=86400.0,

@@ -261,11 +261,5 @@ class Chip:
         arrays = sum(m.idle_power_w(temperature_k, 0.0, 0.0) for m in self.others.values())  # volatile cells
         return self.main.idle_power_w(temperature_k, buffer_bits, dram_bits) + arrays
 
-    def endurance_of(self, component: str) -> float:
-        """Endurance of the cells a device component names."""
-        macro, _, rest = component.partition(".")
-        device = self.others[macro].device if rest and macro in self.others else self.main.device
-        return device.endurance_cycles
-
 
 __all__ = ["SHARED_ROLES", "Chip", "MacroFull", "PlacementError"]

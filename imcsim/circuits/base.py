@@ -236,12 +236,11 @@ class ArrayCircuit:
         a = self.card.array
         cells = a.rows * a.cols
         used = self.subarrays_used
-        scale = self.card.components.global_buffer.leakage_scale(temperature_k, "temperature")
         shared = self._shared_area_m2()
         per_sub = max(0.0, (self.macro_area_m2() - shared) / a.n_subarrays - cells * self.device.area_per_bit_m2)
         leak = self.blocks["logic_leakage"]
         return {
-            "array": self.device.leakage_per_bit_w * cells * used * scale,
+            "array": self._array_leakage_w(temperature_k),
             "periphery": leak.power_w(per_sub * used + shared, temperature_k),
             "buffer": self.buffer.leakage_w(temperature_k),
             "dram": self.dram.card.background_power_w,
@@ -251,12 +250,17 @@ class ArrayCircuit:
         """Power of holding the trained state between training sessions: the occupied arrays if their cells are
         volatile, the buffer bits that hold state (master weights, optimizer state), DRAM in self refresh if it
         holds any; everything else power-gated."""
-        a = self.card.array
-        scale = self.card.components.global_buffer.leakage_scale(temperature_k, "temperature")
         gb = self.buffer
-        return (self.device.leakage_per_bit_w * a.rows * a.cols * self.subarrays_used * scale
+        return (self._array_leakage_w(temperature_k)
                 + gb.leakage_w(temperature_k) * min(1.0, buffer_bits / gb.capacity_bits)
                 + (self.dram.card.self_refresh_power_w if dram_bits > 0 else 0.0))
+
+    def _array_leakage_w(self, temperature_k: float) -> float:
+        """Leakage of the occupied cell arrays (zero for non-volatile cells); a volatile (6T) cell follows the
+        buffer card's temperature law, the same cell's."""
+        a = self.card.array
+        scale = self.card.components.global_buffer.leakage_scale(temperature_k, "temperature")
+        return self.device.leakage_per_bit_w * a.rows * a.cols * self.subarrays_used * scale
 
     @property
     def macs_per_cycle(self) -> int:

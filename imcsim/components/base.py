@@ -40,14 +40,21 @@ class CostPoint(Params):
 
     def scaled(self, tech: Technology, key: str) -> tuple[float, float]:
         """(energy J, area m^2) at the circuit's node and supply; refuses a node outside :data:`SCALING_RANGE`."""
-        s = tech.node_m / self.node_m
-        lo, hi = SCALING_RANGE
-        if not lo <= s <= hi:
-            raise PhysicsError(
-                f"scaling from its {self.node_m * 1e9:g} nm reference to the circuit's {tech.node_m * 1e9:g} nm "
-                f"node is a factor {s:.3g}, outside the {lo:g}..{hi:g} over which first-order CMOS scaling holds; "
-                "give a component card measured nearer that node", key=key)
+        s = node_ratio(self.node_m, tech, key)
         return self.energy_j * s * (tech.vdd_v / self.vdd_v) ** 2, self.area_m2 * s * s
+
+
+def node_ratio(reference_node_m: float, tech: Technology, key: str) -> float:
+    """The circuit's feature size over a card's reference node; refuses a ratio outside :data:`SCALING_RANGE`
+    (naming ``key``)."""
+    s = tech.node_m / reference_node_m
+    lo, hi = SCALING_RANGE
+    if not lo <= s <= hi:
+        raise PhysicsError(
+            f"scaling from its {reference_node_m * 1e9:g} nm reference to the circuit's {tech.node_m * 1e9:g} nm "
+            f"node is a factor {s:.3g}, outside the {lo:g}..{hi:g} over which first-order CMOS scaling holds; "
+            "give a component card measured nearer that node", key=key)
+    return s
 
 
 class ComponentCard(Params):

@@ -41,7 +41,7 @@ from typing import Literal
 from pydantic import Field
 
 from imcsim.actions import ActionSpec
-from imcsim.components.base import Component, ComponentCard, CostPoint, Technology
+from imcsim.components.base import Component, ComponentCard, CostPoint, Technology, node_ratio
 from imcsim.errors import PhysicsError
 from imcsim.params import (
     CapacitanceF,
@@ -157,9 +157,7 @@ class GlobalBuffer(Component):
                                f"{hi * 1e9:g} nm; the circuit is at {tech.node_m * 1e9:g} nm",
                                key=f"components.{role}.node")
         c = card
-        s = tech.node_m / c.node_m
-        ref = CostPoint(energy=c.bitline_cap_per_cell, area=0.0, node=c.node_m, vdd=c.vdd_v)
-        ref.scaled(tech, f"components.{role}.node")  # refuses a node beyond first-order scaling
+        s = node_ratio(c.node_m, tech, f"components.{role}.node")  # the capacitances scale with feature size
         v = tech.vdd_v
         self.vdd_v = v
         self.capacity_bits = c.capacity_kib * 1024 * 8
@@ -235,7 +233,7 @@ class LogicLeakage(Component):
     def __init__(self, role: str, card: LogicLeakageCard, tech: Technology):
         super().__init__(role, card, tech)
         self.vdd_ratio = tech.vdd_v / card.vdd_v
-        CostPoint(energy=0.0, area=0.0, node=card.node_m, vdd=card.vdd_v).scaled(tech, f"components.{role}.node")
+        node_ratio(card.node_m, tech, f"components.{role}.node")  # the density holds near its node only
 
     def power_w(self, area_m2: float, temperature_k: float) -> float:
         """Static power of ``area_m2`` of logic (subthreshold current ~ vdd through DIBL: P ~ vdd^2, first order)."""
