@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ import numpy as np
 import torch
 
 from imcsim import REPORT_SCHEMA_VERSION, __version__
-from imcsim.chip import Chip, MacroFull, PlacementError
+from imcsim.chip import Chip, MacroFull, PlacementError, macros_of
 from imcsim.circuits import ArrayCircuit, CapacityError, MappingError, build_circuit
 from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost, static_cost
-from imcsim.devices import MemoryDevice, build_device
+from imcsim.devices import MemoryDevice, build_device, device_warnings
+from imcsim.devices.errors import ErrorInjector
 from imcsim.errors import InputError, PhysicsError
 from imcsim.metrics import RunContext, evaluate, method_row
 from imcsim.report import Report
@@ -49,14 +51,16 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
     """Device -> cell costs -> macro action costs. Physics problems name file and key."""
     cfg = loaded.config
     _check_run_options(loaded)
-    device = _built(loaded, "device", lambda: build_device(cfg.device, seed=cfg.seed))
+    device = _built(loaded, "device", lambda: build_device(cfg.device, seed=cfg.seed, temperature_k=cfg.run.temperature_k))
     _check_finite(loaded, "device", _built(loaded, "device", lambda: {
         name: value for name, (value, _unit) in device.figures().items()}))
+    _warn(loaded, "device", device)
     macro = _built(loaded, "circuit", lambda: build_circuit(cfg.circuit, device))
     others = {}
     for name, parts in cfg.chip.macros.items():  # further macros of a chip, each of its own cards
         key = f"chip.macros.{name}"
-        dev = _built(loaded, f"{key}.device", lambda parts=parts: build_device(parts["device"], seed=cfg.seed))
+        dev = _built(loaded, f"{key}.device", lambda parts=parts: build_device(parts["device"], seed=cfg.seed, temperature_k=cfg.run.temperature_k))
+        _warn(loaded, f"{key}.device", dev)
         others[name] = _built(loaded, f"{key}.circuit", lambda parts=parts, dev=dev: build_circuit(parts["circuit"],
                                                                                                    dev))
     if others:
@@ -66,6 +70,14 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
            for what, v in (("energy_j", spec.cost.energy_j), ("latency_s", spec.cost.latency_s))},
         "area_m2": macro.area_m2()}))
     return HardwareModel(device, macro)
+
+
+def _warn(loaded: LoadedConfig, section: str, device: MemoryDevice) -> None:
+    """Report, on stderr, each operating point a device accepts but rates past its card's limit (a write error
+    rate, a half-select disturb), naming the file and the key; the report lists them too."""
+    for key, message in device_warnings(device):
+        full = f"{section}.{key}"
+        print(f"warning: {loaded.where(full)}: {full}: {message}", file=sys.stderr)
 
 
 def _built(loaded: LoadedConfig, section: str, build: Callable):
@@ -311,6 +323,10 @@ def _execute(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
 def _count(loaded: LoadedConfig, card, hw: HardwareModel, dev: torch.device,
            progress: Callable[[str, int, int], None] | None, shared: dict) -> ContinualResult:
     cfg = loaded.config
+    if cfg.run.mode == "functional" and cfg.run.errors == "inject":
+        for macro in macros_of(hw.macro):
+            if hasattr(macro.device, "error_rates"):
+                macro.errors = ErrorInjector(macro.device, cfg.seed)
     try:
         if card.kind == "lora_adaptation":
             if cfg.run.mode == "cost_only":

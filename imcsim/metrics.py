@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from imcsim.chip import macros_of
 from imcsim.circuits.base import LEVELS, ArrayCircuit
 from imcsim.config import RunConfig
 from imcsim.cost import CostResult, cost, static_cost
-from imcsim.devices import MemoryDevice
+from imcsim.devices import MemoryDevice, device_warnings
 from imcsim.errors import InputError
 from imcsim.models.backbone import architecture_hash, model_provenance
 from imcsim.ops import PHASES, TRAINING_PHASES, OpRecord
@@ -206,6 +207,13 @@ def transfer_cycles(op: OpRecord, bits_per_cycle: int) -> int:
     n = len(op.chunk_cycles) if op.chunk_cycles is not None else 1
     return n * sum(math.ceil(bits / n / bits_per_cycle) if bits > 0 else 0 for bits in (
         op.counts.get(("input_buffer", "read_bit"), 0), op.counts.get(("output_buffer", "write_bit"), 0)))
+
+
+def _flips(c, mechanism: str) -> float | None:
+    injectors = [m.errors for m in macros_of(c.macro) if m.errors is not None]
+    if not injectors:
+        return None
+    return float(sum(inj.flips.get(mechanism, 0) for inj in injectors))
 
 
 def _pulses(c: CostResult, macro: ArrayCircuit) -> int:
@@ -444,6 +452,13 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("lifetime_tasks", "run", "tasks until the most written cell wears out",
            lambda c: c.lifetime_steps / (c.steps / c.n_tasks) if c.n_tasks and c.steps else math.inf,
            label="lifetime tasks", higher_is_better=True, **HOTTEST),
+    *[Metric(f"error_flips_{mech}", "run", f"stored bits left wrong by {what} during the run (injected with a "
+             "seeded generator from the device's rates at its operating point; functional runs with "
+             "run.errors: inject)", lambda c, mech=mech: _flips(c, mech), when="functional runs with run.errors: "
+             "inject", abs_tol=2.0)
+      for mech, what in (("write", "failed write pulses"), ("half_select", "half-select disturbs of unselected cells"),
+                         ("read_disturb", "read disturbs"),
+                         ("retried", "write-verify-retry rewrites (cells read back wrong and rewritten)"))],
     Metric("cells_programmed", "run", "cells whose stored value changed, summed over the write-backs (a cell "
            "counts at every write-back that changes it)",
            lambda c: sum(c.tally.programmed_by_task.values()) * c.scale, **TRAINED),
@@ -560,6 +575,7 @@ def tables(ctx: RunContext) -> dict[str, Any]:
         "write_histogram": [list(p) for p in ws.histogram],
         "writes_max_per_layer": ws.per_layer_max,
         "device_figures": {k: {"value": v, "unit": u or "1"} for k, (v, u) in ctx.device.figures().items()},
+        "device_warnings": [f"device.{k}: {m}" for k, m in device_warnings(ctx.device)],
         "model": model_table(ctx),
         "activity": measured_activity(result.ops, [s.values for s in macro.stored.values()])
         if ctx.config.run.mode == "functional" else {},

@@ -262,4 +262,11 @@ class Chip:
         return self.main.idle_power_w(temperature_k, buffer_bits, dram_bits) + arrays
 
 
-__all__ = ["SHARED_ROLES", "Chip", "MacroFull", "PlacementError"]
+__all__ = ["SHARED_ROLES", "Chip", "MacroFull", "PlacementError", "macros_of"]
+
+
+def macros_of(circuit) -> list:
+    """The macros of a circuit: a chip's main and further macros, or the one macro."""
+    if isinstance(circuit, Chip):
+        return [circuit.main, *circuit.others.values()]
+    return [circuit]

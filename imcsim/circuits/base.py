@@ -163,6 +163,7 @@ class ArrayCircuit:
         self.transposed: dict[str, StoredMatrix] = {}  # stored copies of W^T (``transposed_copy`` dataflow)
         self._used = 0  # subarrays the stored matrices occupy
         self.scratch: dict[str, np.ndarray] = {}  # operand bit planes left in scratch rows, per layer
+        self.errors = None  # an ErrorInjector when a functional run injects the device's errors
 
     def _build_blocks(self) -> dict[str, Component]:
         raise NotImplementedError

@@ -249,8 +249,11 @@ class BitSerialMacro(ArrayCircuit):
         st = stream.measured(u8, geom, a.rows_per_sense, flow.skip_zero_planes, stored_ones, samples)
         reuse = (stream.measured_reuse(u8, geom, a.rows_per_sense, flow.skip_zero_planes, flow.batch_tile)
                  if self.latched else None)
-        return stream_op(geom, st, self.device.component, phase, name, region, macs=x.shape[0] * k * n, reuse=reuse,
-                         logic_ratio=self.logic_ratio)
+        rec = stream_op(geom, st, self.device.component, phase, name, region, macs=x.shape[0] * k * n, reuse=reuse,
+                        logic_ratio=self.logic_ratio)
+        if self.errors is not None and s.scale == 1.0:
+            self._read_disturb(s, rec.counts.get((self.device.component, "read"), 0))
+        return rec
 
     def _expected_op(self, phase: str, m: int, k: int, n: int, groups: int, samples: int, density: list[float],
                      weight_bit_density: float, layer: str, region: str = "weights") -> OpRecord:
@@ -435,14 +438,53 @@ class BitSerialMacro(ArrayCircuit):
         new = np.asarray(new_int8, dtype=np.int8)
         counts, cell_writes, changed = _WRITE_MEMO.get(self.device, s.values, new, remember=self.memo_writes)
         counts, changed = self.scaled_writes(s, counts, changed)
+        stored = new
+        verify = self.write_verify
+        if verify is not None:  # every written cell is read back
+            counts = {**counts, "read": counts.get("read", 0) + round(np.count_nonzero(cell_writes) * s.scale)}
+        if self.errors is not None and s.scale == 1.0:
+            stored, extra = self._written_with_errors(s.values, new, verify)
+            counts = {a: counts.get(a, 0) + extra.get(a, 0) for a in set(counts) | set(extra)}
         # Pulses of a subarray are issued by its write drivers one after another.
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
         shape = new.shape if s.scale == 1.0 else _whole(new.shape, s.scale, region)
         rec = OpRecord(phase=phase, kind="write", layer=name, region=region, shape=shape,
                        counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers), drivers=drivers,
                        cell_writes=cell_writes, cell_scale=s.scale, changed_weights=changed)
-        s.assign(new)
+        s.assign(stored)
         return rec
+
+    @property
+    def write_verify(self) -> int | None:
+        """Retries of the write-verify-retry policy (None: writes are not verified)."""
+        w = getattr(self.device.card, "write", None)
+        return w.max_retries if getattr(w, "verify", False) else None
+
+    def _written_with_errors(self, old: np.ndarray, new: np.ndarray, retries: int | None
+                             ) -> tuple[np.ndarray, dict[str, int]]:
+        """The INT8 codes a rewrite leaves with the device's errors injected, and the retry writes and verify reads
+        of the write-verify-retry policy (if any)."""
+        target = _cell_bits(new)
+        bits = self.errors.write(_cell_bits(old), target)
+        extra: dict[str, int] = {}
+        for _ in range(retries or 0):
+            if np.array_equal(bits, target):
+                break
+            ev = self.device.count_writes(bits, target)
+            for action, c in ev.counts.items():
+                extra[action] = extra.get(action, 0) + c
+            extra["read"] = extra.get("read", 0) + int(np.count_nonzero(ev.cell_writes))
+            self.errors.flips["retried"] += int(np.count_nonzero(bits != target))
+            bits = self.errors.write(bits, target)
+        return _from_cell_bits(bits, new.shape), extra
+
+    def _read_disturb(self, s: StoredMatrix, reads: int) -> None:
+        """Inject the read-disturb flips of ``reads`` cell reads spread over a stored matrix."""
+        cells = s.values.size * N_BITS
+        bits = _cell_bits(s.values)
+        after = self.errors.read(bits, reads / cells)
+        if after is not bits:
+            s.assign(_from_cell_bits(after, s.values.shape))
 
 
 class _WriteMemo:
@@ -496,6 +538,13 @@ def _transposed(w: np.ndarray, groups: int) -> np.ndarray:
     """The stored transposed copy of ``groups`` K x N matrices stacked along the rows: their N x K transposes."""
     kg, n = w.shape[0] // groups, w.shape[1]
     return np.ascontiguousarray(w.reshape(groups, kg, n).transpose(0, 2, 1).reshape(groups * n, kg))
+
+
+def _from_cell_bits(bits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The K x N int8 matrix whose cells (:func:`_cell_bits`) are ``bits``."""
+    planes = np.asarray(bits, dtype=np.uint8).reshape(shape[0], shape[1], N_BITS)
+    u = (planes << np.arange(N_BITS, dtype=np.uint8)).sum(axis=-1, dtype=np.uint16).astype(np.uint8)
+    return u.view(np.int8)
 
 
 def _cell_bits(w: np.ndarray) -> np.ndarray:

@@ -61,21 +61,36 @@ class MemoryDevice(Protocol):
 class TransistorParams(Params):
     """Card section ``transistor``: the CMOS access/write device of a cell.
 
-    The write transistor is sized to carry the largest write current at
-    ``i_on_per_width``; at that current it drops ``v_drop`` (so its on
-    resistance is ``v_drop / I``). Its area follows a 1T1R layout rule,
-    ``(W / F + 1) * cell_height_f * F^2``.
+    The transistor is sized so that it both carries the largest current it must pass (at most its saturation
+    current ``i_on_per_width`` x W) and drops no more than ``v_drop`` doing so, in the linear region, where its
+    on resistance is ``R_on W = r_on_multiplier x vdd / i_on_per_width`` (the effective-resistance rule of
+    CACTI and NVSim, formula.cpp). The width is the larger of the two, and at least one feature size; its area
+    follows a 1T1R layout rule, ``(W / F + 1) * cell_height_f * F^2``.
     """
 
     feature_size_m: LengthM = Field(alias="feature_size", gt=1e-9, le=500e-9, description="technology node F")
+    vdd_v: VoltageV = Field(alias="vdd", ge=0.3, le=3.3, description="core supply: reads draw their current from it")
     i_on_per_width_a_per_m: CurrentPerWidthAPerM = Field(
         alias="i_on_per_width", gt=10.0, le=5000.0, description="saturation drive current per width (e.g. '1 mA/um')"
     )
-    v_drop_v: VoltageV = Field(alias="v_drop", ge=0.01, le=1.0, description="voltage drop across the on transistor")
+    r_on_multiplier: Number = Field(1.54, gt=0.1, le=10.0,
+                                    description="on resistance x width in units of vdd / i_on_per_width (CACTI: 1.54)")
+    v_drop_v: VoltageV = Field(alias="v_drop", ge=0.01, le=1.0,
+                               description="largest voltage drop the design allows across the on transistor")
     cell_height_f: Number = Field(alias="cell_height_f", gt=1.0, le=50.0, description="cell height in F")
 
+    @property
+    def r_on_width_ohm_m(self) -> float:
+        """On resistance times width (Ohm m)."""
+        return self.r_on_multiplier * self.vdd_v / self.i_on_per_width_a_per_m
+
     def width_for_current_m(self, i_a: float) -> float:
-        return max(i_a / self.i_on_per_width_a_per_m, self.feature_size_m)
+        return max(i_a / self.i_on_per_width_a_per_m, i_a * self.r_on_width_ohm_m / self.v_drop_v,
+                   self.feature_size_m)
+
+    def on_resistance_ohm(self, i_a: float) -> float:
+        """On resistance of the transistor sized for ``i_a``."""
+        return self.r_on_width_ohm_m / self.width_for_current_m(i_a)
 
     def area_for_current_m2(self, i_a: float) -> float:
         f = self.feature_size_m

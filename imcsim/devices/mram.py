@@ -1,16 +1,17 @@
 """STT-MRAM and SOT-MRAM cells built from the same MTJ model, for side-by-side comparison.
 
-* STT-MRAM (1T1MTJ): the write current flows through the MTJ; switching follows
-  the STT critical current I_c0 = J_c0 * area. Write energy per flipped bit:
-  ``I^2 R_MTJ t + I V_drop t`` with R_MTJ the mean of R_P and R_AP at the write
-  bias. One access transistor per bit, sized for the write current.
-* SOT-MRAM (2T1MTJ): the write current flows through the heavy-metal strip
-  under the MTJ (one pitch long); switching follows the SOT critical current.
-  Write energy ``I^2 R_HM t + I V_drop t``. A write transistor sized for the
-  SOT current plus a read transistor sized for the read current.
+* STT-MRAM (1T1MTJ): the write current flows through the MTJ; switching follows Butler's precessional law
+  against the STT critical current of the direction written (P->AP needs more than AP->P, see
+  :mod:`imcsim.devices.mtj`). The barrier voltage of the write current is checked against breakdown, and
+  the barrier's wear under it sets the endurance (:mod:`imcsim.devices.wear`).
+* SOT-MRAM (2T1MTJ): the write current flows through the heavy-metal strip under the MTJ (one pitch long);
+  switching follows the charge-limited SOT law (critical current rising as 1/t for short pulses). A write
+  transistor sized for the SOT current plus a read transistor sized for the read current; the line's
+  electromigration sets the endurance, the barrier sees only reads.
 
-Both write only the bits that change (one pulse per flipped bit, polarity by
-current direction); reads are as for any MTJ (:mod:`imcsim.devices.mtj`).
+Energies are drawn from the supplies: a write pulse costs ``v_supply I t`` (the driver's rail, which must
+deliver the current through the cell and the transistor: checked), a read ``vdd (I_cell + I_ref) t``.
+Both write only the bits that change (one pulse per flipped bit, polarity by current direction).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from pydantic import Field
 from imcsim.actions import ActionCost, ActionSpec
 from imcsim.devices.base import NonVolatileCell, TransistorParams, WriteEvents, flipped_bits
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
-from imcsim.devices.sot import HeavyMetalParams, pulse_energy_j
-from imcsim.devices.switching import WritePath
+from imcsim.devices.sot import HeavyMetalParams, check_geometry, supply_energy_j
+from imcsim.devices.switching import WritePath, sot_critical_current_a, sot_time_s
+from imcsim.devices.wear import WearParams, barrier_cycles, combined, line_cycles
 from imcsim.errors import PhysicsError
-from imcsim.params import CurrentA, Number, Params, TimeS
+from imcsim.params import CurrentA, Number, Params, TimeS, VoltageV
 
 
 class BitWriteParams(Params):
@@ -35,8 +37,13 @@ class BitWriteParams(Params):
 
     i_write_a: CurrentA = Field(alias="i_write", ge=1e-6, le=5e-3)
     t_write_s: TimeS = Field(alias="t_write", gt=1e-12, le=1e-6)
-    tau_d_s: TimeS | None = Field(None, alias="tau_d", gt=1e-13, le=1e-7,
-                                  description="precessional time constant (STT cards)")
+    v_supply_v: VoltageV = Field(alias="v_supply", ge=0.3, le=3.3,
+                                 description="rail of the write driver: the pulse energy is v_supply x I x t")
+    max_error_rate: Number = Field(1e-6, gt=0.0, le=1.0,
+                                   description="write error rate above which the operating point is reported")
+    verify: bool = Field(False, description="write-verify-retry: read every written cell back and rewrite the "
+                                            "wrong ones (the reads and retries are counted)")
+    max_retries: int = Field(2, ge=0, le=16, description="rewrites of a cell that reads back wrong (verify)")
 
 
 class _MRAMCardBase(Params):
@@ -46,7 +53,7 @@ class _MRAMCardBase(Params):
     read: ReadParams
     write: BitWriteParams
     transistor: TransistorParams
-    endurance_cycles: Number = Field(alias="endurance", gt=1.0, le=1e20)
+    wear: WearParams
 
 
 class STTMRAMCard(_MRAMCardBase):
@@ -62,41 +69,94 @@ class SOTMRAMCard(_MRAMCardBase):
     heavy_metal: HeavyMetalParams
 
 
+def check_supply(v_supply: float, i_a: float, r_path_ohm: float, key: str) -> None:
+    """A rail can drive ``i_a`` only through a path of at most ``v_supply / i_a``."""
+    need = i_a * r_path_ohm
+    if need > v_supply:
+        raise PhysicsError(f"{v_supply:g} V cannot drive {i_a * 1e6:.0f} uA through the {r_path_ohm:.0f} Ohm write path "
+                           f"(it needs {need:.2f} V); raise it or lower the current", key=key)
+
+
+def rate_warning(key: str, what: str, value: float, limit: float) -> tuple[str, str] | None:
+    if value > limit:
+        return key, f"{what} {value:.3g} exceeds the limit {limit:.3g}"
+    return None
+
+
 @dataclass(frozen=True)
 class _BitwiseMRAM(NonVolatileCell):
     """Shared part of the one-pulse-per-flipped-bit MRAM cells."""
 
     card: STTMRAMCard | SOTMRAMCard
     mtj: MTJ
+    temperature_k: float
     bits_per_cell: int = 1
 
+    @property
+    def r_read_series_ohm(self) -> float:
+        return 0.0  # the bitline clamp holds v_read across the junction itself
+
+    def read_action(self) -> ActionSpec:
+        rd = self.card.read
+        e = self.mtj.read_energy_j(rd, self.card.transistor.vdd_v, self.r_read_series_ohm)
+        return ActionSpec(ActionCost(e, rd.t_read_s), "one MTJ read: cell and reference branches from vdd", "read")
+
     def actions(self) -> dict[str, ActionSpec]:
-        rd, w = self.card.read, self.card.write
+        w = self.card.write
         return {
-            "read": ActionSpec(ActionCost(self.mtj.read_energy_j(rd), rd.t_read_s), "one MTJ read at V_read", "read"),
+            "read": self.read_action(),
             "write_pulse": ActionSpec(ActionCost(self.e_write_j, w.t_write_s), "one flipped bit written", "write_pulse"),
         }
 
+    @property
+    def e_write_j(self) -> float:
+        w = self.card.write
+        return supply_energy_j(w.v_supply_v, w.i_write_a, w.t_write_s)
+
     def write_count_key(self) -> tuple | None:
-        return ("flipped_bits",)  # one pulse per flipped bit, whatever the card
+        return ("flipped_bits", self.card.write.verify)  # one pulse per flipped bit, whatever the card
 
     def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents:
         flips = flipped_bits(old_bits, new_bits)
         return WriteEvents(counts={"write_pulse": int(flips.sum())}, cell_writes=flips)
 
     def wer(self) -> float:
+        """Write error rate of the harder direction at the operating point."""
         path = self.write_path()
         return float(path.wer(path.i_op_a, path.t_op_s))
 
+    @property
+    def read_cycles(self) -> float:
+        """Reads the barrier survives at the read voltage (its wear under read stress)."""
+        rd = self.card.read
+        return barrier_cycles(self.card.wear, rd.v_read_v, rd.t_read_s)
+
+    def error_rates(self) -> dict[str, float]:
+        """Per-event error probabilities the functional run injects (see :mod:`imcsim.devices.errors`): a 0 -> 1
+        write is P -> AP, a 1 -> 0 write AP -> P."""
+        set_, reset = self.direction_wers()
+        return {"write_set": set_, "write_reset": reset,
+                "read_disturb": self.mtj.read_disturb_probability(self.card.read)}
+
+    def direction_wers(self) -> tuple[float, float]:
+        wer = self.wer()
+        return wer, wer
+
+    def warnings(self) -> list[tuple[str, str]]:
+        w = self.card.write
+        out = [rate_warning("write.max_error_rate", "the write error rate", self.wer(), w.max_error_rate)]
+        return [x for x in out if x is not None]
+
     def _common_figures(self) -> dict[str, tuple[float, str]]:
-        rd, w = self.card.read, self.card.write
+        w, tr = self.card.write, self.card.transistor
         return {
-            **self.mtj.read_figures(rd),
+            **self.mtj.figures(self.card.read, tr.vdd_v, self.r_read_series_ohm),
             "write_energy_per_flipped_bit": (self.e_write_j, "J"),
             "write_latency": (w.t_write_s, "s"),
             "write_error_rate": (self.wer(), ""),
             "area_per_bit": (self.area_per_bit_m2, "m^2"),
             "endurance": (self.endurance_cycles, ""),
+            "endurance_reads": (self.read_cycles, ""),
         }
 
 
@@ -106,41 +166,55 @@ class STTMRAM(_BitwiseMRAM):
     component: str = "stt_cell"
 
     @classmethod
-    def from_card(cls, card: STTMRAMCard) -> STTMRAM:
-        if card.write.tau_d_s is None:
-            raise PhysicsError("an STT card needs the precessional time constant", key="write.tau_d")
-        dev = cls(card=card, mtj=MTJ.from_params(card.mtj))
-        v_mtj = card.write.i_write_a * dev.mtj.r_ap0_ohm
-        if v_mtj > 1.5:
-            raise PhysicsError(
-                f"drives {v_mtj:.2f} V across the MTJ in the AP state; MgO barriers break down near 1.5 V",
-                key="write.i_write",
-            )
+    def from_card(cls, card: STTMRAMCard, temperature_k: float = 300.0) -> STTMRAM:
+        dev = cls(card=card, mtj=MTJ.from_params(card.mtj, temperature_k), temperature_k=temperature_k)
+        w, tr = card.write, card.transistor
+        for direction, name in (("ap", "P->AP"), ("p", "AP->P")):
+            ic = dev.mtj.ic0_a(direction)
+            if w.i_write_a <= ic:
+                raise PhysicsError(f"{w.i_write_a * 1e6:.0f} uA is below the {name} critical current {ic * 1e6:.0f} uA: "
+                                   "the write never switches deterministically", key="write.i_write")
+        v_ap = dev.mtj.check_barrier(w.i_write_a, "write.i_write")
+        check_supply(w.v_supply_v, w.i_write_a, v_ap / w.i_write_a + tr.on_resistance_ohm(w.i_write_a),
+                     "write.v_supply")
+        dev.mtj.check_read(card.read)
         return dev
 
     @property
-    def r_write_ohm(self) -> float:
-        """Mean MTJ resistance seen by the write current (P and AP at the write bias)."""
-        i = self.card.write.i_write_a
-        r_ap = self.mtj.r_ap_at(i * self.mtj.r_p_ohm)
-        return 0.5 * (self.mtj.r_p_ohm + r_ap)
+    def barrier_voltage_v(self) -> float:
+        """Barrier voltage of the write current in the AP state (the higher stress)."""
+        return self.mtj.ap_voltage_at_current(self.card.write.i_write_a)
 
-    @property
-    def e_write_j(self) -> float:
-        w = self.card.write
-        return pulse_energy_j(w.i_write_a, w.t_write_s, self.r_write_ohm, self.card.transistor.v_drop_v)
+    def write_paths(self) -> dict[str, WritePath]:
+        w, m = self.card.write, self.mtj
+        return {d: WritePath(f"STT write {name} (through the MTJ)", m.ic0_a(d), w.i_write_a, w.t_write_s, m.delta,
+                             m.params.tau0_s, m.tau_d_s, m.barrier_exponent)
+                for d, name in (("ap", "P->AP"), ("p", "AP->P"))}
 
     def write_path(self) -> WritePath:
-        w, m = self.card.write, self.card.mtj
-        return WritePath("STT write (through the MTJ)", self.mtj.ic0_stt_a, w.i_write_a, w.t_write_s, m.delta,
-                         m.tau0_s, w.tau_d_s)
+        return self.write_paths()["ap"]  # P->AP: the larger critical current
+
+    def direction_wers(self) -> tuple[float, float]:
+        w = self.card.write
+        return tuple(float(p.wer(w.i_write_a, w.t_write_s)) for p in self.write_paths().values())
+
+    @property
+    def endurance_cycles(self) -> float:
+        """Writes the barrier survives at the write's barrier voltage, reads' wear aside."""
+        w = self.card.write
+        return barrier_cycles(self.card.wear, self.barrier_voltage_v, w.t_write_s)
 
     @property
     def area_per_bit_m2(self) -> float:
         return self.card.transistor.area_for_current_m2(self.card.write.i_write_a)
 
     def figures(self) -> dict[str, tuple[float, str]]:
-        return {**self._common_figures(), "ic0_stt": (self.mtj.ic0_stt_a, "A")}
+        paths = self.write_paths()
+        w = self.card.write
+        return {**self._common_figures(),
+                "write_error_rate_ap_to_p": (float(paths["p"].wer(w.i_write_a, w.t_write_s)), ""),
+                "barrier_voltage_write": (self.barrier_voltage_v, "V"),
+                "transistor_width": (self.card.transistor.width_for_current_m(w.i_write_a), "m")}
 
 
 @dataclass(frozen=True)
@@ -149,34 +223,36 @@ class SOTMRAM(_BitwiseMRAM):
     component: str = "sot_cell"
 
     @classmethod
-    def from_card(cls, card: SOTMRAMCard) -> SOTMRAM:
-        dev = cls(card=card, mtj=MTJ.from_params(card.mtj))
-        hm = card.heavy_metal
-        if hm.width_m < card.mtj.width_m:
-            raise PhysicsError(
-                f"must cover the MTJ width {card.mtj.width_m * 1e9:.0f} nm (got {hm.width_m * 1e9:.0f} nm)",
-                key="heavy_metal.width",
-            )
-        if card.write.i_write_a <= hm.ic0_a:
-            raise PhysicsError(
-                f"must exceed the SOT critical current {hm.ic0_a * 1e6:.0f} uA (got {card.write.i_write_a * 1e6:.0f} uA)",
-                key="write.i_write",
-            )
+    def from_card(cls, card: SOTMRAMCard, temperature_k: float = 300.0) -> SOTMRAM:
+        dev = cls(card=card, mtj=MTJ.from_params(card.mtj, temperature_k), temperature_k=temperature_k)
+        hm, w, tr = card.heavy_metal, card.write, card.transistor
+        check_geometry(hm, card.mtj)
+        if w.i_write_a <= hm.ic0_a:
+            raise PhysicsError(f"{w.i_write_a * 1e6:.0f} uA is below the SOT critical current {hm.ic0_a * 1e6:.0f} uA: "
+                               "the write never switches deterministically", key="write.i_write")
+        check_supply(w.v_supply_v, w.i_write_a, dev.r_hm_ohm + tr.on_resistance_ohm(w.i_write_a), "write.v_supply")
+        dev.mtj.check_read(card.read)
         return dev
 
     @property
     def r_hm_ohm(self) -> float:
-        return self.card.heavy_metal.resistance_ohm(1)
+        return self.card.heavy_metal.resistance_ohm(1, self.temperature_k)
 
     @property
-    def e_write_j(self) -> float:
-        w = self.card.write
-        return pulse_energy_j(w.i_write_a, w.t_write_s, self.r_hm_ohm, self.card.transistor.v_drop_v)
+    def tau_sot_s(self) -> float:
+        return float(sot_time_s(self.mtj.mu0_hk_t))
 
     def write_path(self) -> WritePath:
-        w, m, hm = self.card.write, self.card.mtj, self.card.heavy_metal
-        return WritePath("SOT write (heavy-metal strip)", hm.ic0_a, w.i_write_a, w.t_write_s, m.delta, m.tau0_s,
-                         hm.tau_d_s)
+        w, m, hm = self.card.write, self.mtj, self.card.heavy_metal
+        return WritePath("SOT write (heavy-metal strip)", hm.ic0_a, w.i_write_a, w.t_write_s, m.delta,
+                         m.params.tau0_s, self.tau_sot_s, 1.0, torque="sot")
+
+    @property
+    def endurance_cycles(self) -> float:
+        """Writes the strip survives (electromigration at the write's current density)."""
+        w, hm = self.card.write, self.card.heavy_metal
+        return combined(line_cycles(self.card.wear, hm.current_density(w.i_write_a), w.t_write_s,
+                                    self.temperature_k))
 
     @property
     def area_per_bit_m2(self) -> float:
@@ -185,5 +261,9 @@ class SOTMRAM(_BitwiseMRAM):
         return tr.area_for_current_m2(self.card.write.i_write_a) + tr.area_for_current_m2(i_read)
 
     def figures(self) -> dict[str, tuple[float, str]]:
+        w, hm = self.card.write, self.card.heavy_metal
         return {**self._common_figures(), "r_heavy_metal": (self.r_hm_ohm, "Ohm"),
-                "ic0_sot": (self.card.heavy_metal.ic0_a, "A")}
+                "ic0_sot": (hm.ic0_a, "A"),
+                "ic_sot_at_pulse": (float(sot_critical_current_a(hm.ic0_a, w.t_write_s, self.tau_sot_s)), "A"),
+                "tau_sot": (self.tau_sot_s, "s"),
+                "line_current_density": (hm.current_density(w.i_write_a), "A/m^2")}

@@ -1,26 +1,41 @@
 """SAS-MRAM: STT-assisted SOT MRAM with N MTJs on one shared heavy-metal line.
 
-The seed system (Zhang et al., IEEE TCAD 2024) puts N = 4 MTJs (100 nm x 50 nm)
-on one heavy-metal (HM) strip driven by one write transistor. A group write is
+The seed system (Zhang et al., IEEE TCAD 2024) puts N = 4 MTJs (100 nm x 50 nm) on one heavy-metal (HM)
+strip driven by one write transistor at its near end. A group write is
 
-1. a *reset* pulse: SOT current ``i_reset`` through the strip for ``t_reset``
-   switches every MTJ of the group to the parallel (0) state; then
-2. a *set* pulse: a sub-critical SOT current ``i_set_sot`` for ``t_set`` while
-   an STT current ``i_stt`` flows through the selected MTJs only; the torques
-   add, so only the selected MTJs switch to the antiparallel (1) state.
+1. a *reset* pulse: SOT current ``i_reset`` through the strip for ``t_reset`` switches every MTJ of the group
+   to the parallel (0) state (the charge-limited SOT law, :func:`~imcsim.devices.switching.sot_error_rate`);
+2. a *set* pulse: a sub-critical SOT current ``i_set_sot`` for ``t_set`` while an STT current ``i_stt`` flows
+   through the selected MTJs only, writing P -> AP (the hard direction, its own critical current).
 
-Torque superposition is modelled linearly: the effective drive of a selected
-MTJ is ``i_set_sot / I_c0,SOT + i_stt / I_c0,STT``; unselected MTJs see only
-``i_set_sot / I_c0,SOT`` (their half-select disturb probability is reported).
+How the torques combine follows the card's geometry (``heavy_metal.assist``): *orthogonal* for the
+perpendicular free layer (type z): the SOT lowers the barrier, linearly in its strength ``s = I_SOT /
+I_c,SOT(t)`` (Lee et al., APL 104, 072413 (2014)), and the STT critical current falls with it (``I_c0`` is
+proportional to the barrier), so a selected MTJ switches by Butler's law at ``i = I_STT / (I_c0 (1 - s))``
+with the barrier ``Delta (1 - s)``; *collinear* for an in-plane type-y layer: the anti-damping torques add,
+``i = s + I_STT / I_c0`` (Liu et al., Science 2012).
 
-Energies are the electrical work of each pulse: ``I^2 R_HM t`` in the strip
-plus ``I V_drop t`` in the write transistor, and ``I_stt^2 R_P t`` in each
-selected MTJ. Reads pass V_read across one MTJ (through the shared
-transistor), so one transistor per group serves reads and writes.
+The STT currents of the selected MTJs return through the line toward the transistor, so the line under an
+MTJ carries ``i_set_sot`` plus the STT currents of every selected MTJ beyond it: the half-select disturb of
+an unselected MTJ is taken at the worst case (the nearest MTJ with all others selected), the set error at the
+farthest (no return current helping), and the transistor is sized for the larger of the reset current and
+``i_set_sot + N i_stt``.
+
+Energies are drawn from the write rail (``v_supply I t`` per pulse, the STT currents included) and, for
+reads, from ``vdd`` with the sense reference branch (:mod:`imcsim.devices.mtj`).
+
+The group read is a resistive network (:meth:`SASMRAM.read_margins_a`): the bitlines clamp ``v_read`` on the
+MTJs' top electrodes and the read currents return through the shared line segments and transistor, so
+sensing every MTJ of a group at once lets the others' currents lift the line under each. ``read.scheme``:
+``concurrent`` (allowed only where every worst-case margin clears ``read.min_margin``), ``sequential`` (one
+MTJ of a group at a time: N sense passes per line activation, counted as N times the read latency) or
+``across_rows`` (the MTJs of a group lie in N different rows, so one row activation reads one MTJ per group:
+a group then holds the same bit of N weights in consecutive rows, and updates rewrite groups accordingly).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from math import comb
 from typing import Literal
@@ -31,16 +46,20 @@ from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec
 from imcsim.devices.base import NonVolatileCell, TransistorParams, WriteEvents
+from imcsim.devices.mram import check_supply, rate_warning
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
-from imcsim.devices.sot import HeavyMetalParams, pulse_energy_j
-from imcsim.devices.switching import WritePath, thermal_switch_probability, write_error_rate
-from imcsim.errors import PhysicsError
-from imcsim.params import (
-    CurrentA,
-    Number,
-    Params,
-    TimeS,
+from imcsim.devices.sot import HeavyMetalParams, check_geometry, supply_energy_j
+from imcsim.devices.switching import (
+    WritePath,
+    sot_critical_current_a,
+    sot_error_rate,
+    sot_time_s,
+    thermal_switch_probability,
+    write_error_rate,
 )
+from imcsim.devices.wear import WearParams, barrier_cycles, combined, line_cycles
+from imcsim.errors import PhysicsError
+from imcsim.params import CurrentA, Number, Params, TimeS, VoltageV
 
 
 class GroupWriteParams(Params):
@@ -52,6 +71,14 @@ class GroupWriteParams(Params):
     i_set_sot_a: CurrentA = Field(alias="i_set_sot", ge=1e-6, le=5e-3)
     i_stt_a: CurrentA = Field(alias="i_stt", ge=1e-6, le=1e-3)
     t_set_s: TimeS = Field(alias="t_set", gt=1e-12, le=1e-6)
+    v_supply_v: VoltageV = Field(alias="v_supply", ge=0.3, le=3.3,
+                                 description="rail of the write drivers: each pulse costs v_supply x I x t")
+    max_error_rate: Number = Field(1e-6, gt=0.0, le=1.0,
+                                   description="reset, set or half-select error rate above which the operating "
+                                               "point is reported")
+    verify: bool = Field(False, description="write-verify-retry: read every written cell back and rewrite the "
+                                            "wrong ones (the reads and retries are counted)")
+    max_retries: int = Field(2, ge=0, le=16, description="rewrites of a cell that reads back wrong (verify)")
 
 
 class SASMRAMCard(Params):
@@ -65,7 +92,10 @@ class SASMRAMCard(Params):
     heavy_metal: HeavyMetalParams
     write: GroupWriteParams
     transistor: TransistorParams
-    endurance_cycles: Number = Field(alias="endurance", gt=1.0, le=1e20, description="write cycles a cell survives")
+    wear: WearParams
+
+
+MAX_ENUMERATED_GROUP = 10  # read margins enumerate the other MTJs' states up to this group size
 
 
 @dataclass(frozen=True)
@@ -74,80 +104,128 @@ class SASMRAM(NonVolatileCell):
 
     card: SASMRAMCard
     mtj: MTJ
+    temperature_k: float
     r_hm_ohm: float
     ic0_sot_a: float
+    scheme: str = "concurrent"
     kind: str = "sas_mram"
     component: str = "sas_group"
     bits_per_cell: int = 1
 
     @classmethod
-    def from_card(cls, card: SASMRAMCard) -> SASMRAM:
+    def from_card(cls, card: SASMRAMCard, temperature_k: float = 300.0) -> SASMRAM:
         hm = card.heavy_metal
-        dev = cls(
-            card=card,
-            mtj=MTJ.from_params(card.mtj),
-            r_hm_ohm=hm.resistance_ohm(card.write.n_mtj),
-            ic0_sot_a=hm.ic0_a,
-        )
+        dev = cls(card=card, mtj=MTJ.from_params(card.mtj, temperature_k), temperature_k=temperature_k,
+                  r_hm_ohm=hm.resistance_ohm(card.write.n_mtj, temperature_k), ic0_sot_a=hm.ic0_a)
         dev._check_physics()
+        scheme = card.read.scheme
+        if scheme == "auto":
+            scheme = "concurrent" if min(dev.read_margins_a("concurrent")) >= card.read.min_margin_a else "sequential"
+        object.__setattr__(dev, "scheme", scheme)
+        dev._check_read()
         return dev
 
     # --- physics checks -----------------------------------------------------
 
     def _check_physics(self) -> None:
         c = self.card
-        if c.heavy_metal.width_m < c.mtj.width_m:
+        check_geometry(c.heavy_metal, c.mtj)
+        along = c.mtj.width_m if c.heavy_metal.assist == "collinear" else c.mtj.length_m
+        if c.heavy_metal.pitch_m < along:
             raise PhysicsError(
-                f"must cover the MTJ width {c.mtj.width_m * 1e9:.0f} nm (got {c.heavy_metal.width_m * 1e9:.0f} nm)",
-                key="heavy_metal.width",
-            )
-        if c.heavy_metal.pitch_m < c.mtj.length_m:
-            raise PhysicsError(
-                f"must be >= the MTJ length {c.mtj.length_m * 1e9:.0f} nm so pillars do not overlap "
-                f"(got {c.heavy_metal.pitch_m * 1e9:.0f} nm)",
-                key="heavy_metal.pitch",
-            )
-        w = c.write
-        if w.i_set_sot_a >= self.ic0_sot_a:
-            raise PhysicsError(
-                f"must stay below the SOT critical current {self.ic0_sot_a * 1e6:.0f} uA "
-                f"(got {w.i_set_sot_a * 1e6:.0f} uA), or unselected MTJs switch too",
-                key="write.i_set_sot",
-            )
+                f"must be >= the MTJ's extent along the line {along * 1e9:.0f} nm so pillars do not overlap "
+                f"(got {c.heavy_metal.pitch_m * 1e9:.0f} nm)", key="heavy_metal.pitch")
+        w, tr = c.write, c.transistor
         if w.i_reset_a <= self.ic0_sot_a:
+            raise PhysicsError(f"{w.i_reset_a * 1e6:.0f} uA is below the SOT critical current {self.ic0_sot_a * 1e6:.0f} "
+                               "uA: the reset never switches deterministically", key="write.i_reset")
+        s_worst = self.sot_strength(self.half_select_line_current_a)
+        if s_worst >= 1.0:
             raise PhysicsError(
-                f"must exceed the SOT critical current {self.ic0_sot_a * 1e6:.0f} uA "
-                f"(got {w.i_reset_a * 1e6:.0f} uA) for a deterministic reset",
-                key="write.i_reset",
-            )
+                f"the set pulse ({w.i_set_sot_a * 1e6:.0f} uA) plus the STT currents of the {w.n_mtj - 1} other selected "
+                f"MTJs returning through the line ({(w.n_mtj - 1) * w.i_stt_a * 1e6:.0f} uA) reach {s_worst:.2f} x the "
+                f"SOT critical current of a {w.t_set_s * 1e9:g} ns pulse under the nearest MTJ, which then switches "
+                "unselected; lower write.i_set_sot or write.i_stt", key="write.i_set_sot")
+        self.mtj.check_barrier(w.i_stt_a, "write.i_stt")
+        check_supply(w.v_supply_v, w.i_reset_a, self.r_hm_ohm + tr.on_resistance_ohm(self.i_transistor_a),
+                     "write.v_supply")
+        check_supply(w.v_supply_v, w.i_stt_a, self.stt_path_voltage_v() / w.i_stt_a, "write.v_supply")
+
+    def _check_read(self) -> None:
+        rd = self.card.read
+        margins = self.read_margins_a(self.scheme)
+        if min(margins) < rd.min_margin_a:
+            worst = int(np.argmin(margins))
+            raise PhysicsError(
+                f"the {self.scheme} read of a {self.card.write.n_mtj}-MTJ group leaves MTJ {worst} (0: nearest the "
+                f"transistor) a worst-case margin of {margins[worst] * 1e6:.1f} uA, below the "
+                f"{rd.min_margin_a * 1e6:.1f} uA the sense amplifier resolves; use read.scheme sequential or "
+                "across_rows", key="read.scheme")
+        ratio = self.mtj.read_disturb_ratio(rd)
+        if ratio > rd.max_ic0_fraction:
+            raise PhysicsError(
+                f"{rd.v_read_v:g} V drives {ratio:.2f} x the critical current of the state a read can disturb; the "
+                f"read rule allows {rd.max_ic0_fraction:g} x (lower read.v_read or raise mtj.ra)", key="read.v_read")
+
+    # --- the line and the transistor -------------------------------------------
+
+    @property
+    def r_segment_ohm(self) -> float:
+        return self.card.heavy_metal.resistance_ohm(1, self.temperature_k)
+
+    @property
+    def i_transistor_a(self) -> float:
+        """The largest current the write transistor sinks: the reset, or the set with every MTJ selected."""
+        w = self.card.write
+        return max(w.i_reset_a, w.i_set_sot_a + w.n_mtj * w.i_stt_a)
+
+    @property
+    def r_transistor_ohm(self) -> float:
+        return self.card.transistor.on_resistance_ohm(self.i_transistor_a)
+
+    def stt_path_voltage_v(self) -> float:
+        """Rail voltage the STT current of the farthest MTJ needs with every MTJ selected: its barrier (AP
+        state), the line back to the transistor carrying the others' returns, and the transistor."""
+        w = self.card.write
+        v = self.mtj.ap_voltage_at_current(w.i_stt_a)
+        for j in range(w.n_mtj):  # segment j carries the SOT current and the STT currents of MTJs >= j
+            v += (w.i_set_sot_a + (w.n_mtj - j) * w.i_stt_a) * self.r_segment_ohm
+        return v + (w.i_set_sot_a + w.n_mtj * w.i_stt_a) * self.r_transistor_ohm
+
+    @property
+    def half_select_line_current_a(self) -> float:
+        """Line current under the nearest MTJ when it is unselected and every other MTJ is set."""
+        w = self.card.write
+        return w.i_set_sot_a + (w.n_mtj - 1) * w.i_stt_a
+
+    @property
+    def tau_sot_s(self) -> float:
+        return float(sot_time_s(self.mtj.mu0_hk_t))
+
+    def sot_strength(self, i_a: float, t_s: float | None = None) -> float:
+        """SOT current over the critical current of a pulse of width ``t`` (the set pulse's by default)."""
+        t = self.card.write.t_set_s if t_s is None else t_s
+        return i_a / float(sot_critical_current_a(self.ic0_sot_a, t, self.tau_sot_s))
 
     # --- derived write figures -----------------------------------------------
 
-    @property
-    def r_write_transistor_ohm(self) -> float:
-        return self.card.transistor.v_drop_v / self.card.write.i_reset_a
-
-    def _pulse_energy_j(self, i_a: float, t_s: float) -> float:
-        return pulse_energy_j(i_a, t_s, self.r_hm_ohm, self.card.transistor.v_drop_v)
+    def _energy(self, i_a: float, t_s: float) -> float:
+        return supply_energy_j(self.card.write.v_supply_v, i_a, t_s)
 
     @property
     def e_reset_j(self) -> float:
         w = self.card.write
-        return self._pulse_energy_j(w.i_reset_a, w.t_reset_s)
+        return self._energy(w.i_reset_a, w.t_reset_s)
 
     @property
     def e_set_sot_j(self) -> float:
         w = self.card.write
-        return self._pulse_energy_j(w.i_set_sot_a, w.t_set_s)
+        return self._energy(w.i_set_sot_a, w.t_set_s)
 
     @property
     def e_stt_per_bit_j(self) -> float:
         w = self.card.write
-        return w.i_stt_a**2 * self.mtj.r_p_ohm * w.t_set_s
-
-    @property
-    def v_hm_reset_v(self) -> float:
-        return self.card.write.i_reset_a * self.r_hm_ohm
+        return self._energy(w.i_stt_a, w.t_set_s)
 
     def group_write_energy_j(self, n_set: int) -> float:
         """Energy of rewriting one group so that ``n_set`` of its bits end at 1."""
@@ -167,43 +245,135 @@ class SASMRAM(NonVolatileCell):
         return w.t_reset_s + w.t_set_s
 
     def reset_wer(self) -> float:
-        w, m = self.card.write, self.card.mtj
-        return float(
-            write_error_rate(w.i_reset_a / self.ic0_sot_a, w.t_reset_s, m.delta, m.tau0_s, self.card.heavy_metal.tau_d_s)
-        )
+        w = self.card.write
+        return float(sot_error_rate(self.sot_strength(w.i_reset_a, w.t_reset_s), w.t_reset_s, self.mtj.delta,
+                                    self.mtj.params.tau0_s))
 
     def set_wer(self) -> float:
-        w, m = self.card.write, self.card.mtj
-        drive = w.i_set_sot_a / self.ic0_sot_a + w.i_stt_a / self.mtj.ic0_stt_a
-        return float(write_error_rate(drive, w.t_set_s, m.delta, m.tau0_s, self.card.heavy_metal.tau_d_s))
+        """Failure of a selected MTJ's set, at the farthest MTJ (only the set pulse's SOT current under it)."""
+        w, m = self.card.write, self.mtj
+        s = self.sot_strength(w.i_set_sot_a)
+        ic = m.ic0_p_to_ap_a
+        if self.card.heavy_metal.assist == "orthogonal":
+            return float(write_error_rate(w.i_stt_a / (ic * (1.0 - s)), w.t_set_s, m.delta * (1.0 - s),
+                                          m.params.tau0_s, m.tau_d_s, m.barrier_exponent))
+        return float(write_error_rate(s + w.i_stt_a / ic, w.t_set_s, m.delta, m.params.tau0_s, m.tau_d_s,
+                                      m.barrier_exponent))
 
     def write_path(self) -> WritePath:
         """The SOT reset path through the shared heavy-metal line."""
-        w, m = self.card.write, self.card.mtj
-        return WritePath("SOT reset (shared line)", self.ic0_sot_a, w.i_reset_a, w.t_reset_s, m.delta, m.tau0_s,
-                         self.card.heavy_metal.tau_d_s)
+        w, m = self.card.write, self.mtj
+        return WritePath("SOT reset (shared line)", self.ic0_sot_a, w.i_reset_a, w.t_reset_s, m.delta,
+                         m.params.tau0_s, self.tau_sot_s, 1.0, torque="sot")
 
     def half_select_disturb(self) -> float:
-        w, m = self.card.write, self.card.mtj
-        return float(thermal_switch_probability(w.i_set_sot_a / self.ic0_sot_a, w.t_set_s, m.delta, m.tau0_s))
+        """Probability that the set pulse switches an unselected MTJ (worst case: the nearest one, under the set
+        pulse and the other MTJs' returning STT currents), by thermal activation over the SOT-lowered barrier."""
+        w, m = self.card.write, self.mtj
+        s = self.sot_strength(self.half_select_line_current_a)
+        return float(thermal_switch_probability(s, w.t_set_s, m.delta, m.params.tau0_s, 1.0))
+
+    # --- the group read ---------------------------------------------------------
+
+    def _line_currents(self, states: tuple[int, ...], active: tuple[bool, ...]) -> np.ndarray:
+        """Read currents of the MTJs of one group for the given states (0 P, 1 AP) with the ``active`` ones
+        biased at v_read: a nodal solution of the line (nodes under each MTJ, one segment between neighbours
+        and from the nearest to the transistor)."""
+        n = len(states)
+        v_read = self.card.read.v_read_v
+        g_seg = 1.0 / self.r_segment_ohm
+        g_end = 1.0 / (self.r_segment_ohm + self.r_transistor_ohm)
+        g_mtj = np.array([(1.0 / (self.mtj.r_ap_at(v_read) if s else self.mtj.r_p_ohm)) if a else 0.0
+                          for s, a in zip(states, active, strict=True)])
+        lap = np.zeros((n, n))
+        rhs = g_mtj * v_read
+        for j in range(n):
+            lap[j, j] += g_mtj[j]
+            if j == 0:
+                lap[0, 0] += g_end
+            if j + 1 < n:
+                lap[j, j] += g_seg
+                lap[j + 1, j + 1] += g_seg
+                lap[j, j + 1] -= g_seg
+                lap[j + 1, j] -= g_seg
+        v_node = np.linalg.solve(lap, rhs)
+        return g_mtj * (v_read - v_node)
+
+    def read_margins_a(self, scheme: str | None = None) -> list[float]:
+        """Worst-case sense margin (I_P - I_AP) of each MTJ position (0: nearest the transistor) under a read
+        scheme: the P current with the other biased MTJs in the state that lifts the line most (all P), less the
+        AP current with them in the state that lifts it least (all AP); the line voltage is monotone in the
+        others' conductances, so the two extremes bound every combination (checked by enumeration for small
+        groups in the tests)."""
+        scheme = self.scheme if scheme is None else scheme
+        n = self.card.write.n_mtj
+        margins = []
+        for k in range(n):
+            active = tuple(j == k or scheme == "concurrent" for j in range(n))
+            lo = self._line_currents(tuple(0 for _ in range(n)), active)[k]
+            hi = self._line_currents(tuple(0 if j != k else 1 for j in range(n)) if scheme != "concurrent"
+                                     else tuple(1 for _ in range(n)), active)[k]
+            margins.append(float(lo - hi))
+        return margins
+
+    def enumerated_margins_a(self, scheme: str) -> list[float]:
+        """The margins of :meth:`read_margins_a` by enumerating every state of the other MTJs (small groups)."""
+        n = self.card.write.n_mtj
+        if n > MAX_ENUMERATED_GROUP:
+            raise ValueError(f"enumeration covers groups up to {MAX_ENUMERATED_GROUP} MTJs")
+        out = []
+        for k in range(n):
+            active = tuple(j == k or scheme == "concurrent" for j in range(n))
+            i_p, i_ap = [], []
+            for others in itertools.product((0, 1), repeat=n - 1):
+                states = list(others)
+                states.insert(k, 0)
+                i_p.append(self._line_currents(tuple(states), active)[k])
+                states[k] = 1
+                i_ap.append(self._line_currents(tuple(states), active)[k])
+            out.append(float(min(i_p) - max(i_ap)))
+        return out
+
+    @property
+    def read_passes(self) -> int:
+        """Sense passes per line activation: N for the sequential scheme, else 1."""
+        return self.card.write.n_mtj if self.scheme == "sequential" else 1
+
+    # --- wear ------------------------------------------------------------------
+
+    def endurance_by_mechanism(self) -> dict[str, float]:
+        """Cell write events each mechanism allows: the barrier under the STT assist (one set pulse per two cell
+        events on random data: a rewrite resets the 1s and sets the new 1s) and the line under the reset and set
+        pulses of the group rewrite each cell event belongs to."""
+        w, hm, wear = self.card.write, self.card.heavy_metal, self.card.wear
+        barrier = 2.0 * barrier_cycles(wear, self.mtj.ap_voltage_at_current(w.i_stt_a), w.t_set_s)
+        line = combined(line_cycles(wear, hm.current_density(w.i_reset_a), w.t_reset_s, self.temperature_k),
+                        line_cycles(wear, hm.current_density(self.half_select_line_current_a + w.i_stt_a), w.t_set_s,
+                                    self.temperature_k))
+        return {"barrier": barrier, "line": line}
+
+    @property
+    def endurance_cycles(self) -> float:
+        return combined(*self.endurance_by_mechanism().values())
 
     @property
     def area_per_bit_m2(self) -> float:
         """Group area (one write transistor + N MTJ sites on the strip) per bit."""
         c = self.card
         f = c.transistor.feature_size_m
-        tr = c.transistor.area_for_current_m2(c.write.i_reset_a)
+        tr = c.transistor.area_for_current_m2(self.i_transistor_a)
         site = c.heavy_metal.pitch_m * (c.heavy_metal.width_m + 2.0 * f)
         return (tr + c.write.n_mtj * site) / c.write.n_mtj
 
     # --- interface for the circuit layer ------------------------------------
 
     def actions(self) -> dict[str, ActionSpec]:
-        w = self.card.write
+        w, rd = self.card.write, self.card.read
+        e_read = self.mtj.read_energy_j(rd, self.card.transistor.vdd_v)
         return {
             "read": ActionSpec(
-                ActionCost(self.mtj.read_energy_j(self.card.read), self.card.read.t_read_s),
-                "one MTJ read at V_read (cell energy only)", "read",
+                ActionCost(e_read, rd.t_read_s * self.read_passes),
+                f"one MTJ read ({self.scheme}): cell and reference branches from vdd", "read",
             ),
             "reset_pulse": ActionSpec(
                 ActionCost(self.e_reset_j, w.t_reset_s), "SOT reset of one group through the HM line", "write_pulse"
@@ -217,14 +387,15 @@ class SASMRAM(NonVolatileCell):
         }
 
     def write_count_key(self) -> tuple | None:
-        return ("sas_group", self.card.write.n_mtj)  # the group size shapes the writes; the rest only costs them
+        # the group size and the layout shape the writes; the rest only costs them
+        return ("sas_group", self.card.write.n_mtj, self.scheme == "across_rows", self.card.write.verify)
 
     def count_writes(self, old_bits: np.ndarray, new_bits: np.ndarray) -> WriteEvents:
         """Group writes needed to turn ``old_bits`` into ``new_bits``.
 
-        Both arrays hold 0/1 cells with shape ``(..., n_cells_per_row)``; cells of a
-        row are grouped ``n_mtj`` at a time (the last group may be partial). Only
-        groups with a changed bit are rewritten; a rewritten group switches every
+        Both arrays hold 0/1 cells with shape ``(..., n_cells_per_row)``; cells of a row are grouped ``n_mtj``
+        at a time (the last group may be partial), or, with the ``across_rows`` read scheme, cells of a column
+        ``n_mtj`` rows at a time. Only groups with a changed bit are rewritten; a rewritten group switches every
         bit that was 1 (reset) and every bit that ends at 1 (set).
         """
         old = np.asarray(old_bits, dtype=np.uint8)
@@ -232,21 +403,60 @@ class SASMRAM(NonVolatileCell):
         if old.shape != new.shape:
             raise ValueError(f"old and new bits differ in shape: {old.shape} vs {new.shape}")
         cols = old.shape[-1] if old.ndim else 1
-        rows_old = np.ascontiguousarray(old.reshape(-1, cols))
-        rows_new = np.ascontiguousarray(new.reshape(-1, cols))
-        resets, sets, stt, cell_writes = _group_writes(rows_old, rows_new, self.card.write.n_mtj)
+        rows_old = old.reshape(-1, cols)
+        rows_new = new.reshape(-1, cols)
+        across = self.scheme == "across_rows"
+        if across:
+            rows_old, rows_new = rows_old.T, rows_new.T
+        resets, sets, stt, cell_writes = _group_writes(np.ascontiguousarray(rows_old), np.ascontiguousarray(rows_new),
+                                                       self.card.write.n_mtj)
+        if across:
+            cell_writes = cell_writes.T
         return WriteEvents(
             counts={"reset_pulse": int(resets), "set_pulse": int(sets), "stt_assist": int(stt)},
-            cell_writes=cell_writes.reshape(old.shape),
+            cell_writes=np.ascontiguousarray(cell_writes).reshape(old.shape),
         )
 
+    @property
+    def group_size(self) -> int:
+        return self.card.write.n_mtj
+
+    @property
+    def groups_across_rows(self) -> bool:
+        return self.scheme == "across_rows"
+
+    def half_select_by_returns(self) -> list[float]:
+        """Half-select disturb of an unselected MTJ with k = 0 .. N-1 selected MTJs beyond it, whose STT currents
+        return through the line under it."""
+        w, m = self.card.write, self.mtj
+        return [float(thermal_switch_probability(self.sot_strength(w.i_set_sot_a + k * w.i_stt_a), w.t_set_s,
+                                                 m.delta, m.params.tau0_s, 1.0)) for k in range(w.n_mtj)]
+
+    def error_rates(self) -> dict[str, float]:
+        """Per-event error probabilities the functional run injects (see :mod:`imcsim.devices.errors`)."""
+        return {"reset": self.reset_wer(), "set": self.set_wer(), "half_select": self.half_select_disturb(),
+                "read_disturb": self.mtj.read_disturb_probability(self.card.read)}
+
+    def warnings(self) -> list[tuple[str, str]]:
+        limit = self.card.write.max_error_rate
+        out = [rate_warning("write.max_error_rate", "the reset write error rate", self.reset_wer(), limit),
+               rate_warning("write.max_error_rate", "the set write error rate", self.set_wer(), limit),
+               rate_warning("write.max_error_rate", "the half-select disturb rate", self.half_select_disturb(), limit)]
+        return [x for x in out if x is not None]
+
     def figures(self) -> dict[str, tuple[float, str]]:
-        rd = self.card.read
+        rd, w = self.card.read, self.card.write
+        margins = self.read_margins_a()
+        wear = self.endurance_by_mechanism()
         return {
-            **self.mtj.read_figures(rd),
+            **self.mtj.figures(rd, self.card.transistor.vdd_v),
             "r_heavy_metal": (self.r_hm_ohm, "Ohm"),
+            "r_write_transistor": (self.r_transistor_ohm, "Ohm"),
             "ic0_sot": (self.ic0_sot_a, "A"),
-            "ic0_stt": (self.mtj.ic0_stt_a, "A"),
+            "tau_sot": (self.tau_sot_s, "s"),
+            "sot_strength_set": (self.sot_strength(w.i_set_sot_a), ""),
+            "read_scheme_concurrent_ok": (float(min(self.read_margins_a("concurrent")) >= rd.min_margin_a), ""),
+            "read_margin_worst": (min(margins), "A"),
             "reset_energy_per_group": (self.e_reset_j, "J"),
             "set_sot_energy_per_group": (self.e_set_sot_j, "J"),
             "stt_energy_per_set_bit": (self.e_stt_per_bit_j, "J"),
@@ -255,7 +465,11 @@ class SASMRAM(NonVolatileCell):
             "reset_write_error_rate": (self.reset_wer(), ""),
             "set_write_error_rate": (self.set_wer(), ""),
             "half_select_disturb_probability": (self.half_select_disturb(), ""),
+            "barrier_voltage_stt": (self.mtj.ap_voltage_at_current(w.i_stt_a), "V"),
             "area_per_bit": (self.area_per_bit_m2, "m^2"),
+            "endurance_barrier": (wear["barrier"], ""),
+            "endurance_line": (wear["line"], ""),
+            "endurance": (self.endurance_cycles, ""),
         }
 
 

@@ -1,16 +1,33 @@
 """Spin-orbit-torque write line: the heavy-metal strip shared by SOT and SAS-MRAM cells.
 
-* Strip resistance R = rho * L / (w * t) for a strip of ``n`` MTJ pitches.
-* Critical current I_c0 = J_c0 * w * t (current density times cross-section).
-* Electrical work of a write pulse of current I for t: ``I^2 R t`` in the strip
-  plus ``I V_drop t`` in the write transistor that delivers it.
+* Strip resistance R = rho(T) * L / (w * t) for a strip of ``n`` MTJ pitches, with a linear temperature
+  coefficient of resistivity, ``rho(T) = rho_ref (1 + TCR (T - T_ref))`` (thin beta-W is disordered and its
+  TCR is small and negative).
+* Critical current I_c0 = J_c0 * w * t (the measured long-pulse critical current density times the
+  cross-section); short pulses need more (:func:`imcsim.devices.switching.sot_critical_current_a`).
+* Geometry (``assist``): the SOT torque is collinear with the STT anti-damping torque only for an in-plane
+  free layer whose easy axis lies across the strip (type y; Liu et al., Science 336, 555 (2012)); for a
+  perpendicular free layer (type z) it is orthogonal to the easy axis (Wang et al., Nature Electronics 1, 582
+  (2018), SOT-assisted STT switching of perpendicular junctions).
+* Supply energy of a write pulse of current I for t from a rail V: ``V I t`` (the driver burns what the
+  line and transistor do not).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
-from imcsim.params import CurrentDensityAPerM2, LengthM, Params, ResistivityOhmM, TimeS
+from imcsim.errors import PhysicsError
+from imcsim.params import (
+    CurrentDensityAPerM2,
+    LengthM,
+    Number,
+    Params,
+    ResistivityOhmM,
+    TemperatureK,
+)
 
 
 class HeavyMetalParams(Params):
@@ -18,24 +35,54 @@ class HeavyMetalParams(Params):
 
     material: str = Field(description="heavy-metal name, for the record")
     resistivity_ohm_m: ResistivityOhmM = Field(alias="resistivity", gt=1e-8, le=1e-5)
+    tcr_per_k: Number = Field(0.0, alias="tcr", ge=-5e-3, le=5e-3,
+                              description="temperature coefficient of the resistivity (1/K)")
+    reference_temperature_k: TemperatureK = Field(300.0, alias="reference_temperature", ge=200.0, le=450.0)
     thickness_m: LengthM = Field(alias="thickness", gt=0.5e-9, le=50e-9)
     width_m: LengthM = Field(alias="width", gt=5e-9, le=2e-6)
     pitch_m: LengthM = Field(alias="pitch", gt=5e-9, le=2e-6, description="strip length per MTJ")
     jc0_sot_a_per_m2: CurrentDensityAPerM2 = Field(
-        alias="jc0_sot", gt=1e9, le=1e14, description="SOT critical current density"
+        alias="jc0_sot", gt=1e9, le=1e14, description="SOT critical current density (long pulses)"
     )
-    tau_d_s: TimeS = Field(alias="tau_d", gt=1e-13, le=1e-7, description="precessional time constant")
+    assist: Literal["orthogonal", "collinear"] = Field(
+        "orthogonal",
+        description="how SOT and STT torques combine: orthogonal (perpendicular free layer, type z) or collinear "
+                    "(in-plane free layer with its easy axis across the strip, type y)")
 
-    def resistance_ohm(self, n_sites: int = 1) -> float:
-        """Strip resistance for ``n_sites`` MTJ pitches: rho * L / (w * t)."""
-        return self.resistivity_ohm_m * self.pitch_m * n_sites / (self.width_m * self.thickness_m)
+    def resistivity_at(self, temperature_k: float) -> float:
+        rho = self.resistivity_ohm_m * (1.0 + self.tcr_per_k * (temperature_k - self.reference_temperature_k))
+        if rho <= 0.0:
+            raise PhysicsError(f"the resistivity falls to {rho:.3g} Ohm m at {temperature_k:g} K; the linear law holds "
+                               "only while it stays positive", key="heavy_metal.tcr")
+        return rho
+
+    def resistance_ohm(self, n_sites: int = 1, temperature_k: float = 300.0) -> float:
+        """Strip resistance for ``n_sites`` MTJ pitches: rho(T) * L / (w * t)."""
+        return self.resistivity_at(temperature_k) * self.pitch_m * n_sites / (self.width_m * self.thickness_m)
 
     @property
     def ic0_a(self) -> float:
-        """SOT critical current: J_c0 times the strip cross-section."""
+        """SOT critical current (long pulses): J_c0 times the strip cross-section."""
         return self.jc0_sot_a_per_m2 * self.width_m * self.thickness_m
 
+    def current_density(self, i_a: float) -> float:
+        return i_a / (self.width_m * self.thickness_m)
 
-def pulse_energy_j(i_a: float, t_s: float, r_line_ohm: float, v_drop_v: float) -> float:
-    """Work of a current pulse through a line of ``r_line_ohm`` behind a transistor dropping ``v_drop_v``."""
-    return i_a * i_a * r_line_ohm * t_s + i_a * v_drop_v * t_s
+
+def check_geometry(hm: HeavyMetalParams, mtj) -> None:
+    """The strip covers the pillar, and the assist geometry matches the free layer and its orientation."""
+    if hm.width_m < mtj.width_m:
+        raise PhysicsError(f"must cover the MTJ width {mtj.width_m * 1e9:.0f} nm (got {hm.width_m * 1e9:.0f} nm)",
+                           key="heavy_metal.width")
+    if hm.assist == "collinear" and mtj.anisotropy == "perpendicular":
+        raise PhysicsError("collinear SOT and STT torques need an in-plane free layer with its easy axis across the "
+                           "strip (type y); this card's free layer is perpendicular (mtj.anisotropy): use orthogonal",
+                           key="heavy_metal.assist")
+    if hm.assist == "collinear" and hm.width_m < mtj.length_m:
+        raise PhysicsError(f"a type-y junction lies with its long axis ({mtj.length_m * 1e9:.0f} nm) across the strip, "
+                           f"which must cover it (got {hm.width_m * 1e9:.0f} nm)", key="heavy_metal.width")
+
+
+def supply_energy_j(v_supply: float, i_a: float, t_s: float) -> float:
+    """Energy drawn from a rail ``v_supply`` by a current ``i_a`` for ``t_s``."""
+    return v_supply * i_a * t_s

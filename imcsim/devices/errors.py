@@ -1,0 +1,116 @@
+"""Errors in the loop: the write failures, half-select flips and read-disturb flips a device's operating point
+implies, injected into the stored bits of a functional run with a seeded generator.
+
+A cell model offers ``error_rates()`` (per-event probabilities at its operating point). The injector draws, for
+each rewrite of a stored matrix, which cells end up wrong:
+
+* one-pulse-per-bit cells (STT, SOT): a flipped bit keeps its old value with the write error rate of its
+  direction (``write_set`` for 0 -> 1, ``write_reset`` for 1 -> 0);
+* SAS-MRAM groups (``group_size``): in a rewritten group, a reset fails on a cell that held 1 with the reset
+  error rate (it stays 1), a set fails on a cell that ends at 1 with the set error rate (it stays 0), and an
+  unselected cell flips to 1 with the half-select rate of its position, which grows with the STT currents of the
+  selected cells beyond it returning through the line (``half_select_by_returns``);
+* reads: a cell in the state the read polarity destabilises (1, the AP state, for ``ap_to_p``; 0 for ``p_to_ap``)
+  flips with probability ``1 - (1 - p)^reads`` over the reads it has seen.
+
+With ``verify`` (write-verify-retry), every written cell is read back and the wrong ones rewritten, up to
+``max_retries`` times; the reads and the retry pulses are counted by the circuit.
+Draws only happen where a flip is possible (binomial counts, then the cells), so an error-free operating point
+costs next to nothing and leaves the run's other random streams untouched.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+
+class ErrorInjector:
+    """Seeded error injection for one device (one macro)."""
+
+    def __init__(self, device, seed: int):
+        self.device = device
+        self.rng = np.random.default_rng([int(seed), 0x5EED_E77])
+        self.rates = device.error_rates()
+        self.flips: Counter[str] = Counter()
+        self.group = int(getattr(device, "group_size", 1))
+        self.across_rows = bool(getattr(device, "groups_across_rows", False))
+        self.half_select = np.asarray(getattr(device, "half_select_by_returns", lambda: [0.0])(), dtype=float)
+        read = getattr(getattr(device, "card", None), "read", None)
+        self.polarity = getattr(read, "polarity", "ap_to_p")
+
+    # --- draws -------------------------------------------------------------------------
+
+    def _fail(self, mask: np.ndarray, p: float) -> np.ndarray:
+        """A random subset of the True cells of ``mask``, each with probability ``p``."""
+        out = np.zeros(mask.shape, dtype=bool)
+        if p <= 0.0:
+            return out
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return out
+        k = int(self.rng.binomial(idx.size, min(1.0, p)))
+        if k:
+            out.flat[self.rng.choice(idx, size=k, replace=False)] = True
+        return out
+
+    def write(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """The cell bits a rewrite from ``old`` to ``new`` (0/1 arrays, rows x cells) actually leaves."""
+        old = np.asarray(old, dtype=np.uint8)
+        new = np.asarray(new, dtype=np.uint8)
+        if self.group > 1:
+            return self._group_write(old, new)
+        up = (old == 0) & (new == 1)
+        down = (old == 1) & (new == 0)
+        fail_up = self._fail(up, self.rates.get("write_set", 0.0))
+        fail_down = self._fail(down, self.rates.get("write_reset", 0.0))
+        self.flips["write"] += int(fail_up.sum() + fail_down.sum())
+        out = new.copy()
+        out[fail_up] = 0
+        out[fail_down] = 1
+        return out
+
+    def _group_write(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        o, w = (old.T, new.T) if self.across_rows else (old, new)
+        rows, cols = o.shape
+        n = self.group
+        pad = (-cols) % n
+        og = np.pad(o, ((0, 0), (0, pad))).reshape(rows, -1, n)
+        ng = np.pad(w, ((0, 0), (0, pad))).reshape(rows, -1, n)
+        rewritten = (og != ng).any(axis=-1, keepdims=True)
+        out = np.where(rewritten, ng, og).astype(np.uint8)
+        reset_fail = self._fail(rewritten & (og == 1) & (ng == 0), self.rates.get("reset", 0.0))
+        set_fail = self._fail(rewritten & (ng == 1), self.rates.get("set", 0.0))
+        out[reset_fail] = 1
+        out[set_fail] = 0
+        # half-select: an unselected cell of a rewritten group, with k selected cells beyond it (farther from the
+        # transistor at position 0), switches with the rate of k returning STT currents
+        selected = (ng == 1) & rewritten
+        beyond = np.flip(np.cumsum(np.flip(selected, -1), -1), -1) - selected
+        candidates = rewritten & (ng == 0) & selected.any(axis=-1, keepdims=True)
+        hs = np.zeros(out.shape, dtype=bool)
+        for k in np.unique(beyond[candidates]):
+            p = float(self.half_select[min(int(k), self.half_select.size - 1)])
+            hs |= self._fail(candidates & (beyond == k), p)
+        out[hs] = 1
+        self.flips["write"] += int(reset_fail.sum() + set_fail.sum())
+        self.flips["half_select"] += int(hs.sum())
+        out = out.reshape(rows, -1)[:, :cols]
+        return np.ascontiguousarray(out.T if self.across_rows else out)
+
+    def read(self, bits: np.ndarray, reads_per_cell: float) -> np.ndarray:
+        """The cell bits after ``reads_per_cell`` reads of every cell."""
+        p = self.rates.get("read_disturb", 0.0)
+        if p <= 0.0 or reads_per_cell <= 0.0:
+            return bits
+        p_cell = -np.expm1(reads_per_cell * np.log1p(-min(p, 1.0 - 1e-16)))
+        state = 1 if self.polarity == "ap_to_p" else 0
+        flip = self._fail(bits == state, float(p_cell))
+        n = int(flip.sum())
+        if not n:
+            return bits
+        self.flips["read_disturb"] += n
+        out = bits.copy()
+        out[flip] = 1 - state
+        return out
