@@ -314,7 +314,7 @@ def _cmd_device(args) -> int:
     from rich.table import Table
 
     from imcsim.config import load_card
-    from imcsim.devices import build_device
+    from imcsim.devices import build_device, device_warnings
     from imcsim.errors import InputError, PhysicsError
     from imcsim.files import check_output_file
     from imcsim.units import format_si
@@ -334,6 +334,8 @@ def _cmd_device(args) -> int:
     for name, (value, unit) in dev.figures().items():
         t.add_row(name, format_si(value, unit) if unit else f"{value:.3g}")
     Console().print(t)
+    for key, message in device_warnings(dev):
+        print(f"warning: device.{key}: {message}")
     if out is not None:
         _device_plot(dev, out, f"{Path(args.card).stem}: {card.description}")
         print(f"plot written to {out}")

@@ -79,9 +79,9 @@ class RunOptions(Params):
     temperature_k: TemperatureK = Field(
         300.0, alias="temperature", ge=TEMPERATURE_RANGE_K[0], le=TEMPERATURE_RANGE_K[1],
         description="junction temperature: sets the leakage of the arrays, the buffer and the logic (-40 to 125 C)")
-    errors: Literal["inject", "off"] = Field(
+    errors: Literal["inject", "none"] = Field(
         "inject", description="functional runs: inject the device's write errors, half-select and read-disturb flips "
-                              "into the stored bits with a seeded generator (off: an error-free run to compare)")
+                              "into the stored bits with a seeded generator (none: an error-free run to compare)")
     train_time_per_day_s: TimeS = Field(
         3600.0, alias="train_time_per_day", gt=0.0, le=86400.0,
         description="duty cycle: time spent training per day; the rest of the day the chip holds its trained state "

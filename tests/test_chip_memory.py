@@ -214,8 +214,9 @@ def test_leakage_enters_the_energy_and_grows_with_temperature():
     assert hot_parts["periphery"] == pytest.approx(8 * cool_parts["periphery"])
     assert hot_parts["dram"] == cool_parts["dram"]
     assert hot["power_static_w"] > cool["power_static_w"]
-    assert hot["energy_train_j"] - hot["energy_train_leakage_j"] == pytest.approx(
-        cool["energy_train_j"] - cool["energy_train_leakage_j"], rel=1e-9)
+    # the junctions' TMR falls with temperature, so the AP read current and the array's read energy rise
+    assert hot["energy_train_array_j"] > cool["energy_train_array_j"]
+    assert hot["energy_train_periphery_j"] == pytest.approx(cool["energy_train_periphery_j"], rel=1e-9)
 
 
 def test_duty_cycle_energy_per_day_and_sram_holds_its_weights():

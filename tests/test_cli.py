@@ -152,7 +152,7 @@ def test_readme_reference_commands(tmp_path):
         (["run", "configs/nope.yaml"], "configs/nope.yaml: no such file"),
         (["validate", "configs/sas_mram_repnet.yaml", "--set", "device.mtj.tmr=-1"], "device.mtj.tmr"),
         (["validate", "configs/sas_mram_repnet.yaml", "--set", "circuit.array.rows=1"], "circuit.array.rows"),
-        (["run", "configs/sas_mram_repnet.yaml", "--set", "device.write.i_set_sot=150uA"], "device.write.i_set_sot"),
+        (["run", "configs/sas_mram_repnet.yaml", "--set", "device.write.i_set_sot=500uA"], "device.write.i_set_sot"),
         (["device", "nosuchcard"], "no card 'nosuchcard'"),
     ],
 )

@@ -333,7 +333,7 @@ def test_seed_argument_overrides(lib):
 
 
 def test_build_hardware_rejects_unphysical_set_value(lib):
-    loaded = load_config(lib / CONFIG_NAME, ["device.write.i_set_sot=150uA"])  # in range: <= 5 mA
+    loaded = load_config(lib / CONFIG_NAME, ["device.write.i_set_sot=500uA"])  # in range: <= 5 mA
     with pytest.raises(InputError) as info:
         build_hardware(loaded)
     err = info.value
@@ -343,7 +343,7 @@ def test_build_hardware_rejects_unphysical_set_value(lib):
     assert err.key == "device.write.i_set_sot"
     assert msg.startswith("--set: device.write.i_set_sot: ")
     assert "critical current" in msg
-    assert "150 uA" in msg
+    assert "500 uA" in msg
 
 
 def test_build_hardware_names_config_for_unphysical_override(lib):
@@ -357,7 +357,7 @@ def test_build_hardware_names_config_for_unphysical_override(lib):
 
 
 def test_build_hardware_names_card_for_unphysical_card(lib):
-    break_card(lib, "i_set_sot: 67 uA [design]", "i_set_sot: 150 uA [design]")
+    break_card(lib, "i_set_sot: 120 uA [design]", "i_set_sot: 500 uA [design]")
     loaded = load_config(lib / CONFIG_NAME)
     with pytest.raises(InputError) as info:
         build_hardware(loaded)
@@ -442,7 +442,7 @@ def test_cli_bad_input_exit_code_and_one_line(lib, capsys):
 
 
 def test_cli_unphysical_value_exit_2(lib, capsys):
-    assert main(["validate", CONFIG_NAME, "--set", "device.write.i_set_sot=150uA"]) == 2
+    assert main(["validate", CONFIG_NAME, "--set", "device.write.i_set_sot=500uA"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("imcsim: error: --set: device.write.i_set_sot: ")
     assert err.count("\n") == 1

@@ -59,7 +59,7 @@ def test_sas_group_write_counting(hardware):
 
 def test_switching_regimes():
     # Far below critical, a short pulse essentially never switches.
-    assert thermal_switch_probability(0.3, 1e-9, 60, 1e-9) < 1e-15
+    assert thermal_switch_probability(0.1, 1e-9, 60, 1e-9) < 1e-15
     # Below critical the precessional channel does not act.
     assert precessional_error_rate(0.9, 1e-9, 60, 1e-10) == 1.0
     # Well above critical and long enough, the error rate is tiny.

@@ -137,7 +137,8 @@ def test_transistor_width_carries_the_current_within_its_drop():
     (STT, ["write.v_supply=0.6V"], "write.v_supply"),  # the rail cannot drive the current
     (STT, ["read.v_read=0.3V"], "read.v_read"),  # above the read-disturb rule
     (SOT, ["write.i_write=90uA"], "write.i_write"),  # below the SOT critical current
-    (SAS, ["heavy_metal.thickness=4nm", "heavy_metal.width=60nm"], "write.i_set_sot"),  # the returns switch a neighbour
+    (SAS, ["heavy_metal.thickness=4nm", "heavy_metal.width=60nm"], "write.i_stt"),  # the returns switch a neighbour
+    (SAS, ["write.i_set_sot=700uA"], "write.i_set_sot"),
     (SAS, ["write.i_reset=700uA"], "write.i_reset"),
 ])
 def test_unphysical_operating_points_are_refused_naming_the_key(name, sets, key):
@@ -291,3 +292,73 @@ def test_imec_four_pillars_on_one_track_write_selectively():
     assert ev.counts == {"reset_pulse": 1, "set_pulse": 1, "stt_assist": 2}
     assert ev.cell_writes.tolist() == [[0, 1, 0, 1]]
     assert dev.half_select_disturb() < dev.card.write.max_error_rate
+
+
+# --- errors in the loop -----------------------------------------------------------------------
+
+
+def _macro_with_errors(*sets: str, seed: int = 3):
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+    from imcsim.devices.errors import ErrorInjector
+
+    hw = build_hardware(load_config(ROOT / "configs" / "sas_mram_repnet.yaml", [f"device.{s}" for s in sets]))
+    hw.macro.errors = ErrorInjector(hw.device, seed)
+    return hw.macro
+
+
+def test_injected_write_errors_follow_the_operating_point():
+    rng = np.random.default_rng(0)
+    w0 = rng.integers(-128, 128, (64, 32), dtype=np.int8)
+    w1 = rng.integers(-128, 128, (64, 32), dtype=np.int8)
+    good = _macro_with_errors()
+    good.store("l", w0)
+    good.update_weights("l", w1)
+    assert np.array_equal(good.stored["l"].values, w1)  # WER ~1e-8: nothing fails in 16k cells
+    bad = _macro_with_errors("write.t_set=5ns")  # set WER 0.78
+    bad.store("l", w0)
+    bad.update_weights("l", w1)
+    wrong = np.count_nonzero(bad.stored["l"].values != w1)
+    assert wrong > 0.3 * w1.size
+    assert bad.errors.flips["write"] > 0
+    # a set that fails leaves the bit at 0: the stored codes have fewer ones than intended
+    from imcsim.circuits.macro import _cell_bits
+    assert _cell_bits(bad.stored["l"].values).sum() < _cell_bits(w1).sum()
+
+
+def test_write_verify_retry_repairs_and_counts_its_reads_and_pulses():
+    rng = np.random.default_rng(1)
+    w0 = rng.integers(-128, 128, (64, 32), dtype=np.int8)
+    w1 = rng.integers(-128, 128, (64, 32), dtype=np.int8)
+    plain = _macro_with_errors("write.t_set=8ns")
+    plain.store("l", w0)
+    rec_plain = plain.update_weights("l", w1)[0]
+    verified = _macro_with_errors("write.t_set=8ns", "write.verify=true", "write.max_retries=6")
+    verified.store("l", w0)
+    rec_ver = verified.update_weights("l", w1)[0]
+    dev = verified.device.component
+    assert np.count_nonzero(verified.stored["l"].values != w1) < np.count_nonzero(plain.stored["l"].values != w1)
+    assert verified.errors.flips["retried"] > 0
+    assert rec_ver.counts[(dev, "read")] > 0 and (dev, "read") not in rec_plain.counts
+    assert rec_ver.counts[(dev, "reset_pulse")] > rec_plain.counts[(dev, "reset_pulse")]
+
+
+def test_half_select_flips_grow_with_the_returning_currents():
+    dev = _device(SAS)
+    table = dev.half_select_by_returns()
+    assert table == sorted(table) and table[-1] == pytest.approx(dev.half_select_disturb())
+
+
+@pytest.mark.slow
+def test_functional_accuracy_under_errors_against_an_error_free_run():
+    """The same seed with and without injected errors: an operating point that fails most sets loses accuracy."""
+    from imcsim.api import run
+    from imcsim.config import load_config
+
+    sets = ["workload.train.epochs=1", "workload.pretrain.epochs=2", "workload.baselines=[]", "device.write.t_set=5ns"]
+    cfg = ROOT / "configs" / "sas_mram_repnet.yaml"
+    noisy = run(load_config(cfg, sets)).metrics
+    clean = run(load_config(cfg, [*sets, "run.errors=none"])).metrics
+    assert noisy["error_flips_write"] > 1000
+    assert "error_flips_write" not in clean or clean["error_flips_write"] is None
+    assert noisy["accuracy_average"] < clean["accuracy_average"] - 0.03

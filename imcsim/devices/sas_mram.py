@@ -139,14 +139,16 @@ class SASMRAM(NonVolatileCell):
         if w.i_reset_a <= self.ic0_sot_a:
             raise PhysicsError(f"{w.i_reset_a * 1e6:.0f} uA is below the SOT critical current {self.ic0_sot_a * 1e6:.0f} "
                                "uA: the reset never switches deterministically", key="write.i_reset")
+        self.mtj.check_barrier(w.i_stt_a, "write.i_stt")
         s_worst = self.sot_strength(self.half_select_line_current_a)
         if s_worst >= 1.0:
+            returns = (w.n_mtj - 1) * w.i_stt_a
             raise PhysicsError(
                 f"the set pulse ({w.i_set_sot_a * 1e6:.0f} uA) plus the STT currents of the {w.n_mtj - 1} other selected "
                 f"MTJs returning through the line ({(w.n_mtj - 1) * w.i_stt_a * 1e6:.0f} uA) reach {s_worst:.2f} x the "
                 f"SOT critical current of a {w.t_set_s * 1e9:g} ns pulse under the nearest MTJ, which then switches "
-                "unselected; lower write.i_set_sot or write.i_stt", key="write.i_set_sot")
-        self.mtj.check_barrier(w.i_stt_a, "write.i_stt")
+                "unselected; lower write.i_set_sot or write.i_stt",
+                key="write.i_stt" if returns > w.i_set_sot_a else "write.i_set_sot")
         check_supply(w.v_supply_v, w.i_reset_a, self.r_hm_ohm + tr.on_resistance_ohm(self.i_transistor_a),
                      "write.v_supply")
         check_supply(w.v_supply_v, w.i_stt_a, self.stt_path_voltage_v() / w.i_stt_a, "write.v_supply")
