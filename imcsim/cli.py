@@ -329,10 +329,20 @@ def _cmd_device(args) -> int:
         key = f"device.{err.key}" if err.key else "device"
         raise InputError(err.message, file=where(key), key=key) from None
     t = Table(title=f"{args.card}: {card.description}")
+    figures = dev.figures()
+    targets = _device_targets(card, figures, where)
     t.add_column("figure")
     t.add_column("value", justify="right")
-    for name, (value, unit) in dev.figures().items():
-        t.add_row(name, format_si(value, unit) if unit else f"{value:.3g}")
+    if targets:
+        t.add_column("published", justify="right")
+        t.add_column("error", justify="right")
+    for name, (value, unit) in figures.items():
+        row = [name, format_si(value, unit) if unit else f"{value:.3g}"]
+        if targets:
+            target = targets.get(name)
+            row += ["", ""] if target is None else [format_si(target, unit) if unit else f"{target:.3g}",
+                                                    f"{(value - target) / target:+.1%}"]
+        t.add_row(*row)
     Console().print(t)
     for key, message in device_warnings(dev):
         print(f"warning: device.{key}: {message}")
@@ -340,6 +350,24 @@ def _cmd_device(args) -> int:
         _device_plot(dev, out, f"{Path(args.card).stem}: {card.description}")
         print(f"plot written to {out}")
     return EXIT_OK
+
+
+def _device_targets(card, figures: dict, where) -> dict[str, float]:
+    """The card's published targets in SI, each checked to name a derived figure and carry its unit."""
+    from imcsim.errors import InputError
+    from imcsim.units import DIMENSIONLESS, UnitError, parse_unit, to_si
+
+    out = {}
+    for name, text in getattr(card, "targets", {}).items():
+        key = f"device.targets.{name}"
+        if name not in figures:
+            raise InputError(f"names no derived figure (have: {', '.join(figures)})", file=where(key), key=key)
+        unit = figures[name][1]
+        try:
+            out[name] = to_si(text, parse_unit(unit)[1] if unit else DIMENSIONLESS)
+        except UnitError as err:
+            raise InputError(str(err), file=where(key), key=key) from None
+    return out
 
 
 def _device_plot(dev, out: Path, title: str) -> None:

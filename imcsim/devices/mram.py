@@ -16,6 +16,7 @@ Both write only the bits that change (one pulse per flipped bit, polarity by cur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,6 +55,9 @@ class _MRAMCardBase(Params):
     write: BitWriteParams
     transistor: TransistorParams
     wear: WearParams
+    targets: dict[str, str] = Field(default_factory=dict,
+                                    description="published values of derived figures (figure -> quantity), which "
+                                                "imcsim device compares against")
 
 
 class STTMRAMCard(_MRAMCardBase):
@@ -75,6 +79,11 @@ def check_supply(v_supply: float, i_a: float, r_path_ohm: float, key: str) -> No
     if need > v_supply:
         raise PhysicsError(f"{v_supply:g} V cannot drive {i_a * 1e6:.0f} uA through the {r_path_ohm:.0f} Ohm write path "
                            f"(it needs {need:.2f} V); raise it or lower the current", key=key)
+
+
+def finite(figures: dict[str, tuple[float, str]]) -> dict[str, tuple[float, str]]:
+    """The figures with a finite value (a wear mechanism without a law to follow reports none)."""
+    return {k: v for k, v in figures.items() if math.isfinite(v[0])}
 
 
 def rate_warning(key: str, what: str, value: float, limit: float) -> tuple[str, str] | None:
@@ -155,8 +164,7 @@ class _BitwiseMRAM(NonVolatileCell):
             "write_latency": (w.t_write_s, "s"),
             "write_error_rate": (self.wer(), ""),
             "area_per_bit": (self.area_per_bit_m2, "m^2"),
-            "endurance": (self.endurance_cycles, ""),
-            "endurance_reads": (self.read_cycles, ""),
+            **finite({"endurance": (self.endurance_cycles, ""), "endurance_reads": (self.read_cycles, "")}),
         }
 
 

@@ -46,7 +46,7 @@ from pydantic import Field
 
 from imcsim.actions import ActionCost, ActionSpec
 from imcsim.devices.base import NonVolatileCell, TransistorParams, WriteEvents
-from imcsim.devices.mram import check_supply, rate_warning
+from imcsim.devices.mram import check_supply, finite, rate_warning
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
 from imcsim.devices.sot import HeavyMetalParams, check_geometry, supply_energy_j
 from imcsim.devices.switching import (
@@ -93,6 +93,9 @@ class SASMRAMCard(Params):
     write: GroupWriteParams
     transistor: TransistorParams
     wear: WearParams
+    targets: dict[str, str] = Field(default_factory=dict,
+                                    description="published values of derived figures (figure -> quantity), which "
+                                                "imcsim device compares against")
 
 
 MAX_ENUMERATED_GROUP = 10  # read margins enumerate the other MTJs' states up to this group size
@@ -469,9 +472,8 @@ class SASMRAM(NonVolatileCell):
             "half_select_disturb_probability": (self.half_select_disturb(), ""),
             "barrier_voltage_stt": (self.mtj.ap_voltage_at_current(w.i_stt_a), "V"),
             "area_per_bit": (self.area_per_bit_m2, "m^2"),
-            "endurance_barrier": (wear["barrier"], ""),
-            "endurance_line": (wear["line"], ""),
-            "endurance": (self.endurance_cycles, ""),
+            **finite({"endurance_barrier": (wear["barrier"], ""), "endurance_line": (wear["line"], ""),
+                      "endurance": (self.endurance_cycles, "")}),
         }
 
 
