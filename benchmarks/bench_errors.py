@@ -8,7 +8,9 @@ and every counted read) against ``run.errors: none``. The shipped SAS-MRAM card'
 draws rarely flip anything; the ratio is what drawing costs. A second pair injects at an operating point that fails
 most set pulses (``device.write.t_set=5ns``), where the injector rewrites most stored codes.
 
-Prints the median times and the ratios, each with its target (at most 1.10: injection may add a tenth).
+Prints the median times and the ratios. The target (at most 1.10: injection may add a tenth) holds for the
+shipped card; at the failing operating point the run itself changes (failed cells are rewritten at every update,
+so more writes are counted), and its ratio is shown for information.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def main() -> None:
     for label, runs in pairs.items():
         inject = statistics.median(r[0] for r in runs)
         clean = statistics.median(r[1] for r in runs)
-        print(f"{label:14s} inject {inject:6.2f} s   none {clean:6.2f} s   ratio {inject / clean:5.3f} (target <= 1.10)")
+        target = " (target <= 1.10)" if label == "shipped card" else " (information: more writes)"
+        print(f"{label:14s} inject {inject:6.2f} s   none {clean:6.2f} s   ratio {inject / clean:5.3f}{target}")
 
 
 if __name__ == "__main__":
