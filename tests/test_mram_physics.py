@@ -364,3 +364,26 @@ def test_functional_accuracy_under_errors_against_an_error_free_run():
     assert noisy["error_flips_write"] > 1000
     assert "error_flips_write" not in clean or clean["error_flips_write"] is None
     assert noisy["accuracy_average"] < clean["accuracy_average"] - 0.03
+
+
+@pytest.mark.slow
+def test_cost_only_hottest_cell_against_a_functional_run(tmp_path):
+    """The cost-only lifetime takes its per-layer change fractions from a functional run (``from_report``); its
+    hottest-cell estimate must land near the functional run's real hottest cell (within 1.5 x either way: the
+    estimate pools bit positions and draws i.i.d. changes, where training moves some weights every step)."""
+    from imcsim.api import run
+    from imcsim.config import load_config
+    from imcsim.report import write_report
+
+    cfg = ROOT / "configs" / "sas_mram_repnet.yaml"
+    sets = ["workload.train.epochs=1", "workload.pretrain.epochs=2", "workload.baselines=[]"]
+    functional = run(load_config(cfg, sets))
+    write_report(functional, tmp_path / "f")
+    steps = int(functional.metrics["training_steps"]) // 3
+    spec = ("{batch_size: 32, image_size: 16, in_channels: 1, steps_per_task: %d, activity: {from_report: %s}}"
+            % (steps, tmp_path / "f" / "report.json"))
+    cost = run(load_config(cfg, [*sets, "run.mode=cost_only", f"workload.cost_only={spec}"])).metrics
+    f, c = functional.metrics["writes_max_per_cell_per_step"], cost["writes_max_per_cell_per_step"]
+    assert f > 0
+    assert f / 1.5 <= c <= 1.5 * f
+    assert cost["lifetime_steps"] == pytest.approx(functional.metrics["lifetime_steps"], rel=0.5)
