@@ -101,6 +101,19 @@ def test_p_to_ap_needs_more_current_by_slonczewskis_asymmetry():
     assert m.ic0_p_to_ap_a / m.ic0_ap_to_p_a == pytest.approx((1 + p * p) / (1 - p * p))
 
 
+def test_the_jc0_area_route_is_the_documented_alternative():
+    """ic0_model: jc0_area scales a measured J_c0 (Ikeda 2010: 3.9 MA/cm^2) by the area: the mean of the
+    two directions' critical currents is J_c0 x area, split by the same asymmetry."""
+    dev = _device(STT, "mtj.ic0_model=jc0_area", "mtj.jc0_stt=3.9e6A/cm^2", "write.i_write=400uA",
+                  "write.v_supply=2V", "mtj.v_breakdown=2V", "read.v_read=0.05V")
+    m, p = dev.mtj, dev.mtj.params.polarization
+    assert m.ic0_mean_a == pytest.approx(3.9e10 * m.area_m2)
+    assert m.ic0_p_to_ap_a / m.ic0_ap_to_p_a == pytest.approx((1 + p * p) / (1 - p * p))
+    with pytest.raises(PhysicsError) as err:
+        _device(STT, "mtj.ic0_model=jc0_area")
+    assert err.value.key == "mtj.ic0_model"
+
+
 def test_read_disturb_follows_the_read_polarity():
     ap = _device(STT)
     p_to_ap = _device(STT, "read.polarity=p_to_ap", "read.max_ic0_fraction=0.6")

@@ -177,7 +177,8 @@ class MTJ:
             ic_ap = macrospin_ic0_a(delta, temperature_k, p.damping, eta_ap) * demag
         else:
             if p.jc0_stt_a_per_m2 is None:
-                raise PhysicsError("ic0_model jc0_area needs the measured critical current density", key="mtj.jc0_stt")
+                raise PhysicsError("jc0_area needs the measured critical current density mtj.jc0_stt (e.g. "
+                                   "'3.9e6 A/cm^2', Ikeda et al. 2010)", key="mtj.ic0_model")
             mean = p.jc0_stt_a_per_m2 * area  # a measured J_c0 is the mean of the two directions
             eta_mean = 2.0 / (1.0 / eta_p + 1.0 / eta_ap)
             ic_p, ic_ap = mean * eta_mean / eta_p, mean * eta_mean / eta_ap
