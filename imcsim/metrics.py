@@ -90,24 +90,43 @@ class RunContext:
             return self.write_stats.max_writes / self.steps if self.steps else 0.0
         return self.tally.pooled_max_write_rate(self.macro.cells_per_weight) / self.counted_steps
 
+    def max_reads_per_step(self, macro: str | None = None) -> float:
+        """Reads of the most read stored cell per step: each stored matrix's cell reads in the training phases
+        spread over its cells (every cell of a matrix is read alike by the bit-serial stream), the busiest
+        matrix's (on a chip, of the macro named)."""
+        held = self.macro.matrices()
+        reads: dict[tuple[str, str], float] = {}
+        for op in self.result.ops:
+            if op.phase not in TRAINING_PHASES or (op.layer, op.region) not in held:
+                continue
+            if macro is not None and self.macro.macro_of(op.home) != macro:
+                continue
+            n = sum(c for (comp, action), c in op.counts.items()
+                    if action == "read" and comp in self.macro.device_components)
+            if n:
+                reads[(op.layer, op.region)] = reads.get((op.layer, op.region), 0.0) + n
+        best = 0.0
+        for key, n in reads.items():
+            s = held[key]
+            cells = s.values.size * s.scale * self.macro.cells_per_weight
+            best = max(best, n / cells / max(1, self.counted_steps))
+        return best
+
     @cached_property
     def lifetime_steps(self) -> float:
-        """Steps until the most written cell wears out; on a chip of several macros, the macro that wears first
-        (each macro's hottest cell against its own device's endurance)."""
+        """Steps until the most worn cell wears out: the hottest cell's writes against the device's write
+        endurance, plus the most read cell's reads against its read endurance (barrier wear under read stress;
+        the damages add); on a chip of several macros, the macro that wears first."""
         circuits = getattr(self.macro, "circuits", None)
         if not circuits:
-            endurance = self.device.endurance_cycles
-            rate = self.max_writes_per_step
-            return endurance / rate if rate > 0 and math.isfinite(endurance) else math.inf
+            return _lifetime(self.max_writes_per_step, self.device, self.max_reads_per_step())
         best = math.inf
         for name, circuit in circuits.items():
             sub = tally_ops([op for op in self.result.ops if op.kind == "write"
                              and self.macro.macro_of(op.home) == name])
             rate = (sub.write_stats(0).max_writes / self.steps if self.scale == 1.0 and self.steps
                     else sub.pooled_max_write_rate(circuit.cells_per_weight) / max(1, self.counted_steps))
-            endurance = circuit.device.endurance_cycles
-            if rate > 0 and math.isfinite(endurance):
-                best = min(best, endurance / rate)
+            best = min(best, _lifetime(rate, circuit.device, self.max_reads_per_step(name)))
         return best
 
     @cached_property
@@ -207,6 +226,19 @@ def transfer_cycles(op: OpRecord, bits_per_cycle: int) -> int:
     n = len(op.chunk_cycles) if op.chunk_cycles is not None else 1
     return n * sum(math.ceil(bits / n / bits_per_cycle) if bits > 0 else 0 for bits in (
         op.counts.get(("input_buffer", "read_bit"), 0), op.counts.get(("output_buffer", "write_bit"), 0)))
+
+
+def _lifetime(write_rate: float, device, read_rate: float) -> float:
+    """Steps a cell survives ``write_rate`` writes and ``read_rate`` reads per step (each against its device's
+    endurance; inf where neither wears it)."""
+    damage = 0.0
+    endurance = device.endurance_cycles
+    if write_rate > 0 and math.isfinite(endurance):
+        damage += write_rate / endurance
+    read_endurance = getattr(device, "read_cycles", math.inf)
+    if read_rate > 0 and math.isfinite(read_endurance):
+        damage += read_rate / read_endurance
+    return 1.0 / damage if damage > 0 else math.inf
 
 
 def _flips(c, mechanism: str) -> float | None:
@@ -440,6 +472,8 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
                       else c.max_writes_per_step * c.steps), label="max w/cell", **HOTTEST),
     Metric("writes_mean_per_cell", "run", "mean writes per stored cell over the run",
            lambda c: c.write_stats.mean_writes * c.scale, **TRAINED),
+    Metric("reads_max_per_cell_per_step", "step", "reads of the most read stored cell per training step (its "
+           "barrier's read-stress wear enters lifetime_steps)", lambda c: c.max_reads_per_step(), rel=0.05),
     Metric("writes_max_per_cell_per_step", "step", "write rate of the most written cell per step",
            lambda c: c.max_writes_per_step, **HOTTEST),
     Metric("endurance_cycles", "hardware", "write endurance of the device's cells",

@@ -30,7 +30,8 @@ def single_and_chip():
 
 def test_trainable_layers_in_sram_leave_the_mram_unwritten(single_and_chip):
     """Rep-Net on a SAS-MRAM backbone macro with its side modules and heads in an SRAM macro: no MRAM write
-    pulse during training, the SRAM cells carry the writes (no wear-out: lifetime unbounded), the backbone's
+    pulse during training, the SRAM cells carry the writes (no write wear: only the backbone's read stress, far
+    beyond any run, bounds the lifetime), the backbone's
     work is the same, and the SRAM macro's own components appear under its name."""
     single, chip = single_and_chip
     s, c = single.metrics, chip.metrics
@@ -38,7 +39,7 @@ def test_trainable_layers_in_sram_leave_the_mram_unwritten(single_and_chip):
     assert c["write_pulses"] == 0  # SRAM writes are not pulses; the MRAM is never rewritten
     assert c["cells_ever_written"] > 0
     assert s["lifetime_steps"] < float("inf")
-    assert c["lifetime_steps"] == float("inf")
+    assert c["lifetime_steps"] > 1e6 * s["lifetime_steps"]
     components = {comp for (comp, _), _ in chip.costs["train"].energy_j.items()}
     assert {"sram.sram_cell", "sram.sense_amp"} <= components
     assert "sas_group" in components

@@ -400,3 +400,18 @@ def test_cost_only_hottest_cell_against_a_functional_run(tmp_path):
     assert f > 0
     assert f / 1.5 <= c <= 1.5 * f
     assert cost["lifetime_steps"] == pytest.approx(functional.metrics["lifetime_steps"], rel=0.5)
+
+
+def test_read_stress_enters_the_lifetime():
+    """Barrier wear under read stress adds to the write wear: a junction read hard at a high read voltage wears out
+    sooner than its writes alone would allow."""
+    from imcsim.metrics import _lifetime
+
+    dev = _device(STT)
+    writes_only = _lifetime(0.5, dev, 0.0)
+    assert writes_only == pytest.approx(dev.endurance_cycles / 0.5)
+    hard = _device(STT, "read.v_read=0.2V", "read.max_ic0_fraction=0.6", "wear.tddb_time=1s")
+    assert hard.read_cycles < dev.read_cycles
+    both = _lifetime(0.5, hard, 2.4e5)
+    assert both == pytest.approx(1 / (0.5 / hard.endurance_cycles + 2.4e5 / hard.read_cycles))
+    assert both < _lifetime(0.5, hard, 0.0)

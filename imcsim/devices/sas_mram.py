@@ -362,6 +362,12 @@ class SASMRAM(NonVolatileCell):
         return combined(*self.endurance_by_mechanism().values())
 
     @property
+    def read_cycles(self) -> float:
+        """Reads the barrier survives at the read voltage (its wear under read stress)."""
+        rd = self.card.read
+        return barrier_cycles(self.card.wear, rd.v_read_v, rd.t_read_s)
+
+    @property
     def area_per_bit_m2(self) -> float:
         """Group area (one write transistor + N MTJ sites on the strip) per bit."""
         c = self.card
@@ -473,7 +479,7 @@ class SASMRAM(NonVolatileCell):
             "barrier_voltage_stt": (self.mtj.ap_voltage_at_current(w.i_stt_a), "V"),
             "area_per_bit": (self.area_per_bit_m2, "m^2"),
             **finite({"endurance_barrier": (wear["barrier"], ""), "endurance_line": (wear["line"], ""),
-                      "endurance": (self.endurance_cycles, "")}),
+                      "endurance": (self.endurance_cycles, ""), "endurance_reads": (self.read_cycles, "")}),
         }
 
 
