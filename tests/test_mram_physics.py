@@ -72,8 +72,8 @@ def test_stronger_or_longer_pulse_never_raises_wer(i1, i2, t1, t2, delta, n):
 def test_sot_error_rate_is_monotone_and_continuous(i1, i2, t, delta):
     lo, hi = sorted((i1, i2))
     assert float(sot_error_rate(hi, t, delta, 1e-9)) <= float(sot_error_rate(lo, t, delta, 1e-9)) + 1e-15
-    assert float(sot_error_rate(1 - 1e-9, t, delta, 1e-9)) == pytest.approx(float(sot_error_rate(1 + 1e-9, t, delta,
-                                                                                                  1e-9)), rel=1e-6)
+    below, above = (float(sot_error_rate(1 + eps, t, delta, 1e-9)) for eps in (-1e-12, 1e-12))
+    assert above == pytest.approx(below, rel=1e-6)
 
 
 def test_perpendicular_read_disturb_uses_the_squared_barrier():
@@ -415,3 +415,20 @@ def test_read_stress_enters_the_lifetime():
     both = _lifetime(0.5, hard, 2.4e5)
     assert both == pytest.approx(1 / (0.5 / hard.endurance_cycles + 2.4e5 / hard.read_cycles))
     assert both < _lifetime(0.5, hard, 0.0)
+
+
+def test_read_disturb_flips_only_the_disturbable_state_at_its_rate():
+    from imcsim.devices.errors import ErrorInjector
+
+    class Cell:
+        def error_rates(self):
+            return {"read_disturb": 1e-3}
+
+    inj = ErrorInjector(Cell(), 0)
+    bits = np.random.default_rng(0).integers(0, 2, (400, 400)).astype(np.uint8)
+    out = inj.read(bits, 10)
+    changed = out != bits
+    expected = np.count_nonzero(bits) * -math.expm1(10 * math.log1p(-1e-3))
+    assert bool((bits[changed] == 1).all())  # ap_to_p: only AP (1) cells fall to P
+    assert abs(changed.sum() - expected) < 4 * math.sqrt(expected)
+    assert inj.flips["read_disturb"] == changed.sum()

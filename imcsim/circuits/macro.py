@@ -480,11 +480,9 @@ class BitSerialMacro(ArrayCircuit):
 
     def _read_disturb(self, s: StoredMatrix, reads: int) -> None:
         """Inject the read-disturb flips of ``reads`` cell reads spread over a stored matrix."""
-        cells = s.values.size * N_BITS
-        bits = _cell_bits(s.values)
-        after = self.errors.read(bits, reads / cells)
-        if after is not bits:
-            s.assign(_from_cell_bits(after, s.values.shape))
+        after = self.errors.read_matrix(s.values, reads, _cell_bits, _from_cell_bits)
+        if after is not None:
+            s.assign(after)
 
 
 class _WriteMemo:

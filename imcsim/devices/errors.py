@@ -99,18 +99,40 @@ class ErrorInjector:
         out = out.reshape(rows, -1)[:, :cols]
         return np.ascontiguousarray(out.T if self.across_rows else out)
 
-    def read(self, bits: np.ndarray, reads_per_cell: float) -> np.ndarray:
-        """The cell bits after ``reads_per_cell`` reads of every cell."""
+    def _picked(self, cells: int, reads_per_cell: float) -> np.ndarray | None:
+        """Cells a read disturb strikes: every cell is picked with its probability over the reads it has seen and
+        flips if it is in the disturbable state (thinning: the same as drawing over the disturbable cells alone,
+        with no pass over the bits when none is picked)."""
         p = self.rates.get("read_disturb", 0.0)
         if p <= 0.0 or reads_per_cell <= 0.0:
-            return bits
-        p_cell = -np.expm1(reads_per_cell * np.log1p(-min(p, 1.0 - 1e-16)))
+            return None
+        p_cell = float(-np.expm1(reads_per_cell * np.log1p(-min(p, 1.0 - 1e-16))))
+        k = int(self.rng.binomial(cells, min(1.0, p_cell)))
+        return self.rng.choice(cells, size=k, replace=False) if k else None
+
+    def _flip_read(self, bits: np.ndarray, picked: np.ndarray) -> np.ndarray | None:
         state = 1 if self.polarity == "ap_to_p" else 0
-        flip = self._fail(bits == state, float(p_cell))
-        n = int(flip.sum())
-        if not n:
-            return bits
-        self.flips["read_disturb"] += n
+        hit = picked[bits.flat[picked] == state]
+        if not hit.size:
+            return None
+        self.flips["read_disturb"] += int(hit.size)
         out = bits.copy()
-        out[flip] = 1 - state
+        out.flat[hit] = 1 - state
         return out
+
+    def read(self, bits: np.ndarray, reads_per_cell: float) -> np.ndarray:
+        """The cell bits after ``reads_per_cell`` reads of every cell."""
+        picked = self._picked(bits.size, reads_per_cell)
+        out = None if picked is None else self._flip_read(bits, picked)
+        return bits if out is None else out
+
+    def read_matrix(self, values: np.ndarray, reads: float, to_bits, from_bits) -> np.ndarray | None:
+        """A stored INT8 matrix after ``reads`` cell reads spread over its cells (``to_bits`` / ``from_bits``: its
+        cell layout), or None when no cell flipped."""
+        bits_per_value = 8
+        cells = values.size * bits_per_value
+        picked = self._picked(cells, reads / cells)
+        if picked is None:
+            return None
+        out = self._flip_read(to_bits(values), picked)
+        return None if out is None else from_bits(out, values.shape)
