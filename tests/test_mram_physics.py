@@ -432,3 +432,27 @@ def test_read_disturb_flips_only_the_disturbable_state_at_its_rate():
     assert bool((bits[changed] == 1).all())  # ap_to_p: only AP (1) cells fall to P
     assert abs(changed.sum() - expected) < 4 * math.sqrt(expected)
     assert inj.flips["read_disturb"] == changed.sum()
+
+
+def test_thinned_write_errors_keep_each_direction_at_its_own_rate():
+    """write_matrix strikes cells with the largest rate and accepts each with its own rate over it: a 0 -> 1 write
+    fails with write_set, a 1 -> 0 write with write_reset, each independently."""
+    from imcsim.circuits.macro import _cell_bits, _from_cell_bits
+    from imcsim.devices.errors import ErrorInjector
+
+    class Cell:
+        def error_rates(self):
+            return {"write_set": 0.02, "write_reset": 0.004}
+
+    inj = ErrorInjector(Cell(), 5)
+    rng = np.random.default_rng(2)
+    old = rng.integers(-128, 128, (300, 100), dtype=np.int8)
+    new = rng.integers(-128, 128, (300, 100), dtype=np.int8)
+    ob, nb = _cell_bits(old), _cell_bits(new)
+    got = _cell_bits(inj.write_matrix(old, new, _cell_bits, _from_cell_bits))
+    for was, to, p in ((0, 1, 0.02), (1, 0, 0.004)):
+        cells = (ob == was) & (nb == to)
+        failed = np.count_nonzero(cells & (got == was))
+        expected = cells.sum() * p
+        assert abs(failed - expected) < 4 * math.sqrt(expected)
+    assert np.array_equal(got[ob == nb], nb[ob == nb])  # unchanged cells stay

@@ -464,19 +464,19 @@ class BitSerialMacro(ArrayCircuit):
                              ) -> tuple[np.ndarray, dict[str, int]]:
         """The INT8 codes a rewrite leaves with the device's errors injected, and the retry writes and verify reads
         of the write-verify-retry policy (if any)."""
-        target = _cell_bits(new)
-        bits = self.errors.write(_cell_bits(old), target)
+        stored = self.errors.write_matrix(old, new, _cell_bits, _from_cell_bits)
         extra: dict[str, int] = {}
         for _ in range(retries or 0):
-            if np.array_equal(bits, target):
+            if np.array_equal(stored, new):
                 break
+            bits, target = _cell_bits(stored), _cell_bits(new)
             ev = self.device.count_writes(bits, target)
             for action, c in ev.counts.items():
                 extra[action] = extra.get(action, 0) + c
             extra["read"] = extra.get("read", 0) + int(np.count_nonzero(ev.cell_writes))
             self.errors.flips["retried"] += int(np.count_nonzero(bits != target))
-            bits = self.errors.write(bits, target)
-        return _from_cell_bits(bits, new.shape), extra
+            stored = self.errors.write_matrix(stored, new, _cell_bits, _from_cell_bits)
+        return stored, extra
 
     def _read_disturb(self, s: StoredMatrix, reads: int) -> None:
         """Inject the read-disturb flips of ``reads`` cell reads spread over a stored matrix."""

@@ -42,10 +42,16 @@ class ErrorInjector:
 
     # --- draws -------------------------------------------------------------------------
 
-    def _fail(self, mask: np.ndarray, p: float) -> np.ndarray:
-        """A random subset of the True cells of ``mask``, each with probability ``p``."""
+    def _fail(self, mask: np.ndarray, p: float, struck: np.ndarray | None = None, p_max: float = 1.0) -> np.ndarray:
+        """A random subset of the True cells of ``mask``, each with probability ``p``; with ``struck`` (cells already
+        picked with probability ``p_max``), a struck cell fails with ``p / p_max`` (thinning: the same law)."""
         out = np.zeros(mask.shape, dtype=bool)
         if p <= 0.0:
+            return out
+        if struck is not None:
+            idx = np.flatnonzero(mask & struck)
+            if idx.size:
+                out.flat[idx[self.rng.random(idx.size) < p / p_max]] = True
             return out
         idx = np.flatnonzero(mask)
         if idx.size == 0:
@@ -55,33 +61,62 @@ class ErrorInjector:
             out.flat[self.rng.choice(idx, size=k, replace=False)] = True
         return out
 
-    def write(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
-        """The cell bits a rewrite from ``old`` to ``new`` (0/1 arrays, rows x cells) actually leaves."""
+    @property
+    def p_max(self) -> float:
+        """The largest per-cell failure probability of a write (the thinning bound)."""
+        if self.group > 1:
+            return max(self.rates.get("reset", 0.0), self.rates.get("set", 0.0), float(self.half_select.max()))
+        return max(self.rates.get("write_set", 0.0), self.rates.get("write_reset", 0.0))
+
+    def write_matrix(self, old: np.ndarray, new: np.ndarray, to_bits, from_bits) -> np.ndarray:
+        """The INT8 codes a rewrite of a stored matrix from ``old`` to ``new`` leaves (``to_bits`` / ``from_bits``:
+        its cell layout). Thinning: every cell is struck with the largest failure probability, and only a struck
+        cell can fail (with its own probability over that bound), so a write with no cell struck, the usual case
+        at a sound operating point, costs one binomial draw and no pass over the bits."""
+        p_max = min(1.0, self.p_max)
+        cells = old.size * 8
+        k = int(self.rng.binomial(cells, p_max)) if p_max > 0.0 else 0
+        if not k:
+            return new
+        struck = np.zeros(cells, dtype=bool)
+        struck[self.rng.choice(cells, size=k, replace=False)] = True
+        old_bits = to_bits(old)
+        out = self.write(old_bits, to_bits(new), struck.reshape(old_bits.shape), p_max)
+        return from_bits(out, new.shape)
+
+    def write(self, old: np.ndarray, new: np.ndarray, struck: np.ndarray | None = None, p_max: float = 1.0
+              ) -> np.ndarray:
+        """The cell bits a rewrite from ``old`` to ``new`` (0/1 arrays, rows x cells) actually leaves (``struck``:
+        see :meth:`write_matrix`)."""
         old = np.asarray(old, dtype=np.uint8)
         new = np.asarray(new, dtype=np.uint8)
         if self.group > 1:
-            return self._group_write(old, new)
+            return self._group_write(old, new, struck, p_max)
         up = (old == 0) & (new == 1)
         down = (old == 1) & (new == 0)
-        fail_up = self._fail(up, self.rates.get("write_set", 0.0))
-        fail_down = self._fail(down, self.rates.get("write_reset", 0.0))
+        fail_up = self._fail(up, self.rates.get("write_set", 0.0), struck, p_max)
+        fail_down = self._fail(down, self.rates.get("write_reset", 0.0), struck, p_max)
         self.flips["write"] += int(fail_up.sum() + fail_down.sum())
         out = new.copy()
         out[fail_up] = 0
         out[fail_down] = 1
         return out
 
-    def _group_write(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    def _group_write(self, old: np.ndarray, new: np.ndarray, struck: np.ndarray | None, p_max: float) -> np.ndarray:
         o, w = (old.T, new.T) if self.across_rows else (old, new)
         rows, cols = o.shape
         n = self.group
         pad = (-cols) % n
-        og = np.pad(o, ((0, 0), (0, pad))).reshape(rows, -1, n)
-        ng = np.pad(w, ((0, 0), (0, pad))).reshape(rows, -1, n)
+
+        def grouped(a: np.ndarray) -> np.ndarray:
+            return np.pad(a, ((0, 0), (0, pad))).reshape(rows, -1, n)
+
+        og, ng = grouped(o), grouped(w)
+        sg = None if struck is None else grouped(struck.T if self.across_rows else struck)
         rewritten = (og != ng).any(axis=-1, keepdims=True)
         out = np.where(rewritten, ng, og).astype(np.uint8)
-        reset_fail = self._fail(rewritten & (og == 1) & (ng == 0), self.rates.get("reset", 0.0))
-        set_fail = self._fail(rewritten & (ng == 1), self.rates.get("set", 0.0))
+        reset_fail = self._fail(rewritten & (og == 1) & (ng == 0), self.rates.get("reset", 0.0), sg, p_max)
+        set_fail = self._fail(rewritten & (ng == 1), self.rates.get("set", 0.0), sg, p_max)
         out[reset_fail] = 1
         out[set_fail] = 0
         # half-select: an unselected cell of a rewritten group, with k selected cells beyond it (farther from the
@@ -92,7 +127,7 @@ class ErrorInjector:
         hs = np.zeros(out.shape, dtype=bool)
         for k in np.unique(beyond[candidates]):
             p = float(self.half_select[min(int(k), self.half_select.size - 1)])
-            hs |= self._fail(candidates & (beyond == k), p)
+            hs |= self._fail(candidates & (beyond == k), p, sg, p_max)
         out[hs] = 1
         self.flips["write"] += int(reset_fail.sum() + set_fail.sum())
         self.flips["half_select"] += int(hs.sum())
