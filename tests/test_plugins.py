@@ -49,6 +49,7 @@ def test_an_installed_plugin_is_listed_and_used(installed, tmp_path):
     assert "valid" in res.stdout
 
 
+@pytest.mark.slow  # end to end, about 15 s: kept out of the default suite's 5 minutes
 def test_an_installed_method_is_listed_and_trains(installed, tmp_path):
     import torch
 

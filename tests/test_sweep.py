@@ -140,6 +140,7 @@ def test_sweep_equals_single_runs_and_records_a_bad_point(tmp_path):
     assert first["energy_train_j"] != float(got[2]["energy_train_j"])  # the swept key changed the result
 
 
+@pytest.mark.slow  # end to end, about 15 s: kept out of the default suite's 5 minutes
 def test_interrupted_sweep_resumes_with_nothing_lost_or_repeated(tmp_path, capsys):
     out = tmp_path / "sw"
     def sweep_args(n: int) -> list[str]:
@@ -303,6 +304,7 @@ def test_workers_and_resource_tracker_exit_when_the_sweep_is_killed(tmp_path, wh
             os.killpg(proc.pid, signal.SIGKILL)  # whatever the test left alive
 
 
+@pytest.mark.slow  # end to end, about 15 s: kept out of the default suite's 5 minutes
 def test_sigterm_stops_a_sweep_like_ctrl_c_and_resume_finishes_it(tmp_path):
     psutil = pytest.importorskip("psutil")
     out = tmp_path / "sw"
