@@ -166,3 +166,24 @@ def test_expected_counts_match_the_counted_gemm_on_random_operands():
     for key in (("dac", "convert"), ("adc", "convert")):
         assert exp_t.counts[key] == rec_t.counts[key], key
     assert exp_t.cycles == rec_t.cycles
+
+
+def test_adc_energy_follows_the_converter_survey_envelope():
+    """Murmann's ADC survey (github bmurmann/ADC-survey): a 0.27 pJ floor, a Walden part doubling per bit and a
+    thermal part quadrupling per bit (0.145 aJ x 4^ENOB), and the energy per conversion rising with the rate above
+    the 46.7 MHz Schreier corner. Through the ISAAC cost point (8 bits, 1.67 pJ at 1.2 GS/s)."""
+    from imcsim.errors import InputError
+
+    e = {b: crossbar(f"circuit.components.adc.bits={b}").actions.energy_j(("adc", "convert"))
+         for b in (4, 8, 9, 15, 16)}
+    assert e[8] == pytest.approx(1.67e-12)
+    assert 1.7 < e[9] / e[8] < 2.5  # about 2 x per bit below ~10 bits (less where the floor weighs)
+    # toward 4 x per bit where thermal noise limits (for this converter, 6 x above the envelope at 8 bits, the
+    # thermal term overtakes the Walden one past 15 bits; on the envelope itself past ~10)
+    assert 2.5 < e[16] / e[15] < 4.0
+    assert e[4] > 0.27e-12  # never below the survey's floor
+    slow = crossbar("circuit.components.adc.t_conversion=1.66ns").actions.energy_j(("adc", "convert"))
+    assert slow == pytest.approx(e[8] / 2)  # half the rate, above the corner: half the energy
+    with pytest.raises(InputError) as err:
+        crossbar("circuit.components.adc.energy=0.2pJ")
+    assert err.value.key.endswith("adc.energy")

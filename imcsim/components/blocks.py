@@ -17,7 +17,8 @@ from pydantic import Field
 
 from imcsim.actions import ActionSpec
 from imcsim.components.base import Component, ComponentCard, CostPoint, PointCard, Technology
-from imcsim.params import Number, TimeS
+from imcsim.errors import PhysicsError
+from imcsim.params import EnergyJ, FrequencyHz, TimeS
 
 N_BITS = 8  # INT8 operands
 ACC_BITS = 32  # output accumulators (INT32 partial sums)
@@ -56,12 +57,21 @@ class DacCard(PointCard):
 
 
 class AdcCard(PointCard):
-    """An ADC conversion at ``reference_bits``; energy grows ``growth_per_bit`` per extra bit of ``bits``."""
+    """An ADC whose conversion energy follows the survey envelope of published converters in resolution and
+    rate, through the card's cost point (see :class:`Adc`)."""
 
     kind: Literal["adc"]
     bits: int = Field(ge=1, le=16, description="ADC resolution")
     reference_bits: int = Field(ge=1, le=16, description="resolution of the cost point")
-    growth_per_bit: Number = Field(gt=1.0, le=4.0, description="conversion energy ratio per extra bit")
+    floor_energy_j: EnergyJ = Field(alias="floor_energy", ge=0.0, le=1e-10,
+                                    description="energy per conversion no converter goes below at low resolution")
+    thermal_energy_j: EnergyJ = Field(alias="thermal_energy", gt=0.0, le=1e-15,
+                                      description="k in the thermal-noise term k 4^B of the energy per conversion")
+    rate_corner_hz: FrequencyHz = Field(alias="rate_corner", gt=1e3, le=1e11,
+                                        description="conversion rate above which the energy per conversion grows "
+                                                    "in proportion to the rate")
+    reference_t_conversion_s: TimeS = Field(alias="reference_t_conversion", gt=1e-12, le=1e-5,
+                                            description="conversion time of the cost point")
     t_conversion_s: TimeS = Field(alias="t_conversion", gt=1e-12, le=1e-5, description="time of one conversion")
 
 
@@ -178,10 +188,37 @@ class Dac(Component):
 
 
 class Adc(Component):
+    """Energy per conversion from the envelope of published converters (Murmann, ADC performance survey
+    1997-2025, github bmurmann/ADC-survey): a floor no converter goes below (the survey's fit: 0.27 pJ), a
+    resolution-limited part that doubles per bit (a Walden figure of merit, FoM_W 2^B) and a thermal-noise part
+    that quadruples per bit (k 4^B, the survey's fit: 0.145 aJ x 4^ENOB): about 2 x per bit in the middle and
+    4 x per bit past ~10 bits. Above the survey's Schreier-FoM corner (46.7 MHz) the energy per conversion grows
+    in proportion to the rate (-10 dB/decade). The card's cost point fixes FoM_W, ``E(B_ref) = floor + FoM_W
+    2^B_ref + k 4^B_ref`` at its rate; the node scaling applies to the whole. The area is the cost point's (its
+    scaling with resolution is not modelled)."""
+
+    def __init__(self, role: str, card: AdcCard, tech: Technology):
+        super().__init__(role, card, tech)
+        walden = card.energy_j - card.floor_energy_j - card.thermal_energy_j * 4.0**card.reference_bits
+        if walden <= 0.0:
+            raise PhysicsError(f"the floor and the thermal term k 4^B ({card.floor_energy_j:.3g} J + "
+                               f"{card.thermal_energy_j * 4.0**card.reference_bits:.3g} J at {card.reference_bits} "
+                               f"bits) exceed the cost point's {card.energy_j:.3g} J: the cost point lies below the "
+                               "envelope of published converters", key=f"components.{role}.energy")
+        self.fom_walden_j = walden / 2.0**card.reference_bits
+
+    def shape(self, bits: int) -> float:
+        c = self.card
+        return c.floor_energy_j + self.fom_walden_j * 2.0**bits + c.thermal_energy_j * 4.0**bits
+
+    def rate_factor(self, t_conversion_s: float) -> float:
+        return max(1.0, 1.0 / (t_conversion_s * self.card.rate_corner_hz))
+
     @property
     def conversion_energy_j(self) -> float:
         c = self.card
-        return self.energy_j * c.growth_per_bit ** (c.bits - c.reference_bits)
+        return (self.energy_j * self.shape(c.bits) / self.shape(c.reference_bits)
+                * self.rate_factor(c.t_conversion_s) / self.rate_factor(c.reference_t_conversion_s))
 
     def actions(self) -> dict[str, ActionSpec]:
         return {"convert": self.spec(self.conversion_energy_j, f"one {self.card.bits}-bit conversion of a column or "
