@@ -90,27 +90,30 @@ class RunContext:
             return self.write_stats.max_writes / self.steps if self.steps else 0.0
         return self.tally.pooled_max_write_rate(self.macro.cells_per_weight) / self.counted_steps
 
-    def max_reads_per_step(self, macro: str | None = None) -> float:
-        """Reads of the most read stored cell per step: each stored matrix's cell reads in the training phases
-        spread over its cells (every cell of a matrix is read alike by the bit-serial stream), the busiest
-        matrix's (on a chip, of the macro named)."""
+    @cached_property
+    def _reads_per_cell_step(self) -> dict[tuple[str, str], tuple[str, float]]:
+        """(layer, region) of each stored matrix -> (its macro, reads of one of its cells per counted step): the
+        matrix's cell reads in the training phases spread over its cells (the bit-serial stream reads every cell
+        of a matrix alike)."""
         held = self.macro.matrices()
-        reads: dict[tuple[str, str], float] = {}
+        reads: dict[tuple[str, str], list] = {}
         for op in self.result.ops:
             if op.phase not in TRAINING_PHASES or (op.layer, op.region) not in held:
-                continue
-            if macro is not None and self.macro.macro_of(op.home) != macro:
                 continue
             n = sum(c for (comp, action), c in op.counts.items()
                     if action == "read" and comp in self.macro.device_components)
             if n:
-                reads[(op.layer, op.region)] = reads.get((op.layer, op.region), 0.0) + n
-        best = 0.0
-        for key, n in reads.items():
+                entry = reads.setdefault((op.layer, op.region), [self.macro.macro_of(op.home), 0.0])
+                entry[1] += n
+        out = {}
+        for key, (macro, n) in reads.items():
             s = held[key]
-            cells = s.values.size * s.scale * self.macro.cells_per_weight
-            best = max(best, n / cells / max(1, self.counted_steps))
-        return best
+            out[key] = (macro, n / (s.values.size * s.scale * self.macro.cells_per_weight) / max(1, self.counted_steps))
+        return out
+
+    def max_reads_per_step(self, macro: str | None = None) -> float:
+        """Reads of the most read stored cell per step (on a chip, of the macro named)."""
+        return max((r for m, r in self._reads_per_cell_step.values() if macro is None or m == macro), default=0.0)
 
     @cached_property
     def lifetime_steps(self) -> float:

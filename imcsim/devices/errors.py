@@ -25,6 +25,8 @@ from collections import Counter
 
 import numpy as np
 
+CELLS_PER_CODE = 8  # one-bit cells per stored INT8 code (the bit-serial macro's layout)
+
 
 class ErrorInjector:
     """Seeded error injection for one device (one macro)."""
@@ -74,7 +76,7 @@ class ErrorInjector:
         cell can fail (with its own probability over that bound), so a write with no cell struck, the usual case
         at a sound operating point, costs one binomial draw and no pass over the bits."""
         p_max = min(1.0, self.p_max)
-        cells = old.size * 8
+        cells = old.size * CELLS_PER_CODE
         k = int(self.rng.binomial(cells, p_max)) if p_max > 0.0 else 0
         if not k:
             return new
@@ -164,8 +166,7 @@ class ErrorInjector:
     def read_matrix(self, values: np.ndarray, reads: float, to_bits, from_bits) -> np.ndarray | None:
         """A stored INT8 matrix after ``reads`` cell reads spread over its cells (``to_bits`` / ``from_bits``: its
         cell layout), or None when no cell flipped."""
-        bits_per_value = 8
-        cells = values.size * bits_per_value
+        cells = values.size * CELLS_PER_CODE
         picked = self._picked(cells, reads / cells)
         if picked is None:
             return None

@@ -101,13 +101,9 @@ class _BitwiseMRAM(NonVolatileCell):
     temperature_k: float
     bits_per_cell: int = 1
 
-    @property
-    def r_read_series_ohm(self) -> float:
-        return 0.0  # the bitline clamp holds v_read across the junction itself
-
     def read_action(self) -> ActionSpec:
         rd = self.card.read
-        e = self.mtj.read_energy_j(rd, self.card.transistor.vdd_v, self.r_read_series_ohm)
+        e = self.mtj.read_energy_j(rd, self.card.transistor.vdd_v)  # the clamp holds v_read on the junction
         return ActionSpec(ActionCost(e, rd.t_read_s), "one MTJ read: cell and reference branches from vdd", "read")
 
     def actions(self) -> dict[str, ActionSpec]:
@@ -159,7 +155,7 @@ class _BitwiseMRAM(NonVolatileCell):
     def _common_figures(self) -> dict[str, tuple[float, str]]:
         w, tr = self.card.write, self.card.transistor
         return {
-            **self.mtj.figures(self.card.read, tr.vdd_v, self.r_read_series_ohm),
+            **self.mtj.figures(self.card.read, tr.vdd_v),
             "write_energy_per_flipped_bit": (self.e_write_j, "J"),
             "write_latency": (w.t_write_s, "s"),
             "write_error_rate": (self.wer(), ""),

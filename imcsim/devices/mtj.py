@@ -258,6 +258,10 @@ class MTJ:
             raise PhysicsError(f"{read.v_read_v:g} V gives a sense margin of {margin * 1e6:.1f} uA, below the "
                                f"{read.min_margin_a * 1e6:.1f} uA the sense amplifier resolves (read.min_margin)",
                                key="read.v_read")
+        self.check_read_rule(read, r_series_ohm)
+
+    def check_read_rule(self, read: ReadParams, r_series_ohm: float = 0.0) -> None:
+        """The read current stays within the read-disturb rule (a fraction of the critical current)."""
         ratio = self.read_disturb_ratio(read, r_series_ohm)
         if ratio > read.max_ic0_fraction:
             raise PhysicsError(

@@ -166,11 +166,7 @@ class SASMRAM(NonVolatileCell):
                 f"transistor) a worst-case margin of {margins[worst] * 1e6:.1f} uA, below the "
                 f"{rd.min_margin_a * 1e6:.1f} uA the sense amplifier resolves; use read.scheme sequential or "
                 "across_rows", key="read.scheme")
-        ratio = self.mtj.read_disturb_ratio(rd)
-        if ratio > rd.max_ic0_fraction:
-            raise PhysicsError(
-                f"{rd.v_read_v:g} V drives {ratio:.2f} x the critical current of the state a read can disturb; the "
-                f"read rule allows {rd.max_ic0_fraction:g} x (lower read.v_read or raise mtj.ra)", key="read.v_read")
+        self.mtj.check_read_rule(rd)
 
     # --- the line and the transistor -------------------------------------------
 
@@ -272,11 +268,9 @@ class SASMRAM(NonVolatileCell):
                          m.params.tau0_s, self.tau_sot_s, 1.0, torque="sot")
 
     def half_select_disturb(self) -> float:
-        """Probability that the set pulse switches an unselected MTJ (worst case: the nearest one, under the set
-        pulse and the other MTJs' returning STT currents), by thermal activation over the SOT-lowered barrier."""
-        w, m = self.card.write, self.mtj
-        s = self.sot_strength(self.half_select_line_current_a)
-        return float(thermal_switch_probability(s, w.t_set_s, m.delta, m.params.tau0_s, 1.0))
+        """Probability that the set pulse switches an unselected MTJ, worst case: the nearest one, with the other
+        N - 1 MTJs selected and their STT currents returning under it (see :meth:`half_select_by_returns`)."""
+        return self.half_select_by_returns()[-1]
 
     # --- the group read ---------------------------------------------------------
 
@@ -314,11 +308,10 @@ class SASMRAM(NonVolatileCell):
         n = self.card.write.n_mtj
         margins = []
         for k in range(n):
-            active = tuple(j == k or scheme == "concurrent" for j in range(n))
-            lo = self._line_currents(tuple(0 for _ in range(n)), active)[k]
-            hi = self._line_currents(tuple(0 if j != k else 1 for j in range(n)) if scheme != "concurrent"
-                                     else tuple(1 for _ in range(n)), active)[k]
-            margins.append(float(lo - hi))
+            active = tuple(j == k or scheme == "concurrent" for j in range(n))  # an idle MTJ draws no current
+            i_p = self._line_currents((0,) * n, active)[k]
+            i_ap = self._line_currents((1,) * n, active)[k]
+            margins.append(float(i_p - i_ap))
         return margins
 
     def enumerated_margins_a(self, scheme: str) -> list[float]:

@@ -139,7 +139,7 @@ class WritePath:
     t_op_s: float
     delta: float
     tau0_s: float
-    tau_d_s: float
+    tau_d_s: float  # the free layer's time constant of the law: tau_d (stt) or tau_sot (sot)
     exponent: float = 2.0
     torque: str = "stt"  # "stt": Butler's precessional law; "sot": the charge-limited law
 
