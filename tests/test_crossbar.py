@@ -19,13 +19,17 @@ MAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sas_mram_repnet
 XBAR = ["circuit.card=reram_crossbar_isaac_32nm", "device.card=reram_hfox_neurosim"]
 
 
+IDEAL = ["device.read.noise=0", "circuit.analog.wire=null"]  # no read noise, ideal wires
+ENCODINGS = [(w, i) for w in ("differential", "subtract", "offset") for i in ("sign_magnitude", "twos_complement")]
+
+
 def crossbar(*sets: str):
     return build_hardware(load_config(MAIN_CONFIG, [*XBAR, *sets])).macro
 
 
 def nominal(xb, name: str, w: np.ndarray) -> None:
     """Replace programmed conductances by the exact level values."""
-    xb.ell[name] = xb._levels_of(w).astype(float)
+    xb.set_levels(name, xb._levels_of(w))
 
 
 def rel_err(y, exact) -> float:
@@ -33,11 +37,13 @@ def rel_err(y, exact) -> float:
 
 
 @given(arrays(np.int8, st.tuples(st.integers(1, 40), st.integers(1, 6)), elements=st.integers(-128, 127)),
-       st.integers(1, 5), st.sampled_from([1, 2, 4, 8]))
-@settings(max_examples=25, deadline=None)
-def test_wide_adc_and_exact_cells_give_the_integer_product(w, m, dac_bits):
+       st.integers(1, 5), st.sampled_from([1, 2, 4, 8]), st.sampled_from(ENCODINGS))
+@settings(max_examples=40, deadline=None)
+def test_wide_adc_and_exact_cells_give_the_integer_product(w, m, dac_bits, encoding):
+    """Every weight and input encoding computes the exact product with exact cells and a wide ADC."""
     xb = crossbar("circuit.components.adc.bits=16", "circuit.array.rows=16", "circuit.array.cols=32",
-                  f"circuit.components.dac.bits={dac_bits}")
+                  f"circuit.components.dac.bits={dac_bits}", *IDEAL,
+                  f"circuit.analog.weight_encoding={encoding[0]}", f"circuit.analog.input_encoding={encoding[1]}")
     xb.store("w", w)
     nominal(xb, "w", w)
     rng = np.random.default_rng(m)
@@ -56,7 +62,7 @@ def test_adc_error_falls_with_resolution():
     exact = x.long() @ torch.from_numpy(w).long()
     errors = []
     for bits in (4, 6, 8, 10):
-        xb = crossbar(f"circuit.components.adc.bits={bits}")
+        xb = crossbar(f"circuit.components.adc.bits={bits}", *IDEAL)
         xb.store("w", w)
         nominal(xb, "w", w)
         y, _ = xb.forward(x, "w")
@@ -70,7 +76,7 @@ def test_adc_error_falls_with_resolution():
 def test_programming_error_reaches_the_result():
     rng = np.random.default_rng(1)
     w = np.clip(rng.normal(0, 30, (64, 8)), -128, 127).astype(np.int8)
-    xb = crossbar("circuit.components.adc.bits=12")
+    xb = crossbar("circuit.components.adc.bits=12", *IDEAL, "device.relaxation=null")
     xb.store("w", w)
     x = torch.from_numpy(rng.integers(-128, 128, (8, 64), dtype=np.int8))
     y, _ = xb.forward(x, "w")
@@ -80,7 +86,7 @@ def test_programming_error_reaches_the_result():
 
 
 def test_differential_slices():
-    xb = crossbar()
+    xb = crossbar("circuit.analog.weight_encoding=differential")
     levels = xb._levels_of(np.array([[0, 1, -1, 127, -128]], dtype=np.int8))
     assert levels.shape == (1, 5, 8)  # 2-bit cells: 4 slices for W+, 4 for W-
     assert levels[0, 0].tolist() == [0] * 8
@@ -90,16 +96,62 @@ def test_differential_slices():
     assert levels[0, 4].tolist() == [0, 0, 0, 0, 0, 0, 0, 2]  # 128 = 2 0 0 0 in base 4
 
 
-def test_counts_follow_the_mapping():
-    xb = crossbar()
-    w = np.ones((200, 3), dtype=np.int8)
+def test_offset_slices_store_the_biased_code():
+    xb = crossbar("circuit.analog.weight_encoding=offset")  # ISAAC's biased encoding: W + 128
+    levels = xb._levels_of(np.array([[0, -128, 127, -1]], dtype=np.int8))
+    assert levels.shape == (1, 4, 4)  # one magnitude: 4 two-bit cells
+    assert levels[0, 0].tolist() == [0, 0, 0, 2]  # 128 = 2 0 0 0 in base 4
+    assert levels[0, 1].tolist() == [0, 0, 0, 0]
+    assert levels[0, 2].tolist() == [3, 3, 3, 3]  # 255
+    assert levels[0, 3].tolist() == [3, 3, 3, 1]  # 127
+
+
+# conversions of a (5 x 32) @ (32 x 3) product on 16 x 32 crossbars of 2-bit cells with 1-bit DACs, by hand:
+# vectors x row tiles x input cycles x sign passes x outputs x conversions per weight
+HAND_FORWARD = {
+    ("differential", "sign_magnitude"): 5 * 2 * 8 * 2 * 3 * 8,  # W+ and W- columns each converted
+    ("subtract", "sign_magnitude"): 5 * 2 * 8 * 2 * 3 * 4,  # W+ - W- in analog: one conversion per slice
+    ("offset", "sign_magnitude"): 5 * 2 * 8 * 2 * 3 * 4,  # biased code: one column per slice
+    ("differential", "twos_complement"): 5 * 2 * 8 * 1 * 3 * 8,  # one pass: 7 magnitude cycles + the sign cycle
+    ("subtract", "twos_complement"): 5 * 2 * 8 * 1 * 3 * 4,
+    ("offset", "twos_complement"): 5 * 2 * 8 * 1 * 3 * 4,  # ISAAC's choice
+}
+# input gradient (3 x 32 product driving the columns): vectors x column tiles (the 3 weights of one slice side fit
+# in one crossbar's 16 or 32 columns) x cycles x passes x rows converted (32) x cells per weight, each cell column's
+# row sum converted in its side's own pass
+HAND_INPUT_GRAD = {
+    ("differential", "sign_magnitude"): 5 * 1 * 8 * 2 * 32 * 8,
+    ("subtract", "sign_magnitude"): 5 * 1 * 8 * 2 * 32 * 8,
+    ("offset", "sign_magnitude"): 5 * 1 * 8 * 2 * 32 * 4,
+    ("differential", "twos_complement"): 5 * 1 * 8 * 1 * 32 * 8,
+    ("subtract", "twos_complement"): 5 * 1 * 8 * 1 * 32 * 8,
+    ("offset", "twos_complement"): 5 * 1 * 8 * 1 * 32 * 4,
+}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=lambda e: f"{e[0]}-{e[1]}")
+def test_conversions_per_mac_follow_the_encoding_counted_by_hand(encoding):
+    xb = crossbar("circuit.array.rows=16", "circuit.array.cols=32", *IDEAL,
+                  f"circuit.analog.weight_encoding={encoding[0]}", f"circuit.analog.input_encoding={encoding[1]}")
+    w = np.ones((32, 3), dtype=np.int8)
     xb.store("w", w)
-    x = torch.ones((5, 200), dtype=torch.int8)
+    x = torch.tensor([[1, -1] * 16] * 5, dtype=torch.int8)  # both signs present
     _, rec = xb.forward(x, "w")
-    tiles = 2  # 200 rows over 128-row crossbars
-    assert rec.counts[("adc", "convert")] == 5 * tiles * 8 * 3 * 8  # vectors x tiles x cycles x cols
-    assert rec.counts[("dac", "convert")] == 5 * 200 * 8 * 1
-    assert rec.cycles == 5 * 8 * 8  # vectors x input cycles x columns per ADC
+    assert rec.counts[("adc", "convert")] == HAND_FORWARD[encoding]
+    assert rec.counts[("shift_add", "accumulate")] == HAND_FORWARD[encoding]
+    passes = 2 if encoding[1] == "sign_magnitude" else 1
+    assert rec.counts[("dac", "convert")] == 5 * 32 * 8 * passes * 1  # every row, cycle and pass; one column tile
+    # an input cycle lasts the 10 ns cell read (12 cycles of 0.83 ns), longer than 8 conversions per ADC
+    assert xb.cycles_per_input == 12
+    assert rec.cycles == 5 * 8 * passes * 12
+    dy = torch.tensor([[1, -1, 1]] * 5, dtype=torch.int8)
+    _, rec_t = xb.backward_input(dy, "w")
+    assert rec_t.counts[("adc", "convert")] == HAND_INPUT_GRAD[encoding]
+    macs = 5 * 32 * 3
+    if encoding == ("offset", "twos_complement"):  # 8 cycles x 4 slices / 16 rows; on ISAAC's 128 rows: 0.25
+        assert rec.counts[("adc", "convert")] / macs == 8 * 4 / 16
+    if encoding == ("differential", "sign_magnitude"):  # four times ISAAC's
+        assert HAND_FORWARD[encoding] == 4 * HAND_FORWARD[("offset", "twos_complement")]
 
 
 def test_only_changed_weights_are_programmed():

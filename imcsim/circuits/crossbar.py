@@ -1,38 +1,54 @@
 """Analog crossbar for multi-level ReRAM: DAC inputs, column current sums, ADCs.
 
-Mapping. An INT8 weight is stored as a differential pair of magnitudes,
-``W = W+ - W-`` with ``W+ = max(W, 0)`` and ``W- = max(-W, 0)`` in [0, 128], each
-split into ``S = ceil(8 / b)`` slices of ``b = bits_per_cell`` bits, one cell per
-slice: a K x N matrix takes K rows and 2 N S columns. Small weights leave their
-high slices at level 0 (g_min, never programmed), so programming error stays
-proportional to |W|. A cell at level ``l`` has conductance
-``g_min + l * spacing``; the crossbar uses the *programmed* conductances the
-device reports (write-and-verify leaves each cell within its tolerance window,
-not exactly on its level), so programming error reaches the results.
+Mapping (``analog.weight_encoding``). An INT8 weight occupies ``S = ceil(8 / b)``
+cells of ``b = bits_per_cell`` bits per stored magnitude:
 
-Inputs. An INT8 input is applied sign-magnitude: its magnitude |x| (0..128) in
-``C = ceil(8 / d)`` cycles of ``d`` bits (``components.dac.bits``) (d = 1 is bit-serial), once for
-the positive inputs and once for the negative ones; a sign with no input in a
-GEMM is skipped (ReLU outputs need one pass). Zero inputs drive nothing, so they
-add neither energy nor programming error.
+* ``differential``: ``W = W+ - W-`` with ``W+ = max(W, 0)``, ``W- = max(-W, 0)``
+  in [0, 128]: 2 S cells, each column converted on its own (2 S conversions);
+* ``subtract``: the same 2 S cells, the W- column's current subtracted from the
+  W+ column's in analog before one ADC (S conversions over a signed range);
+* ``offset``: the biased code ``W + 128`` in [0, 255] (ISAAC's encoding): S
+  cells and S conversions; the bias ``128 sum_k x_k`` is removed digitally.
 
-Compute. In each cycle, each row tile of ``rows`` rows sums currents on every
-column: ``I = V_read * sum_k x_c[k] G[k]``; a reference column of g_min cells
-removes the g_min part, so the ADC sees ``sum_k x_c[k] (G[k] - g_min) / spacing``
-in level units, quantized by a ``components.adc.bits`` ADC over the full scale
-``rows * (2^d - 1) * (levels - 1)`` (an ADC with more codes than level sums
-resolves every sum exactly). Shift-and-add combines slices (``+/- 2^(b s)``),
-cycles (``2^(d c)``), input signs and row tiles digitally. With an ADC wide
-enough for the full scale and exact conductances the result equals the integer
-product; otherwise the error against the exact product is tallied
-(:attr:`AnalogCrossbar.error`).
+Small weights leave their high slices at level 0 (g_min, never programmed).
+Each crossbar holds one slice of many weights (slice-major), the W+ and W-
+columns of a slice side by side, so a column of a crossbar sums terms of one
+weight: the input gradient (driving columns) converts row sums of every weight
+of that crossbar, ``cols / sides`` terms each, not one slice's handful.
 
-The input gradient ``dy @ W^T`` drives the columns and converts on the rows
-(one slice of columns at a time, so each slice keeps its weight 2^(b s)).
+Inputs (``analog.input_encoding``), applied ``d = components.dac.bits`` bits per cycle:
+
+* ``sign_magnitude``: |x| (0..128) in ``ceil(8 / d)`` cycles, once for the
+  positive inputs and once for the negative ones (a sign with no input is
+  skipped; ReLU outputs take one pass);
+* ``twos_complement``: the low 7 bits in ``ceil(7 / d)`` cycles and the sign bit
+  in one more, whose result is subtracted (weight -128): one pass.
+
+Zero chunks drive nothing, so they add neither energy nor programming error.
+
+Compute. In each cycle, each row tile sums currents on every column; a
+reference column of g_min cells removes the g_min part, so the ADC sees
+``sum_k x_c[k] (G[k] - g_min) / spacing`` in level units, quantized by a
+``components.adc.bits`` ADC over the full scale ``rows * (2^d - 1) * (levels - 1)``
+(signed for ``subtract``), after the ADC's own offset (``analog.adc_offset``,
+LSB, drawn once per converter). The conductances are the device's: the
+programmed ones (write-and-verify leaves each cell within its window), relaxed
+for the time since programming and with fresh read noise per product
+(:meth:`ReRAM.conductance_at`), and, with ``analog.wire``, each cell in series
+with its wires to the row driver and the column's sense node (NeuroSim's
+first-order IR drop: ``(j + 1) r_row + (rows - i) r_col``). Shift-and-add
+combines slices, cycles, signs and tiles digitally. With exact conductances and
+an ADC wide enough for the full scale the result equals the integer product;
+otherwise its error is tallied (:attr:`AnalogCrossbar.error`).
+
+Timing. One input cycle lasts the longer of the cell read (``t_read``: the
+lines settle before the columns are sampled) and the ``cols_per_adc``
+conversions that share an ADC; the read energy is charged for ``t_read``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -56,17 +72,32 @@ from imcsim.circuits.base import (
 from imcsim.circuits.bitplanes import N_BITS, int8_matmul
 from imcsim.circuits.stream import ACC_BITS
 from imcsim.components import Component, Technology
-from imcsim.components.blocks import Adc, AdcCard, Dac, DacCard
+from imcsim.components.blocks import Adc, AdcCard, AdderLogic, Dac, DacCard
 from imcsim.devices.base import MemoryDevice
 from imcsim.errors import PhysicsError
 from imcsim.ops import OpRecord
-from imcsim.params import Params
+from imcsim.params import LengthM, Number, Params, ResistivityOhmM
+
+
+class WireParams(Params):
+    """Card section ``analog.wire``: the crossbar's row and column wires (NeuroSim's wire model)."""
+
+    resistivity_ohm_m: ResistivityOhmM = Field(alias="resistivity", ge=1e-9, le=1e-5,
+                                               description="wire resistivity at its width (size effects included)")
+    width_m: LengthM = Field(alias="width", ge=5e-9, le=1e-6, description="wire width")
+    aspect_ratio: Number = Field(ge=0.5, le=5.0, description="wire thickness / width")
 
 
 class AnalogParams(Params):
-    """Card section ``analog``: how the converters are shared."""
+    """Card section ``analog``: encodings, converter sharing, and the analog non-idealities."""
 
     cols_per_adc: int = Field(1, ge=1, le=1 << 12, description="columns multiplexed onto one ADC")
+    weight_encoding: Literal["differential", "subtract", "offset"] = Field(
+        "differential", description="how signed weights are stored and converted (see the module docstring)")
+    input_encoding: Literal["sign_magnitude", "twos_complement"] = Field(
+        "sign_magnitude", description="how signed inputs are applied: two magnitude passes or one two's-complement pass")
+    adc_offset: Number = Field(0.0, ge=0.0, le=8.0, description="std of each ADC's input offset, in LSB")
+    wire: WireParams | None = Field(None, description="row/column wires for the IR drop (none: ideal wires)")
 
 
 class CrossbarComponents(SharedComponents):
@@ -119,6 +150,20 @@ class ErrorStats:
         return math.sqrt(self.sum_sq_error / self.sum_sq_exact) if self.sum_sq_exact else 0.0
 
 
+@dataclass
+class _Cells:
+    """The physical cells of one stored matrix, (K, N, C): programmed conductance (S), relaxation draw,
+    time programmed (s), cells known to be stuck; their device-to-device draws (flattened)."""
+
+    g: np.ndarray
+    z: np.ndarray
+    t_prog: np.ndarray
+    bad: np.ndarray
+    population: object
+    version: int = 0
+    cache: dict = field(default_factory=dict)
+
+
 class AnalogCrossbar(ArrayCircuit):
     """A ReRAM crossbar with DAC inputs and ADC outputs; same interface as the digital macro."""
 
@@ -130,23 +175,38 @@ class AnalogCrossbar(ArrayCircuit):
             raise PhysicsError(
                 f"an analog crossbar needs a multi-level conductance device (reram); got {device.kind}", key="kind"
             )
+        an = card.analog
         self.levels = 2**device.bits_per_cell
         b = device.bits_per_cell
-        per_side = math.ceil(N_BITS / b)
-        self.slices = 2 * per_side  # cells per weight: W+ slices then W- slices
-        mags = [float(2 ** (b * i)) for i in range(per_side)]
-        self.slice_weights = torch.tensor(mags + [-m for m in mags], dtype=torch.float64)
-        self.in_cycles = math.ceil(N_BITS / card.components.dac.bits)
+        self.per_side = math.ceil(N_BITS / b)  # magnitudes 0..128 and biased codes 0..255 both need 8 bits
+        self.sides = 1 if an.weight_encoding == "offset" else 2
+        self.slices = self.sides * self.per_side  # cells per weight
+        self.converted = self.slices if an.weight_encoding == "differential" else self.per_side
+        mags = [float(2 ** (b * i)) for i in range(self.per_side)]
+        self.slice_weights = torch.tensor(mags + [-m for m in mags] if self.sides == 2 else mags, dtype=torch.float64)
+        d = card.components.dac.bits
+        self.twos = an.input_encoding == "twos_complement"
+        self.in_cycles = math.ceil((N_BITS - 1) / d) + 1 if self.twos else math.ceil(N_BITS / d)
         self.error = ErrorStats()
-        self.ell: dict[str, np.ndarray] = {}  # programmed conductances in level units, (K, N, S)
+        self.cells: dict[str, _Cells] = {}
+        self.clock_s = 0.0  # the crossbar's time: relaxation is evaluated at clock - time programmed
+        self._rng = np.random.default_rng([getattr(device, "seed", 0), 0xAD0])
         # One conversion per cycle slot: the cycle is the slower of the clock and the ADC.
         super().__init__(card, device, max(1.0 / card.technology.clock_hz, card.components.adc.t_conversion_s))
+        t_read = device.actions()["read"].cost.latency_s
+        # an input cycle: the lines settle for t_read, then the columns sharing an ADC convert one after another
+        self.cycles_per_input = max(an.cols_per_adc, math.ceil(t_read / self.t_cycle_s - 1e-9))
 
     # --- costs ------------------------------------------------------------------
 
     def _build_blocks(self) -> dict[str, Component]:
         c, tech = self.card.components, self.card.technology
-        return {"dac": Dac("dac", c.dac, tech), "adc": Adc("adc", c.adc, tech), **self._shared_blocks(c)}
+        shared = self._shared_blocks(c)
+        # a conversion's code enters the accumulator at its shift: adc.bits full adders and one carry out
+        shared["shift_add"] = AdderLogic("shift_add", c.adder_cell, tech, "accumulate", c.adc.bits + 1,
+                                         f"one {c.adc.bits}-bit converted code added at its shift into the "
+                                         "accumulator", width_bits=ACC_BITS, register=c.register_bit)
+        return {"dac": Dac("dac", c.dac, tech), "adc": Adc("adc", c.adc, tech), **shared}
 
     def macro_area_m2(self) -> float:
         """Crossbar area: cells, an ADC per ``cols_per_adc`` columns, a DAC per row, an accumulator per column,
@@ -160,19 +220,27 @@ class AnalogCrossbar(ArrayCircuit):
         )
         return a.n_subarrays * per_sub + self._shared_area_m2()
 
+    @property
+    def wire_resistance_ohm(self) -> float:
+        """Resistance of one cell pitch of row or column wire (NeuroSim: rho / (w^2 AR) x pitch); 0 without wires."""
+        w = self.card.analog.wire
+        if w is None:
+            return 0.0
+        acc = self.device.card.access
+        pitch = math.sqrt(acc.cell_area_f2) * acc.feature_size_m
+        return w.resistivity_ohm_m / (w.width_m**2 * w.aspect_ratio) * pitch
+
     # --- mapping and programming ------------------------------------------------------
 
     def _levels_of(self, w: np.ndarray) -> np.ndarray:
-        """(K, N) int8 -> (K, N, 2S) cell levels: slices of W+ then of W-."""
+        """(K, N) int8 -> (K, N, C) cell levels: slices of W+ then of W- (or of the biased code W + 128)."""
         w16 = w.astype(np.int32)
         b = self.device.bits_per_cell
-        per_side = self.slices // 2
-        sides = [np.maximum(w16, 0), np.maximum(-w16, 0)]
-        return np.stack([(m >> (b * i)) & (self.levels - 1) for m in sides for i in range(per_side)], axis=-1)
+        sides = [w16 + 128] if self.sides == 1 else [np.maximum(w16, 0), np.maximum(-w16, 0)]
+        return np.stack([(m >> (b * i)) & (self.levels - 1) for m in sides for i in range(self.per_side)], axis=-1)
 
     @property
     def cells_per_weight(self) -> int:
-        """Differential pair of magnitude slices."""
         return self.slices
 
     def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[tuple[str, str], tuple[int, int]]:
@@ -183,6 +251,20 @@ class AnalogCrossbar(ArrayCircuit):
                                "crossbar does not map")
         return {(name, "weights"): self.tiles_for(k, n)}
 
+    @property
+    def ell(self) -> dict[str, np.ndarray]:
+        """Programmed conductances in level units, (K, N, C) per matrix (a view for inspection and tests)."""
+        g_min, sp = self.device.card.cell.g_min_siemens, self.device.level_spacing_siemens
+        return {name: (c.g - g_min) / sp for name, c in self.cells.items()}
+
+    def set_levels(self, name: str, levels: np.ndarray) -> None:
+        """Put the cells of ``name`` exactly at ``levels`` (level units), as if programmed without error."""
+        c = self.cells[name]
+        c.g = self.device.card.cell.g_min_siemens + np.asarray(levels, dtype=np.float64) * \
+            self.device.level_spacing_siemens
+        c.z = np.zeros_like(c.g)
+        c.version += 1
+
     def store(self, name: str, w_int8: np.ndarray, rows: int | None = None) -> list[OpRecord]:
         """Program a K x N matrix by write-and-verify; ``rows``: ``w_int8`` is a row sample of a matrix with that
         many rows (the whole is placed, the sample programmed and its counts scaled to the whole)."""
@@ -190,9 +272,14 @@ class AnalogCrossbar(ArrayCircuit):
         full = w.shape[0] if rows is None else rows
         rt, ct = self.placement(name, full, w.shape[1])[(name, "weights")]
         self._check_room(rt * ct, {(name, "weights")})
-        self.hold("weights", name, StoredMatrix(name, np.zeros_like(w), rt, ct,  # fresh cells: level 0 (g_min)
-                                                scale=full / w.shape[0]))
-        self.ell[name] = np.zeros((*w.shape, self.slices))
+        fresh = np.zeros_like(w) if self.sides == 2 else np.full_like(w, -128)  # fresh cells: level 0 (g_min)
+        self.hold("weights", name, StoredMatrix(name, fresh, rt, ct, scale=full / w.shape[0]))
+        shape = (*w.shape, self.slices)
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+        pop = self.device.population(int(np.prod(shape)), key)
+        g0 = pop.lo.reshape(shape).copy()  # a fresh cell sits at its own g_min
+        self.cells[name] = _Cells(g=g0, z=np.zeros(shape), t_prog=np.zeros(shape), bad=np.zeros(shape, bool),
+                                  population=pop)
         return [self.write_back(name, w, phase="deploy")]
 
     def update_weights(self, name: str, new_int8: np.ndarray) -> list[OpRecord]:
@@ -200,34 +287,107 @@ class AnalogCrossbar(ArrayCircuit):
 
     def write_back(self, name: str, new_int8: np.ndarray, phase: str = "update", region: str = "weights"
                    ) -> OpRecord:
-        """Program the changed cells by write-and-verify; keep their programmed conductances."""
+        """Program the changed cells by write-and-verify from their present conductances; keep the programmed
+        conductances, draw their relaxation, and mark cells found stuck (not pulsed again)."""
         s = self.stored[name]
+        c = self.cells[name]
         new = np.asarray(new_int8, dtype=np.int8)
         old_l, new_l = self._levels_of(s.values), self._levels_of(new)
-        res = self.device.program(old_l, new_l)
-        changed = old_l != new_l
-        g_min = self.device.card.cell.g_min_siemens
-        ell = self.ell[name]
-        ell[changed] = (res.g_final_siemens[changed] - g_min) / self.device.level_spacing_siemens
+        res = self.device.program(old_l, new_l, g_start=c.g, cells=c.population, skip=c.bad)
+        changed = (old_l != new_l) & ~c.bad
+        c.g = np.asarray(res.g_final_siemens, dtype=np.float64).reshape(c.g.shape)
+        c.z[changed] = self._rng.standard_normal(int(changed.sum()))
+        c.t_prog[changed] = self.clock_s
+        c.bad |= res.failed & c.population.stuck.reshape(c.g.shape)
+        c.version += 1
         counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses, "verify_read": res.verify_reads,
                   "write_fail": res.failures}
         counts, changed_weights = self.scaled_writes(s, counts, int((s.values != new).sum()))
         drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
+        write_counts = self._write_counts(counts)
+        write_counts[("adc", "convert")] = counts["verify_read"]  # each verify read is sensed through an ADC
         rec = OpRecord(phase=phase, kind="write", layer=name, shape=(round(new.shape[0] * s.scale), new.shape[1]),
-                       counts=self._write_counts(counts), cycles=self._write_cycles(counts, drivers), drivers=drivers,
+                       counts=write_counts, cycles=self._write_cycles(counts, drivers), drivers=drivers,
                        cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)), cell_scale=s.scale,
                        changed_weights=changed_weights)
         s.assign(new)
         return rec
 
+    # --- the conductances a product sees ------------------------------------------
+
+    def _wire_series(self, shape: tuple[int, int, int]) -> np.ndarray | None:
+        """Series wire resistance of each cell (K, N, C) to its row driver and its column's sense node (Ohm)."""
+        r = self.wire_resistance_ohm
+        if r == 0.0:
+            return None
+        a = self.card.array
+        k, n, c = shape
+        row = np.arange(k) % a.rows
+        per = max(1, a.cols // self.sides)  # weights of one slice side by side in a crossbar
+        side = np.arange(c) // self.per_side
+        col = (side[None, :] * per + (np.arange(n) % per)[:, None])  # (N, C)
+        return (col[None, :, :] + 1) * r + (a.rows - row)[:, None, None] * r
+
+    def _levels_now(self, name: str) -> np.ndarray:
+        """Effective conductances of ``name`` in level units now: relaxed, with read noise, through the wires."""
+        c = self.cells[name]
+        dev = self.device
+        noisy = bool(getattr(dev.card.read, "noise", 0.0))
+        key = (c.version, self.clock_s)
+        if not noisy and c.cache.get("key") == key:
+            return c.cache["levels"]
+        g = dev.conductance_at(c.g, c.z, np.maximum(self.clock_s - c.t_prog, 0.0), self._rng if noisy else None) \
+            if hasattr(dev, "conductance_at") else c.g
+        series = self._wire_series(g.shape)
+        if series is not None:
+            g = g / (1.0 + g * series)
+        levels = (g - dev.card.cell.g_min_siemens) / dev.level_spacing_siemens
+        if not noisy:
+            c.cache.update(key=key, levels=levels)
+        return levels
+
+    def _adc_offsets(self, name: str, direction: str, shape: tuple[int, int]) -> torch.Tensor | None:
+        """Fixed input offsets (LSB) of the converters of ``name``'s conversions, (tiles, columns)."""
+        sigma = self.card.analog.adc_offset
+        if not sigma:
+            return None
+        c = self.cells[name]
+        got = c.cache.get(("offset", direction))
+        if got is None or got.shape != shape:
+            seed = int.from_bytes(hashlib.sha256(f"{name}/{direction}".encode()).digest()[:8], "little")
+            rng = np.random.default_rng([getattr(self.device, "seed", 0), seed])
+            got = torch.from_numpy(sigma * rng.standard_normal(shape)).to(torch.float32)
+            c.cache[("offset", direction)] = got
+        return got
+
     # --- analog matrix-vector products ---------------------------------------------
 
-    def _analog_mvm(self, inp: torch.Tensor, ell: np.ndarray, lines_per_tile: int) -> tuple[torch.Tensor, dict]:
+    def _chunks(self, x16: torch.Tensor):
+        """(factor, chunk) pairs of the input encoding: each chunk an unsigned DAC code per line."""
+        d = self.card.components.dac.bits
+        mask = 2**d - 1
+        if self.twos:
+            if not bool(x16.any()):
+                return  # no input: nothing is driven
+            low = x16 & 127
+            for c in range(self.in_cycles - 1):
+                yield float(2 ** (d * c)), (low >> (d * c)) & mask
+            yield -128.0, (x16 < 0).to(torch.int16)
+            return
+        for sign in (1, -1):
+            mag = (x16 * sign).clamp_(min=0)  # 0..128
+            if not bool(mag.any()):
+                continue  # no input of this sign: the pass is skipped
+            for c in range(self.in_cycles):
+                yield float(sign * 2 ** (d * c)), (mag >> (d * c)) & mask
+
+    def _analog_mvm(self, inp: torch.Tensor, ell: np.ndarray, lines_per_tile: int, paired: bool,
+                    offsets: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         """Approximate ``inp @ W`` through DACs, line sums and ADCs (see the module docstring).
 
-        ``inp``: int8 (M, L). ``ell``: programmed levels (L, O, 2S) of the differential
-        slices. Lines are tiled ``lines_per_tile`` at a time; each tile's sums are
-        converted separately.
+        ``inp``: int8 (M, L). ``ell``: effective levels (L, O, C). Lines are tiled ``lines_per_tile`` at a time;
+        each tile's sums are converted separately; ``paired``: the W- column is subtracted from the W+ column
+        before the ADC.
         """
         m, length = inp.shape
         _, n_out, slices = ell.shape
@@ -238,73 +398,93 @@ class AnalogCrossbar(ArrayCircuit):
         if pad:
             x16 = torch.nn.functional.pad(x16, (0, pad))
             g = torch.nn.functional.pad(g, (0, 0, 0, pad))
-        g_t = g.reshape(tiles, lines_per_tile, n_out * slices)  # (T, R, O*S)
+        g_t = g.reshape(tiles, lines_per_tile, n_out * slices)  # (T, R, O*C)
         d = self.card.components.dac.bits
-        mask = 2**d - 1
-        full_scale = lines_per_tile * mask * (self.levels - 1)
-        lsb = max(1.0, full_scale / (2**self.card.components.adc.bits - 1))
-        out = torch.zeros((m, n_out * slices), dtype=torch.float64)
+        full_scale = lines_per_tile * (2**d - 1) * (self.levels - 1)
+        span = 2.0 * full_scale if paired else full_scale
+        lsb = max(1.0, span / (2**self.card.components.adc.bits - 1))
+        conv = n_out * (self.per_side if paired else slices)
+        out = torch.zeros((m, conv), dtype=torch.float64)
         sums = torch.empty((tiles, m, n_out * slices), dtype=torch.float32)
         nonzero_inputs = 0
-        passes = 0
-        for sign in (1, -1):
-            mag = (x16 * sign).clamp_(min=0)  # 0..128
-            if not bool(mag.any()):
-                continue  # no input of this sign: the pass is skipped
-            passes += 1
-            mag_t = mag.reshape(m, tiles, lines_per_tile).transpose(0, 1).contiguous()  # (T, M, R)
-            for c in range(self.in_cycles):
-                chunk = (mag_t >> (d * c)) & mask
-                nonzero_inputs += int(torch.count_nonzero(chunk))
-                torch.bmm(chunk.to(torch.float32), g_t, out=sums)  # line sums in level units
-                sums.clamp_(0.0, full_scale).div_(lsb).round_().mul_(lsb)  # the ADC
-                out.add_(sums.sum(dim=0), alpha=float(sign * 2 ** (d * c)))
-        y = (out.reshape(m, n_out, slices) * self.slice_weights).sum(dim=-1)
-        stats = {"tiles": tiles, "nonzero_inputs": nonzero_inputs, "passes": passes,
-                 "conversions": m * tiles * self.in_cycles * passes * n_out * slices}
+        passes = set()
+        for factor, chunk in self._chunks(x16):
+            passes.add(factor > 0 or self.twos)
+            chunk_t = chunk.reshape(m, tiles, lines_per_tile).transpose(0, 1).contiguous()  # (T, M, R)
+            nonzero_inputs += int(torch.count_nonzero(chunk_t))
+            torch.bmm(chunk_t.to(torch.float32), g_t, out=sums)  # line sums in level units
+            if paired:
+                s4 = sums.reshape(tiles, m, n_out, 2, self.per_side)
+                val = (s4[:, :, :, 0] - s4[:, :, :, 1]).reshape(tiles, m, conv)
+                lo = -full_scale
+            else:
+                val, lo = sums, 0.0
+            if offsets is not None:
+                val = val + offsets[:, None, :] * lsb
+            q = val.clamp(lo, full_scale).div_(lsb).round_().mul_(lsb)  # the ADC
+            out.add_(q.sum(dim=0), alpha=factor)
+        weights = self.slice_weights[: self.per_side] if paired else self.slice_weights
+        y = (out.reshape(m, n_out, -1) * weights).sum(dim=-1)
+        if self.sides == 1:  # biased codes: remove 128 x the input sum, digitally
+            y = y - 128.0 * inp.double().sum(dim=1, keepdim=True)
+        stats = {"tiles": tiles, "nonzero_inputs": nonzero_inputs, "passes": len(passes) if not self.twos else
+                 (1 if passes else 0)}
         return y, stats
 
-    def _analog_gemm(self, inp: torch.Tensor, ell: np.ndarray, lines_per_tile: int, exact: torch.Tensor | None,
-                     phase: str, layer: str, count: bool, samples: int = 1, slice_serial: bool = False
-                     ) -> tuple[torch.Tensor, OpRecord | None]:
+    def _analog_gemm(self, inp: torch.Tensor, name: str, forward: bool, exact: torch.Tensor | None,
+                     phase: str, count: bool, samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
         m, length = inp.shape
-        y, st = self._analog_mvm(inp, ell, lines_per_tile)
+        ell = self._levels_now(name)
+        if not forward:
+            ell = np.ascontiguousarray(ell.transpose(1, 0, 2))  # (N, K, C)
+        lines = self._lines_per_tile(forward)
+        paired = forward and self.card.analog.weight_encoding == "subtract"
+        conv = ell.shape[1] * (self.per_side if paired else self.slices)
+        offsets = self._adc_offsets(name, "fwd" if forward else "bwd", (math.ceil(length / lines), conv))
+        y, st = self._analog_mvm(inp, ell, lines, paired, offsets)
         y_int = torch.round(y).clamp_(-(2**31), 2**31 - 1).to(torch.int32)
         if not count:
             return y_int, None
         self.error.add(y_int, exact)
-        n_out = ell.shape[1]
-        rec = self._analog_op(m, length, n_out, not slice_serial, st["passes"],
-                              st["nonzero_inputs"], phase, layer, samples, slice_serial=slice_serial)
+        rec = self._analog_op(m, length, ell.shape[1], forward, st["passes"], st["nonzero_inputs"], phase, name,
+                              samples)
         return y_int, rec.tagged(plane_ones=plane_ones(inp))
 
-    def _analog_op(self, m: int, length: int, n_out: int, by_rows: bool, passes: float, driven: float, phase: str,
-                   layer: str, samples: int, slice_serial: bool = False, copies: int = 1) -> OpRecord:
+    def _lines_per_tile(self, forward: bool) -> int:
+        """Lines summed by one conversion: the rows of a crossbar (forward), or the weights of one slice side in
+        a crossbar's columns (input gradient)."""
+        a = self.card.array
+        return a.rows if forward else max(1, a.cols // self.sides)
+
+    def _analog_op(self, m: int, length: int, n_out: int, forward: bool, passes: float, driven: float, phase: str,
+                   layer: str, samples: int, copies: int = 1) -> OpRecord:
         """The op of an (m x length) @ (length x n_out) analog GEMM from its statistics: the input sign passes
         run (``passes``) and the DAC chunks that drive their line (``driven``, over cycles and passes).
 
-        Lines are rows (``by_rows``: forward) or columns (input gradient); on columns one slice of the
-        differential weights is driven at a time (``slice_serial``), so each input cycle runs once per slice.
-        Measured (functional) and expected (cost-only) statistics give their op through this one function.
+        Lines are rows (``forward``) or columns (input gradient). Forward, a conversion takes one column
+        (``differential``, ``offset``) or one W+/W- pair (``subtract``); on columns each side's columns are
+        driven in a pass of their own and every cell column's row sum is converted. Measured (functional) and
+        expected (cost-only) statistics give their op through this one function.
         """
-        an, a = self.card.analog, self.card.array
-        lines_per_tile = a.rows if by_rows else max(1, a.cols // self.slices)
+        a = self.card.array
+        lines_per_tile = self._lines_per_tile(forward)
         tiles = math.ceil(length / lines_per_tile)
-        per_slice = self.slices if slice_serial else 1
-        other_tiles = math.ceil(n_out * self.slices / (a.cols if by_rows else a.rows))
-        conversions = m * tiles * self.in_cycles * passes * n_out * self.slices
+        side_passes = 1 if forward else self.sides
+        per_weight = (self.converted if forward else self.slices)
+        other_tiles = math.ceil(n_out * self.slices / a.cols) if forward else math.ceil(n_out / a.rows)
+        conversions = m * tiles * self.in_cycles * passes * n_out * per_weight
         counts = {
-            ("dac", "convert"): m * length * self.in_cycles * passes * other_tiles * per_slice,
+            ("dac", "convert"): m * length * self.in_cycles * passes * other_tiles * (1 if forward else self.slices),
             (self.device.component, "read"): driven * n_out * self.slices,
             ("adc", "convert"): conversions,
             ("shift_add", "accumulate"): conversions,
-            ("psum", "add"): m * n_out * (tiles - 1),
+            ("psum", "add"): m * n_out * (tiles - 1) + (m * (length + n_out) if self.sides == 1 else 0),
             ("input_buffer", "read_bit"): m * length * N_BITS,
             ("output_buffer", "write_bit"): m * n_out * ACC_BITS,
         }
-        # Crossbars of a layer work in parallel; in each, the vectors, signs and input cycles
-        # run one after another and each cycle converts its columns cols_per_adc at a time.
-        per_vector = self.in_cycles * passes * an.cols_per_adc * per_slice * copies
+        # Crossbars of a layer work in parallel; in each, the vectors, signs, side passes and input cycles run
+        # one after another, each input cycle settling the lines and converting its columns cols_per_adc at a time.
+        per_vector = self.in_cycles * passes * side_passes * self.cycles_per_input * copies
         return OpRecord(phase=phase, kind="gemm", layer=layer, counts={k: round(v * copies) for k, v in counts.items()},
                         cycles=math.ceil(m * per_vector), shape=(m, length, n_out), macs=m * length * n_out * copies,
                         chunk_cycles=np.array([math.ceil(c * per_vector) for c in chunk_sizes(m, samples)],
@@ -315,29 +495,35 @@ class AnalogCrossbar(ArrayCircuit):
         """Expected counts of an (m x length) @ (length x n_out) GEMM whose INT8 operand has bit ``i`` (LSB
         first, two's complement) set with probability ``density[i]`` (cost-only mode).
 
-        Same actions as :meth:`_analog_gemm`, counted by the same function. The sign bit's density is the
-        share of negative inputs; a sign pass runs when some input has that sign. A DAC chunk drives its
-        line when a bit of the input's magnitude in it is set: a non-negative input's magnitude bits are its
-        own; a negative input's magnitude is NOT x + 1, whose bit b is set with probability
-        (1 - p_b)(1 - C_b) + p_b C_b, C_b = prod_{j<b} (1 - p_j) being the chance that the +1 carries into
-        it (bit 7 is set only for -128). Bits are taken as independent (exact for one-bit DACs).
+        Same actions as :meth:`_analog_gemm`, counted by the same function. Two's-complement inputs drive their
+        own bits (one pass). Sign-magnitude: the sign bit's density is the share of negative inputs; a sign pass
+        runs when some input has that sign. A DAC chunk drives its line when a bit of the input's magnitude in it
+        is set: a non-negative input's magnitude bits are its own; a negative input's magnitude is NOT x + 1,
+        whose bit b is set with probability (1 - p_b)(1 - C_b) + p_b C_b, C_b = prod_{j<b} (1 - p_j) being the
+        chance that the +1 carries into it (bit 7 is set only for -128). Bits are taken as independent (exact
+        for one-bit DACs).
         """
         d = self.card.components.dac.bits
         p = [float(v) for v in density]
-        p_neg = p[N_BITS - 1]
         n_in = m * length
-        passes = (1.0 - p_neg**n_in) + (1.0 - (1.0 - p_neg) ** n_in)
-        pos = [*p[: N_BITS - 1], 0.0]
-        carry = [math.prod(1.0 - p[j] for j in range(b)) for b in range(N_BITS)]
-        neg = [(1.0 - p[b]) * (1.0 - carry[b]) + p[b] * carry[b] for b in range(N_BITS - 1)] + [carry[N_BITS - 1]]
 
-        def nonzero(bits: list[float], c: int) -> float:
-            return 1.0 - math.prod(1.0 - bits[b] for b in range(c * d, min((c + 1) * d, N_BITS)))
+        def nonzero(bits: list[float], lo: int, hi: int) -> float:
+            return 1.0 - math.prod(1.0 - bits[b] for b in range(lo, hi))
 
-        live = sum((1.0 - p_neg) * nonzero(pos, c) + p_neg * nonzero(neg, c) for c in range(self.in_cycles))
-        forward = phase == "forward"
-        return self._analog_op(m, length, n_out, forward, passes, n_in * live, phase, layer, samples,
-                               slice_serial=not forward, copies=copies)
+        if self.twos:
+            passes = 1.0 - math.prod(1.0 - p[b] for b in range(N_BITS)) ** n_in
+            live = sum(nonzero(p, c * d, min((c + 1) * d, N_BITS - 1)) for c in range(self.in_cycles - 1))
+            live += p[N_BITS - 1]
+        else:
+            p_neg = p[N_BITS - 1]
+            passes = (1.0 - p_neg**n_in) + (1.0 - (1.0 - p_neg) ** n_in)
+            pos = [*p[: N_BITS - 1], 0.0]
+            carry = [math.prod(1.0 - p[j] for j in range(b)) for b in range(N_BITS)]
+            neg = [(1.0 - p[b]) * (1.0 - carry[b]) + p[b] * carry[b] for b in range(N_BITS - 1)] + [carry[N_BITS - 1]]
+            live = sum((1.0 - p_neg) * nonzero(pos, c * d, min((c + 1) * d, N_BITS))
+                       + p_neg * nonzero(neg, c * d, min((c + 1) * d, N_BITS)) for c in range(self.in_cycles))
+        return self._analog_op(m, length, n_out, phase == "forward", passes, n_in * live, phase, layer, samples,
+                               copies=copies)
 
     def expected_forward(self, m: int, k: int, n: int, groups: int, samples: int, density: list[float],
                          weight_bit_density: float, layer: str) -> OpRecord:
@@ -364,7 +550,7 @@ class AnalogCrossbar(ArrayCircuit):
                 samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:
         s = self.stored[name]
         exact = int8_matmul(x_int8, torch.from_numpy(s.values)) if count else None
-        return self._analog_gemm(x_int8, self.ell[name], self.card.array.rows, exact, phase, name, count, samples)
+        return self._analog_gemm(x_int8, name, True, exact, phase, count, samples)
 
     def backward_input(self, dy_int8: torch.Tensor, name: str, samples: int = 1) -> tuple[torch.Tensor, OpRecord]:
         s = self.stored[name]
@@ -372,7 +558,4 @@ class AnalogCrossbar(ArrayCircuit):
         if self.card.dataflow.input_grad == "digital":
             k, n = s.values.shape
             return exact, self.digital_input_grad(dy_int8.shape[0], k, n, 1, samples, name)
-        ell_t = np.ascontiguousarray(self.ell[name].transpose(1, 0, 2))  # (N, K, 2S)
-        per_tile = max(1, self.card.array.cols // self.slices)
-        return self._analog_gemm(dy_int8, ell_t, per_tile, exact, "input_grad", name, True, samples,
-                                 slice_serial=True)
+        return self._analog_gemm(dy_int8, name, False, exact, "input_grad", True, samples)

@@ -1,30 +1,68 @@
-"""ReRAM (1T1R, multi-level) programmed by write-and-verify.
+"""ReRAM (1T1R, multi-level) programmed by write-and-verify, built from its physical effects.
 
 A cell stores ``levels`` conductance levels, equally spaced between ``g_min``
 and ``g_max``::
 
     G_l = g_min + l / (levels - 1) * (g_max - g_min),   l = 0 .. levels - 1
 
-so it holds ``log2(levels)`` bits. Writing a new level is an iterative
-program-and-verify loop, the scheme used for multi-level oxide ReRAM (e.g.
-Wan et al., NeuRRAM, Nature 608:504, 2022; incremental pulses after Wang et
-al., Nanoscale Res. Lett.). Starting from the old level's conductance:
+so it holds ``log2(levels)`` bits. Each effect is its own part with its source
+and the range it holds in:
 
-1. apply a SET pulse if G < G_target, else a RESET pulse. A pulse changes G by
-   ``+/- step * (g_max - g_min)`` plus cycle-to-cycle noise
-   ``N(0, c2c_sigma * (g_max - g_min))``, drawn anew for every pulse, as in
-   NeuroSim's device model (MLP+NeuroSim V3.0, ``RealDevice::Write``: the
-   per-pulse sigma is a fraction of the conductance range). G is clipped to
-   ``[g_min, g_max]``;
-2. read G back (verify read);
-3. stop when ``|G - G_target| <= tolerance * spacing`` (spacing = G_1 - G_0);
-   after ``max_pulses`` pulses stop anyway and count a write failure.
+* **Programming** (:class:`ProgrammingParams`): a program-and-verify loop, the
+  scheme of multi-level oxide ReRAM (Wan et al., NeuRRAM, Nature 608:504, 2022;
+  Milo et al., IRPS 2021). From the cell's present conductance: a SET pulse if
+  G < G_target, else a RESET pulse; read G back (verify); stop when
+  ``|G - G_target| <= tolerance * spacing``; after ``max_pulses`` pulses stop and
+  count a failure. The change a pulse makes follows ``algorithm``:
 
-Energies are the Joule work in the cell at the applied voltage (voltage-mode
-pulses): a pulse of voltage V and width t on a cell of conductance G costs
-``V^2 G t``, with G the conductance before the pulse; a verify read
-costs ``V_read^2 G t_read`` with G the conductance just programmed. Access
-transistor and driver losses belong to the circuit layer.
+  - ``fixed``: ``+/- step * (g_max - g_min)`` whatever G is;
+  - ``nonlinear``: NeuroSim's per-pulse update (MLP+NeuroSim V3.0,
+    ``formula.cpp``): along the potentiation curve ``G(P) = B (1 - exp(-P/A)) +
+    g_lo`` a pulse moves the cell from pulse number P to P + 1, with
+    ``B = (g_hi - g_lo) / (1 - exp(-P_max / A))`` and ``P_max = 1 / step``; the
+    depression curve mirrors it from g_hi. A is set from NeuroSim's nonlinearity
+    label (:func:`nonlinearity_a`): steps shrink towards the far end of the window;
+  - ``ispp``: incremental step pulses: consecutive pulses in one direction rise
+    in amplitude from ``ispp_start`` by ``ispp_increment`` up to the card's pulse
+    voltage, and restart when the direction turns; a pulse's change is
+    ``step x 10^((V - V_pulse) / volts_per_decade)`` (the exponential voltage
+    dependence of filament growth, Menzel et al., Adv. Funct. Mater. 21:4487, 2011),
+    so large moves take few pulses and the ramp restarts small after an overshoot.
+
+  Cycle-to-cycle noise is drawn anew for every pulse: ``absolute``, a fraction
+  of the window (NeuroSim, ``RealDevice::Write``), or ``relative``, a fraction of
+  the pulse's own change (aihwkit's ``dw_min_std``). G is clipped to the cell's
+  own window.
+* **Device-to-device variation** (:class:`VariationParams`): each cell's g_min,
+  g_max and step are drawn once per physical cell; a share of cells is stuck at
+  its low or high conductance and does not move (a controller that saw a cell
+  fail its verify marks it and stops pulsing it).
+* **I-V nonlinearity** (:class:`IVParams`): the conductance a pulse meets is
+  not the read conductance. NeuroSim's law ``I(V) = I(V_r) NL^((V - V_r) /
+  (V_w / 2))`` (``NonlinearConductance`` in MLP+NeuroSim's ``formula.cpp``; NL is
+  the current ratio ``I(V_w) / I(V_w / 2)``) holds for ``V_r <= V <= V_w``; a
+  pulse of amplitude V and width t on a cell of read conductance G costs
+  ``V^2 G(V) t`` with ``G(V) = G (V_r / V) NL^((V - V_r) / (V_w / 2))``.
+  Without the section the cell is ohmic.
+* **After programming** (:class:`RelaxationParams`): the conductance relaxes
+  away from its verified value; the spread after time t since programming is
+  Wan et al.'s fit (4th-order polynomial in G / 40 uS, in uS, at 1 s, 1 day,
+  2 days, as tabulated in aihwkit's ``ReRamWan2022NoiseModel``), interpolated
+  in log t between the fitted times and held for t < 1 s; each read adds read
+  noise of ``read.noise`` x g_max (about 1 %, aihwkit's note on short-term read
+  noise). :meth:`ReRAM.conductance_at` draws both.
+* **Wear** (``endurance``, ``endurance_shape``): ``endurance`` is the median
+  number of full SET/RESET cycles a cell survives. A pulse wears the cell in
+  proportion to its Joule energy against that of a full cycle (a SET and a
+  RESET pulse on a fully set cell): the energy-endurance trade-off of oxide
+  ReRAM (Nail et al., IEDM 2016), so a small verify pulse is a fraction of a
+  cycle and an ISPP ramp's low pulses wear less. Cell endurances follow a
+  Weibull law of shape ``endurance_shape``; the weakest cell of an array sets
+  its lifetime (:meth:`ReRAM.array_endurance`).
+
+Energies are voltage-mode Joule work in the cell at the applied voltage; a
+verify read costs ``V_read^2 G t_read``. Access transistor, driver and sense
+losses belong to the circuit layer.
 
 Random numbers are counter-based: each :meth:`ReRAM.program` call draws one
 64-bit key from the device's seeded :class:`numpy.random.Generator`; the noise
@@ -37,6 +75,7 @@ cells are split across threads.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -86,17 +125,30 @@ class PulseParams(Params):
 class ProgrammingParams(Params):
     """Card section ``programming``: the write-and-verify loop.
 
-    ``step`` and ``c2c_sigma`` are fractions of the range ``g_max - g_min``;
-    ``tolerance`` is a fraction of the level spacing (below 0.5 so the accept
-    windows of neighbouring levels never overlap).
+    ``step`` and an ``absolute`` ``c2c_sigma`` are fractions of the range ``g_max - g_min``
+    (a ``relative`` one is a fraction of each pulse's change); ``tolerance`` is a fraction of
+    the level spacing (below 0.5 so the accept windows of neighbouring levels never overlap).
     """
 
+    algorithm: Literal["fixed", "nonlinear", "ispp"] = Field(
+        "fixed", description="how a pulse's change depends on the cell: fixed step, NeuroSim's nonlinear "
+                             "update, or incremental step pulses")
     step: Number = Field(ge=1e-4, le=1.0, description="nominal conductance change per pulse / (g_max - g_min)")
     c2c_sigma: Number = Field(
-        ge=0.0, le=1.0, description="cycle-to-cycle std of each pulse's change / (g_max - g_min) (NeuroSim)"
+        ge=0.0, le=1.0, description="cycle-to-cycle std of each pulse's change (see c2c_model)"
     )
+    c2c_model: Literal["absolute", "relative"] = Field(
+        "absolute", description="c2c_sigma as a fraction of the range (NeuroSim) or of the pulse's change (aihwkit)")
     tolerance: Number = Field(ge=1e-3, lt=0.5, description="accepted |G - G_target| / level spacing")
     max_pulses: int = Field(ge=1, le=100_000, description="pulses after which a write counts as failed")
+    nonlinearity_ltp: Number = Field(0.0, ge=-9.0, le=9.0,
+                                     description="NeuroSim nonlinearity label of the SET (potentiation) curve")
+    nonlinearity_ltd: Number = Field(0.0, ge=-9.0, le=9.0,
+                                     description="NeuroSim nonlinearity label of the RESET (depression) curve")
+    ispp_start: VoltageV | None = Field(None, ge=0.05, le=10.0, description="first pulse amplitude of an ISPP ramp")
+    ispp_increment: VoltageV | None = Field(None, gt=0.0, le=2.0, description="amplitude added per ISPP pulse")
+    volts_per_decade: VoltageV | None = Field(
+        None, ge=0.01, le=5.0, description="amplitude that changes a pulse's conductance step tenfold (ISPP)")
 
 
 class ReRAMReadParams(Params):
@@ -104,6 +156,42 @@ class ReRAMReadParams(Params):
 
     v_read_v: VoltageV = Field(alias="v_read", ge=0.01, le=2.0, description="read voltage across the cell")
     t_read_s: TimeS = Field(alias="t_read", gt=1e-12, le=1e-5, description="read pulse width")
+    noise: Number = Field(0.0, ge=0.0, le=0.2, description="std of each read's conductance / g_max (read noise)")
+
+
+class IVParams(Params):
+    """Card section ``iv``: the cell's I-V nonlinearity (NeuroSim's law; see the module docstring)."""
+
+    nonlinearity: Number = Field(ge=1.0, le=1000.0,
+                                 description="current ratio I(V_w) / I(V_w / 2) at the write voltage")
+
+
+class VariationParams(Params):
+    """Card section ``variation``: device-to-device spread, drawn once per physical cell."""
+
+    g_min_sigma: Number = Field(0.0, ge=0.0, le=0.5, description="std of a cell's g_min / g_min")
+    g_max_sigma: Number = Field(0.0, ge=0.0, le=0.5, description="std of a cell's g_max / g_max")
+    step_sigma: Number = Field(0.0, ge=0.0, le=1.0, description="std of ln(a cell's step / step)")
+    stuck_low: Number = Field(0.0, ge=0.0, le=0.5, description="share of cells stuck at their g_min")
+    stuck_high: Number = Field(0.0, ge=0.0, le=0.5, description="share of cells stuck at their g_max")
+
+
+class RelaxationFit(Params):
+    """One fitted time: the spread of programmed conductances that long after programming."""
+
+    time_s: TimeS = Field(alias="time", ge=1e-3, le=1e9, description="time since programming")
+    sigma: list[ConductanceS] = Field(min_length=1, max_length=8,
+                                      description="polynomial coefficients c_i of sigma = sum c_i (G / g_fit)^i")
+
+
+class RelaxationParams(Params):
+    """Card section ``relaxation``: spread after programming as a polynomial in G per fitted time."""
+
+    g_fit_siemens: ConductanceS = Field(alias="g_fit", gt=1e-9, le=1e-2,
+                                        description="conductance scale of the fit (and its upper end)")
+    fits: list[RelaxationFit] = Field(min_length=1, max_length=16, description="the fitted times, ascending")
+    max_time_s: TimeS = Field(alias="max_time", ge=1e-3, le=1e9,
+                              description="longest time the fit is used for (log-t extrapolation up to it)")
 
 
 class AccessParams(Params):
@@ -125,7 +213,13 @@ class ReRAMCard(Params):
     programming: ProgrammingParams
     read: ReRAMReadParams
     access: AccessParams
-    endurance_cycles: Number = Field(alias="endurance", gt=1.0, le=1e20, description="write cycles a cell survives")
+    iv: IVParams | None = None
+    variation: VariationParams = VariationParams()
+    relaxation: RelaxationParams | None = None
+    endurance_cycles: Number = Field(alias="endurance", gt=1.0, le=1e20,
+                                     description="median full SET/RESET cycles a cell survives")
+    endurance_shape: Number | None = Field(None, ge=0.2, le=50.0,
+                                           description="Weibull shape of the cells' endurance (none: all alike)")
 
 
 # --- programming kernel -----------------------------------------------------------
@@ -205,56 +299,101 @@ def _normal_slow(state, u, i):
             return u * _ZIG_X[i], state
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _normal(state):
+    """Next standard normal of a SplitMix64 stream by Doornik's ziggurat; returns (z, new state)."""
+    state += _GOLDEN
+    h = _mix64(state)
+    u = 2.0 * (float(np.int64(h >> _S11)) + 0.5) * _INV_2_53 - 1.0
+    j = int(h & _LOW7)
+    if abs(u) < _ZIG_RATIO[j]:
+        return u * _ZIG_X[j], state
+    return _normal_slow(state, u, j)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _iv_ratio(v, v_read, v_write, ln_nl):
+    """G(V) / G(V_read) by NeuroSim's law (1 for an ohmic cell, ln_nl = 0)."""
+    if ln_nl == 0.0:
+        return 1.0
+    return (v_read / v) * math.exp(ln_nl * (v - v_read) / (0.5 * v_write))
+
+
 @numba.njit(cache=True, nogil=True)
-def _program_kernel(old, new, first_index, key, g_min, spacing, step, sigma, g_lo, g_hi, half_window,
-                    max_pulses, k_set, k_reset, k_read,
-                    pulses, sets, failed, g_out, e_set, e_reset, e_verify):
+def _program_kernel(old, new, g_start, lo, hi, stepm, skip, first_index, key, g_min, spacing,
+                    mode, step, sigma, relative, a_up, a_dn, p_max,
+                    v_set, t_set, v_reset, t_reset, v_start, v_inc, v_decade, v_read, ln_nl,
+                    half_window, max_pulses, k_read, inv_cycle,
+                    pulses, sets, failed, g_out, e_set, e_reset, e_verify, wear):
     """Write-and-verify for cells ``old[i] -> new[i]`` (levels); fills the per-cell outputs.
 
-    Conductances in S; ``step``, ``sigma``, ``half_window`` already in S;
-    ``k_set = V_set^2 t_set`` (so a pulse costs ``k_set * G``), likewise ``k_reset``
-    and ``k_read = V_read^2 t_read``. ``first_index`` is the global index of
-    cell 0 of this slice, so the noise of a cell does not depend on the slicing.
-    Each pulse's noise is a standard normal from the cell's SplitMix64 stream
-    (seeded by hashing ``key`` and the cell index) by Doornik's ziggurat: one
-    64-bit draw, a table look-up and a compare in about 98 % of pulses.
+    Per cell: ``g_start`` its conductance now, ``lo``/``hi`` its own window, ``stepm`` its
+    step multiplier, ``skip`` a known stuck cell (not pulsed). Conductances in S; ``step``,
+    ``sigma`` (absolute) and ``half_window`` in S; ``relative``: sigma is a fraction of each
+    pulse's change. ``mode``: 0 fixed, 1 nonlinear (``a_up``/``a_dn``: NeuroSim's A / P_max,
+    0 for a linear curve), 2 ISPP. A pulse of amplitude V and width t on read conductance G
+    costs ``V^2 t G ratio(V)``; its wear is that energy times ``inv_cycle``. ``first_index``
+    is the global index of cell 0 of this slice, so the noise of a cell does not depend on the
+    slicing.
     """
     for i in range(old.shape[0]):
-        g = g_min + old[i] * spacing
-        if old[i] == new[i]:
-            pulses[i] = 0
-            sets[i] = 0
-            failed[i] = False
-            g_out[i] = g
-            e_set[i] = 0.0
-            e_reset[i] = 0.0
-            e_verify[i] = 0.0
-            continue
+        g = g_start[i]
+        pulses[i] = 0
+        sets[i] = 0
+        e_set[i] = 0.0
+        e_reset[i] = 0.0
+        e_verify[i] = 0.0
+        wear[i] = 0.0
         target = g_min + new[i] * spacing
+        if old[i] == new[i] or skip[i]:
+            failed[i] = old[i] != new[i] and abs(g - target) > half_window
+            g_out[i] = g
+            continue
         state = _mix64(key ^ _mix64(np.uint64(first_index + i) + _GOLDEN))
+        width = hi[i] - lo[i]
         n = 0
         n_set = 0
         es = 0.0
         er = 0.0
         ev = 0.0
+        w = 0.0
+        ramp = 0
+        last_up = True
         ok = False
+        pm = p_max / stepm[i]
         while n < max_pulses:
-            state += _GOLDEN
-            h = _mix64(state)
-            u = 2.0 * (float(np.int64(h >> _S11)) + 0.5) * _INV_2_53 - 1.0
-            j = int(h & _LOW7)
-            if abs(u) < _ZIG_RATIO[j]:
-                z = u * _ZIG_X[j]
-            else:
-                z, state = _normal_slow(state, u, j)
+            z, state = _normal(state)
             up = g < target
+            ramp = ramp + 1 if (n > 0 and up == last_up) else 0
+            last_up = up
+            v_top = v_set if up else v_reset
+            v = v_top
+            if mode == 0:
+                d = step * stepm[i]
+            elif mode == 1:
+                a = a_up if up else a_dn
+                if a <= 0.0 or width <= 0.0:
+                    d = width / pm if width > 0.0 else 0.0
+                else:
+                    big_a = a * p_max
+                    b = width / (1.0 - math.exp(-pm / big_a))
+                    x = (g - lo[i]) / b if up else (hi[i] - g) / b
+                    x = min(max(x, 0.0), 1.0 - 1e-12)
+                    p = -big_a * math.log(1.0 - x)
+                    d = b * (math.exp(-p / big_a) - math.exp(-(p + 1.0) / big_a))
+            else:
+                v = min(v_start + ramp * v_inc, v_top)
+                d = step * stepm[i] * 10.0 ** ((v - v_top) / v_decade)
+            e = v * v * g * _iv_ratio(v, v_read, v_top, ln_nl) * (t_set if up else t_reset)
             if up:
-                es += k_set * g
+                es += e
                 n_set += 1
             else:
-                er += k_reset * g
-            g += (step if up else -step) + sigma * z
-            g = min(max(g, g_lo), g_hi)
+                er += e
+            w += e * inv_cycle
+            noise = sigma * d if relative else sigma
+            g += (d if up else -d) + noise * z
+            g = min(max(g, lo[i]), hi[i])
             n += 1
             ev += k_read * g
             if abs(g - target) <= half_window:
@@ -267,6 +406,7 @@ def _program_kernel(old, new, first_index, key, g_min, spacing, step, sigma, g_l
         e_set[i] = es
         e_reset[i] = er
         e_verify[i] = ev
+        wear[i] = w
 
 
 # --- results ------------------------------------------------------------------------
@@ -277,12 +417,13 @@ class ProgramResult:
     """Outcome of one :meth:`ReRAM.program` call.
 
     Per-cell arrays have the shape of the level arrays given; totals are over
-    all cells. Energies in J, conductances in S.
+    all cells. Energies in J, conductances in S, wear in full-cycle equivalents.
     """
 
     pulses: np.ndarray  # int32: SET + RESET pulses applied to each cell
     failed: np.ndarray  # bool: the cell was not inside its accept window after max_pulses
     g_final_siemens: np.ndarray  # float64: conductance after the last pulse
+    wear: np.ndarray  # float64: the cell's wear by this write, in full SET/RESET cycles
     set_pulses: int
     reset_pulses: int
     verify_reads: int  # one after every pulse
@@ -303,6 +444,19 @@ class ProgramResult:
 
 
 @dataclass(frozen=True)
+class Population:
+    """Device-to-device draws of a set of physical cells: their own window, step multiplier and stuck flag."""
+
+    lo: np.ndarray  # S
+    hi: np.ndarray  # S
+    step: np.ndarray  # multiplier of the nominal step
+    stuck: np.ndarray  # bool: the cell does not move (lo == hi)
+
+    def __len__(self) -> int:
+        return self.lo.size
+
+
+@dataclass(frozen=True)
 class _ProgrammingStats:
     """Monte Carlo statistics of the card's programming (see :meth:`ReRAM.figures`)."""
 
@@ -315,15 +469,49 @@ class _ProgrammingStats:
     random_failure_rate: float
     random_energy_j: float
     residual_rms: float  # rms of (G_final - G_target) / spacing over successful random writes
-    g_mean_set_siemens: float
-    g_mean_reset_siemens: float
-    g_mean_verify_siemens: float
+    set_energy_per_pulse_j: float
+    reset_energy_per_pulse_j: float
+    verify_energy_per_read_j: float
+    wear_per_pulse: float  # mean wear of a pulse, in full cycles
+    wear_per_write: float  # mean wear of a random transition, in full cycles
 
 
 def _card_seed(card: ReRAMCard) -> int:
     """A 64-bit seed derived from the card's content (so figures depend on the card only)."""
     blob = card.model_dump_json(by_alias=True).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
+
+
+# The nonlinearity labels of NeuroSim's table (MLP+NeuroSim V3.0, formula.cpp, getParamA) are the largest
+# deviation of the normalised update curve from the straight line, in units of this fraction of the
+# window: checked against the table's entries in tests/test_reram_effects.py.
+_NL_LABEL_UNIT = 0.0989949
+
+
+def _curve_deviation(a: float) -> float:
+    """Largest deviation of (1 - exp(-u/a)) / (1 - exp(-1/a)) from u over u in [0, 1]."""
+    norm = -math.expm1(-1.0 / a)
+    u = -a * math.log(a * norm)
+    return -math.expm1(-u / a) / norm - u
+
+
+def nonlinearity_a(label: float) -> float:
+    """NeuroSim's normalised A (A / P_max) of a nonlinearity label (0: a straight line, returned as 0).
+
+    Solved by bisection in log A for a curve whose largest deviation from the line is
+    ``|label| * 0.0989949`` of the window; labels 0.01 .. 9 (the range of NeuroSim's table).
+    """
+    target = abs(label) * _NL_LABEL_UNIT
+    if target == 0.0:
+        return 0.0
+    lo, hi = math.log(1e-3), math.log(1e4)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _curve_deviation(math.exp(mid)) > target:
+            lo = mid  # too curved: a larger A straightens it
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
 
 
 # --- device -------------------------------------------------------------------------
@@ -339,6 +527,7 @@ class ReRAM(NonVolatileCell):
 
     card: ReRAMCard
     rng: np.random.Generator = field(repr=False, compare=False)
+    seed: int = 0
     bits_per_cell: int = 1
     kind: str = "reram"
     component: str = "reram_cell"
@@ -348,7 +537,7 @@ class ReRAM(NonVolatileCell):
         """Build the model; raises :class:`PhysicsError` for an unphysical or unprogrammable card."""
         _check_physics(card)
         bits = int(card.cell.levels).bit_length() - 1
-        return cls(card=card, rng=np.random.default_rng(seed), bits_per_cell=bits)
+        return cls(card=card, rng=np.random.default_rng(seed), seed=seed, bits_per_cell=bits)
 
     # --- derived figures ------------------------------------------------------
 
@@ -374,15 +563,22 @@ class ReRAM(NonVolatileCell):
         c = self.card.cell
         return 0.5 * (c.g_min_siemens + c.g_max_siemens)
 
+    def iv_ratio(self, v: float, v_write: float) -> float:
+        """G(V) / G(V_read) for a pulse of amplitude ``v`` against write voltage ``v_write`` (1: ohmic)."""
+        if self.card.iv is None:
+            return 1.0
+        return float(_iv_ratio(v, self.card.read.v_read_v, v_write, math.log(self.card.iv.nonlinearity)))
+
+    def _pulse_energy_j(self, p: PulseParams, g_siemens: float) -> float:
+        return p.voltage_v**2 * g_siemens * self.iv_ratio(p.voltage_v, p.voltage_v) * p.width_s
+
     def set_pulse_energy_j(self, g_siemens: float) -> float:
-        """Energy of one SET pulse on a cell of conductance ``g_siemens``: V_set^2 G t_set (J)."""
-        p = self.card.set_pulse
-        return p.voltage_v**2 * g_siemens * p.width_s
+        """One full-amplitude SET pulse on a cell of read conductance ``g_siemens``: V_set^2 G(V_set) t_set (J)."""
+        return self._pulse_energy_j(self.card.set_pulse, g_siemens)
 
     def reset_pulse_energy_j(self, g_siemens: float) -> float:
-        """Energy of one RESET pulse on a cell of conductance ``g_siemens``: V_reset^2 G t_reset (J)."""
-        p = self.card.reset_pulse
-        return p.voltage_v**2 * g_siemens * p.width_s
+        """One full-amplitude RESET pulse on read conductance ``g_siemens``: V_reset^2 G(V_reset) t_reset (J)."""
+        return self._pulse_energy_j(self.card.reset_pulse, g_siemens)
 
     def read_energy_j(self, g_siemens: float) -> float:
         """Energy of one (verify) read of a cell of conductance ``g_siemens``: V_read^2 G t_read (J)."""
@@ -390,22 +586,118 @@ class ReRAM(NonVolatileCell):
         return r.v_read_v**2 * g_siemens * r.t_read_s
 
     @property
+    def cycle_energy_j(self) -> float:
+        """Joule energy of one full endurance cycle: a SET and a RESET pulse on a fully set cell (J)."""
+        g = self.card.cell.g_max_siemens
+        return self.set_pulse_energy_j(g) + self.reset_pulse_energy_j(g)
+
+    @property
     def area_per_bit_m2(self) -> float:
         """1T1R cell area (cell_area_f2 x F^2) divided by the bits it stores (m^2)."""
         a = self.card.access
         return a.cell_area_f2 * a.feature_size_m**2 / self.bits_per_cell
 
+    # --- cells, variation and time ------------------------------------------------
+
+    def population(self, n: int, key: int = 0) -> Population:
+        """Device-to-device draws of ``n`` physical cells, fixed by the device seed and ``key`` (a block of cells:
+        the same key gives the same cells)."""
+        c, v = self.card.cell, self.card.variation
+        rng = np.random.default_rng([self.seed, key & (2**63 - 1), 0x5EED])
+        lo = np.full(n, c.g_min_siemens)
+        hi = np.full(n, c.g_max_siemens)
+        if v.g_min_sigma:
+            lo = np.clip(lo * (1.0 + v.g_min_sigma * rng.standard_normal(n)), 0.1 * c.g_min_siemens, None)
+        if v.g_max_sigma:
+            hi = hi * (1.0 + v.g_max_sigma * rng.standard_normal(n))
+        hi = np.maximum(hi, lo)
+        step = np.exp(v.step_sigma * rng.standard_normal(n)) if v.step_sigma else np.ones(n)
+        stuck = np.zeros(n, dtype=bool)
+        if v.stuck_low or v.stuck_high:
+            u = rng.random(n)
+            low, high = u < v.stuck_low, (u >= v.stuck_low) & (u < v.stuck_low + v.stuck_high)
+            hi = np.where(low, lo, hi)
+            lo = np.where(high, hi, lo)
+            stuck = low | high
+        return Population(lo, hi, step, stuck)
+
+    def spread_siemens(self, g_siemens: np.ndarray | float, t_s: np.ndarray | float) -> np.ndarray:
+        """Std of a programmed conductance ``t_s`` seconds after programming (S): the relaxation fit at G,
+        interpolated in log t between fitted times, held below the first; 0 without a relaxation section.
+        ``g_siemens`` and ``t_s`` broadcast against each other."""
+        g = np.asarray(g_siemens, dtype=np.float64)
+        t = np.asarray(t_s, dtype=np.float64)
+        rel = self.card.relaxation
+        if rel is None:
+            return np.zeros(np.broadcast_shapes(g.shape, t.shape))
+        if t.size and float(t.max()) > rel.max_time_s:
+            raise PhysicsError(f"{float(t.max()):.3g} s after programming is beyond the relaxation fit's range "
+                               f"({rel.max_time_s:.3g} s)", key="relaxation.max_time")
+        x = np.clip(g / rel.g_fit_siemens, 0.0, 1.0)
+        fits = rel.fits
+        curves = [np.clip(np.polyval(f.sigma[::-1], x), 0.0, None) for f in fits]
+        if len(fits) == 1:
+            return np.broadcast_to(curves[0], np.broadcast_shapes(g.shape, t.shape)).copy()
+        shape = np.broadcast_shapes(g.shape, t.shape)
+        times = np.log([f.time_s for f in fits])
+        lt = np.broadcast_to(np.log(np.maximum(t, fits[0].time_s)), shape)
+        j = np.clip(np.searchsorted(times, lt, side="left"), 1, len(fits) - 1)
+        w = (lt - times[j - 1]) / (times[j] - times[j - 1])
+        stack = np.stack([np.broadcast_to(cv, shape) for cv in curves])
+        lo = np.take_along_axis(stack, (j - 1)[None], 0)[0]
+        hi = np.take_along_axis(stack, j[None], 0)[0]
+        return np.clip(lo + w * (hi - lo), 0.0, None)
+
+    def conductance_at(self, g_programmed: np.ndarray, z: np.ndarray, t_s: float,
+                       rng: np.random.Generator | None = None) -> np.ndarray:
+        """Conductances ``t_s`` after programming: each cell's relaxation draw ``z`` (a fixed standard normal per
+        programming, so a cell's deviation grows with the spread) scaled by the spread at its conductance, plus a
+        fresh read-noise draw when ``rng`` is given; clipped at zero (S)."""
+        g = np.asarray(g_programmed, dtype=np.float64)
+        out = g + self.spread_siemens(g, t_s) * z
+        if rng is not None and self.card.read.noise:
+            out = out + self.card.read.noise * self.card.cell.g_max_siemens * rng.standard_normal(g.shape)
+        return np.clip(out, 0.0, None)
+
+    def array_endurance(self, rates: np.ndarray) -> float:
+        """Median steps until the first cell of an array fails, its cells worn ``rates`` cycles per step.
+
+        Weibull cells (shape k, scale eta with median ``endurance``): the array survives n steps with
+        probability exp(-sum_i (n r_i / eta)^k), so its median life is eta (ln 2 / sum_i r_i^k)^(1/k)
+        (the weakest cell, not the mean, sets it). Without a shape, every cell lasts ``endurance``:
+        endurance / max r_i.
+        """
+        r = np.asarray(rates, dtype=np.float64)
+        r = r[r > 0]
+        if not r.size:
+            return math.inf
+        k = self.card.endurance_shape
+        if k is None:
+            return self.card.endurance_cycles / float(r.max())
+        eta = self.card.endurance_cycles / math.log(2.0) ** (1.0 / k)
+        top = float(r.max())
+        return eta / top * (math.log(2.0) / float(np.sum((r / top) ** k))) ** (1.0 / k)
+
+    @property
+    def endurance_cycles(self) -> float:
+        """Median pulses a cell survives: the card's full cycles over the mean wear of a programming pulse."""
+        return self.card.endurance_cycles / self._stats.wear_per_pulse
+
     # --- programming --------------------------------------------------------------
 
-    def program(self, old_levels: np.ndarray, new_levels: np.ndarray) -> ProgramResult:
+    def program(self, old_levels: np.ndarray, new_levels: np.ndarray, g_start: np.ndarray | None = None,
+                cells: Population | None = None, skip: np.ndarray | None = None) -> ProgramResult:
         """Write-and-verify every cell from level ``old_levels`` to ``new_levels``.
 
-        Both arrays hold integer levels in ``[0, levels)`` and have the same shape.
-        Unchanged cells take no pulse, no read and no energy. See the module
-        docstring for the loop and the energy rules.
+        Both arrays hold integer levels in ``[0, levels)`` and have the same shape. ``g_start``: the cells'
+        present conductances (S; default: their old levels exactly); ``cells``: their device-to-device draws
+        (default: a fresh population); ``skip``: cells known to be stuck, not pulsed. Unchanged cells take no
+        pulse, no read and no energy. See the module docstring for the loop and the energy rules.
         """
         key = np.uint64(self.rng.integers(0, 2**64, dtype=np.uint64))
-        return _program(self.card, self.level_spacing_siemens, old_levels, new_levels, key)
+        if cells is None:
+            cells = self.population(np.size(old_levels), int(key))
+        return _program(self, old_levels, new_levels, key, g_start, cells, skip)
 
     def write_count_key(self) -> tuple | None:
         return None  # stochastic write-and-verify: every write draws new pulses
@@ -450,6 +742,13 @@ class ReRAM(NonVolatileCell):
 
     # --- costs and figures ---------------------------------------------------------
 
+    def _figure_run(self, rng: np.random.Generator, old: np.ndarray, new: np.ndarray) -> ProgramResult:
+        """A Monte Carlo programming run for the figures, on nominal cells (the card's own programming)."""
+        n = old.size
+        nominal = Population(np.full(n, self.card.cell.g_min_siemens), np.full(n, self.card.cell.g_max_siemens),
+                             np.ones(n), np.zeros(n, dtype=bool))
+        return _program(self, old, new, np.uint64(rng.integers(0, 2**64, dtype=np.uint64)), None, nominal, None)
+
     def pulse_samples(self, cells: int = 20_000) -> dict[int, np.ndarray]:
         """Pulses per transition for upward moves of each level distance, from level 0.
 
@@ -457,13 +756,9 @@ class ReRAM(NonVolatileCell):
         the same every time for the same card.
         """
         rng = np.random.default_rng(_card_seed(self.card) + 1)
-        spacing = self.level_spacing_siemens
         out: dict[int, np.ndarray] = {}
         for d in range(1, self.card.cell.levels):
-            old = np.zeros(cells, dtype=np.int32)
-            new = np.full(cells, d, dtype=np.int32)
-            key = np.uint64(rng.integers(0, 2**64, dtype=np.uint64))
-            out[d] = _program(self.card, spacing, old, new, key).pulses
+            out[d] = self._figure_run(rng, np.zeros(cells, dtype=np.int32), np.full(cells, d, dtype=np.int32)).pulses
         return out
 
     @cached_property
@@ -473,27 +768,18 @@ class ReRAM(NonVolatileCell):
         top = self.card.cell.levels - 1
         n = FIGURE_CELLS
         spacing = self.level_spacing_siemens
-
-        def run(old: np.ndarray, new: np.ndarray) -> ProgramResult:
-            return _program(self.card, spacing, old, new, np.uint64(rng.integers(0, 2**64, dtype=np.uint64)))
-
         start = rng.integers(0, top, n)
         up = rng.random(n) < 0.5
-        one = run(np.where(up, start, start + 1), np.where(up, start + 1, start))
+        one = self._figure_run(rng, np.where(up, start, start + 1), np.where(up, start + 1, start))
         full_up = np.arange(n) % 2 == 0
-        full = run(np.where(full_up, 0, top), np.where(full_up, top, 0))
+        full = self._figure_run(rng, np.where(full_up, 0, top), np.where(full_up, top, 0))
         old = rng.integers(0, top + 1, n)
         new = (old + rng.integers(1, top + 1, n)) % (top + 1)  # uniform over levels != old
-        rnd = run(old, new)
+        rnd = self._figure_run(rng, old, new)
         ok = ~rnd.failed
         target = self.card.cell.g_min_siemens + new[ok] * spacing
         residual = (rnd.g_final_siemens[ok] - target) / spacing
-        set_p, reset_p = self.card.set_pulse, self.card.reset_pulse
-        r = self.card.read
-
-        def mean_g(energy: float, count: int, per_siemens: float) -> float:
-            return energy / (count * per_siemens) if count else self.g_mean_siemens
-
+        pulses = rnd.set_pulses + rnd.reset_pulses
         return _ProgrammingStats(
             one_level_mean=float(one.pulses.mean()),
             one_level_p99=float(np.percentile(one.pulses, 99)),
@@ -504,25 +790,28 @@ class ReRAM(NonVolatileCell):
             random_failure_rate=rnd.failures / n,
             random_energy_j=rnd.energy_j / n,
             residual_rms=float(np.sqrt(np.mean(residual**2))) if residual.size else math.nan,
-            g_mean_set_siemens=mean_g(rnd.set_energy_j, rnd.set_pulses, set_p.voltage_v**2 * set_p.width_s),
-            g_mean_reset_siemens=mean_g(rnd.reset_energy_j, rnd.reset_pulses, reset_p.voltage_v**2 * reset_p.width_s),
-            g_mean_verify_siemens=mean_g(rnd.verify_energy_j, rnd.verify_reads, r.v_read_v**2 * r.t_read_s),
+            set_energy_per_pulse_j=(rnd.set_energy_j / rnd.set_pulses if rnd.set_pulses
+                                    else self.set_pulse_energy_j(self.g_mean_siemens)),
+            reset_energy_per_pulse_j=(rnd.reset_energy_j / rnd.reset_pulses if rnd.reset_pulses
+                                      else self.reset_pulse_energy_j(self.g_mean_siemens)),
+            verify_energy_per_read_j=(rnd.verify_energy_j / rnd.verify_reads if rnd.verify_reads
+                                      else self.read_energy_j(self.g_mean_siemens)),
+            wear_per_pulse=float(rnd.wear.sum() / pulses) if pulses else 1.0,
+            wear_per_write=float(rnd.wear.mean()),
         )
 
     def actions(self) -> dict[str, ActionSpec]:
         """Per-action costs for the circuit layer.
 
-        A pulse's energy depends on the conductance it meets, which a cost
-        table cannot know; each entry is therefore the *expected* energy at the
-        mean programming conductance of that action: the mean G before a SET
-        pulse, before a RESET pulse, and after a pulse (verify read), over
-        uniformly random level transitions in the card's seeded Monte Carlo
-        (``FIGURE_CELLS`` cells). Counts from :meth:`count_writes` times these
-        energies match :meth:`program`'s exact energies in expectation for
-        uniformly random data. A plain ``read`` is costed at the mean level
-        conductance (g_min + g_max) / 2. Latencies: pulse widths and t_read.
-        ``write_fail`` is free: it marks a failed write whose pulses and reads
-        are already counted, so that every key of :meth:`count_writes` has a cost.
+        A pulse's energy depends on the conductance it meets (and, under ISPP, on
+        its amplitude), which a cost table cannot know; each entry is therefore the
+        *expected* energy per SET pulse, RESET pulse and verify read over uniformly
+        random level transitions in the card's seeded Monte Carlo (``FIGURE_CELLS``
+        cells). Counts from :meth:`count_writes` times these energies match
+        :meth:`program`'s exact energies in expectation for uniformly random data.
+        A plain ``read`` is costed at the mean level conductance (g_min + g_max) / 2.
+        Latencies: pulse widths and t_read. ``write_fail`` is free: it marks a failed
+        write whose pulses and reads are already counted.
         """
         s = self._stats
         set_p, reset_p, r = self.card.set_pulse, self.card.reset_pulse, self.card.read
@@ -532,16 +821,16 @@ class ReRAM(NonVolatileCell):
                 "one cell read at V_read (cell energy at the mean level conductance)", "read",
             ),
             "set_pulse": ActionSpec(
-                ActionCost(self.set_pulse_energy_j(s.g_mean_set_siemens), set_p.width_s),
+                ActionCost(s.set_energy_per_pulse_j, set_p.width_s),
                 "one SET pulse of write-and-verify (expected energy over random transitions)", "write_pulse",
             ),
             "reset_pulse": ActionSpec(
-                ActionCost(self.reset_pulse_energy_j(s.g_mean_reset_siemens), reset_p.width_s),
+                ActionCost(s.reset_energy_per_pulse_j, reset_p.width_s),
                 "one RESET pulse of write-and-verify (expected energy over random transitions)", "write_pulse",
             ),
             "verify_read": ActionSpec(
-                ActionCost(self.read_energy_j(s.g_mean_verify_siemens), r.t_read_s),
-                "one verify read after a programming pulse", "verify",
+                ActionCost(s.verify_energy_per_read_j, r.t_read_s),
+                "one verify read after a programming pulse (cell energy)", "verify",
             ),
             "write_fail": ActionSpec(
                 ActionCost(0.0, 0.0),
@@ -553,12 +842,14 @@ class ReRAM(NonVolatileCell):
         """Derived figures (name -> (value, SI unit)); pulse statistics from the seeded Monte Carlo."""
         c = self.card.cell
         s = self._stats
-        return {
+        out = {
             "r_on": (1.0 / c.g_max_siemens, "Ohm"),
             "r_off": (1.0 / c.g_min_siemens, "Ohm"),
             "on_off_ratio": (c.g_max_siemens / c.g_min_siemens, ""),
             "bits_per_cell": (float(self.bits_per_cell), ""),
             "level_spacing": (self.level_spacing_siemens, "S"),
+            "conductance_ratio_at_set_voltage": (self.iv_ratio(self.card.set_pulse.voltage_v,
+                                                               self.card.set_pulse.voltage_v), ""),
             "set_pulse_energy_at_g_max": (self.set_pulse_energy_j(c.g_max_siemens), "J"),
             "set_pulse_energy_at_g_min": (self.set_pulse_energy_j(c.g_min_siemens), "J"),
             "reset_pulse_energy_at_g_max": (self.reset_pulse_energy_j(c.g_max_siemens), "J"),
@@ -575,9 +866,32 @@ class ReRAM(NonVolatileCell):
             "programmed_error_rms_per_spacing": (s.residual_rms, ""),
             "write_energy_random_transition": (s.random_energy_j, "J"),
             "write_energy_per_bit_random_transition": (s.random_energy_j / self.bits_per_cell, "J"),
+            "wear_per_pulse_cycles": (s.wear_per_pulse, ""),
+            "wear_per_write_cycles": (s.wear_per_write, ""),
             "area_per_bit": (self.area_per_bit_m2, "m^2"),
+            "endurance_full_cycles": (self.card.endurance_cycles, ""),
             "endurance": (self.endurance_cycles, ""),
         }
+        if self.card.relaxation is not None:
+            top = c.g_max_siemens
+            out["spread_1s_at_g_max"] = (float(self.spread_siemens(top, 1.0)), "S")
+            out["spread_1s_at_g_min"] = (float(self.spread_siemens(c.g_min_siemens, 1.0)), "S")
+            out["spread_1s_per_spacing_at_g_max"] = (float(self.spread_siemens(top, 1.0)) / self.level_spacing_siemens,
+                                                     "")
+        if self.card.read.noise:
+            out["read_noise_sigma"] = (self.card.read.noise * c.g_max_siemens, "S")
+        if self.card.endurance_shape is not None:
+            out["endurance_weakest_of_1e6_cells"] = (self.weakest_of(1e6), "")
+        return out
+
+    def weakest_of(self, cells: float) -> float:
+        """Median full-cycle endurance of the weakest of ``cells`` Weibull cells (the card's median without a
+        shape): eta (ln 2 / cells)^(1/k)."""
+        k = self.card.endurance_shape
+        if k is None:
+            return self.card.endurance_cycles
+        eta = self.card.endurance_cycles / math.log(2.0) ** (1.0 / k)
+        return eta * (math.log(2.0) / cells) ** (1.0 / k)
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -595,10 +909,14 @@ def _check_physics(card: ReRAMCard) -> None:
       range). A write to an interior level (no clipping to help) then fails with
       probability at least ``(1 - p)^max_pulses``; the card is rejected when
       this bound exceeds ``MAX_IDEAL_FAILURE`` (1/2), i.e. when verify would
-      fail more often than succeed however the pulses were aimed.
+      fail more often than succeed however the pulses were aimed. (A relative
+      c2c shrinks with the pulse and is checked at the nominal step.)
     * ``programming.step``: the nominal step must not exceed the window width
       ``2 h``, or a pulse from just outside the window jumps over it and the loop
       oscillates around the target, ending only by chance.
+    * ``programming.algorithm: ispp`` needs ``ispp_start`` (below both pulse
+      voltages), ``ispp_increment`` and ``volts_per_decade``.
+    * ``relaxation.fits`` must be in ascending time, within ``max_time``.
     """
     c = card.cell
     if c.g_max_siemens <= c.g_min_siemens:
@@ -618,13 +936,14 @@ def _check_physics(card: ReRAMCard) -> None:
     p = card.programming
     spacing_frac = 1.0 / (c.levels - 1)  # spacing / range
     half_window = p.tolerance * spacing_frac  # in units of the range
-    if p.c2c_sigma > 0.0:
-        p_hit = math.erf(half_window / (p.c2c_sigma * math.sqrt(2.0)))
+    sigma = p.c2c_sigma * (p.step if p.c2c_model == "relative" else 1.0)
+    if sigma > 0.0:
+        p_hit = math.erf(half_window / (sigma * math.sqrt(2.0)))
         ideal_fail = (1.0 - p_hit) ** p.max_pulses
         if ideal_fail > MAX_IDEAL_FAILURE:
             raise PhysicsError(
-                f"accept window +/-{half_window:.3g} x range is too narrow for c2c_sigma = {p.c2c_sigma:.3g} x range "
-                f"with max_pulses = {p.max_pulses}: even perfectly aimed pulses fail "
+                f"accept window +/-{half_window:.3g} x range is too narrow for a per-pulse noise of "
+                f"{sigma:.3g} x range with max_pulses = {p.max_pulses}: even perfectly aimed pulses fail "
                 f"{100 * ideal_fail:.0f} % of writes (limit {100 * MAX_IDEAL_FAILURE:.0f} %)",
                 key="programming.tolerance",
             )
@@ -634,10 +953,31 @@ def _check_physics(card: ReRAMCard) -> None:
             f"(got {p.step:.3g}), or pulses jump over the window",
             key="programming.step",
         )
+    if p.algorithm == "ispp":
+        for name in ("ispp_start", "ispp_increment", "volts_per_decade"):
+            if getattr(p, name) is None:
+                raise PhysicsError("is required by algorithm: ispp", key=f"programming.{name}")
+        if p.ispp_start >= v_pulse:
+            raise PhysicsError(f"must lie below the pulse voltages ({v_pulse:.3g} V), where the ramp ends "
+                               f"(got {p.ispp_start:.3g} V)", key="programming.ispp_start")
+        if p.ispp_start <= card.read.v_read_v:
+            raise PhysicsError(f"must lie above the read voltage {card.read.v_read_v:.3g} V, where the I-V law "
+                               f"starts (got {p.ispp_start:.3g} V)", key="programming.ispp_start")
+    rel = card.relaxation
+    if rel is not None:
+        times = [f.time_s for f in rel.fits]
+        if any(b <= a for a, b in itertools.pairwise(times)):
+            raise PhysicsError(f"fitted times must ascend (got {times})", key="relaxation.fits")
+        if rel.max_time_s < times[-1]:
+            raise PhysicsError(f"must reach the last fitted time {times[-1]:.3g} s (got {rel.max_time_s:.3g} s)",
+                               key="relaxation.max_time")
 
 
-def _program(card: ReRAMCard, spacing: float, old_levels, new_levels, key: np.uint64) -> ProgramResult:
+def _program(dev: ReRAM, old_levels, new_levels, key: np.uint64, g_start, cells: Population,
+             skip) -> ProgramResult:
     """Run the kernel on flattened levels, in parallel slices for large inputs."""
+    card = dev.card
+    spacing = dev.level_spacing_siemens
     old_a = np.asarray(old_levels)
     new_a = np.asarray(new_levels)
     if old_a.shape != new_a.shape:
@@ -652,34 +992,37 @@ def _program(card: ReRAMCard, spacing: float, old_levels, new_levels, key: np.ui
     old = np.ascontiguousarray(old_a, dtype=np.int32).ravel()
     new = np.ascontiguousarray(new_a, dtype=np.int32).ravel()
     n = old.size
-    pulses = np.empty(n, dtype=np.int32)
-    sets = np.empty(n, dtype=np.int32)
-    failed = np.empty(n, dtype=np.bool_)
-    g_out = np.empty(n, dtype=np.float64)
-    e_set = np.empty(n, dtype=np.float64)
-    e_reset = np.empty(n, dtype=np.float64)
-    e_verify = np.empty(n, dtype=np.float64)
+    if len(cells) != n:
+        raise ValueError(f"{len(cells)} cells drawn for {n} levels")
     c, p = card.cell, card.programming
+    if g_start is None:
+        g0 = np.clip(c.g_min_siemens + old * spacing, cells.lo, cells.hi)
+    else:
+        g0 = np.ascontiguousarray(np.asarray(g_start, dtype=np.float64).ravel())
+    sk = np.zeros(n, dtype=np.bool_) if skip is None else np.ascontiguousarray(np.asarray(skip, bool).ravel())
+    outs = (np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32), np.empty(n, dtype=np.bool_),
+            *(np.empty(n, dtype=np.float64) for _ in range(5)))
+    pulses, sets, failed, g_out, e_set, e_reset, e_verify, wear = outs
     rng_s = c.g_max_siemens - c.g_min_siemens
     sp, rp, rd = card.set_pulse, card.reset_pulse, card.read
+    relative = p.c2c_model == "relative"
     params = (
-        key,
-        c.g_min_siemens,
-        spacing,
+        key, c.g_min_siemens, spacing,
+        {"fixed": 0, "nonlinear": 1, "ispp": 2}[p.algorithm],
         p.step * rng_s,
-        p.c2c_sigma * rng_s,
-        c.g_min_siemens,
-        c.g_max_siemens,
-        p.tolerance * spacing,
-        p.max_pulses,
-        sp.voltage_v**2 * sp.width_s,
-        rp.voltage_v**2 * rp.width_s,
-        rd.v_read_v**2 * rd.t_read_s,
+        p.c2c_sigma if relative else p.c2c_sigma * rng_s,
+        relative,
+        nonlinearity_a(p.nonlinearity_ltp), nonlinearity_a(p.nonlinearity_ltd), 1.0 / p.step,
+        sp.voltage_v, sp.width_s, rp.voltage_v, rp.width_s,
+        p.ispp_start or 0.0, p.ispp_increment or 0.0, p.volts_per_decade or 1.0,
+        rd.v_read_v, math.log(card.iv.nonlinearity) if card.iv is not None else 0.0,
+        p.tolerance * spacing, p.max_pulses, rd.v_read_v**2 * rd.t_read_s, 1.0 / dev.cycle_energy_j,
     )
+    lo_a, hi_a, st_a = (np.ascontiguousarray(x, dtype=np.float64) for x in (cells.lo, cells.hi, cells.step))
 
     def run(lo: int, hi: int) -> None:
-        _program_kernel(old[lo:hi], new[lo:hi], lo, *params, pulses[lo:hi], sets[lo:hi], failed[lo:hi],
-                        g_out[lo:hi], e_set[lo:hi], e_reset[lo:hi], e_verify[lo:hi])
+        _program_kernel(old[lo:hi], new[lo:hi], g0[lo:hi], lo_a[lo:hi], hi_a[lo:hi], st_a[lo:hi], sk[lo:hi], lo,
+                        *params, *(o[lo:hi] for o in outs))
 
     workers = min(os.cpu_count() or 1, 16)
     if n >= _PARALLEL_MIN_CELLS and workers > 1:
@@ -695,6 +1038,7 @@ def _program(card: ReRAMCard, spacing: float, old_levels, new_levels, key: np.ui
         pulses=pulses.reshape(shape),
         failed=failed.reshape(shape),
         g_final_siemens=g_out.reshape(shape),
+        wear=wear.reshape(shape),
         set_pulses=n_set,
         reset_pulses=total - n_set,
         verify_reads=total,
