@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     common(r)
 
     c = sub.add_parser("compare", help="run several configs and compare them side by side (table, plot, break-even)")
-    c.add_argument("configs", nargs="+", metavar="CONFIG", help="run config YAMLs")
+    c.add_argument("configs", nargs="+", metavar="CONFIG",
+                   help="run config YAMLs; CONFIG@KEY=VALUE[@KEY=VALUE...] runs a config with its own overrides "
+                        "(e.g. configs/reram_lora.yaml@workload.update_policy.kind=threshold)")
     c.add_argument("--out", metavar="DIR", default="out/compare",
                    help="output folder: one report folder per run, compare.json/.csv/.png (default: out/compare)")
     c.add_argument("--seed", type=int, help="random seed for every run (overrides the configs')")
@@ -139,6 +141,17 @@ def _cmd_run(args) -> int:
     return EXIT_OK
 
 
+def _variant(arg: str) -> tuple[str, list[str]]:
+    """``PATH@KEY=VALUE@...`` -> (PATH, ["KEY=VALUE", ...]); a plain path has no overrides of its own."""
+    from imcsim.errors import InputError, shorten
+
+    path, *sets = arg.split("@")
+    for s in sets:
+        if "=" not in s:
+            raise InputError(f"an override after '@' is KEY=VALUE (got '{shorten(s)}')", file=arg, key="CONFIG")
+    return path, sets
+
+
 def _cmd_compare(args) -> int:
     from rich.console import Console
 
@@ -149,11 +162,15 @@ def _cmd_compare(args) -> int:
     from imcsim.report import write_reports
 
     out = check_output_folder(args.out, "--out")
-    loaded = [load_config(c, args.overrides, seed=args.seed, library=args.library) for c in args.configs]
+    variants = [_variant(c) for c in args.configs]
+    loaded = [load_config(path, [*args.overrides, *sets], seed=args.seed, library=args.library)
+              for path, sets in variants]
     hardware = [build_hardware(cfg) for cfg in loaded]  # every config checked before any run
     for cfg, hw in zip(loaded, hardware, strict=True):
         check_capacity(cfg, hw)
-    names = unique_names([cfg.config.name for cfg in loaded])
+    names = unique_names([cfg.config.name + "".join(f"-{s.partition('=')[0].rpartition('.')[2]}-"
+                                                    f"{s.partition('=')[2]}" for s in sets)
+                          for cfg, (_, sets) in zip(loaded, variants, strict=True)])
     reports = []
     for name, cfg, hw in zip(names, loaded, hardware, strict=True):
         if not args.quiet:

@@ -242,3 +242,63 @@ def test_lorafusion_keeps_coefficients_per_task_and_counts_its_fusion_digitally(
     assert {op.module for op in ops} == {"enc.0.attn.q", "enc.0.attn.v"}
     assert {op.kind for op in ops} == {"digital"}
     assert {op.phase for op in ops} == {"forward", "input_grad"}
+
+
+def _update_writes(sets: list[str]):
+    """Per-step adapter write pulses and the run's hardware, for a short LoRA run with ``sets``."""
+    from collections import defaultdict
+
+    from imcsim.api import _check_run_options, _execute, build_hardware
+
+    loaded = load_config(ROOT / "configs" / "reram_lora.yaml", [*SHORT, "workload.train.epochs=1", *sets])
+    hw = build_hardware(loaded)
+    result = _execute(loaded, loaded.config.workload, hw, _check_run_options(loaded), None, {})
+    per_step: dict[int, int] = defaultdict(int)
+    for op in result.ops:
+        if op.kind == "write" and op.phase == "update":
+            per_step[op.step] += sum(n for (comp, action), n in op.counts.items()
+                                     if comp == hw.device.component and action.endswith("_pulse"))
+    return per_step, result, hw
+
+
+def test_lora_update_policies_write_less_than_every_step_and_commit_at_task_end():
+    """Threshold and periodic policies keep accumulating in the SRAM master and write less; at the end of each
+    task every pending change is committed, so the array holds the task's trained weights when it is tested."""
+
+    every, _, _ = _update_writes([])
+    period, periodic, _ = _update_writes(["workload.update_policy.kind=periodic", "workload.update_policy.period=3"])
+    thresh, _, _ = _update_writes(["workload.update_policy.kind=threshold", "workload.update_policy.threshold=3"])
+    assert sum(period.values()) < sum(every.values())
+    assert sum(thresh.values()) < sum(every.values())
+    # periodic: writes only at every third step of a task and at its last step (the commit)
+    allowed, start = set(), 0
+    for n in periodic.steps_per_task:
+        allowed |= {start + s for s in range(n) if (s + 1) % 3 == 0} | {start + n - 1}
+        start += n
+    assert {s for s, pulses in period.items() if pulses} <= allowed
+
+
+def test_threshold_sync_writes_only_codes_that_moved_enough():
+    import numpy as np
+    import torch
+
+    from imcsim.api import build_hardware
+    from imcsim.workloads.int8 import Hardware, IMCLinear, WritePolicy
+
+    macro = build_hardware(load_config(ROOT / "configs" / "reram_lora.yaml")).macro
+    hw = Hardware(macro, write_policy=WritePolicy("threshold", threshold=2))
+    layer = IMCLinear(8, 4, name="l", bias=False)
+    layer.deploy(hw)
+    before = macro.stored["l"].values.copy()
+    with torch.no_grad():
+        step = torch.zeros_like(layer.weight)
+        step[0, 0], step[1, 1] = 1 * layer.w_scale, 3 * layer.w_scale  # one LSB and three LSB
+        layer.weight += step
+    layer.sync()
+    after = macro.stored["l"].values
+    diff = after.astype(int) - before.astype(int)
+    assert diff[1, 1] == 3  # K x N: weight[1, 1] is stored at [1, 1]
+    assert diff[0, 0] == 0  # below the threshold: kept in the master only
+    layer.sync(commit=True)
+    assert macro.stored["l"].values[0, 0] - before[0, 0] == 1
+    assert np.count_nonzero(macro.stored["l"].values != before) == 2

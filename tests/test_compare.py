@@ -48,18 +48,16 @@ def test_series_start_at_deployment_and_accumulate_tasks():
 def test_cli_compare_writes_table_plot_and_reports(tmp_path):
     from test_cli import imcsim
 
-    variant = tmp_path / "stt_variant.yaml"
-    variant.write_text((ROOT / "configs" / "sas_mram_repnet.yaml").read_text()
-                       .replace("name: sas_mram_repnet", "name: stt_variant")
-                       .replace("card: sas_mram_4mtj_zhang_tcad2024", "card: stt_mram_1t1mtj_nvsim"))
     out = tmp_path / "cmp"
     sets = [x for s in SMOKE for x in ("--set", s)]
-    res = imcsim("compare", "configs/sas_mram_repnet.yaml", str(variant), "--out", str(out), "--library", str(ROOT),
-                 *sets)
+    # a config with overrides of its own: CONFIG@KEY=VALUE
+    res = imcsim("compare", "configs/sas_mram_repnet.yaml", "configs/sas_mram_repnet.yaml@device.card=stt_mram_1t1mtj_nvsim",
+                 "--out", str(out), "--library", str(ROOT), *sets)
     assert res.returncode == 0, res.stderr
     assert "runs side by side" in res.stdout
     data = json.loads((out / "compare.json").read_text())
-    assert data["runs"] == ["sas_mram_repnet", "stt_variant"]
+    variant = "sas_mram_repnet-card-stt_mram_1t1mtj_nvsim"
+    assert data["runs"] == ["sas_mram_repnet", variant]
     for name in data["runs"]:
         cum = data["cumulative"][name]
         assert cum["tasks"] == ["deploy", "a", "b"]
@@ -68,10 +66,10 @@ def test_cli_compare_writes_table_plot_and_reports(tmp_path):
         assert cum["energy_j"][-1] == pytest.approx(run_report["metrics"]["energy_deploy_j"]
                                                     + run_report["metrics"]["energy_train_j"], rel=1e-9)
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "compare.csv").read_text().startswith("metric,unit,sas_mram_repnet,stt_variant\n")
+    assert (out / "compare.csv").read_text().startswith(f"metric,unit,sas_mram_repnet,{variant}\n")
     assert data["metric_units"]["energy_train_j"] == "J"
     # the two devices write differently: the comparison is not trivial
-    assert data["metrics"]["sas_mram_repnet"]["energy_train_j"] != data["metrics"]["stt_variant"]["energy_train_j"]
+    assert data["metrics"]["sas_mram_repnet"]["energy_train_j"] != data["metrics"][variant]["energy_train_j"]
 
 
 def test_cli_compare_bad_config_writes_nothing(tmp_path):
@@ -82,4 +80,20 @@ def test_cli_compare_bad_config_writes_nothing(tmp_path):
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1
     assert "missing.yaml" in res.stderr
+    assert not out.exists()
+
+
+def test_cli_compare_bad_variant_is_one_line(tmp_path):
+    from test_cli import imcsim
+
+    out = tmp_path / "cmp"
+    res = imcsim("compare", "configs/sas_mram_repnet.yaml@run.seed", "--out", str(out))
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1
+    assert "KEY=VALUE" in res.stderr
+    assert "run.seed" in res.stderr
+    res = imcsim("compare", "configs/sas_mram_repnet.yaml@device.write.nope=1", "--out", str(out))
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1
+    assert "nope" in res.stderr
     assert not out.exists()

@@ -51,7 +51,14 @@ from imcsim.ops import OpRecord
 from imcsim.params import Params
 from imcsim.workloads.costonly import ActivityStats
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
-from imcsim.workloads.int8 import ArrayLayer, IMCLinear, IMCModule, array_layers_of, imc_modules
+from imcsim.workloads.int8 import (
+    ArrayLayer,
+    IMCLinear,
+    IMCModule,
+    WritePolicy,
+    array_layers_of,
+    imc_modules,
+)
 from imcsim.workloads.memory import TrainingMemory, training_memory
 from imcsim.workloads.trainer import (
     ContinualResult,
@@ -146,6 +153,19 @@ class AdapterSpec(Params):
         return v
 
 
+class UpdatePolicySpec(Params):
+    """When LoRA's adapter weights in ReRAM are reprogrammed from their FP32 masters in the digital unit's SRAM.
+
+    ``every_step`` (the naive baseline): every changed INT8 code after every optimizer step; ``threshold``: a
+    code is written once its accumulated change reaches ``threshold`` LSB; ``periodic``: changes accumulate in
+    SRAM and are written every ``period`` steps. Every policy commits what is pending at the end of a task.
+    """
+
+    kind: Literal["every_step", "threshold", "periodic"] = "every_step"
+    threshold: int = Field(2, ge=1, le=255, description="LSB of accumulated change before a code is written")
+    period: int = Field(4, ge=1, le=100000, description="steps between writes (periodic)")
+
+
 class PhaseSpec(Params):
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(ge=1, le=65536)
@@ -173,6 +193,8 @@ class AdaptationCard(Params):
     adapters: AdapterSpec = AdapterSpec()
     method: AdaptMethod = "lora"
     adapter_memory: Literal["reram", "sram"] = Field("reram", description="where LoRA's A and B live")
+    update_policy: UpdatePolicySpec = Field(UpdatePolicySpec(), description="when adapter weights in ReRAM are "
+                                            "rewritten (LoRA)")
     n_tasks: int = Field(3, ge=1, le=100, description="adaptation tasks in sequence")
     pretrain: PhaseSpec
     pool_train: PhaseSpec
@@ -333,6 +355,11 @@ class AdaptationScenario(Scenario):
 
     def rows(self, samples: int) -> int:
         return samples * self.card.model.seq_len
+
+    @property
+    def write_policy(self) -> WritePolicy:
+        u = self.card.update_policy
+        return WritePolicy(u.kind, u.threshold if u.kind == "threshold" else 1, u.period if u.kind == "periodic" else 1)
 
     def step_ops(self, macro: ArrayCircuit, model: TinyTransformer, digital: list[IMCModule], samples: int
                  ) -> list[OpRecord]:

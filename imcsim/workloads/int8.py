@@ -35,6 +35,23 @@ from imcsim.ops import OpRecord
 from imcsim.workloads.dataflow import traced_layer_call
 
 QMAX = 127
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    """When the array's copy of a trained weight is rewritten from its FP32 master in SRAM.
+
+    ``every_step``: after every optimizer step, every changed INT8 code; ``threshold``: only codes whose
+    accumulated change since their last write reaches ``threshold`` LSB (the others keep accumulating in
+    the master); ``periodic``: every ``period`` steps, every changed code. At the end of a task every
+    pending change is committed, so each task is tested on the weights it trained.
+    """
+
+    kind: str = "every_step"
+    threshold: int = 1
+    period: int = 1
+
+
 WEIGHT_HEADROOM = 1.25  # master weights may grow 25 % past their deployed range before clipping
 
 
@@ -59,6 +76,7 @@ class Hardware:
     generator: torch.Generator | None = None
     account: bool = True  # False: the same INT8 arithmetic with no counting (the reference for benchmarks)
     workers: int = 0
+    write_policy: WritePolicy = WritePolicy()
     _ops: list[OpRecord | None] = field(default_factory=list, repr=False)
     _pending: list = field(default_factory=list, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
@@ -213,12 +231,25 @@ class IMCModule(nn.Module):
             for rec in hw.macro.store(name, w_q.cpu().numpy()):
                 hw.emit(rec, self.name)
 
-    def sync(self) -> None:
-        """Rewrite the stored INT8 images of the master weight; only changed cells are written."""
+    def sync(self, commit: bool = False) -> None:
+        """Rewrite the stored INT8 images of the master weight as the hardware's write policy says (``commit``:
+        every pending change, at the end of a task); only changed cells are written."""
         hw = self.hw
+        policy = hw.write_policy
+        if policy.kind == "periodic" and not commit:
+            self._steps_since_write = getattr(self, "_steps_since_write", 0) + 1
+            if self._steps_since_write < policy.period:
+                if self.weight.requires_grad and hw.account:
+                    hw.emit(hw.macro.update_digital(self.name, self.weight.numel()), self.name)
+                return
+        self._steps_since_write = 0
         hw.flush()  # counts still running read the weights about to change
         for name, w in zip(self.stored_names(), self.weight_matrices(), strict=True):
             w_q, _ = quantize(w.detach(), self.w_scale)
+            if policy.kind == "threshold" and not commit:
+                held = torch.from_numpy(hw.macro.stored[name].values).to(w_q.device)
+                far = (w_q.to(torch.int16) - held.to(torch.int16)).abs() >= policy.threshold
+                w_q = torch.where(far, w_q, held)
             if not hw.account:
                 hw.macro.stored[name].assign(w_q.cpu().numpy())
                 continue

@@ -35,7 +35,7 @@ from imcsim.ops import OpRecord
 from imcsim.registry import METHODS
 from imcsim.workloads.costonly import ActivityStats, cost_only_step, elementwise_ops, weightless_ops
 from imcsim.workloads.dataflow import LayerGraph
-from imcsim.workloads.int8 import Hardware, IMCModule, imc_modules
+from imcsim.workloads.int8 import Hardware, IMCModule, WritePolicy, imc_modules
 from imcsim.workloads.memory import TrainingMemory
 from imcsim.workloads.traffic import Placement, place, with_traffic
 
@@ -199,6 +199,11 @@ class Scenario(ABC):
         """IMC layers kept in the digital unit, not stored in the array (default: the method's)."""
         return self.method.digital_layers(self.card, adapters)
 
+    @property
+    def write_policy(self) -> WritePolicy:
+        """When trained weights in the array are rewritten (default: after every step)."""
+        return WritePolicy()
+
     def rows(self, samples: int) -> int:
         """Operand rows of a step on ``samples`` samples."""
         return samples
@@ -233,7 +238,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
     macro.assign_layers({m.name: id(m.weight) in trained for m in imc_modules(model)})  # a chip's macro per layer
     step_samples: dict[int, int] = {}
     hw = Hardware(macro=macro, stochastic_rounding=sched.stochastic_rounding,
-                  generator=torch.Generator().manual_seed(seed), task="deploy",
+                  generator=torch.Generator().manual_seed(seed), task="deploy", write_policy=scenario.write_policy,
                   workers=1 if device.type == "cuda" else 0)  # on a GPU, count on the CPU meanwhile
     modules = imc_modules(model)
     digital = {id(m) for m in scenario.digital_layers(model, adapters)}
@@ -293,6 +298,10 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
                 done += 1
                 if progress is not None:
                     progress(task.name, done, total)
+        if hw.write_policy.kind != "every_step":
+            with torch.no_grad():
+                for m in synced:
+                    m.sync(commit=True)  # the task's pending changes, before it is tested
         steps_per_task.append(steps)
         losses.append(last_loss)
         saved[task.name] = method.task_state(model)
