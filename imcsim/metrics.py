@@ -501,6 +501,9 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
            lambda c: sum(c.tally.programmed_by_task.values()) * c.scale, **TRAINED),
     Metric("cells_programmed_per_step", "step", "cells programmed per training step",
            lambda c: c.per_step(sum(c.tally.programmed_by_task.values()) * c.scale), **TRAINED),
+    Metric("array_refreshes", "run", "times the array was re-verified because a task's accuracy after training fell "
+           "below workload.refresh_below", _functional(lambda c: float(getattr(c.result, "refreshes", 0))),
+           when=FUNCTIONAL),
     Metric("cells_programmed_per_task", "task", "cells programmed per task",
            lambda c: sum(c.tally.programmed_by_task.values()) * c.scale / c.n_tasks if c.n_tasks else 0.0,
            label="cells prog./task", **TRAINED),
@@ -683,6 +686,7 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
     share = ctx.scale / reps
     rows = []
     by_task = tally.counts_by_task
+    times = dict(zip(result.task_names, result.task_times_s, strict=False)) if any(result.task_times_s) else {}
     for name, steps in zip(result.task_names, result.steps_per_task, strict=True):
         c = (cost(by_task[name], ctx.macro.actions, {"all": cycles.get(name, 0)}, ctx.t_cycle_s)
              + static_cost(ctx.static_parts_w, cycles.get(name, 0), ctx.t_cycle_s)).scaled(share)
@@ -690,7 +694,8 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
         for label in labels:
             rows.append({"task": label, "steps": steps * share, "energy_j": c.total_energy_j,
                          "latency_s": c.total_latency_s, "write_pulses": _pulses(c, ctx.macro),
-                         "cells_programmed": round(tally.programmed_by_task[name] * share)})
+                         "cells_programmed": round(tally.programmed_by_task[name] * share),
+                         **({"time_s": times[name]} if name in times else {})})
     return rows
 
 

@@ -145,11 +145,14 @@ def render_summary(report: Report, console: Console | None = None) -> str:
     per_task = report.tables.get("per_task")
     if per_task:
         t = Table(title="hardware cost of training each task")
-        for col in ("task", "steps", "energy", "latency", "write pulses", "cells programmed"):
+        timed = any("time_s" in row for row in per_task)
+        for col in ("task", *(("trained at",) if timed else ()), "steps", "energy", "latency", "write pulses",
+                    "cells programmed"):
             t.add_column(col, justify="right")
         for row in per_task:
-            t.add_row(row["task"], str(row["steps"]), format_si(row["energy_j"], "J"),
-                      format_si(row["latency_s"], "s"), str(row["write_pulses"]), str(row.get("cells_programmed", "")))
+            t.add_row(row["task"], *((format_si(row.get("time_s", 0.0), "s"),) if timed else ()), str(row["steps"]),
+                      format_si(row["energy_j"], "J"), format_si(row["latency_s"], "s"), str(row["write_pulses"]),
+                      str(row.get("cells_programmed", "")))
         out.print(t)
     methods = report.tables.get("methods")
     if methods:

@@ -302,3 +302,36 @@ def test_threshold_sync_writes_only_codes_that_moved_enough():
     layer.sync(commit=True)
     assert macro.stored["l"].values[0, 0] - before[0, 0] == 1
     assert np.count_nonzero(macro.stored["l"].values != before) == 2
+
+
+def test_tasks_happen_over_time_and_a_refresh_is_counted():
+    """With a task interval the array relaxes between tasks: the per-task table says when each task trained; a
+    refresh threshold above any accuracy re-verifies the array after every task, and its pulses are counted."""
+    base = report("reram_lorafusion.yaml", "workload.train.epochs=1", "workload.task_interval=86400 s")
+    assert [row["time_s"] for row in base.tables["per_task"]] == [0.0, 86400.0]
+    assert base.metrics["array_refreshes"] == 0
+    assert base.metrics["write_pulses"] == 0  # LoRAFusion's pool is programmed once
+    refreshed = report("reram_lorafusion.yaml", "workload.train.epochs=1", "workload.task_interval=86400 s",
+                       "workload.refresh_below=1.0")
+    assert refreshed.metrics["array_refreshes"] == 2
+    assert refreshed.metrics["write_pulses"] > 0  # cells that relaxed out of their window are reprogrammed
+
+
+@pytest.mark.slow
+def test_cost_only_activity_comes_from_a_functional_run_at_d_model_128():
+    """The cost-only cards' activity (lora_tiny_multitask and lora_flan_t5_large) is the activity table of the
+    functional LoRA run of the card widened to d_model 128, 4 layers: rerunning it reproduces them (about 5 min)."""
+
+    from imcsim.config import _read_card
+
+    r = run(load_config(ROOT / "configs" / "reram_lora.yaml", [
+        "workload.model.d_model=128", "workload.model.n_layers=4", "workload.model.n_heads=4",
+        "workload.model.d_ff=256", "circuit.array.n_subarrays=2048"]))
+    measured = r.tables["activity"]
+    for card in ("lora_tiny_multitask", "lora_flan_t5_large"):
+        body, _ = _read_card(ROOT / "workloads" / f"{card}.yaml", "workload")
+        shipped = body["cost_only"]["activity"]
+        assert shipped["weight_change_fraction"] == pytest.approx(measured["weight_change_fraction"], abs=0.02)
+        for kind, value in shipped["weight_change_by_layer"].items():
+            assert value == pytest.approx(measured["weight_change_by_layer"][kind], abs=0.02)
+        assert shipped["forward_plane_density"] == pytest.approx(measured["forward_plane_density"], abs=0.02)

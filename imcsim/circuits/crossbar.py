@@ -313,6 +313,39 @@ class AnalogCrossbar(ArrayCircuit):
         s.assign(new)
         return rec
 
+    def refresh(self, phase: str = "update") -> list[OpRecord]:
+        """Re-verify every programmed cell at the crossbar's present time and reprogram those that relaxed out of
+        their accept window (from where they are now); one verify read per programmed cell, the pulses and verify
+        reads of the reprogrammed ones, counted per matrix."""
+        dev = self.device
+        recs = []
+        half = dev.card.programming.tolerance * dev.level_spacing_siemens
+        g_min, sp = dev.card.cell.g_min_siemens, dev.level_spacing_siemens
+        for name, c in self.cells.items():
+            s = self.stored[name]
+            levels = self._levels_of(s.values)
+            programmed = (c.z != 0.0) & ~c.bad
+            g_now = dev.conductance_at(c.g, c.z, np.maximum(self.clock_s - c.t_prog, 0.0))
+            out = programmed & (np.abs(g_now - (g_min + levels * sp)) > half)
+            old = np.where(out, levels ^ 1, levels)  # a level other than the target makes the cell program
+            res = dev.program(old, levels, g_start=np.where(out, g_now, c.g), cells=c.population, skip=c.bad)
+            c.g = np.where(out, res.g_final_siemens, c.g)
+            c.z[out] = self._rng.standard_normal(int(out.sum()))
+            c.t_prog[out] = self.clock_s
+            c.version += 1
+            checks = int(programmed.sum())
+            counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses,
+                      "verify_read": res.verify_reads + checks, "write_fail": res.failures}
+            counts, _ = self.scaled_writes(s, counts, 0)
+            drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
+            write_counts = self._write_counts(counts)
+            write_counts[("adc", "convert")] = counts["verify_read"]
+            recs.append(OpRecord(phase=phase, kind="write", layer=name, shape=s.values.shape, counts=write_counts,
+                                 cycles=self._write_cycles(counts, drivers), drivers=drivers,
+                                 cell_writes=_compact(res.pulses.reshape(s.values.shape[0], -1)),
+                                 cell_scale=s.scale))
+        return recs
+
     # --- the conductances a product sees ------------------------------------------
 
     def _wire_series(self, shape: tuple[int, int, int]) -> np.ndarray | None:

@@ -48,7 +48,7 @@ from pydantic import Field, field_validator, model_validator
 from imcsim.circuits.base import ArrayCircuit
 from imcsim.errors import FieldError
 from imcsim.ops import OpRecord
-from imcsim.params import Params
+from imcsim.params import Params, TimeS
 from imcsim.workloads.costonly import ActivityStats
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
 from imcsim.workloads.int8 import (
@@ -196,6 +196,11 @@ class AdaptationCard(Params):
     update_policy: UpdatePolicySpec = Field(UpdatePolicySpec(), description="when adapter weights in ReRAM are "
                                             "rewritten (LoRA)")
     n_tasks: int = Field(3, ge=1, le=100, description="adaptation tasks in sequence")
+    task_interval_s: TimeS = Field(0.0, alias="task_interval", ge=0.0, le=1e6,
+                                   description="time from one task to the next, over which the ReRAM relaxes")
+    refresh_below: float | None = Field(None, gt=0.0, le=1.0,
+                                        description="re-verify the array when a task's accuracy after training "
+                                                    "falls below this fraction")
     pretrain: PhaseSpec
     pool_train: PhaseSpec
     train: PhaseSpec
@@ -355,6 +360,14 @@ class AdaptationScenario(Scenario):
 
     def rows(self, samples: int) -> int:
         return samples * self.card.model.seq_len
+
+    @property
+    def task_interval_s(self) -> float:
+        return self.card.task_interval_s
+
+    @property
+    def refresh_below(self) -> float | None:
+        return self.card.refresh_below
 
     @property
     def write_policy(self) -> WritePolicy:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from pydantic import BeforeValidator
 from torch import nn
 
+from imcsim.chip import macros_of
 from imcsim.circuits.base import ArrayCircuit
 from imcsim.errors import shorten
 from imcsim.ops import OpRecord
@@ -59,6 +60,8 @@ class ContinualResult:
     task_repeats: int = 1  # cost-only: the one counted task stands for this many alike tasks
     repeat_names: tuple[str, ...] = ()  # cost-only: the names of the tasks it stands for, when they have names
     placements: dict[str, Placement] = field(default_factory=dict)  # per task: where its tensors live
+    task_times_s: list[float] = field(default_factory=list)  # when each task trains, from deployment (functional)
+    refreshes: int = 0  # times the array was re-verified because a task's accuracy fell below the threshold
 
     @property
     def average_accuracy(self) -> float:
@@ -204,6 +207,16 @@ class Scenario(ABC):
         """When trained weights in the array are rewritten (default: after every step)."""
         return WritePolicy()
 
+    @property
+    def task_interval_s(self) -> float:
+        """Time from one task to the next, over which the array's conductances relax (default: none)."""
+        return 0.0
+
+    @property
+    def refresh_below(self) -> float | None:
+        """Re-verify the array when a task's accuracy right after training falls below this (default: never)."""
+        return None
+
     def rows(self, samples: int) -> int:
         """Operand rows of a step on ``samples`` samples."""
         return samples
@@ -257,8 +270,14 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
     losses: list[float] = []
     total = sum(sched.epochs * -(-len(t.y_train) // sched.batch_size) for t in tasks)
     done = 0
+    task_times: list[float] = []
+    refreshes = 0
     for i, task in enumerate(tasks):
         hw.task = task.name
+        task_times.append(i * scenario.task_interval_s)
+        for m in macros_of(macro):
+            if hasattr(m, "clock_s"):
+                m.clock_s = task_times[-1]  # the array's conductances relax until this task
         params = task_params(task.name)
         used = {id(p) for p in params}
         for p in model.parameters():
@@ -314,6 +333,13 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
         if current:
             model.load_state_dict(current, strict=False)
         hw.recording = True
+        threshold = scenario.refresh_below
+        if threshold is not None and acc[i, i] < threshold:
+            refreshes += 1
+            hw.step = done - 1
+            for m in macros_of(macro):
+                for rec in getattr(m, "refresh", lambda: [])():
+                    hw.emit(rec, rec.layer)
     return ContinualResult(
         ops=with_traffic(hw.ops, graphs, placements, macro, step_samples),
         graphs=graphs,
@@ -325,6 +351,8 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
         final_losses=losses,
         memory=memory,
         placements=placements,
+        task_times_s=task_times,
+        refreshes=refreshes,
     )
 
 
