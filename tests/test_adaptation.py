@@ -335,3 +335,21 @@ def test_cost_only_activity_comes_from_a_functional_run_at_d_model_128():
         for kind, value in shipped["weight_change_by_layer"].items():
             assert value == pytest.approx(measured["weight_change_by_layer"][kind], abs=0.02)
         assert shipped["forward_plane_density"] == pytest.approx(measured["forward_plane_density"], abs=0.02)
+
+
+def test_cost_only_periodic_policy_writes_a_period_fraction_per_step():
+    """Cost-only, a periodic policy writes every ``period`` steps: per counted step a code changes 1 / period as
+    often (the card's fraction is one write's), so pulses and programming energy fall about period-fold."""
+    from imcsim.workloads.adaptation import _per_step_activity
+
+    every = cost_report("reram_lora_bert_mini_cost.yaml")
+    periodic = cost_report("reram_lora_bert_mini_cost.yaml", "workload.update_policy.kind=periodic",
+                           "workload.update_policy.period=4")
+    ratio = every.metrics["write_pulses"] / periodic.metrics["write_pulses"]
+    assert 3.0 < ratio < 5.0
+    card = load_config(ROOT / "configs" / "reram_lora_bert_mini_cost.yaml",
+                       ["workload.update_policy.kind=periodic", "workload.update_policy.period=4"]).config.workload
+    a = _per_step_activity(card)
+    assert a.weight_change_fraction == pytest.approx(card.cost_only.activity.weight_change_fraction / 4)
+    assert a.change_fraction("blocks.0.attn.q.lora_B") == pytest.approx(
+        card.cost_only.activity.change_fraction("blocks.0.attn.q.lora_B") / 4)

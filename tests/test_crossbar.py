@@ -38,7 +38,7 @@ def rel_err(y, exact) -> float:
 
 @given(arrays(np.int8, st.tuples(st.integers(1, 40), st.integers(1, 6)), elements=st.integers(-128, 127)),
        st.integers(1, 5), st.sampled_from([1, 2, 4, 8]), st.sampled_from(ENCODINGS))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=24, deadline=None)
 def test_wide_adc_and_exact_cells_give_the_integer_product(w, m, dac_bits, encoding):
     """Every weight and input encoding computes the exact product with exact cells and a wide ADC."""
     xb = crossbar("circuit.components.adc.bits=16", "circuit.array.rows=16", "circuit.array.cols=32",

@@ -392,12 +392,24 @@ class AdaptationScenario(Scenario):
         imc_weights = {id(m.weight) for m in imc_modules(model)}
         batch, n = spec.batch_size, spec.model.seq_len
         return CostOnlyPlan(
-            task=COST_TASK, graph=graph, memory=memory, activity=spec.activity,
+            task=COST_TASK, graph=graph, memory=memory, activity=_per_step_activity(card),
             digital_params=sum(p.numel() for p in model.task_parameters(COST_TASK)
                                if p.requires_grad and id(p) not in imc_weights),
             digital_layers=frozenset(m.name for m in _digital_layers(card, model, adapters)),
             ops=(), adapters=adapters, rows=batch * n, samples=batch,
             steps_per_task=spec.steps_per_task, tasks=card.n_tasks)
+
+
+def _per_step_activity(card: AdaptationCard) -> ActivityStats:
+    """The cost-only step's activity under the card's update policy. The card's change fractions are those of
+    one write under the policy (measure them with a functional run under it: ``activity: {from_report: ...}``);
+    a periodic policy writes every ``period`` steps, so per counted step a code changes ``1 / period`` as often
+    (the same pulses, energy and per-cell write rate in expectation)."""
+    a, u = card.cost_only.activity, card.update_policy
+    if u.kind != "periodic" or u.period == 1:
+        return a
+    return a.model_copy(update={"weight_change_fraction": a.weight_change_fraction / u.period,
+                                "weight_change_by_layer": {k: v / u.period for k, v in a.weight_change_by_layer.items()}})
 
 
 def run_adaptation(card: AdaptationCard, macro: ArrayCircuit, seed: int, device: torch.device,
