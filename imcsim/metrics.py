@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from imcsim.chip import macros_of
 from imcsim.circuits.base import LEVELS, ArrayCircuit
 from imcsim.config import RunConfig
@@ -119,8 +121,20 @@ class RunContext:
     def lifetime_steps(self) -> float:
         """Steps until the most worn cell wears out: the hottest cell's writes against the device's write
         endurance, plus the most read cell's reads against its read endurance (barrier wear under read stress;
-        the damages add); on a chip of several macros, the macro that wears first."""
+        the damages add); on a chip of several macros, the macro that wears first. A device whose cells' endurance
+        is a Weibull law (``endurance_shape``) gives, in a functional run, the array's median first failure from
+        every written cell's wear rate (the weakest cell, not the mean, sets it)."""
         circuits = getattr(self.macro, "circuits", None)
+        if not circuits and self.scale == 1.0 and self.steps and getattr(
+                getattr(self.device, "card", None), "endurance_shape", None) is not None:
+            # cells of a Weibull endurance: the array's median first failure from every cell's wear rate
+            parts = [(a.ravel() / self.steps * self.device.wear_per_pulse, self.tally.cell_scale.get(t, 1.0))
+                     for t, a in self.tally.cell_writes.items() if t[1] != "operands"]
+            if not parts:
+                return math.inf
+            rates = np.concatenate([r for r, _ in parts])
+            weights = np.concatenate([np.full(r.size, s) for r, s in parts])
+            return self.device.array_endurance(rates, weights)
         if not circuits:
             return _lifetime(self.max_writes_per_step, self.device, self.max_reads_per_step())
         best = math.inf

@@ -353,3 +353,13 @@ def test_cost_only_periodic_policy_writes_a_period_fraction_per_step():
     assert a.weight_change_fraction == pytest.approx(card.cost_only.activity.weight_change_fraction / 4)
     assert a.change_fraction("blocks.0.attn.q.lora_B") == pytest.approx(
         card.cost_only.activity.change_fraction("blocks.0.attn.q.lora_B") / 4)
+
+
+def test_weibull_cells_make_the_weakest_cell_set_the_lifetime():
+    """With a Weibull endurance (device.endurance_shape) the lifetime is the array's median first failure over
+    every written cell's wear: shorter than the hottest cell against the median endurance, and equal to the
+    Weibull formula over the run's per-cell wear rates."""
+    alike = report("reram_lora.yaml", "workload.train.epochs=1")
+    weibull = report("reram_lora.yaml", "workload.train.epochs=1", "device.endurance_shape=2")
+    assert weibull.metrics["lifetime_steps"] < alike.metrics["lifetime_steps"]
+    assert weibull.metrics["write_pulses"] == alike.metrics["write_pulses"]  # the same run, only its wear-out differs

@@ -239,6 +239,11 @@ def test_adc_energy_follows_the_converter_survey_envelope():
     with pytest.raises(InputError) as err:
         crossbar("circuit.components.adc.energy=0.2pJ")
     assert err.value.key.endswith("adc.energy")
+    # area: ISAAC's 1200 um^2 at 8 bits (32 nm), growing with the capacitive DAC's share of the energy
+    area = {b: crossbar(f"circuit.components.adc.bits={b}").blocks["adc"].area_m2 for b in (6, 8, 9)}
+    assert area[8] == pytest.approx(1200e-12)
+    assert area[9] / area[8] == pytest.approx((e[9] - 0.27e-12) / (e[8] - 0.27e-12), rel=1e-9)
+    assert area[6] < area[8] / 3
 
 
 def test_relaxation_grows_the_error_with_time_and_a_refresh_reprograms_the_cells_that_left_their_window():

@@ -194,8 +194,10 @@ class Adc(Component):
     that quadruples per bit (k 4^B, the survey's fit: 0.145 aJ x 4^ENOB): about 2 x per bit in the middle and
     4 x per bit past ~10 bits. Above the survey's Schreier-FoM corner (46.7 MHz) the energy per conversion grows
     in proportion to the rate (-10 dB/decade). The card's cost point fixes FoM_W, ``E(B_ref) = floor + FoM_W
-    2^B_ref + k 4^B_ref`` at its rate; the node scaling applies to the whole. The area is the cost point's (its
-    scaling with resolution is not modelled)."""
+    2^B_ref + k 4^B_ref`` at its rate; the node scaling applies to the whole. The area follows the same
+    resolution-dependent part: a SAR converter's area is dominated by its capacitive DAC, whose total capacitance
+    sets both its switching energy and its size, so the area scales as ``FoM_W 2^B + k 4^B`` against the cost
+    point's (the floor, the logic a converter needs at any resolution, is taken as a share of neither)."""
 
     def __init__(self, role: str, card: AdcCard, tech: Technology):
         super().__init__(role, card, tech)
@@ -206,6 +208,11 @@ class Adc(Component):
                                f"bits) exceed the cost point's {card.energy_j:.3g} J: the cost point lies below the "
                                "envelope of published converters", key=f"components.{role}.energy")
         self.fom_walden_j = walden / 2.0**card.reference_bits
+        self.area_m2 *= self.capacitance(card.bits) / self.capacitance(card.reference_bits)
+
+    def capacitance(self, bits: int) -> float:
+        """The resolution-dependent part of the energy per conversion (J): the capacitive DAC's share."""
+        return self.fom_walden_j * 2.0**bits + self.card.thermal_energy_j * 4.0**bits
 
     def shape(self, bits: int) -> float:
         c = self.card

@@ -659,16 +659,19 @@ class ReRAM(NonVolatileCell):
             out = out + self.card.read.noise * self.card.cell.g_max_siemens * rng.standard_normal(g.shape)
         return np.clip(out, 0.0, None)
 
-    def array_endurance(self, rates: np.ndarray) -> float:
-        """Median steps until the first cell of an array fails, its cells worn ``rates`` cycles per step.
+    def array_endurance(self, rates: np.ndarray, weights: np.ndarray | None = None) -> float:
+        """Median steps until the first cell of an array fails, its cells worn ``rates`` cycles per step (each
+        entry standing for ``weights`` cells, default 1).
 
         Weibull cells (shape k, scale eta with median ``endurance``): the array survives n steps with
         probability exp(-sum_i (n r_i / eta)^k), so its median life is eta (ln 2 / sum_i r_i^k)^(1/k)
         (the weakest cell, not the mean, sets it). Without a shape, every cell lasts ``endurance``:
         endurance / max r_i.
         """
-        r = np.asarray(rates, dtype=np.float64)
-        r = r[r > 0]
+        r = np.asarray(rates, dtype=np.float64).ravel()
+        w = np.ones_like(r) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), r.shape)
+        live = r > 0
+        r, w = r[live], w[live]
         if not r.size:
             return math.inf
         k = self.card.endurance_shape
@@ -676,7 +679,12 @@ class ReRAM(NonVolatileCell):
             return self.card.endurance_cycles / float(r.max())
         eta = self.card.endurance_cycles / math.log(2.0) ** (1.0 / k)
         top = float(r.max())
-        return eta / top * (math.log(2.0) / float(np.sum((r / top) ** k))) ** (1.0 / k)
+        return eta / top * (math.log(2.0) / float(np.sum(w * (r / top) ** k))) ** (1.0 / k)
+
+    @property
+    def wear_per_pulse(self) -> float:
+        """Mean wear of one programming pulse of this card, in full cycles."""
+        return self._stats.wear_per_pulse
 
     @property
     def endurance_cycles(self) -> float:
