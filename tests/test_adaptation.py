@@ -20,6 +20,23 @@ def report(config: str, *sets: str):
     return run(load_config(ROOT / "configs" / config, [*SHORT, *sets]))
 
 
+def _update_writes(sets: list[str]):
+    """Per-step adapter write pulses and the run's hardware, for a short LoRA run with ``sets``."""
+    from collections import defaultdict
+
+    from imcsim.api import _check_run_options, _execute, build_hardware
+
+    loaded = load_config(ROOT / "configs" / "reram_lora.yaml", [*SHORT, *sets])
+    hw = build_hardware(loaded)
+    result = _execute(loaded, loaded.config.workload, hw, _check_run_options(loaded), None, {})
+    per_step: dict[int, int] = defaultdict(int)
+    for op in result.ops:
+        if op.kind == "write" and op.phase == "update":
+            per_step[op.step] += sum(n for (comp, action), n in op.counts.items()
+                                     if comp == hw.device.component and action.endswith("_pulse"))
+    return per_step, result, hw
+
+
 def test_lorafusion_writes_no_reram_cell_per_task():
     r = report("reram_lorafusion.yaml", "workload.train.epochs=1")
     assert r.metrics["write_pulses_deploy"] > 0  # the pool and the base are programmed once
@@ -32,18 +49,7 @@ def test_lorafusion_writes_no_reram_cell_per_task():
 
 def test_lora_in_reram_writes_grow_with_steps():
     """Every optimizer step reprograms adapter cells, so the cumulative ReRAM writes grow step by step."""
-    from collections import defaultdict
-
-    from imcsim.api import _check_run_options, _execute, build_hardware
-
-    loaded = load_config(ROOT / "configs" / "reram_lora.yaml", [*SHORT, "workload.train.epochs=2"])
-    hw = build_hardware(loaded)
-    result = _execute(loaded, loaded.config.workload, hw, _check_run_options(loaded), None, {})
-    per_step: dict[int, int] = defaultdict(int)
-    for op in result.ops:
-        if op.kind == "write" and op.phase == "update":
-            per_step[op.step] += sum(n for (comp, action), n in op.counts.items()
-                                     if comp == hw.device.component and action.endswith("_pulse"))
+    per_step, result, _ = _update_writes(["workload.train.epochs=2"])
     steps = sum(result.steps_per_task)
     assert sorted(per_step) == list(range(steps))
     writing = [s for s in range(steps) if per_step[s] > 0]
@@ -244,30 +250,15 @@ def test_lorafusion_keeps_coefficients_per_task_and_counts_its_fusion_digitally(
     assert {op.phase for op in ops} == {"forward", "input_grad"}
 
 
-def _update_writes(sets: list[str]):
-    """Per-step adapter write pulses and the run's hardware, for a short LoRA run with ``sets``."""
-    from collections import defaultdict
-
-    from imcsim.api import _check_run_options, _execute, build_hardware
-
-    loaded = load_config(ROOT / "configs" / "reram_lora.yaml", [*SHORT, "workload.train.epochs=1", *sets])
-    hw = build_hardware(loaded)
-    result = _execute(loaded, loaded.config.workload, hw, _check_run_options(loaded), None, {})
-    per_step: dict[int, int] = defaultdict(int)
-    for op in result.ops:
-        if op.kind == "write" and op.phase == "update":
-            per_step[op.step] += sum(n for (comp, action), n in op.counts.items()
-                                     if comp == hw.device.component and action.endswith("_pulse"))
-    return per_step, result, hw
-
-
 def test_lora_update_policies_write_less_than_every_step_and_commit_at_task_end():
     """Threshold and periodic policies keep accumulating in the SRAM master and write less; at the end of each
     task every pending change is committed, so the array holds the task's trained weights when it is tested."""
 
-    every, _, _ = _update_writes([])
-    period, periodic, _ = _update_writes(["workload.update_policy.kind=periodic", "workload.update_policy.period=3"])
-    thresh, _, _ = _update_writes(["workload.update_policy.kind=threshold", "workload.update_policy.threshold=3"])
+    every, _, _ = _update_writes(["workload.train.epochs=1"])
+    period, periodic, _ = _update_writes(["workload.train.epochs=1", "workload.update_policy.kind=periodic",
+                                          "workload.update_policy.period=3"])
+    thresh, _, _ = _update_writes(["workload.train.epochs=1", "workload.update_policy.kind=threshold",
+                                   "workload.update_policy.threshold=3"])
     assert sum(period.values()) < sum(every.values())
     assert sum(thresh.values()) < sum(every.values())
     # periodic: writes only at every third step of a task and at its last step (the commit)

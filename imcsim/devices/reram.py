@@ -291,21 +291,23 @@ def _normal_slow(state, u, i):
         c, state = _uniform(state)
         if f1 + c * (f0 - f1) < 1.0:
             return x, state
-        state += _GOLDEN
-        h = _mix64(state)
-        u = 2.0 * (float(np.int64(h >> _S11)) + 0.5) * _INV_2_53 - 1.0
-        i = int(h & _LOW7)
+        u, i, state = _block_draw(state)
         if abs(u) < _ZIG_RATIO[i]:
             return u * _ZIG_X[i], state
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _normal(state):
-    """Next standard normal of a SplitMix64 stream by Doornik's ziggurat; returns (z, new state)."""
+def _block_draw(state):
+    """One 64-bit draw split into a uniform in (-1, 1) and a ziggurat block index; returns (u, block, state)."""
     state += _GOLDEN
     h = _mix64(state)
-    u = 2.0 * (float(np.int64(h >> _S11)) + 0.5) * _INV_2_53 - 1.0
-    j = int(h & _LOW7)
+    return 2.0 * (float(np.int64(h >> _S11)) + 0.5) * _INV_2_53 - 1.0, int(h & _LOW7), state
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _normal(state):
+    """Next standard normal of a SplitMix64 stream by Doornik's ziggurat; returns (z, new state)."""
+    u, j, state = _block_draw(state)
     if abs(u) < _ZIG_RATIO[j]:
         return u * _ZIG_X[j], state
     return _normal_slow(state, u, j)
