@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -152,6 +153,13 @@ def _variant(arg: str) -> tuple[str, list[str]]:
     return path, sets
 
 
+def _variant_label(setting: str) -> str:
+    """``-key-value`` for a run name: the key's last part and its value, in plain characters, at most 40."""
+    key, _, value = setting.partition("=")
+    label = f"-{key.rpartition('.')[2]}-{value}"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_")[:40]
+
+
 def _cmd_compare(args) -> int:
     from rich.console import Console
 
@@ -168,8 +176,7 @@ def _cmd_compare(args) -> int:
     hardware = [build_hardware(cfg) for cfg in loaded]  # every config checked before any run
     for cfg, hw in zip(loaded, hardware, strict=True):
         check_capacity(cfg, hw)
-    names = unique_names([cfg.config.name + "".join(f"-{s.partition('=')[0].rpartition('.')[2]}-"
-                                                    f"{s.partition('=')[2]}" for s in sets)
+    names = unique_names([cfg.config.name + "".join(_variant_label(s) for s in sets)
                           for cfg, (_, sets) in zip(loaded, variants, strict=True)])
     reports = []
     for name, cfg, hw in zip(names, loaded, hardware, strict=True):
