@@ -114,10 +114,26 @@ def _check_run_options(loaded: LoadedConfig) -> torch.device:
         raise InputError("adaptation workloads train their small transformer on the CPU (its cost is the circuit "
                          "model's, not the arithmetic's); use auto or cpu", file=loaded.where("run.torch_device"),
                          key="run.torch_device")
+    _check_task_times(loaded)
     try:
         return torch_device(run_opts.torch_device)
     except InputError as err:
         raise InputError(err.message, file=loaded.where("run.torch_device"), key="run.torch_device") from None
+
+
+def _check_task_times(loaded: LoadedConfig) -> None:
+    """The last task of a workload spaced in time must fall within the device's relaxation fit."""
+    wl, dev = loaded.config.workload, loaded.config.device
+    interval = getattr(wl, "task_interval_s", 0.0)
+    rel = getattr(dev, "relaxation", None)
+    if not interval or rel is None or loaded.config.run.mode == "cost_only":
+        return
+    last = interval * (wl.n_tasks - 1)
+    if last > rel.max_time_s:
+        raise InputError(f"{wl.n_tasks} tasks {interval:.3g} s apart put the last one {last:.3g} s after "
+                         f"deployment, beyond the device's relaxation fit ({rel.max_time_s:.3g} s, "
+                         "device.relaxation.max_time)", file=loaded.where("workload.task_interval"),
+                         key="workload.task_interval")
 
 
 def torch_device(choice: str) -> torch.device:

@@ -154,6 +154,10 @@ def test_readme_reference_commands(tmp_path):
         (["validate", "configs/sas_mram_repnet.yaml", "--set", "circuit.array.rows=1"], "circuit.array.rows"),
         (["run", "configs/sas_mram_repnet.yaml", "--set", "device.write.i_set_sot=500uA"], "device.write.i_set_sot"),
         (["device", "nosuchcard"], "no card 'nosuchcard'"),
+        (["validate", "configs/reram_lorafusion.yaml", "--set", "workload.task_interval=900000s", "--set",
+          "workload.n_tasks=20"], "workload.task_interval"),
+        (["validate", "configs/reram_lora.yaml", "--set", "device.programming.algorithm=ispp"],
+         "device.programming.ispp_start"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
