@@ -37,12 +37,13 @@ def rel_err(y, exact) -> float:
 
 
 @given(arrays(np.int8, st.tuples(st.integers(1, 40), st.integers(1, 6)), elements=st.integers(-128, 127)),
-       st.integers(1, 5), st.sampled_from([1, 2, 4, 8]), st.sampled_from(ENCODINGS))
+       st.integers(1, 5), st.sampled_from([1, 2, 4, 8]), st.sampled_from(ENCODINGS),
+       st.sampled_from(["unipolar", "bipolar"]))
 @settings(max_examples=24, deadline=None)
-def test_wide_adc_and_exact_cells_give_the_integer_product(w, m, dac_bits, encoding):
+def test_wide_adc_and_exact_cells_give_the_integer_product(w, m, dac_bits, encoding, drive):
     """Every weight and input encoding computes the exact product with exact cells and a wide ADC."""
     xb = crossbar("circuit.components.adc.bits=16", "circuit.array.rows=16", "circuit.array.cols=32",
-                  f"circuit.components.dac.bits={dac_bits}", *IDEAL,
+                  f"circuit.components.dac.bits={dac_bits}", *IDEAL, f"circuit.analog.column_drive={drive}",
                   f"circuit.analog.weight_encoding={encoding[0]}", f"circuit.analog.input_encoding={encoding[1]}")
     xb.store("w", w)
     nominal(xb, "w", w)
@@ -152,6 +153,24 @@ def test_conversions_per_mac_follow_the_encoding_counted_by_hand(encoding):
         assert rec.counts[("adc", "convert")] / macs == 8 * 4 / 16
     if encoding == ("differential", "sign_magnitude"):  # four times ISAAC's
         assert HAND_FORWARD[encoding] == 4 * HAND_FORWARD[("offset", "twos_complement")]
+
+
+def test_bipolar_column_drive_subtracts_in_the_row_sums():
+    """With W- columns driven at the opposite polarity, a row sums W+ - W- for one conversion per slice, in one
+    pass: half the input gradient's conversions of one-sided passes, the same DAC drives per column."""
+    sets = ["circuit.array.rows=16", "circuit.array.cols=32", *IDEAL, "circuit.analog.weight_encoding=subtract",
+            "circuit.analog.input_encoding=twos_complement"]
+    w = np.ones((32, 3), dtype=np.int8)
+    dy = torch.tensor([[1, -1, 1]] * 5, dtype=torch.int8)
+    recs = {}
+    for drive in ("unipolar", "bipolar"):
+        xb = crossbar(*sets, f"circuit.analog.column_drive={drive}")
+        xb.store("w", w)
+        _, recs[drive] = xb.backward_input(dy, "w")
+    assert recs["bipolar"].counts[("adc", "convert")] == 5 * 1 * 8 * 1 * 32 * 4  # vectors x tiles x cycles x rows x S
+    assert recs["unipolar"].counts[("adc", "convert")] == 2 * recs["bipolar"].counts[("adc", "convert")]
+    assert recs["unipolar"].counts[("dac", "convert")] == recs["bipolar"].counts[("dac", "convert")]
+    assert recs["unipolar"].cycles == 2 * recs["bipolar"].cycles  # one pass instead of one per side
 
 
 def test_only_changed_weights_are_programmed():

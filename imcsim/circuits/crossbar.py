@@ -14,7 +14,10 @@ Small weights leave their high slices at level 0 (g_min, never programmed).
 Each crossbar holds one slice of many weights (slice-major), the W+ and W-
 columns of a slice side by side, so a column of a crossbar sums terms of one
 weight: the input gradient (driving columns) converts row sums of every weight
-of that crossbar, ``cols / sides`` terms each, not one slice's handful.
+of that crossbar, ``cols / sides`` terms each, not one slice's handful; each side's
+columns are driven in a pass of their own, or, with ``subtract`` and
+``analog.column_drive: bipolar``, the W- columns at the opposite polarity, so a
+row sums W+ - W- in one pass and one conversion.
 
 Inputs (``analog.input_encoding``), applied ``d = components.dac.bits`` bits per cycle:
 
@@ -96,6 +99,9 @@ class AnalogParams(Params):
         "differential", description="how signed weights are stored and converted (see the module docstring)")
     input_encoding: Literal["sign_magnitude", "twos_complement"] = Field(
         "sign_magnitude", description="how signed inputs are applied: two magnitude passes or one two's-complement pass")
+    column_drive: Literal["unipolar", "bipolar"] = Field(
+        "unipolar", description="input gradient on the columns: each side's columns in a pass of their own, or the "
+                                "W- columns driven at the opposite polarity so the row sums subtract (subtract only)")
     adc_offset: Number = Field(0.0, ge=0.0, le=8.0, description="std of each ADC's input offset, in LSB")
     wire: WireParams | None = Field(None, description="row/column wires for the IR drop (none: ideal wires)")
 
@@ -471,7 +477,7 @@ class AnalogCrossbar(ArrayCircuit):
         if not forward:
             ell = np.ascontiguousarray(ell.transpose(1, 0, 2))  # (N, K, C)
         lines = self._lines_per_tile(forward)
-        paired = forward and self.card.analog.weight_encoding == "subtract"
+        paired = self._paired(forward)
         conv = ell.shape[1] * (self.per_side if paired else self.slices)
         offsets = self._adc_offsets(name, "fwd" if forward else "bwd", (math.ceil(length / lines), conv))
         y, st = self._analog_mvm(inp, ell, lines, paired, offsets)
@@ -482,6 +488,12 @@ class AnalogCrossbar(ArrayCircuit):
         rec = self._analog_op(m, length, ell.shape[1], forward, st["passes"], st["nonzero_inputs"], phase, name,
                               samples)
         return y_int, rec.tagged(plane_ones=plane_ones(inp))
+
+    def _paired(self, forward: bool) -> bool:
+        """The W- current is subtracted from the W+ current before the ADC: forward with ``subtract``; on the
+        columns (input gradient) too when they are driven at both polarities."""
+        an = self.card.analog
+        return an.weight_encoding == "subtract" and (forward or an.column_drive == "bipolar")
 
     def _lines_per_tile(self, forward: bool) -> int:
         """Lines summed by one conversion: the rows of a crossbar (forward), or the weights of one slice side in
@@ -496,14 +508,16 @@ class AnalogCrossbar(ArrayCircuit):
 
         Lines are rows (``forward``) or columns (input gradient). Forward, a conversion takes one column
         (``differential``, ``offset``) or one W+/W- pair (``subtract``); on columns each side's columns are
-        driven in a pass of their own and every cell column's row sum is converted. Measured (functional) and
+        driven in a pass of their own and every cell column's row sum is converted, unless ``subtract`` columns
+        are driven at both polarities (``column_drive: bipolar``): one pass, one conversion per W+/W- pair. Measured (functional) and
         expected (cost-only) statistics give their op through this one function.
         """
         a = self.card.array
         lines_per_tile = self._lines_per_tile(forward)
         tiles = math.ceil(length / lines_per_tile)
-        side_passes = 1 if forward else self.sides
-        per_weight = (self.converted if forward else self.slices)
+        paired = self._paired(forward)
+        side_passes = 1 if forward or paired else self.sides
+        per_weight = self.converted if forward else (self.per_side if paired else self.slices)
         other_tiles = math.ceil(n_out * self.slices / a.cols) if forward else math.ceil(n_out / a.rows)
         conversions = m * tiles * self.in_cycles * passes * n_out * per_weight
         counts = {
