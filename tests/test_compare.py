@@ -92,8 +92,17 @@ def test_cli_compare_bad_variant_is_one_line(tmp_path):
     assert res.stderr.count("\n") == 1
     assert "KEY=VALUE" in res.stderr
     assert "run.seed" in res.stderr
-    res = imcsim("compare", "configs/sas_mram_repnet.yaml@device.write.nope=1", "--out", str(out))
-    assert res.returncode == 2
-    assert res.stderr.count("\n") == 1
-    assert "nope" in res.stderr
     assert not out.exists()
+
+
+def test_a_configs_own_overrides_are_checked_like_set():
+    from imcsim.cli import _variant, _variant_label
+    from imcsim.config import load_config
+    from imcsim.errors import InputError
+
+    path, sets = _variant("configs/sas_mram_repnet.yaml@device.write.nope=1@run.seed=3")
+    assert (path, sets) == ("configs/sas_mram_repnet.yaml", ["device.write.nope=1", "run.seed=3"])
+    with pytest.raises(InputError, match="nope"):
+        load_config(ROOT / path, sets)
+    assert _variant_label("workload.cost_only.activity.weight_change_by_layer={.lora_A: 0.1}") == \
+        "-weight_change_by_layer-_.lora_A_0.1"

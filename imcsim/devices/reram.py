@@ -363,6 +363,24 @@ def _program_kernel(old, new, g_start, lo, hi, stepm, skip, first_index, key, g_
         last_up = True
         ok = False
         pm = p_max / stepm[i]
+        # nonlinear curves: along G(P) = B (1 - exp(-P/A)) + g_lo one pulse moves G by (B - (G - g_lo)) q,
+        # q = 1 - exp(-1/A) (and mirrored from g_hi for depression), with no logarithm per pulse
+        b_up = b_dn = q_up = q_dn = 0.0
+        if mode == 1 and width > 0.0:
+            for k in range(2):
+                a = a_up if k == 0 else a_dn
+                if a > 0.0:
+                    big_a = a * p_max
+                    b = width / (1.0 - math.exp(-pm / big_a))
+                    q = 1.0 - math.exp(-1.0 / big_a)
+                else:
+                    b, q = 0.0, 0.0
+                if k == 0:
+                    b_up, q_up = b, q
+                else:
+                    b_dn, q_dn = b, q
+        r_set = _iv_ratio(v_set, v_read, v_set, ln_nl)
+        r_reset = _iv_ratio(v_reset, v_read, v_reset, ln_nl)
         while n < max_pulses:
             z, state = _normal(state)
             up = g < target
@@ -370,23 +388,21 @@ def _program_kernel(old, new, g_start, lo, hi, stepm, skip, first_index, key, g_
             last_up = up
             v_top = v_set if up else v_reset
             v = v_top
+            ratio = r_set if up else r_reset
             if mode == 0:
                 d = step * stepm[i]
             elif mode == 1:
-                a = a_up if up else a_dn
-                if a <= 0.0 or width <= 0.0:
+                q = q_up if up else q_dn
+                if q == 0.0:
                     d = width / pm if width > 0.0 else 0.0
                 else:
-                    big_a = a * p_max
-                    b = width / (1.0 - math.exp(-pm / big_a))
-                    x = (g - lo[i]) / b if up else (hi[i] - g) / b
-                    x = min(max(x, 0.0), 1.0 - 1e-12)
-                    p = -big_a * math.log(1.0 - x)
-                    d = b * (math.exp(-p / big_a) - math.exp(-(p + 1.0) / big_a))
+                    b = b_up if up else b_dn
+                    d = q * max(b - ((g - lo[i]) if up else (hi[i] - g)), 0.0)
             else:
                 v = min(v_start + ramp * v_inc, v_top)
                 d = step * stepm[i] * 10.0 ** ((v - v_top) / v_decade)
-            e = v * v * g * _iv_ratio(v, v_read, v_top, ln_nl) * (t_set if up else t_reset)
+                ratio = _iv_ratio(v, v_read, v_top, ln_nl)
+            e = v * v * g * ratio * (t_set if up else t_reset)
             if up:
                 es += e
                 n_set += 1
