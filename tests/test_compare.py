@@ -106,3 +106,26 @@ def test_a_configs_own_overrides_are_checked_like_set():
         load_config(ROOT / path, sets)
     assert _variant_label("workload.cost_only.activity.weight_change_by_layer={.lora_A: 0.1}") == \
         "-weight_change_by_layer-_.lora_A_0.1"
+
+
+@pytest.mark.slow
+def test_readme_policy_comparison_runs_as_written(tmp_path):
+    """The README's LoRA-under-each-policy command (about 75 s): four runs named by their own overrides, the
+    policies writing less than every step, LoRAFusion writing nothing per task."""
+    import re
+
+    from test_cli import imcsim
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"imcsim compare configs/reram_lora\.yaml configs/reram_lora\.yaml@.*?--set \S+", readme, re.S)
+    assert block, "the policy comparison command is in the README"
+    args = block.group(0).replace("\\\n", " ").split()[1:]
+    out = tmp_path / "cmp"
+    res = imcsim(*args, "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((out / "compare.json").read_text())
+    assert data["runs"] == ["reram_lora", "reram_lora-kind-threshold", "reram_lora-kind-periodic", "reram_lorafusion"]
+    pulses = {r: data["metrics"][r]["write_pulses"] for r in data["runs"]}
+    assert pulses["reram_lora-kind-threshold"] < pulses["reram_lora"]
+    assert pulses["reram_lora-kind-periodic"] < pulses["reram_lora"]
+    assert pulses["reram_lorafusion"] == 0
