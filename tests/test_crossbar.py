@@ -350,3 +350,15 @@ def test_isaac_component_table():
     # shift-and-add of one 8-bit code: 9 adder bits of Aladdin's 40 nm cell scaled to 32 nm and 1.0 V, 0.059 pJ,
     # within 3 x of ISAAC's 0.021 pJ per S+A (was 32 adder bits, 10 x); ISAAC's figure is for its own adder cell
     assert 1.0 < xb.actions.energy_j(("shift_add", "accumulate")) / 0.021e-12 < 3.0
+
+
+def test_cells_found_stuck_neither_move_nor_relax():
+    xb = crossbar(*IDEAL, "device.variation.stuck_low=0.1")
+    w = np.full((64, 8), 100, dtype=np.int8)
+    xb.store("w", w)
+    c = xb.cells["w"]
+    assert c.bad.any()
+    assert np.all(c.z[c.bad] == 0.0)
+    xb.clock_s = 86400.0
+    g = xb.device.conductance_at(c.g, c.z, np.maximum(xb.clock_s - c.t_prog, 0.0))
+    np.testing.assert_array_equal(g[c.bad], c.g[c.bad])

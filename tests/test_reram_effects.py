@@ -214,3 +214,15 @@ def test_the_weakest_cell_sets_an_arrays_endurance():
     assert dev.array_endurance(hot) == pytest.approx(1e6 / 10.0, rel=0.01)
     alike = make_device()
     assert alike.array_endurance(rates) == 1e6 / 2.0
+
+
+def test_a_nonlinear_curve_whose_first_pulse_jumps_the_window_is_refused():
+    """Under NeuroSim's update the first pulse from a window end moves q B, several times the mean step at large
+    labels: a card whose mean step fits the window but whose largest pulse does not is unprogrammable."""
+    with pytest.raises(PhysicsError) as err:
+        make_device(programming={"step": 0.15, "c2c_sigma": 0.005, "nonlinearity_ltp": 9, "nonlinearity_ltd": 9},
+                    variation={"step_sigma": 0})
+    assert err.value.key == "programming.step"
+    assert "largest pulse" in str(err.value)
+    make_device(programming={"step": 0.15, "c2c_sigma": 0.005, "nonlinearity_ltp": 0.04, "nonlinearity_ltd": 0.04},
+                variation={"step_sigma": 0})  # a nearly straight curve with the same mean step is fine

@@ -300,11 +300,11 @@ class AnalogCrossbar(ArrayCircuit):
         new = np.asarray(new_int8, dtype=np.int8)
         old_l, new_l = self._levels_of(s.values), self._levels_of(new)
         res = self.device.program(old_l, new_l, g_start=c.g, cells=c.population, skip=c.bad)
+        c.bad |= res.failed & c.population.stuck.reshape(c.g.shape)  # found stuck: they do not move or relax
         changed = (old_l != new_l) & ~c.bad
         c.g = np.asarray(res.g_final_siemens, dtype=np.float64).reshape(c.g.shape)
         c.z[changed] = self._rng.standard_normal(int(changed.sum()))
         c.t_prog[changed] = self.clock_s
-        c.bad |= res.failed & c.population.stuck.reshape(c.g.shape)
         c.version += 1
         counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses, "verify_read": res.verify_reads,
                   "write_fail": res.failures}
@@ -346,7 +346,8 @@ class AnalogCrossbar(ArrayCircuit):
             drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
             write_counts = self._write_counts(counts)
             write_counts[("adc", "convert")] = counts["verify_read"]
-            recs.append(OpRecord(phase=phase, kind="write", layer=name, shape=s.values.shape, counts=write_counts,
+            shape = (round(s.values.shape[0] * s.scale), s.values.shape[1])
+            recs.append(OpRecord(phase=phase, kind="write", layer=name, shape=shape, counts=write_counts,
                                  cycles=self._write_cycles(counts, drivers), drivers=drivers,
                                  cell_writes=_compact(res.pulses.reshape(s.values.shape[0], -1)),
                                  cell_scale=s.scale))

@@ -686,8 +686,10 @@ class ReRAM(NonVolatileCell):
         (the weakest cell, not the mean, sets it). Without a shape, every cell lasts ``endurance``:
         endurance / max r_i.
         """
-        r = np.asarray(rates, dtype=np.float64).ravel()
-        w = np.ones_like(r) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), r.shape)
+        r = np.asarray(rates, dtype=np.float64)
+        w = np.ones(r.size) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64),
+                                                                    r.shape).ravel()
+        r = r.ravel()
         live = r > 0
         r, w = r[live], w[live]
         if not r.size:
@@ -973,10 +975,17 @@ def _check_physics(card: ReRAMCard) -> None:
                 f"{100 * ideal_fail:.0f} % of writes (limit {100 * MAX_IDEAL_FAILURE:.0f} %)",
                 key="programming.tolerance",
             )
-    if p.step > 2.0 * half_window:
+    largest = p.step
+    if p.algorithm == "nonlinear":  # the first pulse from the window's end moves q B, more than the mean step
+        for label in (p.nonlinearity_ltp, p.nonlinearity_ltd):
+            a = nonlinearity_a(label) / p.step  # A in pulses
+            if a > 0.0:
+                largest = max(largest, -math.expm1(-1.0 / a) / -math.expm1(-1.0 / (p.step * a)))
+    if largest > 2.0 * half_window:
         raise PhysicsError(
             f"must not exceed the accept window width 2 x tolerance x spacing = {2 * half_window:.3g} x range "
-            f"(got {p.step:.3g}), or pulses jump over the window",
+            f"(got {p.step:.3g}, whose largest pulse under the {p.algorithm} update moves {largest:.3g} x range), "
+            "or pulses jump over the window",
             key="programming.step",
         )
     if p.algorithm == "ispp":
@@ -1026,6 +1035,8 @@ def _program(dev: ReRAM, old_levels, new_levels, key: np.uint64, g_start, cells:
     else:
         g0 = np.ascontiguousarray(np.asarray(g_start, dtype=np.float64).ravel())
     sk = np.zeros(n, dtype=np.bool_) if skip is None else np.ascontiguousarray(np.asarray(skip, bool).ravel())
+    if g0.size != n or sk.size != n:
+        raise ValueError(f"g_start ({g0.size}) and skip ({sk.size}) must give one value per cell ({n})")
     outs = (np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32), np.empty(n, dtype=np.bool_),
             *(np.empty(n, dtype=np.float64) for _ in range(5)))
     pulses, sets, failed, g_out, e_set, e_reset, e_verify, wear = outs

@@ -250,12 +250,14 @@ class IMCModule(nn.Module):
                 held = torch.from_numpy(hw.macro.stored[name].values).to(w_q.device)
                 far = (w_q.to(torch.int16) - held.to(torch.int16)).abs() >= policy.threshold
                 w_q = torch.where(far, w_q, held)
+            if commit and np.array_equal(hw.macro.stored[name].values, w_q.cpu().numpy()):
+                continue  # nothing pending: no write
             if not hw.account:
                 hw.macro.stored[name].assign(w_q.cpu().numpy())
                 continue
             for rec in hw.macro.update_weights(name, w_q.cpu().numpy()):
                 hw.emit(rec, self.name)
-        if self.weight.requires_grad and hw.account:
+        if self.weight.requires_grad and hw.account and not commit:  # a commit is no optimizer step
             hw.emit(hw.macro.update_digital(self.name, self.weight.numel()), self.name)
 
     def _matmul(self, x2d: torch.Tensor, index: int = 0) -> torch.Tensor:
