@@ -123,7 +123,7 @@ def test_the_message_gives_the_total_by_part_and_the_file_that_set_the_key():
     assert "but the circuit has 4; raise circuit.array.n_subarrays to at least 86" in msg
     cost = load_config(ROOT / "configs" / "reram_lora_bert_mini_cost.yaml")
     assert cost.where(KEY).endswith("reram_lora_bert_mini_cost.yaml")  # the config sets it, not --set
-    with pytest.raises(InputError, match=r"needs 1680 crossbars .*\(base model 1536, adapters 144\)"):
+    with pytest.raises(InputError, match=r"needs 1728 crossbars .*\(base model 1536, adapters 192\)"):
         check_capacity(load_config(ROOT / "configs" / "reram_lora_bert_mini_cost.yaml", [f"{KEY}=100"]))
 
 

@@ -141,7 +141,9 @@ def test_conversions_per_mac_follow_the_encoding_counted_by_hand(encoding):
     assert rec.counts[("adc", "convert")] == HAND_FORWARD[encoding]
     assert rec.counts[("shift_add", "accumulate")] == HAND_FORWARD[encoding]
     passes = 2 if encoding[1] == "sign_magnitude" else 1
-    assert rec.counts[("dac", "convert")] == 5 * 32 * 8 * passes * 1  # every row, cycle and pass; one column tile
+    # every row, cycle and pass, in each of the 4 crossbars that hold the 4 slices (slice-major)
+    assert rec.counts[("dac", "convert")] == 5 * 32 * 8 * passes * 4
+    assert xb.stored["w"].col_tiles == 4
     # an input cycle lasts the 10 ns cell read (12 cycles of 0.83 ns), longer than 8 conversions per ADC
     assert xb.cycles_per_input == 12
     assert rec.cycles == 5 * 8 * passes * 12

@@ -249,6 +249,18 @@ class AnalogCrossbar(ArrayCircuit):
     def cells_per_weight(self) -> int:
         return self.slices
 
+    @property
+    def weights_per_crossbar_row(self) -> int:
+        """Weights one crossbar row holds: a slice of ``cols / sides`` weights (their W+ and W- cells side by side)."""
+        return max(1, self.card.array.cols // self.sides)
+
+    def tiles_for(self, k: int, n: int, groups: int = 1) -> tuple[int, int]:
+        """(row tiles, column tiles) of a K x N matrix laid out slice-major: each crossbar holds one slice of up to
+        ``weights_per_crossbar_row`` weights, so a matrix takes ``per_side`` crossbars per group of them."""
+        if groups > 1:
+            return super().tiles_for(k, n, groups)
+        return math.ceil(k / self.card.array.rows), self.per_side * math.ceil(n / self.weights_per_crossbar_row)
+
     def placement(self, name: str, k: int, n: int, groups: int = 1) -> dict[tuple[str, str], tuple[int, int]]:
         """What :meth:`store` programs for a K x N matrix: the matrix alone (no transposed copy), on
         crossbars of ``rows`` x ``cols`` cells. Grouped layers (``groups`` > 1) are not mapped."""
@@ -499,8 +511,7 @@ class AnalogCrossbar(ArrayCircuit):
     def _lines_per_tile(self, forward: bool) -> int:
         """Lines summed by one conversion: the rows of a crossbar (forward), or the weights of one slice side in
         a crossbar's columns (input gradient)."""
-        a = self.card.array
-        return a.rows if forward else max(1, a.cols // self.sides)
+        return self.card.array.rows if forward else self.weights_per_crossbar_row
 
     def _analog_op(self, m: int, length: int, n_out: int, forward: bool, passes: float, driven: float, phase: str,
                    layer: str, samples: int, copies: int = 1) -> OpRecord:
@@ -519,7 +530,8 @@ class AnalogCrossbar(ArrayCircuit):
         paired = self._paired(forward)
         side_passes = 1 if forward or paired else self.sides
         per_weight = self.converted if forward else (self.per_side if paired else self.slices)
-        other_tiles = math.ceil(n_out * self.slices / a.cols) if forward else math.ceil(n_out / a.rows)
+        other_tiles = (self.per_side * math.ceil(n_out / self.weights_per_crossbar_row) if forward
+                       else math.ceil(n_out / a.rows))
         conversions = m * tiles * self.in_cycles * passes * n_out * per_weight
         counts = {
             ("dac", "convert"): m * length * self.in_cycles * passes * other_tiles * (1 if forward else self.slices),
