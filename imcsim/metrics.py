@@ -123,7 +123,7 @@ class RunContext:
         endurance, plus the most read cell's reads against its read endurance (barrier wear under read stress;
         the damages add); on a chip of several macros, the macro that wears first. A device whose cells' endurance
         is a Weibull law (``endurance_shape``) gives, in a functional run, the array's median first failure from
-        every written cell's wear rate (the weakest cell, not the mean, sets it)."""
+        every written cell's wear rate (the weakest cell, not the mean, sets it; such a device has no read wear)."""
         circuits = getattr(self.macro, "circuits", None)
         if not circuits and self.scale == 1.0 and self.steps and getattr(
                 getattr(self.device, "card", None), "endurance_shape", None) is not None:

@@ -11,8 +11,9 @@ cells of ``b = bits_per_cell`` bits per stored magnitude:
   cells and S conversions; the bias ``128 sum_k x_k`` is removed digitally.
 
 Small weights leave their high slices at level 0 (g_min, never programmed).
-Each crossbar holds one slice of many weights (slice-major), the W+ and W-
-columns of a slice side by side, so a column of a crossbar sums terms of one
+Each crossbar holds one slice of many weights (slice-major), the W+ columns of
+a slice in one half of it and the W- columns in the other, so a matrix takes
+``S x ceil(N / (cols / sides))`` crossbars per row tile and a column sums terms of one
 weight: the input gradient (driving columns) converts row sums of every weight
 of that crossbar, ``cols / sides`` terms each, not one slice's handful; each side's
 columns are driven in a pass of their own, or, with ``subtract`` and
@@ -305,8 +306,9 @@ class AnalogCrossbar(ArrayCircuit):
 
     def write_back(self, name: str, new_int8: np.ndarray, phase: str = "update", region: str = "weights"
                    ) -> OpRecord:
-        """Program the changed cells by write-and-verify from their present conductances; keep the programmed
-        conductances, draw their relaxation, and mark cells found stuck (not pulsed again)."""
+        """Program the changed cells by write-and-verify, each from the conductance verified at its last write (the
+        relaxation since is not seen by the loop; :meth:`refresh` starts from the relaxed value); keep the programmed
+        conductances, draw their relaxation, and mark cells found stuck (not pulsed again, not relaxing)."""
         s = self.stored[name]
         c = self.cells[name]
         new = np.asarray(new_int8, dtype=np.int8)

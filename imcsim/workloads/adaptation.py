@@ -154,7 +154,8 @@ class AdapterSpec(Params):
 
 
 class UpdatePolicySpec(Params):
-    """When LoRA's adapter weights in ReRAM are reprogrammed from their FP32 masters in the digital unit's SRAM.
+    """When trained weights in ReRAM (LoRA's adapters; every projection under ``method: full``) are reprogrammed
+    from their FP32 masters in the digital unit's SRAM.
 
     ``every_step`` (the naive baseline): every changed INT8 code after every optimizer step; ``threshold``: a
     code is written once its accumulated change reaches ``threshold`` LSB; ``periodic``: changes accumulate in
