@@ -516,7 +516,7 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("cells_programmed_per_step", "step", "cells programmed per training step",
            lambda c: c.per_step(sum(c.tally.programmed_by_task.values()) * c.scale), **TRAINED),
     Metric("array_refreshes", "run", "times the array was re-verified because a task's accuracy after training fell "
-           "below workload.refresh_below", _functional(lambda c: float(getattr(c.result, "refreshes", 0))),
+           "below workload.refresh_below", _functional(lambda c: float(c.result.refreshes)),
            when=FUNCTIONAL),
     Metric("cells_programmed_per_task", "task", "cells programmed per task",
            lambda c: sum(c.tally.programmed_by_task.values()) * c.scale / c.n_tasks if c.n_tasks else 0.0,

@@ -216,11 +216,16 @@ def test_int8_layer_on_the_crossbar_gets_the_analog_result_and_its_counts():
     assert ("sense_amp", "sense") not in phases["forward"].counts
 
 
-def test_expected_counts_match_the_counted_gemm_on_random_operands():
-    """The cost-only expectation of an analog GEMM agrees with the functional count on the same statistics."""
+@pytest.mark.parametrize("sets", [[], ["circuit.analog.input_encoding=sign_magnitude"],
+                                  ["circuit.analog.column_drive=bipolar"],
+                                  ["circuit.analog.weight_encoding=offset", "circuit.analog.input_encoding=sign_magnitude"],
+                                  ["circuit.analog.weight_encoding=differential"]], ids=str)
+def test_expected_counts_match_the_counted_gemm_on_random_operands(sets):
+    """The cost-only expectation of an analog GEMM agrees with the functional count on the same statistics, for
+    every encoding and column drive."""
     from imcsim.circuits.activity import plane_ones
 
-    xb = crossbar()
+    xb = crossbar(*sets)
     rng = np.random.default_rng(3)
     w = rng.integers(-60, 60, (200, 24)).astype(np.int8)
     xb.store("w", w)

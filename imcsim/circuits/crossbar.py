@@ -188,7 +188,6 @@ class AnalogCrossbar(ArrayCircuit):
         self.per_side = math.ceil(N_BITS / b)  # magnitudes 0..128 and biased codes 0..255 both need 8 bits
         self.sides = 1 if an.weight_encoding == "offset" else 2
         self.slices = self.sides * self.per_side  # cells per weight
-        self.converted = self.slices if an.weight_encoding == "differential" else self.per_side
         mags = [float(2 ** (b * i)) for i in range(self.per_side)]
         self.slice_weights = torch.tensor(mags + [-m for m in mags] if self.sides == 2 else mags, dtype=torch.float64)
         d = card.components.dac.bits
@@ -270,12 +269,6 @@ class AnalogCrossbar(ArrayCircuit):
                                "crossbar does not map")
         return {(name, "weights"): self.tiles_for(k, n)}
 
-    @property
-    def ell(self) -> dict[str, np.ndarray]:
-        """Programmed conductances in level units, (K, N, C) per matrix (a view for inspection and tests)."""
-        g_min, sp = self.device.card.cell.g_min_siemens, self.device.level_spacing_siemens
-        return {name: (c.g - g_min) / sp for name, c in self.cells.items()}
-
     def set_levels(self, name: str, levels: np.ndarray) -> None:
         """Put the cells of ``name`` exactly at ``levels`` (level units), as if programmed without error."""
         c = self.cells[name]
@@ -320,18 +313,25 @@ class AnalogCrossbar(ArrayCircuit):
         c.z[changed] = self._rng.standard_normal(int(changed.sum()))
         c.t_prog[changed] = self.clock_s
         c.version += 1
-        counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses, "verify_read": res.verify_reads,
-                  "write_fail": res.failures}
-        counts, changed_weights = self.scaled_writes(s, counts, int((s.values != new).sum()))
-        drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
-        write_counts = self._write_counts(counts)
-        write_counts[("adc", "convert")] = counts["verify_read"]  # each verify read is sensed through an ADC
-        rec = OpRecord(phase=phase, kind="write", layer=name, shape=(round(new.shape[0] * s.scale), new.shape[1]),
-                       counts=write_counts, cycles=self._write_cycles(counts, drivers), drivers=drivers,
-                       cell_writes=_compact(res.pulses.reshape(new.shape[0], -1)), cell_scale=s.scale,
-                       changed_weights=changed_weights)
+        rec = self._program_record(name, res, phase, changed=int((s.values != new).sum()))
         s.assign(new)
         return rec
+
+    def _program_record(self, name: str, res, phase: str, checks: int = 0, changed: int = 0) -> OpRecord:
+        """The write op of programming ``name``'s cells (``res``), with ``checks`` further verify reads; counts of a
+        programmed row sample scaled to the whole matrix; every verify read is sensed through an ADC."""
+        s = self.stored[name]
+        counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses,
+                  "verify_read": res.verify_reads + checks, "write_fail": res.failures}
+        counts, changed_weights = self.scaled_writes(s, counts, changed)
+        drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
+        write_counts = self._write_counts(counts)
+        write_counts[("adc", "convert")] = counts["verify_read"]
+        rows = s.values.shape[0]
+        return OpRecord(phase=phase, kind="write", layer=name, shape=(round(rows * s.scale), s.values.shape[1]),
+                        counts=write_counts, cycles=self._write_cycles(counts, drivers), drivers=drivers,
+                        cell_writes=_compact(res.pulses.reshape(rows, -1)), cell_scale=s.scale,
+                        changed_weights=changed_weights)
 
     def refresh(self, phase: str = "update") -> list[OpRecord]:
         """Re-verify every programmed cell at the crossbar's present time and reprogram those that relaxed out of
@@ -353,18 +353,7 @@ class AnalogCrossbar(ArrayCircuit):
             c.z[out] = self._rng.standard_normal(int(out.sum()))
             c.t_prog[out] = self.clock_s
             c.version += 1
-            checks = int(programmed.sum())
-            counts = {"set_pulse": res.set_pulses, "reset_pulse": res.reset_pulses,
-                      "verify_read": res.verify_reads + checks, "write_fail": res.failures}
-            counts, _ = self.scaled_writes(s, counts, 0)
-            drivers = s.row_tiles * s.col_tiles * self.card.array.write_drivers_per_subarray
-            write_counts = self._write_counts(counts)
-            write_counts[("adc", "convert")] = counts["verify_read"]
-            shape = (round(s.values.shape[0] * s.scale), s.values.shape[1])
-            recs.append(OpRecord(phase=phase, kind="write", layer=name, shape=shape, counts=write_counts,
-                                 cycles=self._write_cycles(counts, drivers), drivers=drivers,
-                                 cell_writes=_compact(res.pulses.reshape(s.values.shape[0], -1)),
-                                 cell_scale=s.scale))
+            recs.append(self._program_record(name, res, phase, checks=int(programmed.sum())))
         return recs
 
     # --- the conductances a product sees ------------------------------------------
@@ -386,12 +375,11 @@ class AnalogCrossbar(ArrayCircuit):
         """Effective conductances of ``name`` in level units now: relaxed, with read noise, through the wires."""
         c = self.cells[name]
         dev = self.device
-        noisy = bool(getattr(dev.card.read, "noise", 0.0))
+        noisy = bool(dev.card.read.noise)
         key = (c.version, self.clock_s)
         if not noisy and c.cache.get("key") == key:
             return c.cache["levels"]
-        g = dev.conductance_at(c.g, c.z, np.maximum(self.clock_s - c.t_prog, 0.0), self._rng if noisy else None) \
-            if hasattr(dev, "conductance_at") else c.g
+        g = dev.conductance_at(c.g, c.z, np.maximum(self.clock_s - c.t_prog, 0.0), self._rng if noisy else None)
         series = self._wire_series(g.shape)
         if series is not None:
             g = g / (1.0 + g * series)
@@ -531,7 +519,7 @@ class AnalogCrossbar(ArrayCircuit):
         tiles = math.ceil(length / lines_per_tile)
         paired = self._paired(forward)
         side_passes = 1 if forward or paired else self.sides
-        per_weight = self.converted if forward else (self.per_side if paired else self.slices)
+        per_weight = self.per_side if paired else self.slices  # the biased code has one side: slices == per_side
         other_tiles = (self.per_side * math.ceil(n_out / self.weights_per_crossbar_row) if forward
                        else math.ceil(n_out / a.rows))
         conversions = m * tiles * self.in_cycles * passes * n_out * per_weight
