@@ -232,8 +232,10 @@ def test_each_continual_method_trains_its_parameters(method, parts):
 
     torch.manual_seed(0)
     impl = METHODS[method]
-    card = SimpleNamespace(repnet=SimpleNamespace(side_blocks=[0, 2]))
-    model = RepNet(TinyCNN(width=4), impl.side_blocks(card), 4, 16)
+    card = SimpleNamespace(repnet=SimpleNamespace(side_blocks=[0, 2], width=4, kernel=None, overrides={}, per_task=False))
+    backbone = TinyCNN(width=4)
+    plan = impl.sides(card, backbone)
+    model = RepNet(backbone, plan.blocks if plan else [], 4, 16)
     model.add_head("t", 3)
     trained_parameters(model, impl)
     bn_bias = {id(m.bias) for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}

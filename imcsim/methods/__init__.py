@@ -10,7 +10,8 @@ from importlib import import_module
 
 from imcsim.methods.base import Method
 
-BUILTIN = ("repnet", "repnet_bias", "last_layer", "bias_only", "lora", "lorafusion", "full")
+BUILTIN = ("repnet", "repnet_bias", "last_layer", "bias_only", "tinytl", "attention_adaptor", "gradient_filter",
+           "mobiletl", "lora", "lorafusion", "full")
 """The built-in methods' modules, imported in this order: the order they register in, and so the order card
 errors and ``imcsim list methods`` show them (each workload's own methods, then ``full``)."""
 

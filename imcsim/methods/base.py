@@ -3,8 +3,10 @@
 A method decides, for the task-sequence trainer (:mod:`imcsim.workloads.trainer`):
 
 * where it applies: :attr:`Method.workloads`;
-* what it attaches to the model: Rep-Net side modules (:meth:`Method.side_blocks`, built with the
-  model) or adapters on a transformer's projections (:meth:`Method.attach`, over a pool of pretrained
+* what it attaches to the model: modules beside a CNN backbone's blocks (:meth:`Method.sides`: Rep-Net's
+  side modules, TinyTL's lite residuals, DA2/DA3's attention adaptors, built with the model), changes to
+  the backbone's own layers (:meth:`Method.prepare_backbone`: gradient filters, MobileTL's activations), or
+  adapters on a transformer's projections (:meth:`Method.attach`, over a pool of pretrained
   adapters when :meth:`Method.pool_size` asks for one);
 * which parameters train: :meth:`Method.trainable`, besides every task's own head, which always trains;
 * what happens per task: :meth:`Method.start_task` (a fresh adapter, reset coefficients) and
@@ -21,15 +23,31 @@ state between runs: the trainer passes in the card, the model and the adapters.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from imcsim.ops import OpRecord
+from imcsim.workloads.models import SideOptions
 
 CONTINUAL = "continual_learning"  # a frozen CNN backbone learning a task sequence (imcsim.workloads.continual)
 ADAPTATION = "lora_adaptation"  # a frozen transformer adapted per task (imcsim.workloads.adaptation)
+
+
+@dataclass(frozen=True)
+class Sides:
+    """Modules beside a CNN backbone (:class:`imcsim.workloads.models.RepNet` builds them): the connection
+    points (``blocks``), one width and kernel for all (None: the plan's), per-point overrides, whether each
+    task gets its own, and how the plan and the module differ from Rep-Net's (``options``)."""
+
+    blocks: list[int | str]
+    width: int | None = None
+    kernel: int | None = None
+    overrides: dict[str, dict[str, int]] = field(default_factory=dict)
+    per_task: bool = True
+    options: SideOptions = field(default_factory=SideOptions)
 
 
 class Method:
@@ -37,9 +55,12 @@ class Method:
 
     workloads: ClassVar[frozenset[str]] = frozenset()
 
-    def side_blocks(self, card: Any) -> list[int]:
-        """Continual workloads: the backbone blocks that get a Rep-Net side module."""
-        return []
+    def sides(self, card: Any, backbone: nn.Module) -> Sides | None:
+        """Continual workloads: the modules beside the backbone's blocks (default: none)."""
+        return None
+
+    def prepare_backbone(self, card: Any, backbone: nn.Module) -> None:
+        """Continual workloads: change the backbone's layers for this method once it is built (default: none)."""
 
     def pool_size(self, card: Any) -> int:
         """Adaptation: how many LoRA adapters to pretrain (in float, off-device) for :meth:`attach`."""
@@ -57,6 +78,11 @@ class Method:
     def train_mode(self, model: nn.Module) -> None:
         """Put the model in its training mode, once per epoch (default: everything in training mode)."""
         model.train()
+
+    def max_grad_norm(self, card: Any) -> float | None:
+        """Clip each step's gradient to this global norm before the update, as the method's recipe does
+        (default: no clipping)."""
+        return None
 
     def digital_layers(self, card: Any, adapters: list[nn.Module]) -> list[nn.Module]:
         """IMC layers of the adapters that live in the digital unit's SRAM instead of the array."""
@@ -90,3 +116,35 @@ class FrozenBackbone(Method):
 def backbone_bn_biases(model: nn.Module) -> list[nn.Parameter]:
     """The biases of the backbone's batch norms (TinyTL-style bias training)."""
     return [m.bias for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+TRAIN_ROLE = "_imcsim_train"
+"""The attribute a method sets on a backbone layer it trains in part (:func:`mark`, :func:`marked`)."""
+
+
+def mark(module: nn.Module, role: str) -> None:
+    """Mark a backbone layer as trained by the method: ``weight`` (a conv's weight), ``affine`` (a BN's scale and
+    shift, on its running statistics), ``shift`` (a BN's shift only) or ``full`` (a BN's scale and shift, on
+    batch statistics)."""
+    setattr(module, TRAIN_ROLE, role)
+
+
+def marked(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the backbone layers a method marked (:func:`mark`), by their roles."""
+    out: list[nn.Parameter] = []
+    for m in model.backbone.modules():
+        role = getattr(m, TRAIN_ROLE, None)
+        if role == "weight":
+            out.append(m.weight)
+        elif role == "shift":
+            out.append(m.bias)
+        elif role in ("affine", "full"):
+            out += [m.weight, m.bias]
+    return out
+
+
+def batch_statistics(model: nn.Module) -> None:
+    """Put the backbone's BNs marked ``full`` in training mode (batch statistics), the rest as they are."""
+    for m in model.backbone.modules():
+        if getattr(m, TRAIN_ROLE, None) == "full":
+            m.train()

@@ -12,15 +12,16 @@ from typing import Any
 
 from torch import nn
 
-from imcsim.methods.base import FrozenBackbone
+from imcsim.methods.base import FrozenBackbone, Sides
 from imcsim.registry import METHODS
 
 
 class RepNet(FrozenBackbone):
     """Side modules at ``repnet.side_blocks``; the side modules and the heads train."""
 
-    def side_blocks(self, card: Any) -> list[int]:
-        return list(card.repnet.side_blocks)
+    def sides(self, card: Any, backbone: nn.Module) -> Sides:
+        r = card.repnet
+        return Sides(list(r.side_blocks), r.width, r.kernel, dict(r.overrides), r.per_task)
 
     def trainable(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return model.sides.parameters()

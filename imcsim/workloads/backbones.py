@@ -49,9 +49,9 @@ are our blocks 2, 4, 8, 12, 16, 20.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from imcsim.workloads.activations import activation
 from imcsim.workloads.int8 import IMCConv2d
 
 
@@ -67,6 +67,8 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
 class ConvBNAct(nn.Module):
     """k x k IMC conv -> BN -> ReLU6 (the stem and the final 1x1 feature-mixing conv)."""
 
+    sign_backward = False  # MobileTL's approximate activation backward (imcsim.workloads.activations)
+
     def __init__(self, cin: int, cout: int, k: int, stride: int, name: str):
         super().__init__()
         self.cin, self.cout, self.stride = cin, cout, stride
@@ -74,7 +76,7 @@ class ConvBNAct(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu6(self.bn(self.conv(x)))
+        return activation(self.bn(self.conv(x)), "relu6", self.sign_backward)
 
 
 class InvertedResidual(nn.Module):
@@ -83,6 +85,8 @@ class InvertedResidual(nn.Module):
 
     The expand conv is omitted when ``expansion == 1`` (the depthwise conv then reads the input).
     """
+
+    sign_backward = False  # MobileTL's approximate activation backward (imcsim.workloads.activations)
 
     def __init__(self, cin: int, cout: int, stride: int, expansion: int, name: str, k: int = 3):
         super().__init__()
@@ -104,8 +108,8 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         if self.expand is not None:
-            h = F.relu6(self.expand_bn(self.expand(h)))
-        h = F.relu6(self.dw_bn(self.dw(h)))
+            h = activation(self.expand_bn(self.expand(h)), "relu6", self.sign_backward)
+        h = activation(self.dw_bn(self.dw(h)), "relu6", self.sign_backward)
         h = self.project_bn(self.project(h))
         return x + h if self.use_residual else h
 

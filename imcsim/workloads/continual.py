@@ -145,6 +145,59 @@ class RepNetSpec(Params):
         return v
 
 
+def _unique_points(blocks: list[int | str] | None) -> list[int | str] | None:
+    if blocks is not None and len({str(b) for b in blocks}) != len(blocks):
+        raise ValueError(f"blocks must not repeat (got {blocks})")
+    return blocks
+
+
+class TinyTLSpec(Params):
+    """``tinytl``: TinyTL's lite residual modules (``method: tinytl``); defaults of the reference code
+    (mit-han-lab/tinyml, ``tinytl/model/modules.py``: kernel 5, expand 1, groups 2)."""
+
+    blocks: list[int | str] | None = Field(None, description="connection points (default: every residual block)")
+    kernel: int = Field(5, ge=1, le=11, description="kernel of the module's group conv")
+    expand: float = Field(1.0, gt=0.0, le=8.0, description="channels inside a module per input channel")
+    groups: int = Field(2, ge=1, le=64, description="groups of the module's k x k conv")
+    per_task: bool = Field(True, description="each task gets its own lite residual modules")
+
+    @field_validator("blocks")
+    @classmethod
+    def _unique(cls, v: list[int | str] | None) -> list[int | str] | None:
+        return _unique_points(v)
+
+
+class AttentionSpec(Params):
+    """``attention``: DA2 / DA3 attention adaptors (``method: da2`` or ``da3``; design choices in
+    :class:`imcsim.workloads.models.AttentionAdaptor`)."""
+
+    blocks: list[int | str] | None = Field(None, description="connection points (default: every residual block)")
+    reduction: int = Field(4, ge=1, le=64, description="the residual branch's width is the input channels / this")
+    kernel: int = Field(3, ge=1, le=11, description="kernel of the residual branch's first conv")
+    per_task: bool = Field(True, description="each task (domain) gets its own adaptors")
+
+    @field_validator("blocks")
+    @classmethod
+    def _unique(cls, v: list[int | str] | None) -> list[int | str] | None:
+        return _unique_points(v)
+
+
+class GradientFilterSpec(Params):
+    """``gradient_filter``: which convolutions train filtered and the patch radius (``method: gradient_filter``;
+    the reference configurations train the last 1-4 with radius 2, 4 or 7)."""
+
+    layers: int = Field(2, ge=1, le=10000, description="the last this many convolutions of the backbone train")
+    radius: int = Field(2, ge=2, le=32, description="patch radius r: gradients are averaged over r x r patches")
+    clip_norm: float | None = Field(1.0, gt=0.0, le=1e6, description="clip each step's gradient to this global "
+                                    "norm (the reference: 1.0 on CIFAR, 2.0 on ImageNet); null: no clipping")
+
+
+class MobileTLSpec(Params):
+    """``mobiletl``: how many of the backbone's top blocks fine-tune (``method: mobiletl``)."""
+
+    blocks: int = Field(5, ge=1, le=10000, description="the top this many blocks fine-tune")
+
+
 class TrainSpec(Params):
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(ge=1, le=65536)
@@ -173,6 +226,10 @@ class ContinualCard(Params):
         description="other methods to run on the same scenario and hardware; the report gets a methods table",
     )
     repnet: RepNetSpec
+    tinytl: TinyTLSpec = Field(default_factory=TinyTLSpec)
+    attention: AttentionSpec = Field(default_factory=AttentionSpec)
+    gradient_filter: GradientFilterSpec = Field(default_factory=GradientFilterSpec)
+    mobiletl: MobileTLSpec = Field(default_factory=MobileTLSpec)
     pretrain: PretrainSpec
     tasks: list[TaskSpec] = Field(min_length=1)
     train: TrainSpec
@@ -198,17 +255,20 @@ class ContinualCard(Params):
         return tasks
 
 
-def side_blocks(card: ContinualCard) -> list[int]:
-    """The blocks that get side modules: the method's (a method without side modules runs the bare backbone)."""
-    return METHODS[card.method].side_blocks(card)
-
-
 def repnet_model(card: ContinualCard, backbone: torch.nn.Module, image_size: int, per_task: bool = False,
                  sides: bool = True) -> RepNet:
-    """``backbone`` with the method's side modules (none with ``sides=False``) and no head yet."""
-    r = card.repnet
-    return RepNet(backbone, side_blocks(card) if sides else [], r.width, image_size, per_task, kernel=r.kernel,
-                  overrides=r.overrides)
+    """``backbone`` with the method's changes and modules beside its blocks (none with ``sides=False``: the
+    bare backbone, as pretraining runs it) and no head yet; with ``per_task`` each task gets its own modules
+    where the method says so."""
+    if not sides:
+        return RepNet(backbone, [], None, image_size)
+    method = METHODS[card.method]
+    method.prepare_backbone(card, backbone)
+    plan = method.sides(card, backbone)
+    if plan is None:
+        return RepNet(backbone, [], None, image_size)
+    return RepNet(backbone, plan.blocks, plan.width, image_size, per_task and plan.per_task, kernel=plan.kernel,
+                  overrides=plan.overrides, options=plan.options)
 
 
 def backbone_of(card: ContinualCard, in_channels: int, image_size: int, weights: bool = True) -> torch.nn.Module:
@@ -223,7 +283,7 @@ def backbone_of(card: ContinualCard, in_channels: int, image_size: int, weights:
 def deployed_model(card: ContinualCard, backbone: torch.nn.Module, heads: list[tuple[str, int]]) -> RepNet:
     """The model a functional run deploys: ``backbone``, the method's side modules and a head per
     (task, classes) of ``heads``."""
-    model = repnet_model(card, backbone, card.model.image_size, card.repnet.per_task)
+    model = repnet_model(card, backbone, card.model.image_size, per_task=True)
     for name, n_classes in heads:
         model.add_head(name, n_classes)
     return model

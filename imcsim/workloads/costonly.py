@@ -262,17 +262,19 @@ def cost_only_step(macro: ArrayCircuit, graph: LayerGraph, stats: ActivityStats,
             step += weightless_ops(macro, c, c.samples, forward=False)
             continue
         carries = c.input_grad if c.input_grad is not None else any(needs.get(p, False) for p, _ in c.producers)
+        # a gradient-filtered conv: its backward GEMMs run on the patches, its weight gradient per channel pair
+        m, k_grad = (c.filtered_rows, c.k // c.filter_taps) if c.filtered_rows else (c.m, c.k)
         if carries and c.name in digital_layers:
-            step.append(macro.digital_gemm(c.m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
-                                            copies=c.groups))
+            step.append(macro.digital_gemm(m, c.n, c.k, phase="input_grad", layer=c.name, samples=c.samples,
+                                           copies=c.groups))
         elif carries:  # a gradient reaches its input: something upstream trains (a weight or a BN bias)
-            step.append(macro.expected_input_grad(c.m, c.k, c.n, c.groups, c.samples, stats.error_plane_density,
+            step.append(macro.expected_input_grad(m, c.k, c.n, c.groups, c.samples, stats.error_plane_density,
                                                   stats.weight_bit_density, c.name))
         if c.trainable and c.name in digital_layers:
-            step.append(macro.digital_gemm(c.m, c.k, c.n, phase="weight_grad", layer=c.name, samples=c.samples,
+            step.append(macro.digital_gemm(m, k_grad, c.n, phase="weight_grad", layer=c.name, samples=c.samples,
                                            copies=c.groups))
         elif c.trainable:
-            step += macro.expected_weight_grad(c.m, c.k, c.n, c.groups, c.samples, stats.forward_plane_density,
+            step += macro.expected_weight_grad(m, k_grad, c.n, c.groups, c.samples, stats.forward_plane_density,
                                                stats.error_plane_density, c.name, grad_rng)
     step += [rec for rec in extra if rec.phase != "forward"]
     for c in graph.calls:

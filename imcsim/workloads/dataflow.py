@@ -73,6 +73,8 @@ class LayerCall:
     out_elems: int = 0  # elements of its output
     kept_bits: int = 0  # bits kept for its backward pass: its input if its weight trains, and the batch-norm
     #                     inputs and ReLU masks of the weight-free work it owns (imcsim.workloads.memory rules)
+    filtered_rows: int = 0  # a gradient-filtered conv: rows (patches) of its backward GEMMs (0: not filtered)
+    filter_taps: int = 1  # ... and its kernel taps (its weight gradient's K is k / taps)
 
     @property
     def macs(self) -> int:
@@ -304,8 +306,12 @@ def active_tracer() -> _Tracer | None:
 
 
 def traced_layer_call(module, x: torch.Tensor, call: Callable[[], torch.Tensor], m: int, k: int, n: int,
-                      groups: int) -> torch.Tensor:
-    """Run an IMC layer's forward ``call``; under a tracer, record its shape and producers."""
+                      groups: int, filtered: dict[str, int] | None = None) -> torch.Tensor:
+    """Run an IMC layer's forward ``call``; under a tracer, record its shape and producers.
+
+    ``filtered``: a gradient-filtered conv's backward sizes (:func:`imcsim.workloads.gradfilter.filter_shapes`):
+    its backward rows and taps, the pooled input it keeps, and its pooling and tap-sum work in the digital unit.
+    """
     tracer = active_tracer()
     if tracer is None:
         return call()
@@ -316,9 +322,15 @@ def traced_layer_call(module, x: torch.Tensor, call: Callable[[], torch.Tensor],
     finally:
         tracer.inside -= 1
     trains = bool(module.weight.requires_grad)
+    kept = (filtered["kept"] if filtered else x.numel()) * tracer.bits.activation_bits if trains else 0
     tracer.add_call(LayerCall(module.name, m, k, n, groups, tracer.samples, trains, producers, bool(x.requires_grad),
-                              in_elems=x.numel(), out_elems=y.numel(),
-                              kept_bits=x.numel() * tracer.bits.activation_bits if trains else 0))
+                              in_elems=x.numel(), out_elems=y.numel(), kept_bits=kept,
+                              filtered_rows=filtered["rows"] if filtered else 0,
+                              filter_taps=filtered["taps"] if filtered else 1))
+    if filtered:
+        work = tracer.work.setdefault(module.name, [Counter(), Counter()])
+        work[0].update({"fp32_add": filtered["pool_adds"]})
+        work[1].update({"fp32_add": filtered["grad_adds"], "fp32_mul": filtered["grad_muls"]})
     tracer.set_tag(y, frozenset({(module.name, False)}))
     return y
 

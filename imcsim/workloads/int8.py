@@ -33,6 +33,7 @@ from imcsim.circuits.base import ArrayCircuit
 from imcsim.circuits.bitplanes import int8_matmul
 from imcsim.ops import OpRecord
 from imcsim.workloads.dataflow import traced_layer_call
+from imcsim.workloads.gradfilter import filter_shapes, filtered_conv2d, imc_filtered_conv
 
 QMAX = 127
 
@@ -306,8 +307,11 @@ class IMCConv2d(IMCModule):
     """Conv through im2col: unfold the input, one GEMM per group with W (C/g*kh*kw x out/g).
 
     ``k``, ``stride``, ``padding`` and ``dilation`` take an int or an (h, w) pair; ``padding`` defaults
-    to "same" for odd kernels (``k // 2``), as the built-in networks use.
+    to "same" for odd kernels (``k // 2``), as the built-in networks use. ``grad_filter`` > 0 filters its
+    backward pass with that patch radius (:mod:`imcsim.workloads.gradfilter`).
     """
+
+    grad_filter: int = 0
 
     def __init__(self, cin: int, cout: int, k: int | tuple[int, int], name: str, stride: int | tuple[int, int] = 1,
                  groups: int = 1, bias: bool = False, padding: int | tuple[int, int] | None = None,
@@ -363,22 +367,34 @@ class IMCConv2d(IMCModule):
         b, _, h, w = x.shape
         ho, wo = self.out_size(h, w)
         g = self.groups
+        filtered = None
+        if self.grad_filter:
+            filtered = filter_shapes(self.grad_filter, self.strides, self.kernel, b, (h, w), (ho, wo), self.cin,
+                                     self.cout)
         return traced_layer_call(self, x, lambda: self._forward(x), b * ho * wo,
-                                 self.cin // g * self.kernel[0] * self.kernel[1], self.cout // g, g)
+                                 self.cin // g * self.kernel[0] * self.kernel[1], self.cout // g, g, filtered)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_filter and self.hw is None:
+            return filtered_conv2d(x, self.weight, self.bias, self.strides, self.paddings, self.dilation,
+                                   self.groups, self.grad_filter)
+        if self.grad_filter:
+            y = imc_filtered_conv(self, x)
+            return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
         if self.hw is None:
             return F.conv2d(x, self.weight, self.bias, self.strides, self.paddings, self.dilation, self.groups)
+        y = self._gemms(x)
+        return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
+
+    def _gemms(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv's GEMMs on the macro, without the bias."""
         b, _, h, w = x.shape
         cols = F.unfold(x, self.kernel, dilation=self.dilation, padding=self.paddings, stride=self.strides)
         ho, wo = self.out_size(h, w)
         g = self.groups
         x2d = cols.transpose(1, 2).reshape(b * ho * wo, g, -1)  # (B*L, g, C/g*kh*kw), group-major channels
         y = torch.cat([self._matmul(x2d[:, i], i) for i in range(g)], dim=1)  # (B*L, out)
-        y = y.reshape(b, ho * wo, self.cout).transpose(1, 2).reshape(b, self.cout, ho, wo)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
-        return y
+        return y.reshape(b, ho * wo, self.cout).transpose(1, 2).reshape(b, self.cout, ho, wo)
 
 
 def imc_modules(model: nn.Module) -> list[IMCModule]:

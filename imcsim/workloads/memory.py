@@ -12,9 +12,12 @@ memory on a device):
   a conv or linear keeps its input only if its weight is trainable (the input
   gradient needs only the weight); a batch norm keeps its input only if its
   scale is trainable or it normalises with batch statistics while a gradient
-  flows through it (a frozen, eval-mode BN is a per-channel scale); a ReLU or
-  ReLU6 keeps a 1-bit mask where a gradient flows through it; adds, pools and
-  upsampling keep nothing;
+  flows through it (a frozen, eval-mode BN is a per-channel scale); a ReLU,
+  ReLU6, leaky ReLU or hard sigmoid keeps a 1-bit mask where a gradient flows
+  through it (its derivative takes two values); hard-swish, SiLU, GELU keep
+  their input and sigmoid, tanh and softmax their output (their derivatives
+  need the value); a product of two activations keeps each operand whose
+  partner needs a gradient; adds, pools and upsampling keep nothing;
 * live at each point of the step: every op's input and output while it runs in
   the forward pass, and the gradients of its output and input while it runs in
   the backward pass, at ``activation_bits`` (INT8 errors).
@@ -35,7 +38,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 _GEMMS = {"conv1d", "conv2d", "conv3d", "linear"}
-_MASKS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_"}
+_MASKS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "hardsigmoid", "threshold"}
+_VALUES = {"hardswish", "silu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax", "_softmax"}
+_PRODUCTS = {"mul", "__mul__", "__rmul__", "mul_", "__imul__"}
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,25 @@ class TrainingMemory:
         }
 
 
+_ACTIVE: list[_MemoryTracer] = []
+
+
+def note_kept(kind: str, elems: int, bits: int | None = None) -> None:
+    """Record, for a training-memory trace in progress, a tensor of ``elems`` elements a layer keeps for its
+    backward pass by a rule of its own (at ``bits`` each, default the activation width): a custom backward
+    whose forward the tracer cannot read, such as a gradient filter's pooled input. No trace: nothing."""
+    if _ACTIVE:
+        tracer = _ACTIVE[-1]
+        kept = elems * (tracer.bits.activation_bits if bits is None else bits)
+        tracer.kept[kind] = tracer.kept.get(kind, 0) + kept
+        tracer.ops.append((kept, 0, 0, False, False))
+
+
 class _MemoryTracer(TorchFunctionMode):
     def __init__(self, bits: MemoryBits) -> None:
         super().__init__()
         self.bits = bits
-        self.kept: dict[str, int] = {"gemm_input": 0, "bn_input": 0, "relu_mask": 0}
+        self.kept: dict[str, int] = {"gemm_input": 0, "bn_input": 0, "relu_mask": 0}  # and any other kind seen
         self.ops: list[tuple[int, int, int, bool, bool]] = []  # (kept, in elems, out elems, in grad, out grad)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -98,14 +117,15 @@ class _MemoryTracer(TorchFunctionMode):
             return out
         kind, kept = kept_for_backward(func, args, kwargs, out, self.bits)
         if kind:
-            self.kept[kind] += kept
+            self.kept[kind] = self.kept.get(kind, 0) + kept
         self.ops.append((kept, x.numel(), out.numel(), x.requires_grad, out.requires_grad))
         return out
 
 
 def kept_for_backward(func, args, kwargs, out, bits: MemoryBits) -> tuple[str, int]:
     """What one torch call keeps for the backward pass under the accounting rules (module docstring): its
-    kind (``gemm_input``, ``bn_input``, ``relu_mask``; empty for nothing) and bits."""
+    kind (``gemm_input``, ``bn_input``, ``relu_mask``, ``act_value``, ``product_operand``; empty for nothing)
+    and bits."""
     x = args[0] if args else None
     if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor):
         return "", 0
@@ -121,6 +141,14 @@ def kept_for_backward(func, args, kwargs, out, bits: MemoryBits) -> tuple[str, i
             return "bn_input", x.numel() * bits.activation_bits
     elif name in _MASKS and out.requires_grad:
         return "relu_mask", out.numel() * bits.mask_bits
+    elif name in _VALUES and out.requires_grad:
+        return "act_value", out.numel() * bits.activation_bits
+    elif name in _PRODUCTS and len(args) > 1 and isinstance(args[1], torch.Tensor):
+        y = args[1]
+        kept = sum(other.numel() for this, other in ((x, y), (y, x))
+                   if this.requires_grad and not isinstance(other, nn.Parameter) and other.numel() > 1)
+        if kept:
+            return "product_operand", kept * bits.activation_bits
     return "", 0
 
 
@@ -152,8 +180,12 @@ def training_memory(parameters: Iterable[nn.Parameter], run: Callable[[], object
         else:
             frozen += p.numel()
     tracer = _MemoryTracer(bits)
-    with tracer, torch.enable_grad():
-        run()
+    _ACTIVE.append(tracer)
+    try:
+        with tracer, torch.enable_grad():
+            run()
+    finally:
+        _ACTIVE.pop()
     return TrainingMemory(
         weights_frozen=frozen * bits.weight_bits_frozen,
         weights_trainable=trainable * bits.weight_bits_trainable,

@@ -25,6 +25,7 @@ per connection point.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,11 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from imcsim.errors import DataError
+from imcsim.workloads.activations import activation
 from imcsim.workloads.backbones import make_divisible
 from imcsim.workloads.int8 import IMCConv2d, IMCLinear
 
 
 class ConvBNReLU(nn.Module):
+    sign_backward = False  # MobileTL's approximate activation backward (imcsim.workloads.activations)
+
     def __init__(self, cin: int, cout: int, k: int, stride: int, name: str, groups: int = 1, relu: bool = True):
         super().__init__()
         self.conv = IMCConv2d(cin, cout, k, name=f"{name}.conv", stride=stride, groups=groups)
@@ -45,7 +49,7 @@ class ConvBNReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn(self.conv(x))
-        return F.relu(y) if self.relu else y
+        return activation(y, "relu", self.sign_backward) if self.relu else y
 
 
 class TinyCNN(nn.Module):
@@ -90,6 +94,7 @@ class SideSpec:
     groups: int
     pool: int  # the module's own average pool
     image_pool: int  # the first module reads the image pooled by this factor (0: reads the block input)
+    stride: int = 1  # stride of the module's k x k conv (TinyTL's lite residual takes its block's)
 
     @property
     def params(self) -> int:
@@ -102,7 +107,8 @@ class SideModule(nn.Module):
         super().__init__()
         self.pool = spec.pool
         self.image_pool = spec.image_pool
-        self.conv1 = IMCConv2d(spec.cin, spec.mid, spec.k, name=f"{name}.conv1", groups=spec.groups)
+        self.conv1 = IMCConv2d(spec.cin, spec.mid, spec.k, name=f"{name}.conv1", groups=spec.groups,
+                               stride=spec.stride)
         self.bn1 = nn.BatchNorm2d(spec.mid, eps=SIDE_BN_EPS)
         self.conv2 = IMCConv2d(spec.mid, spec.cout, 1, name=f"{name}.conv2")
         self.bn2 = nn.BatchNorm2d(spec.cout, eps=SIDE_BN_EPS)
@@ -118,6 +124,73 @@ class SideModule(nn.Module):
         if tuple(y.shape[-2:]) != tuple(size):
             y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
         return y
+
+
+ADAPTOR_VARIANTS = ("residual", "additive")
+
+
+class AttentionAdaptor(nn.Module):
+    """A DA2 / DA3 attention adaptor beside a frozen backbone block (Yang, Rakin and Fan: "DA2: Deep Attention
+    Adapter for Memory-Efficient On-Device Multi-Domain Learning", arXiv 2012.01362 v1, 2020; "DA3: Dynamic
+    Additive Attention Adaption for Memory-Efficient On-Device Multi-Domain Learning", CVPR Workshops 2022,
+    pp. 2619-2627).
+
+    The papers describe the adaptor (a light module per block, learned per domain, reading the frozen
+    backbone so that no backbone activation is kept for backward; DA2 a residual attention module, DA3 an
+    additive one) but publish no code; the design choices here are stated so they can be changed:
+
+    * it reads the block's input, average-pooled by ``spec.pool`` (as Rep-Net's side modules, whose authors
+      these are), and its output, upsampled to the block output's size, is added to the block's output;
+    * a residual branch: k x k conv (``attention.kernel``, default 3) to ``spec.mid`` channels (the input
+      channels / ``attention.reduction``) -> BN -> ReLU -> 1 x 1 conv to the block's output channels;
+    * a channel attention: global average pool -> linear to the output channels (squeeze-and-excitation's
+      form, one layer);
+    * ``residual`` (DA2): the branch times the sigmoid of the attention, so the backward pass keeps both
+      (the product's two operands); ``additive`` (DA3): the attention is added to the branch, which keeps
+      nothing for the sum;
+    * a last BN whose scale starts at zero, so a new domain starts exactly as the backbone.
+
+    DA3's use of the attention to gate computation at inference is not modelled (the simulator counts
+    training and deployment).
+    """
+
+    def __init__(self, spec: SideSpec, name: str, variant: str = "additive"):
+        super().__init__()
+        if variant not in ADAPTOR_VARIANTS:
+            raise ValueError(f"adaptor variant must be one of {ADAPTOR_VARIANTS} (got {variant!r})")
+        self.variant = variant
+        self.pool = spec.pool
+        self.image_pool = spec.image_pool
+        self.conv1 = IMCConv2d(spec.cin, spec.mid, spec.k, name=f"{name}.conv1", groups=spec.groups)
+        self.bn1 = nn.BatchNorm2d(spec.mid, eps=SIDE_BN_EPS)
+        self.conv2 = IMCConv2d(spec.mid, spec.cout, 1, name=f"{name}.conv2")
+        self.attention = IMCLinear(spec.cin, spec.cout, name=f"{name}.attention")
+        self.bn2 = nn.BatchNorm2d(spec.cout, eps=SIDE_BN_EPS)
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.image_pool > 1:
+            x = F.avg_pool2d(x, self.image_pool)
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool)
+        branch = self.conv2(F.relu(self.bn1(self.conv1(x))))
+        att = self.attention(F.adaptive_avg_pool2d(x, 1).flatten(1))[:, :, None, None]
+        y = self.bn2(branch * torch.sigmoid(att) if self.variant == "residual" else branch + att)
+        if tuple(y.shape[-2:]) != tuple(size):
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        return y
+
+
+def residual_blocks(backbone: nn.Module) -> list[int]:
+    """The blocks of a backbone's ``blocks`` list that hold two or more convolutions (its residual blocks:
+    MBConvs, ResNet blocks; not the stem nor a final 1 x 1 conv), or every block but the stem when none
+    does; empty for a backbone without a blocks list."""
+    blocks = getattr(backbone, "blocks", None)
+    if not isinstance(blocks, nn.ModuleList):
+        return []
+    convs = [sum(isinstance(m, IMCConv2d) for m in b.modules()) for b in blocks]
+    chosen = [i for i, n in enumerate(convs) if n >= 2]
+    return chosen or list(range(1, len(blocks)))
 
 
 class SideModuleError(DataError):
@@ -153,7 +226,7 @@ def _example_names(backbone: nn.Module) -> str:
 
 def _shapes_at(backbone: nn.Module, paths: list[str], x: torch.Tensor) -> dict[str, tuple[tuple, tuple]]:
     """(input shape, output shape) of each module at ``paths`` in one meta forward pass (first call)."""
-    meta = copy.deepcopy(backbone).to("meta")
+    meta = copy.deepcopy(backbone).to("meta").eval()  # shapes only: a BN on a 1 x 1 map of one image is fine
     seen: dict[str, tuple[tuple, tuple]] = {}
 
     def hook(path):
@@ -171,8 +244,11 @@ def _shapes_at(backbone: nn.Module, paths: list[str], x: torch.Tensor) -> dict[s
 
 def side_plan(backbone: nn.Module, points: list[int | str], image_size: int, in_channels: int,
               width: int | None = None, kernel: int | None = None,
-              overrides: dict[str, dict[str, int]] | None = None) -> list[SideSpec]:
-    """The side modules of Rep-Net at ``points`` on ``backbone`` (see the module docstring for the plan)."""
+              overrides: dict[str, dict[str, int]] | None = None, options: SideOptions | None = None
+              ) -> list[SideSpec]:
+    """The side modules of Rep-Net at ``points`` on ``backbone`` (see the module docstring for the plan);
+    ``options`` change the plan for another method's modules (:class:`SideOptions`)."""
+    opt = options or SideOptions()
     paths = [connection_module(backbone, p) for p in points]
     if len(set(paths)) != len(paths):
         raise SideModuleError(f"connection points repeat a module (got {points})")
@@ -191,21 +267,45 @@ def side_plan(backbone: nn.Module, points: list[int | str], image_size: int, in_
         if len(in_shape) != 4 or len(out_shape) != 4:
             raise SideModuleError(f"connection point {point!r} ({path}) maps {in_shape} to {out_shape}; side modules "
                                    "attach to feature maps (N, C, H, W) only")
-        first = not specs
+        first = not specs and opt.image_first
         if first:  # reads the image, average-pooled to the block's output size
             cin, image_pool, read = in_channels, max(1, image_size // out_shape[-1]), max(1, out_shape[-1])
         else:
             cin, image_pool, read = in_shape[1], 0, in_shape[-1]
         ov = overrides.get(str(point), {})
-        mid = ov.get("width", width if width is not None else make_divisible(cin))
-        k = ov.get("kernel", kernel if kernel is not None else (3 if read <= 7 else 5))
-        groups = ov.get("groups", 1 if first or cin % 2 or mid % 2 else 2)
+        planned = make_divisible(cin) if opt.expand is None else max(1, round(cin * opt.expand))
+        mid = ov.get("width", width if width is not None else planned)
+        k = ov.get("kernel", kernel if kernel is not None else (3 if read <= 7 and opt.small_kernel else 5))
+        groups = ov.get("groups", opt.groups or (1 if first or cin % 2 or mid % 2 else 2))
         if cin % groups or mid % groups:
             raise SideModuleError(f"groups={groups} must divide the channels {cin} -> {mid} at {point!r}",
                                    "repnet.overrides")
         pool = 2 if read >= 2 else 1
-        specs.append(SideSpec(str(point), path, cin, out_shape[1], mid, k, groups, pool, image_pool))
+        stride = max(1, in_shape[-1] // max(1, out_shape[-1])) if opt.block_stride and not first else 1
+        if pool > 1 and stride > 1 and read // pool < stride:  # too small a map for both: keep the pool only
+            stride = 1
+        specs.append(SideSpec(str(point), path, cin, out_shape[1], mid, k, groups, pool, image_pool, stride))
     return specs
+
+
+@dataclass(frozen=True)
+class SideOptions:
+    """How a method's side modules differ from Rep-Net's plan (the defaults are Rep-Net's).
+
+    ``image_first``: the first module reads the image (Rep-Net) or, False, its own block's input like the
+    others; ``expand``: channels inside a module are its input channels times this (None: Rep-Net's rounding
+    up to a multiple of 8); ``small_kernel``: kernel 3 where the map read is 7 x 7 or smaller (else always 5);
+    ``block_stride``: the k x k conv takes the block's stride (TinyTL); ``groups``: of every module's k x k
+    conv (None: 2 where the channels allow, 1 for a module reading the image); ``factory``: builds the module
+    from its :class:`SideSpec` and layer-name prefix (None: :class:`SideModule`).
+    """
+
+    image_first: bool = True
+    expand: float | None = None
+    small_kernel: bool = True
+    block_stride: bool = False
+    groups: int | None = None
+    factory: Callable[[SideSpec, str], nn.Module] | None = None
 
 
 class _SideHook:
@@ -240,14 +340,15 @@ class RepNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, side_blocks: list[int | str], side_width: int | None, image_size: int,
                  per_task: bool = False, in_channels: int | None = None, kernel: int | None = None,
-                 overrides: dict[str, dict[str, int]] | None = None):
+                 overrides: dict[str, dict[str, int]] | None = None, options: SideOptions | None = None):
         super().__init__()
         self.backbone = backbone
         self.per_task = per_task
         if in_channels is None:
             in_channels = _in_channels(backbone)
+        self.side_options = options or SideOptions()
         self.side_specs = (side_plan(backbone, list(side_blocks), image_size, in_channels, side_width, kernel,
-                                     overrides) if side_blocks else [])
+                                     overrides, self.side_options) if side_blocks else [])
         for spec in self.side_specs:
             module = backbone.get_submodule(spec.module)
             if not any(isinstance(h, _SideHook) for h in module._forward_hooks.values()):
@@ -256,7 +357,8 @@ class RepNet(nn.Module):
         self.heads = nn.ModuleDict()
 
     def _make_sides(self, prefix: str) -> nn.ModuleDict:
-        return nn.ModuleDict({_key(s.key): SideModule(s, f"{prefix}.s{s.key}") for s in self.side_specs})
+        make = self.side_options.factory or SideModule
+        return nn.ModuleDict({_key(s.key): make(s, f"{prefix}.s{s.key}") for s in self.side_specs})
 
     def add_head(self, task: str, n_classes: int) -> IMCLinear:
         """Add ``task``'s head (and, per task, its side modules)."""

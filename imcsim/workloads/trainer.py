@@ -289,6 +289,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
         digital_trained = [m for m in modules if id(m) in digital and m.weight.requires_grad]
         n_small = sum(p.numel() for p in params if id(p) not in imc_weights)  # biases, BN, coefficients
         opt = torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum)
+        clip = method.max_grad_norm(scenario.card)
         steps = 0
         last_loss = float("nan")
         for _ in range(sched.epochs):
@@ -300,6 +301,8 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
                 opt.zero_grad()
                 loss = F.cross_entropy(model(x, task.name), y)
                 loss.backward()
+                if clip is not None:  # the method's recipe: rescale the gradient to at most this global norm
+                    torch.nn.utils.clip_grad_norm_(params, clip)
                 opt.step()
                 with torch.no_grad():
                     for m in synced:
@@ -312,6 +315,10 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
                     hw.emit(rec, rec.module)
                 if n_small:
                     hw.emit(macro.update_digital(scenario.small_params_layer, n_small), scenario.small_params_layer)
+                if clip is not None:  # the norm (a multiply-add per value) and the rescale (a multiply per value)
+                    n = sum(p.numel() for p in params)
+                    hw.emit(macro.digital_elementwise({"fp32_mul": 2 * n, "fp32_add": n}, "update",
+                                                      scenario.small_params_layer), scenario.small_params_layer)
                 last_loss = loss.item()
                 steps += 1
                 done += 1
@@ -365,6 +372,11 @@ def run_cost_only(scenario: Scenario, macro: ArrayCircuit, seed: int) -> Continu
     extra = (*plan.ops, *scenario.method.step_ops(macro, plan.adapters, plan.rows, plan.samples))
     step = cost_only_step(macro, plan.graph, plan.activity, plan.digital_params, plan.task, seed,
                           digital_layers=plan.digital_layers, extra=extra)
+    if scenario.method.max_grad_norm(scenario.card) is not None:  # as the functional step counts it
+        n = step.trainable_params
+        step.ops.append(macro.digital_elementwise({"fp32_mul": 2 * n, "fp32_add": n}, "update",
+                                                  scenario.small_params_layer).tagged(step=0, task=plan.task,
+                                                                                      module=scenario.small_params_layer))
     return ContinualResult(
         ops=with_traffic(step.ops, {plan.task: plan.graph}, placements, macro), graphs={plan.task: plan.graph},
         placements=placements, task_names=[plan.task], accuracy=np.full((1, 1), np.nan),

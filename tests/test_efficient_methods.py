@@ -1,0 +1,291 @@
+"""The memory-efficient on-device learning methods: each one's defining property.
+
+Gradient filtering's weight and input gradients against the formula of Yang, Li and Marculescu (CVPR 2023)
+computed by hand and by explicit loops; MobileTL's 1-bit masks and inner BNs that keep nothing; DA2 / DA3
+keep no backbone activation; TinyTL's lite residual plan; and the accounting rules these rest on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from types import SimpleNamespace
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import given, settings
+from torch import nn
+
+from imcsim.registry import METHODS
+from imcsim.workloads.backbones import MobileNetV2
+from imcsim.workloads.dataflow import trace_dataflow
+from imcsim.workloads.gradfilter import FilterGeometry, filtered_conv2d
+from imcsim.workloads.int8 import IMCConv2d
+from imcsim.workloads.memory import training_memory
+from imcsim.workloads.models import RepNet, TinyCNN
+from imcsim.workloads.trainer import trained_parameters
+
+
+def _card(**sections):
+    base = {"repnet": SimpleNamespace(side_blocks=[1], width=None, kernel=None, overrides={}, per_task=True),
+            "tinytl": SimpleNamespace(blocks=None, kernel=5, expand=1.0, groups=2, per_task=True),
+            "attention": SimpleNamespace(blocks=None, reduction=4, kernel=3, per_task=True),
+            "gradient_filter": SimpleNamespace(layers=2, radius=2),
+            "mobiletl": SimpleNamespace(blocks=2)}
+    base.update(sections)
+    return SimpleNamespace(**base)
+
+
+def _model(method: str, backbone: nn.Module, image_size: int, card=None) -> RepNet:
+    impl = METHODS[method]
+    card = card or _card()
+    impl.prepare_backbone(card, backbone)
+    plan = impl.sides(card, backbone)
+    model = (RepNet(backbone, plan.blocks, plan.width, image_size, kernel=plan.kernel, overrides=plan.overrides,
+                    options=plan.options) if plan else RepNet(backbone, [], None, image_size))
+    model.add_head("t", 3)
+    trained_parameters(model, impl)
+    impl.train_mode(model)
+    return model
+
+
+# --- gradient filtering ----------------------------------------------------------------------------
+
+
+def test_gradient_filter_weight_and_input_gradient_by_hand():
+    """One channel, 4 x 4 input x[i, j] = 4 i + j, 3 x 3 kernel of ones, stride 1, padding 1, r = 2.
+
+    Output 4 x 4 -> P = 2 x 2 patches, no padding. The kept input is x summed over each 2 x 2 window:
+    [[0+1+4+5, 2+3+6+7], [8+9+12+13, 10+11+14+15]] = [[10, 18], [42, 50]]. With dL/dy[i, j] = i (row index),
+    the patch-averaged gradient is [[0.5, 0.5], [2.5, 2.5]]. Weight gradient: one value for the (out, in) pair,
+    sum of the products = 0.5 (10 + 18) + 2.5 (42 + 50) = 244, on all 9 taps (exact back-propagation would give
+    a different value per tap). Input gradient: the summed kernel (9) times each patch's gradient, repeated
+    over its 2 x 2 block: rows 0-1 = 4.5, rows 2-3 = 22.5.
+    """
+    x = torch.arange(16.0).reshape(1, 1, 4, 4).requires_grad_(True)
+    w = torch.ones(1, 1, 3, 3, requires_grad=True)
+    y = filtered_conv2d(x, w, None, (1, 1), (1, 1), (1, 1), 1, 2)
+    assert torch.equal(y, torch.nn.functional.conv2d(x, w, padding=1))  # the forward pass is exact
+    y.backward(torch.arange(4.0).reshape(1, 1, 4, 1).expand(1, 1, 4, 4))
+    assert torch.equal(w.grad, torch.full((1, 1, 3, 3), 244.0))
+    assert torch.equal(x.grad[0, 0], torch.tensor([[4.5] * 4, [4.5] * 4, [22.5] * 4, [22.5] * 4]))
+
+
+def _loop_reference(x, w, gy, stride, groups, r):
+    """The filter's gradients by explicit loops over patches (the formula of the paper's section 3, as the
+    reference code pads: P = ceil(H_out / r), centred padding, averages over the pixels inside)."""
+    n, cin, h, wd = x.shape
+    cout, cin_g, kh, kw = w.shape
+    ho, wo = gy.shape[-2:]
+    geo = FilterGeometry.of(r, (stride, stride), (kh, kw), (h, wd), (ho, wo))
+    (ph, pw), (xph, xpw), (gph, gpw) = geo.p, geo.x_pad, geo.g_pad
+    gw = torch.zeros(cout, cin_g)
+    gx = torch.zeros(n, cin, ph * r * stride, pw * r * stride)
+    for b in range(n):
+        for pi in range(ph):
+            for pj in range(pw):
+                rows = [i - gph for i in range(pi * r, pi * r + r) if 0 <= i - gph < ho]
+                cols = [j - gpw for j in range(pj * r, pj * r + r) if 0 <= j - gpw < wo]
+                g = gy[b, :, rows][:, :, cols].mean(dim=(1, 2))  # (C_out,)
+                xr = [i - xph for i in range(pi * r * stride, (pi + 1) * r * stride) if 0 <= i - xph < h]
+                xc = [j - xpw for j in range(pj * r * stride, (pj + 1) * r * stride) if 0 <= j - xpw < wd]
+                xs = x[b, :, xr][:, :, xc].sum(dim=(1, 2))  # (C_in,)
+                for o in range(cout):
+                    grp = o // (cout // groups)
+                    ins = range(grp * cin_g, (grp + 1) * cin_g)
+                    gw[o] += g[o] * xs[list(ins)]
+                    block = gx[b, list(ins), pi * r * stride:(pi + 1) * r * stride, pj * r * stride:(pj + 1) * r * stride]
+                    block += (g[o] * w[o].sum(dim=(1, 2)))[:, None, None]
+                    gx[b, list(ins), pi * r * stride:(pi + 1) * r * stride,
+                       pj * r * stride:(pj + 1) * r * stride] = block
+    return gw[:, :, None, None].expand_as(w), gx[..., xph:xph + h, xpw:xpw + wd]
+
+
+@settings(max_examples=12, deadline=None)
+@given(size=st.integers(5, 11), stride=st.sampled_from([1, 2]), r=st.sampled_from([2, 3]),
+       depthwise=st.booleans(), k=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
+def test_gradient_filter_matches_the_loop_reference(size, stride, r, depthwise, k, seed):
+    """Any size (padded or not), stride, radius, kernel, plain or depthwise: the filtered gradients equal the
+    patch-by-patch formula."""
+    g = torch.Generator().manual_seed(seed)
+    cin = cout = 3 if depthwise else 2
+    groups = cin if depthwise else 1
+    x = torch.randn(2, cin, size, size, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(cout if not depthwise else cin, 1 if depthwise else cin, k, k, generator=g, dtype=torch.float64,
+                    requires_grad=True)
+    y = filtered_conv2d(x, w, None, (stride, stride), (k // 2, k // 2), (1, 1), groups, r)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    y.backward(gy)
+    ref_w, ref_x = _loop_reference(x.detach(), w.detach(), gy, stride, groups, r)
+    assert torch.allclose(w.grad, ref_w.to(w.grad.dtype), atol=1e-9)
+    assert torch.allclose(x.grad, ref_x.to(x.grad.dtype), atol=1e-9)
+
+
+def test_filtered_imc_conv_gives_the_reference_gradients_in_int8():
+    """The INT8 filtered conv on a macro: its weight gradient equals the float filter's within the INT8
+    quantisation of its pooled operands (relative error of a few %), and it counts r^2 x fewer backward rows."""
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+    from imcsim.workloads.int8 import Hardware
+
+    macro = build_hardware(load_config("configs/sas_mram_repnet.yaml")).macro
+    torch.manual_seed(0)
+    conv = IMCConv2d(4, 6, 3, name="c", stride=1)
+    conv.grad_filter = 2
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    gy = torch.randn(2, 6, 8, 8)
+    ref = copy.deepcopy(conv)
+    x_ref = x.detach().clone().requires_grad_(True)
+    ref(x_ref).backward(gy)  # no hardware: the float filter
+    conv.deploy(Hardware(macro=macro))
+    conv(x).backward(gy)
+    rel = (conv.weight.grad - ref.weight.grad).norm() / ref.weight.grad.norm()
+    assert rel < 0.03
+    assert (x.grad - x_ref.grad).norm() / x_ref.grad.norm() < 0.03
+    rows = {op.phase: op.shape[0] for op in conv.hw.ops if op.phase in ("input_grad", "weight_grad")}
+    assert rows == {"input_grad": 2 * 4 * 4, "weight_grad": 2 * 4 * 4}  # 2 images x 4 x 4 patches, not 8 x 8
+
+
+def test_gradient_filter_method_trains_the_last_convolutions_and_keeps_pooled_inputs():
+    backbone = MobileNetV2(in_channels=3)
+    with torch.device("meta"):
+        model = _model("gradient_filter", copy.deepcopy(backbone).to("meta"), 64)
+    convs = [m for m in model.backbone.modules() if isinstance(m, IMCConv2d)]
+    filtered = [m for m in convs if m.grad_filter]
+    assert [m.name for m in filtered] == ["backbone.b17.project", "backbone.b18.conv"]  # the reference's "last 2"
+    assert all(m.weight.requires_grad for m in filtered)
+    assert not any(m.weight.requires_grad for m in convs if not m.grad_filter)
+    assert model.backbone.blocks[18].bn.weight.requires_grad and model.backbone.blocks[17].project_bn.bias.requires_grad
+    assert not model.backbone.blocks[18].bn.training  # BN in eval mode
+    x = torch.empty(4, 3, 64, 64, device="meta")
+    graph = trace_dataflow(model, lambda: model(x, "t"), samples=4)
+    masks = {"backbone.b17.project": 0, "backbone.b18.conv": 4 * 1280 * 2 * 2}  # b18's ReLU6 (b17: linear)
+    for c in filtered:  # 2 x 2 maps at 64 px: 1 patch each; pooled input 4 x C_in x 1 x 1, the BN input after
+        call = graph[c.name]
+        assert call.filtered_rows == 4
+        assert call.kept_bits == 4 * c.cin * 8 + 4 * c.cout * 2 * 2 * 8 + masks[c.name]
+    mem = training_memory(model.parameters(), lambda: model(x, "t"), momentum=False)
+    head = 1280 * 4 * 8  # the head's input
+    bn_inputs = (320 + 1280) * 4 * 2 * 2 * 8  # the BNs after the filtered convs (scale trains)
+    assert mem.kept_by_kind["gemm_input"] == 4 * 960 * 8 + 4 * 320 * 8 + head
+    assert mem.kept_by_kind["bn_input"] == bn_inputs
+
+
+def test_cost_only_filtered_backward_is_r_squared_smaller():
+    """The same cost-only step, filter radius 2 against 4: the filtered layers' backward GEMM rows fall 4 x."""
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+    from imcsim.workloads.continual import ContinualScenario
+    from imcsim.workloads.trainer import run_cost_only
+
+    rows = {}
+    for r in (2, 4):
+        loaded = load_config("configs/sas_mram_repnet_mobilenetv2_cost.yaml",
+                             overrides=["workload.method=gradient_filter", f"workload.gradient_filter.radius={r}",
+                                        "workload.gradient_filter.layers=6"])
+        res = run_cost_only(ContinualScenario(loaded.config.workload), build_hardware(loaded).macro, 0)
+        rows[r] = {op.layer: op.shape[0] for op in res.ops if op.phase == "weight_grad" and "backbone" in op.layer}
+    assert rows[2] and set(rows[2]) == set(rows[4])
+    for layer, m in rows[2].items():  # 14 x 14 maps (8 x 7 x 7 patches) and 7 x 7 maps (8 x 4 x 4 -> 8 x 2 x 2)
+        assert m in (8 * 49, 8 * 16), layer
+        assert rows[4][layer] == 8 * math.ceil(math.isqrt(m // 8) / 2) ** 2
+
+
+# --- MobileTL ------------------------------------------------------------------------------------------
+
+
+def test_mobiletl_keeps_one_bit_masks_and_no_inner_bn_input():
+    """Top 2 blocks of MobileNetV2 (block 17, an inverted residual, and block 18, the final 1 x 1 conv) at
+    32 px, batch 2: block 17 reads 1 x 1 maps (160 ch), expands to 960, projects to 320; block 18 to 1280.
+
+    Kept: the convs' inputs (160 + 960 + 960 + 320 elements per image, at 8 bits), the last BN of each block
+    on batch statistics (320 + 1280 elements), the head's input (1280), and 1-bit masks of the three ReLU6
+    (960 + 960 + 1280); the inner BNs (after expand and dw) keep nothing and train only their shifts."""
+    with torch.device("meta"):
+        model = _model("mobiletl", MobileNetV2(in_channels=3).to("meta"), 32)
+    b17 = model.backbone.blocks[17]
+    assert b17.expand_bn.bias.requires_grad and not b17.expand_bn.weight.requires_grad
+    assert b17.dw_bn.bias.requires_grad and not b17.dw_bn.weight.requires_grad and not b17.dw_bn.training
+    assert b17.project_bn.weight.requires_grad and b17.project_bn.training
+    assert b17.dw.weight.requires_grad and not model.backbone.blocks[16].dw.weight.requires_grad
+    x = torch.empty(2, 3, 32, 32, device="meta")
+    mem = training_memory(model.parameters(), lambda: model(x, "t"), momentum=False)
+    assert mem.kept_by_kind["gemm_input"] == 2 * (160 + 960 + 960 + 320 + 1280) * 8
+    assert mem.kept_by_kind["bn_input"] == 2 * (320 + 1280) * 8
+    assert mem.kept_by_kind["relu_mask"] == 2 * (960 + 960 + 1280) * 1
+
+
+def test_mobiletl_sign_backward_passes_the_gradient_where_the_input_is_positive():
+    from imcsim.workloads.activations import activation
+
+    x = torch.tensor([-1.0, 0.5, 7.0], requires_grad=True)
+    activation(x, "relu6", sign_backward=True).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 1.0, 1.0]))  # exact ReLU6 would stop it at 7
+    h = torch.tensor([-1.0, 0.5, 7.0], requires_grad=True)
+    y = activation(h, "hardswish", sign_backward=True)
+    assert torch.equal(y, torch.nn.functional.hardswish(h.detach()))
+    y.sum().backward()
+    assert torch.equal(h.grad, torch.tensor([0.0, 1.0, 1.0]))
+
+
+# --- DA2 / DA3 and TinyTL ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["da2", "da3"])
+def test_attention_adaptors_keep_no_backbone_activation(method):
+    """The frozen backbone's layers keep at most 1-bit masks (a gradient passes their ReLUs to reach earlier
+    adaptors); every 8-bit tensor kept belongs to an adaptor or the head. DA2's product keeps its operands,
+    DA3's sum does not."""
+    with torch.device("meta"):
+        model = _model(method, MobileNetV2(in_channels=3).to("meta"), 32)
+    assert len(model.sides) == 17  # every inverted residual
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    x = torch.empty(2, 3, 32, 32, device="meta")
+    graph = trace_dataflow(model, lambda: model(x, "t"), samples=2)
+    for c in graph.calls:
+        if c.name.startswith("backbone."):
+            assert c.kept_bits <= c.out_elems, c.name  # a mask at most
+        elif c.trainable:
+            assert c.kept_bits >= 8 * c.in_elems, c.name
+    mem = training_memory(model.parameters(), lambda: model(x, "t"), momentum=False)
+    assert ("product_operand" in mem.kept_by_kind) == (method == "da2")
+
+
+def test_tinytl_puts_a_lite_residual_beside_every_residual_block():
+    """Reference defaults: the module reads its block's input, kernel 5, width = input channels (expand 1),
+    groups 2, the block's stride; BN biases and the modules train."""
+    with torch.device("meta"):
+        model = _model("tinytl", MobileNetV2(in_channels=3).to("meta"), 64)
+    specs = {s.key: s for s in model.side_specs}
+    assert sorted(int(k) for k in specs) == list(range(1, 18))
+    s2 = specs["2"]  # block 2: 16 -> 24 channels, stride 2
+    assert (s2.cin, s2.mid, s2.cout, s2.k, s2.groups, s2.stride, s2.image_pool) == (16, 16, 24, 5, 2, 2, 0)
+    assert specs["3"].stride == 1
+    trained = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(m.bias) for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)} <= trained
+    assert not any(id(m.weight) in trained for m in model.backbone.modules() if isinstance(m, IMCConv2d))
+
+
+def test_tiny_cnn_without_residual_blocks_takes_every_block_but_the_stem():
+    with torch.device("meta"):
+        model = _model("da3", TinyCNN(1, 8).to("meta"), 16)
+    assert [s.key for s in model.side_specs] == ["1", "2", "3"]
+
+
+# --- the accounting rules the methods rest on --------------------------------------------------------
+
+
+def test_value_activations_and_products_keep_their_operands():
+    """Hard-swish keeps its input (its derivative needs it), a ReLU a 1-bit mask, a product of two activations
+    each operand the other's gradient needs."""
+    lin = nn.Linear(4, 4)
+    x = torch.randn(3, 4)
+    mem = training_memory(lin.parameters(), lambda: torch.nn.functional.hardswish(lin(x)), momentum=False)
+    assert mem.kept_by_kind["act_value"] == 12 * 8
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    mem = training_memory([*a.parameters(), *b.parameters()], lambda: a(x) * b(x), momentum=False)
+    assert mem.kept_by_kind["product_operand"] == 2 * 12 * 8
+    b.requires_grad_(False)
+    mem = training_memory([*a.parameters(), *b.parameters()], lambda: a(x) * b(x), momentum=False)
+    assert mem.kept_by_kind["product_operand"] == 12 * 8  # only a's gradient needs b(x)
