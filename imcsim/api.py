@@ -28,7 +28,7 @@ from imcsim.cost import CostResult, cost, static_cost
 from imcsim.devices import MemoryDevice, build_device, device_warnings
 from imcsim.devices.errors import ErrorInjector
 from imcsim.errors import InputError, PhysicsError
-from imcsim.metrics import RunContext, evaluate, method_row
+from imcsim.metrics import RunContext, against_full, evaluate, method_row
 from imcsim.report import Report
 from imcsim.sim import TRAINING_PHASES, tally_ops
 from imcsim.sim.timeline import schedule_run
@@ -179,7 +179,7 @@ def _run(loaded: LoadedConfig, progress: Callable[[str, int, int], None] | None,
             card = cfg.workload.model_copy(update={"method": method})
             other, _ = evaluate(_measure(loaded, _execute(loaded, card, other_hw, dev, progress, shared), other_hw))
             rows.append(method_row(method, other))
-        tables["methods"] = rows
+        tables["methods"] = against_full(rows)
     return Report(
         schema_version=REPORT_SCHEMA_VERSION,
         imcsim_version=__version__,

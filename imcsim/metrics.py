@@ -386,6 +386,15 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
            _memory("memory_optimizer_bytes"), when=MEMORY),
     Metric("memory_activations_kept_bytes", "step", "training memory: activations kept for the backward pass",
            _memory("memory_activations_kept_bytes"), when=MEMORY, label="kept act."),
+    Metric("memory_kept_gemm_inputs_bytes", "step", "activations kept: inputs of trained conv and linear layers",
+           _memory("memory_kept_gemm_inputs_bytes"), when=MEMORY, label="kept GEMM in"),
+    Metric("memory_kept_norm_inputs_bytes", "step", "activations kept: inputs of batch norms (scale trains or batch "
+           "statistics)", _memory("memory_kept_norm_inputs_bytes"), when=MEMORY, label="kept BN in"),
+    Metric("memory_kept_masks_bytes", "step", "activations kept: 1-bit masks of ReLU-like activations",
+           _memory("memory_kept_masks_bytes"), when=MEMORY, label="kept masks"),
+    Metric("memory_kept_other_bytes", "step", "activations kept: values of smooth activations (GELU, softmax...) "
+           "and operands of products of activations", _memory("memory_kept_other_bytes"), when=MEMORY,
+           label="kept other"),
     Metric("memory_activations_peak_bytes", "step", "largest live activation and error set over the step",
            _memory("memory_activations_peak_bytes"), when=MEMORY),
     Metric("memory_peak_bytes", "step", "peak training memory: weights + optimizer state + live activations",
@@ -568,7 +577,8 @@ SWEEP_METRICS = ("accuracy_source", *COMPARE_METRICS, "analog_error_relative_rms
 """Columns of a sweep's results, in order (a resumed sweep's table keeps them)."""
 METHOD_COLUMNS = (
     "trainable_params", "accuracy_average", "forgetting", "memory_peak_bytes", "memory_activations_kept_bytes",
-    "energy_train_j", "energy_train_array_j", "energy_train_periphery_j", "energy_train_buffer_j",
+    "memory_kept_gemm_inputs_bytes", "memory_kept_norm_inputs_bytes", "memory_kept_masks_bytes",
+    "memory_kept_other_bytes", "energy_train_j", "energy_train_array_j", "energy_train_periphery_j", "energy_train_buffer_j",
     "energy_train_dram_j", "energy_train_interconnect_j", "energy_train_digital_j", "energy_train_leakage_j",
     "dram_traffic_per_step_bytes", "latency_train_s", "write_pulses", "cells_ever_written",
     "cells_programmed_per_task", "writes_max_per_cell", "lifetime_tasks", "lifetime_years",
@@ -611,6 +621,25 @@ def evaluate(ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, tables(ctx)
 
 
+VS_FULL = {"memory_peak_vs_full": "memory_peak_bytes", "memory_kept_vs_full": "memory_activations_kept_bytes"}
+"""Columns the methods table gains when it holds full fine-tuning: each method's figure over full fine-tuning's
+(same backbone, batch and hardware)."""
+
+
+def against_full(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The methods table's rows with :data:`VS_FULL` ratios to the ``full`` row's figures (rows as they are when
+    there is no ``full`` row)."""
+    full = next((r for r in rows if r["method"] == "full"), None)
+    if full is None:
+        return rows
+    out = []
+    for row in rows:
+        extra = {col: row[key] / full[key] for col, key in VS_FULL.items() if row.get(key) is not None
+                 and full.get(key)}
+        out.append({**row, **extra})
+    return out
+
+
 def method_row(method: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """One row of the methods table: the method's figures named in :data:`METHOD_COLUMNS`."""
     return {"method": method, **{k: metrics[k] for k in METHOD_COLUMNS if k in metrics}}
@@ -634,6 +663,7 @@ def tables(ctx: RunContext) -> dict[str, Any]:
         "activity": measured_activity(result.ops, [s.values for s in macro.stored.values()])
         if ctx.config.run.mode == "functional" else {},
         "traffic": traffic_table(ctx),
+        "macros": macro_table(ctx),
         "energy_levels": {p: ctx.energy_by_level(cost(ctx.tally.counts((p,)), macro.actions, {}, ctx.t_cycle_s)
                                                  .scaled(1.0 if p == "deploy" else ctx.scale))
                           for p in PHASES} | {"train": ctx.train_levels},
@@ -673,6 +703,31 @@ def traffic_table(ctx: RunContext) -> list[dict[str, Any]]:
                     "buffer_read_bytes": c[_GB_READ] / 8 / per, "buffer_write_bytes": c[_GB_WRITE] / 8 / per,
                     "dram_read_bytes": c[_DRAM_READ] / 8 / per, "dram_write_bytes": c[_DRAM_WRITE] / 8 / per})
     return out
+
+
+def macro_table(ctx: RunContext) -> list[dict[str, Any]]:
+    """Per macro of the chip (one row for a single macro): its device, the layers it holds and whether they train,
+    subarrays used, area (its arrays and periphery; the shared buffer and digital unit are the main macro's), static
+    power while training (its occupied arrays' leakage and their periphery's), and its cells' writes in training
+    (scaled to every step) and deployment (write pulses of a non-volatile cell, bit writes of an SRAM cell). A hybrid chip's cost of its second technology and the writes it saves read here."""
+    macro = ctx.macro
+    others = getattr(macro, "others", {})
+    home = getattr(macro, "macro_of", lambda _layer: "main")
+    layers = Counter(home(name) for name in macro.stored)
+    rows = []
+    for name, m in (("main", getattr(macro, "main", macro)), *others.items()):
+        comp = m.device.component if name == "main" else f"{name}.{m.device.component}"
+        power = m.static_power_w(ctx.config.run.temperature_k)
+
+        def writes(c: CostResult, comp: str = comp) -> int:  # a non-volatile cell's pulses, an SRAM cell's bit writes
+            return round(sum(n for (k, a), n in c.counts.items()
+                             if k == comp and (a.endswith("_pulse") or a.startswith("write"))))
+
+        rows.append({"macro": name, "device": m.device.component, "stored_matrices": layers.get(name, 0),
+                     "subarrays_used": m.subarrays_used, "area_m2": m.macro_area_m2(),
+                     "static_power_w": power["array"] + power["periphery"],
+                     "cell_writes_train": writes(ctx.train), "cell_writes_deploy": writes(ctx.deploy)})
+    return rows
 
 
 def model_table(ctx: RunContext) -> dict[str, Any]:

@@ -160,8 +160,13 @@ def render_summary(report: Report, console: Console | None = None) -> str:
         t.add_column("method", justify="right", no_wrap=True)
         for key in SUMMARY_METHOD_COLUMNS:
             t.add_column(REGISTRY[key].header, justify="right", no_wrap=True)
+        vs_full = "memory_peak_vs_full" in methods[0]
+        if vs_full:
+            t.add_column("mem./full", justify="right", no_wrap=True)
         for row in methods:
-            t.add_row(row["method"], *(render_metric(k, row[k]) if k in row else "" for k in SUMMARY_METHOD_COLUMNS))
+            ratio = (f"{row['memory_peak_vs_full']:.3g}x",) if vs_full else ()
+            t.add_row(row["method"], *(render_metric(k, row[k]) if k in row else "" for k in SUMMARY_METHOD_COLUMNS),
+                      *ratio)
         out.print(t)
     train = report.costs.get("train")
     if train is not None and train.total_energy_j > 0:

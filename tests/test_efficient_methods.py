@@ -156,7 +156,8 @@ def test_gradient_filter_method_trains_the_last_convolutions_and_keeps_pooled_in
     assert [m.name for m in filtered] == ["backbone.b17.project", "backbone.b18.conv"]  # the reference's "last 2"
     assert all(m.weight.requires_grad for m in filtered)
     assert not any(m.weight.requires_grad for m in convs if not m.grad_filter)
-    assert model.backbone.blocks[18].bn.weight.requires_grad and model.backbone.blocks[17].project_bn.bias.requires_grad
+    assert model.backbone.blocks[18].bn.weight.requires_grad
+    assert model.backbone.blocks[17].project_bn.bias.requires_grad
     assert not model.backbone.blocks[18].bn.training  # BN in eval mode
     x = torch.empty(4, 3, 64, 64, device="meta")
     graph = trace_dataflow(model, lambda: model(x, "t"), samples=4)
@@ -186,7 +187,8 @@ def test_cost_only_filtered_backward_is_r_squared_smaller():
                                         "workload.gradient_filter.layers=6"])
         res = run_cost_only(ContinualScenario(loaded.config.workload), build_hardware(loaded).macro, 0)
         rows[r] = {op.layer: op.shape[0] for op in res.ops if op.phase == "weight_grad" and "backbone" in op.layer}
-    assert rows[2] and set(rows[2]) == set(rows[4])
+    assert rows[2]
+    assert set(rows[2]) == set(rows[4])
     for layer, m in rows[2].items():  # 14 x 14 maps (8 x 7 x 7 patches) and 7 x 7 maps (8 x 4 x 4 -> 8 x 2 x 2)
         assert m in (8 * 49, 8 * 16), layer
         assert rows[4][layer] == 8 * math.ceil(math.isqrt(m // 8) / 2) ** 2
@@ -205,10 +207,15 @@ def test_mobiletl_keeps_one_bit_masks_and_no_inner_bn_input():
     with torch.device("meta"):
         model = _model("mobiletl", MobileNetV2(in_channels=3).to("meta"), 32)
     b17 = model.backbone.blocks[17]
-    assert b17.expand_bn.bias.requires_grad and not b17.expand_bn.weight.requires_grad
-    assert b17.dw_bn.bias.requires_grad and not b17.dw_bn.weight.requires_grad and not b17.dw_bn.training
-    assert b17.project_bn.weight.requires_grad and b17.project_bn.training
-    assert b17.dw.weight.requires_grad and not model.backbone.blocks[16].dw.weight.requires_grad
+    assert b17.expand_bn.bias.requires_grad
+    assert not b17.expand_bn.weight.requires_grad
+    assert b17.dw_bn.bias.requires_grad
+    assert not b17.dw_bn.weight.requires_grad
+    assert not b17.dw_bn.training
+    assert b17.project_bn.weight.requires_grad
+    assert b17.project_bn.training
+    assert b17.dw.weight.requires_grad
+    assert not model.backbone.blocks[16].dw.weight.requires_grad
     x = torch.empty(2, 3, 32, 32, device="meta")
     mem = training_memory(model.parameters(), lambda: model(x, "t"), momentum=False)
     assert mem.kept_by_kind["gemm_input"] == 2 * (160 + 960 + 960 + 320 + 1280) * 8
@@ -289,3 +296,45 @@ def test_value_activations_and_products_keep_their_operands():
     b.requires_grad_(False)
     mem = training_memory([*a.parameters(), *b.parameters()], lambda: a(x) * b(x), momentum=False)
     assert mem.kept_by_kind["product_operand"] == 12 * 8  # only a's gradient needs b(x)
+
+
+# --- on one table, and on a hybrid chip ----------------------------------------------------------------------
+
+
+def _run(config: str, *settings: str):
+    from imcsim.api import run
+    from imcsim.config import load_config
+
+    return run(load_config(config, ["workload.cost_only.image_size=64", *settings]))
+
+
+def test_methods_table_compares_every_method_against_full_fine_tuning():
+    """Every method of the shipped table, at 64 px: each keeps fewer activations than full fine-tuning, the table
+    gives the ratios, and the methods that freeze the backbone's weights write only their own layers."""
+    report = _run("configs/methods_mobilenetv2_224_cost.yaml")
+    rows = {r["method"]: r for r in report.tables["methods"]}
+    assert set(rows) == {"repnet", "full", "last_layer", "bias_only", "repnet_bias", "tinytl", "da2", "da3",
+                         "gradient_filter", "mobiletl"}
+    assert rows["full"]["memory_kept_vs_full"] == 1.0
+    for name, row in rows.items():
+        kinds = sum(row[k] for k in ("memory_kept_gemm_inputs_bytes", "memory_kept_norm_inputs_bytes",
+                                     "memory_kept_masks_bytes", "memory_kept_other_bytes"))
+        assert kinds == pytest.approx(row["memory_activations_kept_bytes"])
+        if name != "full":
+            assert row["memory_kept_vs_full"] < 0.5, name
+    assert rows["gradient_filter"]["memory_kept_gemm_inputs_bytes"] < rows["mobiletl"]["memory_kept_gemm_inputs_bytes"]
+    assert rows["da3"]["memory_kept_other_bytes"] == 0 < rows["da2"]["memory_kept_other_bytes"]
+
+
+def test_hybrid_placement_writes_no_non_volatile_cell_for_a_retrained_layer():
+    """The same method on the hybrid chip: its retrained layers live in SRAM, so training writes no SAS-MRAM cell
+    (deployment still programs the frozen weights); the single-technology chip writes the same layers in MRAM."""
+    settings = ("workload.method=gradient_filter", "workload.baselines=[]")
+    hybrid = {m["macro"]: m for m in _run("configs/methods_mobilenetv2_224_hybrid_cost.yaml", *settings)
+              .tables["macros"]}
+    single = _run("configs/methods_mobilenetv2_224_cost.yaml", *settings).tables["macros"]
+    assert hybrid["main"]["cell_writes_train"] == 0 < hybrid["main"]["cell_writes_deploy"]
+    assert hybrid["sram"]["cell_writes_train"] > 0
+    assert hybrid["sram"]["stored_matrices"] == 2 + 1  # the two filtered convs and the head
+    assert hybrid["sram"]["area_m2"] > 0 and hybrid["sram"]["static_power_w"] > 0
+    assert len(single) == 1 and single[0]["cell_writes_train"] > 0

@@ -83,8 +83,8 @@ def test_without_the_plugin_its_kind_is_unknown(tmp_path):
     res = _imcsim(tmp_path, "validate", "configs/sas_mram_repnet_mobilenetv2_cost.yaml", "--set",
                   "workload.method=demo_bias_head")
     assert res.returncode == 2
-    assert "workload.method: must be one of 'repnet', 'repnet_bias', 'last_layer', 'bias_only' or 'full' " \
-           "(got 'demo_bias_head')" in res.stderr
+    assert ("workload.method: must be one of 'repnet', 'repnet_bias', 'last_layer', 'bias_only', 'tinytl', 'da2', "
+            "'da3', 'gradient_filter', 'mobiletl' or 'full' (got 'demo_bias_head')") in res.stderr
 
 
 def test_a_broken_plugin_is_one_line_naming_its_entry_point(monkeypatch, capsys):

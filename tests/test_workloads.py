@@ -254,8 +254,10 @@ def test_a_card_names_a_registered_method_of_its_workload(root):
     from imcsim.errors import InputError
     from imcsim.registry import METHODS
 
-    assert METHODS.names_for("continual_learning") == ["repnet", "repnet_bias", "last_layer", "bias_only", "full"]
+    assert METHODS.names_for("continual_learning") == ["repnet", "repnet_bias", "last_layer", "bias_only", "tinytl",
+                                                          "da2", "da3", "gradient_filter", "mobiletl", "full"]
     for setting in ("workload.method=lora", "workload.baselines=[full, nope]"):
         with pytest.raises(InputError, match=re.escape(
-                "must be one of 'repnet', 'repnet_bias', 'last_layer', 'bias_only' or 'full'")):
+                "must be one of 'repnet', 'repnet_bias', 'last_layer', 'bias_only', 'tinytl', 'da2', 'da3', "
+                "'gradient_filter', 'mobiletl' or 'full'")):
             load_config(root / "configs" / "sas_mram_repnet.yaml", [setting])

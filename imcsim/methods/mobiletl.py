@@ -11,7 +11,8 @@ frozen. In each fine-tuned block:
   (:mod:`imcsim.workloads.activations`).
 
 The paper reports 46.3 % (MobileNetV2) and 53.3 % (MobileNetV3) less memory per fine-tuned block than
-fine-tuning it as usual. Blocks with a projection shortcut: its BN, registered last, counts as the last.
+fine-tuning it as usual. In a block with a projection shortcut (ResNet), the shortcut's BN trains its shift
+only, like an inner one; the main branch's last BN is the block's last.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from imcsim.workloads.int8 import IMCConv2d
 from imcsim.workloads.models import SideModuleError
 
 
+SHORTCUTS = ("downsample", "shortcut")
+"""Module names of a block's projection shortcut: its BN is an inner one (shift only), not the block's last."""
+
+
 class MobileTL(FrozenBackbone):
     """The top blocks' convs, inner-BN shifts and last BNs; sign-backward activations; the heads."""
 
@@ -42,7 +47,12 @@ class MobileTL(FrozenBackbone):
             for m in block.modules():
                 if isinstance(m, IMCConv2d):
                     mark(m, "weight")
-            norms = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)]
+            norms = [m for name, m in block.named_modules() if isinstance(m, nn.BatchNorm2d)
+                     and not any(part in name for part in SHORTCUTS)]
+            shortcut = [m for name, m in block.named_modules() if isinstance(m, nn.BatchNorm2d)
+                        and any(part in name for part in SHORTCUTS)]
+            for bn in shortcut:
+                mark(bn, "shift")
             for bn in norms[:-1]:
                 mark(bn, "shift")
             if norms:

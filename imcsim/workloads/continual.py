@@ -460,7 +460,8 @@ class ContinualScenario(Scenario):
             model_key(card.model_copy(update={"tasks": card.tasks[:1], "baselines": []})),
             card.method, card.train.momentum > 0)
         return CostOnlyPlan(
-            task=card.tasks[0].name, graph=graph, memory=memory, activity=spec.activity, digital_params=digital,
+            task=card.tasks[0].name, graph=graph, memory=memory, activity=spec.activity.for_method(card.method),
+            digital_params=digital,
             digital_layers=frozenset(), ops=(), adapters=[], rows=spec.batch_size, samples=spec.batch_size,
             steps_per_task=spec.steps_per_task, tasks=len(card.tasks), repeat_names=tuple(t.name for t in card.tasks))
 

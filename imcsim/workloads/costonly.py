@@ -68,6 +68,16 @@ class ActivityStats(Params):
         description="change fraction per layer-name suffix (e.g. '.lora_B'); a trainable layer whose name ends "
                     "with a key takes that fraction (the longest matching key) instead of weight_change_fraction")
 
+    weight_change_by_method: dict[str, float] = Field(
+        default_factory=dict,
+        description="change fraction per training method, each measured by a functional run of that method; a "
+                    "method not named takes weight_change_fraction")
+
+    def for_method(self, method: str) -> ActivityStats:
+        """These statistics with ``method``'s own change fraction, where one is given."""
+        v = self.weight_change_by_method.get(method)
+        return self if v is None else self.model_copy(update={"weight_change_fraction": v})
+
     def change_fraction(self, layer: str) -> float:
         """The fraction of ``layer``'s INT8 weights that change per step."""
         keys = [k for k in self.weight_change_by_layer if layer.endswith(k)]
@@ -100,7 +110,7 @@ class ActivityStats(Params):
             raise ValueError(f"densities are probabilities in [0, 1] (got {bad})")
         return v
 
-    @field_validator("weight_change_by_layer")
+    @field_validator("weight_change_by_layer", "weight_change_by_method")
     @classmethod
     def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
         bad = {k: p for k, p in v.items() if not 0.0 <= p <= 1.0}

@@ -77,11 +77,17 @@ class TrainingMemory:
         return self.weights + self.optimizer + self.peak_live_activations
 
     def as_bytes(self) -> dict[str, float]:
+        k = self.kept_by_kind
+        gemm, bn, masks = k.get("gemm_input", 0), k.get("bn_input", 0), k.get("relu_mask", 0)
         return {
             "memory_peak_bytes": self.peak / 8,
             "memory_weights_bytes": self.weights / 8,
             "memory_optimizer_bytes": self.optimizer / 8,
             "memory_activations_kept_bytes": self.kept / 8,
+            "memory_kept_gemm_inputs_bytes": gemm / 8,
+            "memory_kept_norm_inputs_bytes": bn / 8,
+            "memory_kept_masks_bytes": masks / 8,
+            "memory_kept_other_bytes": (self.kept - gemm - bn - masks) / 8,
             "memory_activations_peak_bytes": self.peak_live_activations / 8,
         }
 
