@@ -163,3 +163,18 @@ def test_an_unknown_swept_key_names_its_axis(tmp_path, capsys):
     line = _refused(capsys, "sweep", COST, "--grid", "nosuch.key=1,2", "--out", str(tmp_path / "s"))
     assert line.startswith("imcsim: error: --grid: nosuch: swept key nosuch.key: unknown key")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("settings", "key", "says"), [
+    (["workload.method=tinytl", "workload.tinytl.blocks=[99]"], "workload.tinytl.blocks", "block indices 0..18"),
+    (["workload.method=tinytl", "workload.tinytl.groups=3"], "workload.tinytl.groups", "must divide"),
+    (["workload.method=da2", "workload.attention.blocks=[stem]"], "workload.attention.blocks", "no module named"),
+    (["workload.method=gradient_filter", "workload.gradient_filter.layers=500"], "workload.gradient_filter.layers",
+     "52 convolutions"),
+    (["workload.method=mobiletl", "workload.mobiletl.blocks=50"], "workload.mobiletl.blocks", "19 blocks"),
+    (["workload.gradient_filter.radius=1"], "workload.gradient_filter.radius", ">= 2"),
+])
+def test_a_method_section_that_does_not_fit_the_backbone_names_its_key(capsys, settings, key, says):
+    line = _refused(capsys, "run", COST, "--quiet", *(x for s in settings for x in ("--set", s)))
+    assert f"{key}:" in line
+    assert says in line

@@ -336,5 +336,7 @@ def test_hybrid_placement_writes_no_non_volatile_cell_for_a_retrained_layer():
     assert hybrid["main"]["cell_writes_train"] == 0 < hybrid["main"]["cell_writes_deploy"]
     assert hybrid["sram"]["cell_writes_train"] > 0
     assert hybrid["sram"]["stored_matrices"] == 2 + 1  # the two filtered convs and the head
-    assert hybrid["sram"]["area_m2"] > 0 and hybrid["sram"]["static_power_w"] > 0
-    assert len(single) == 1 and single[0]["cell_writes_train"] > 0
+    assert hybrid["sram"]["area_m2"] > 0
+    assert hybrid["sram"]["static_power_w"] > 0
+    assert len(single) == 1
+    assert single[0]["cell_writes_train"] > 0

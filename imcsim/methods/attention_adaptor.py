@@ -20,7 +20,7 @@ from torch import nn
 
 from imcsim.methods.base import FrozenBackbone, Sides
 from imcsim.registry import METHODS
-from imcsim.workloads.models import AttentionAdaptor, SideModuleError, SideOptions, residual_blocks
+from imcsim.workloads.models import AttentionAdaptor, SideOptions, residual_blocks
 
 
 class AttentionAdaptorMethod(FrozenBackbone):
@@ -32,13 +32,10 @@ class AttentionAdaptorMethod(FrozenBackbone):
 
     def sides(self, card: Any, backbone: nn.Module) -> Sides:
         a = card.attention
-        blocks = list(a.blocks) if a.blocks is not None else residual_blocks(backbone)
-        if not blocks:
-            raise SideModuleError("this backbone has no blocks list; name the blocks for attention adaptors",
-                                  "attention.blocks")
-        return Sides(blocks, None, a.kernel, {}, a.per_task,
+        return Sides(residual_blocks(backbone, a.blocks, "attention.blocks"), None, a.kernel, {}, a.per_task,
                      SideOptions(image_first=False, expand=1.0 / a.reduction, groups=1,
-                                 factory=partial(AttentionAdaptor, variant=self.variant)))
+                                 factory=partial(AttentionAdaptor, variant=self.variant)),
+                     {"repnet.side_blocks": "attention.blocks", "repnet.overrides": "attention.reduction"})
 
     def trainable(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return model.sides.parameters()

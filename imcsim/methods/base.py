@@ -40,7 +40,8 @@ ADAPTATION = "lora_adaptation"  # a frozen transformer adapted per task (imcsim.
 class Sides:
     """Modules beside a CNN backbone (:class:`imcsim.workloads.models.RepNet` builds them): the connection
     points (``blocks``), one width and kernel for all (None: the plan's), per-point overrides, whether each
-    task gets its own, and how the plan and the module differ from Rep-Net's (``options``)."""
+    task gets its own, how the plan and the module differ from Rep-Net's (``options``), and the method's card
+    keys that a plan error names instead of Rep-Net's (``keys``: ``repnet.side_blocks`` -> ``tinytl.blocks``)."""
 
     blocks: list[int | str]
     width: int | None = None
@@ -48,6 +49,7 @@ class Sides:
     overrides: dict[str, dict[str, int]] = field(default_factory=dict)
     per_task: bool = True
     options: SideOptions = field(default_factory=SideOptions)
+    keys: dict[str, str] = field(default_factory=dict)  # the card keys its errors name, for Rep-Net's keys
 
 
 class Method:

@@ -28,7 +28,6 @@ from imcsim.workloads.activations import sign_backward_modules
 from imcsim.workloads.int8 import IMCConv2d
 from imcsim.workloads.models import SideModuleError
 
-
 SHORTCUTS = ("downsample", "shortcut")
 """Module names of a block's projection shortcut: its BN is an inner one (shift only), not the block's last."""
 

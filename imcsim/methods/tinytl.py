@@ -22,7 +22,7 @@ from torch import nn
 
 from imcsim.methods.base import FrozenBackbone, Sides, backbone_bn_biases
 from imcsim.registry import METHODS
-from imcsim.workloads.models import SideModuleError, SideOptions, residual_blocks
+from imcsim.workloads.models import SideOptions, residual_blocks
 
 
 class TinyTL(FrozenBackbone):
@@ -31,13 +31,10 @@ class TinyTL(FrozenBackbone):
 
     def sides(self, card: Any, backbone: nn.Module) -> Sides:
         t = card.tinytl
-        blocks = list(t.blocks) if t.blocks is not None else residual_blocks(backbone)
-        if not blocks:
-            raise SideModuleError("this backbone has no blocks list; name the blocks for lite residual modules",
-                                  "tinytl.blocks")
-        return Sides(blocks, None, t.kernel, {}, t.per_task,
+        return Sides(residual_blocks(backbone, t.blocks, "tinytl.blocks"), None, t.kernel, {}, t.per_task,
                      SideOptions(image_first=False, expand=t.expand, small_kernel=False, block_stride=True,
-                                 groups=t.groups))
+                                 groups=t.groups),
+                     {"repnet.side_blocks": "tinytl.blocks", "repnet.overrides": "tinytl.groups"})
 
     def trainable(self, model: nn.Module) -> Iterable[nn.Parameter]:
         return [*model.sides.parameters(), *backbone_bn_biases(model)]

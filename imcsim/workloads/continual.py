@@ -41,7 +41,7 @@ from imcsim.workloads.data import DataError, TaskData, make_task
 from imcsim.workloads.dataflow import LayerGraph, trace_dataflow
 from imcsim.workloads.int8 import ArrayLayer, array_layers_of, imc_modules
 from imcsim.workloads.memory import TrainingMemory, training_memory
-from imcsim.workloads.models import RepNet, TinyCNN
+from imcsim.workloads.models import RepNet, SideModuleError, TinyCNN
 from imcsim.workloads.trainer import (
     ContinualResult,
     CostOnlyPlan,
@@ -145,41 +145,35 @@ class RepNetSpec(Params):
         return v
 
 
-def _unique_points(blocks: list[int | str] | None) -> list[int | str] | None:
-    if blocks is not None and len({str(b) for b in blocks}) != len(blocks):
-        raise ValueError(f"blocks must not repeat (got {blocks})")
-    return blocks
+class _BesideBlocks(Params):
+    """Modules beside a backbone's blocks: where, and whether each task has its own."""
+
+    blocks: list[int | str] | None = Field(None, description="connection points (default: every residual block)")
+    per_task: bool = Field(True, description="each task gets its own modules")
+
+    @field_validator("blocks")
+    @classmethod
+    def _unique(cls, v: list[int | str] | None) -> list[int | str] | None:
+        if v is not None and len({str(b) for b in v}) != len(v):
+            raise ValueError(f"blocks must not repeat (got {v})")
+        return v
 
 
-class TinyTLSpec(Params):
+class TinyTLSpec(_BesideBlocks):
     """``tinytl``: TinyTL's lite residual modules (``method: tinytl``); defaults of the reference code
     (mit-han-lab/tinyml, ``tinytl/model/modules.py``: kernel 5, expand 1, groups 2)."""
 
-    blocks: list[int | str] | None = Field(None, description="connection points (default: every residual block)")
     kernel: int = Field(5, ge=1, le=11, description="kernel of the module's group conv")
     expand: float = Field(1.0, gt=0.0, le=8.0, description="channels inside a module per input channel")
     groups: int = Field(2, ge=1, le=64, description="groups of the module's k x k conv")
-    per_task: bool = Field(True, description="each task gets its own lite residual modules")
-
-    @field_validator("blocks")
-    @classmethod
-    def _unique(cls, v: list[int | str] | None) -> list[int | str] | None:
-        return _unique_points(v)
 
 
-class AttentionSpec(Params):
+class AttentionSpec(_BesideBlocks):
     """``attention``: DA2 / DA3 attention adaptors (``method: da2`` or ``da3``; design choices in
     :class:`imcsim.workloads.models.AttentionAdaptor`)."""
 
-    blocks: list[int | str] | None = Field(None, description="connection points (default: every residual block)")
     reduction: int = Field(4, ge=1, le=64, description="the residual branch's width is the input channels / this")
     kernel: int = Field(3, ge=1, le=11, description="kernel of the residual branch's first conv")
-    per_task: bool = Field(True, description="each task (domain) gets its own adaptors")
-
-    @field_validator("blocks")
-    @classmethod
-    def _unique(cls, v: list[int | str] | None) -> list[int | str] | None:
-        return _unique_points(v)
 
 
 class GradientFilterSpec(Params):
@@ -267,8 +261,11 @@ def repnet_model(card: ContinualCard, backbone: torch.nn.Module, image_size: int
     plan = method.sides(card, backbone)
     if plan is None:
         return RepNet(backbone, [], None, image_size)
-    return RepNet(backbone, plan.blocks, plan.width, image_size, per_task and plan.per_task, kernel=plan.kernel,
-                  overrides=plan.overrides, options=plan.options)
+    try:
+        return RepNet(backbone, plan.blocks, plan.width, image_size, per_task and plan.per_task, kernel=plan.kernel,
+                      overrides=plan.overrides, options=plan.options)
+    except SideModuleError as err:  # named by the method's own card keys
+        raise SideModuleError(str(err), plan.keys.get(err.key, err.key)) from None
 
 
 def backbone_of(card: ContinualCard, in_channels: int, image_size: int, weights: bool = True) -> torch.nn.Module:

@@ -115,15 +115,24 @@ class SideModule(nn.Module):
         nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if self.image_pool > 1:
-            x = F.avg_pool2d(x, self.image_pool)
-        if self.pool > 1:
-            x = F.avg_pool2d(x, self.pool)
+        x = _side_input(self, x)
         y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        if tuple(y.shape[-2:]) != tuple(size):
-            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-        return y
+        return _resized(self.bn2(self.conv2(y)), size)
+
+
+def _side_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What a module beside a block reads: the image pooled to the block's size (Rep-Net's first module), then
+    its own average pool."""
+    if module.image_pool > 1:
+        x = F.avg_pool2d(x, module.image_pool)
+    return F.avg_pool2d(x, module.pool) if module.pool > 1 else x
+
+
+def _resized(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A side output upsampled (bilinear) to the block output's size."""
+    if tuple(y.shape[-2:]) != tuple(size):
+        y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+    return y
 
 
 ADAPTOR_VARIANTS = ("residual", "additive")
@@ -169,25 +178,22 @@ class AttentionAdaptor(nn.Module):
         nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if self.image_pool > 1:
-            x = F.avg_pool2d(x, self.image_pool)
-        if self.pool > 1:
-            x = F.avg_pool2d(x, self.pool)
+        x = _side_input(self, x)
         branch = self.conv2(F.relu(self.bn1(self.conv1(x))))
         att = self.attention(F.adaptive_avg_pool2d(x, 1).flatten(1))[:, :, None, None]
-        y = self.bn2(branch * torch.sigmoid(att) if self.variant == "residual" else branch + att)
-        if tuple(y.shape[-2:]) != tuple(size):
-            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-        return y
+        return _resized(self.bn2(branch * torch.sigmoid(att) if self.variant == "residual" else branch + att), size)
 
 
-def residual_blocks(backbone: nn.Module) -> list[int]:
-    """The blocks of a backbone's ``blocks`` list that hold two or more convolutions (its residual blocks:
-    MBConvs, ResNet blocks; not the stem nor a final 1 x 1 conv), or every block but the stem when none
-    does; empty for a backbone without a blocks list."""
+def residual_blocks(backbone: nn.Module, given: list[int | str] | None = None, key: str = "blocks"
+                    ) -> list[int | str]:
+    """``given`` connection points, or by default the blocks of the backbone's ``blocks`` list that hold two or
+    more convolutions (its residual blocks: MBConvs, ResNet blocks; not the stem nor a final 1 x 1 conv), or
+    every block but the stem when none does. A backbone without a blocks list needs them given (``key``)."""
+    if given is not None:
+        return list(given)
     blocks = getattr(backbone, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
-        return []
+        raise SideModuleError("this backbone has no blocks list; name the blocks the modules go beside", key)
     convs = [sum(isinstance(m, IMCConv2d) for m in b.modules()) for b in blocks]
     chosen = [i for i, n in enumerate(convs) if n >= 2]
     return chosen or list(range(1, len(blocks)))
