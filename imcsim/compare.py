@@ -91,10 +91,11 @@ def break_even_lines(series: list[TaskSeries]) -> list[str]:
 
 def idle_break_even(e_base: float, p_base: float, e_other: float, p_other: float) -> float | None:
     """Idle time (s) after a training session beyond which the other run's session plus its idle power costs less
-    than the base's: (E_other - E_base) / (P_base - P_other); 0 if it costs less from the start, None if never."""
+    than the base's: (E_other - E_base) / (P_base - P_other); 0 if it costs less from the start and at every idle
+    time after, None if it does not in the long run (a higher idle power, or an equal one and no cheaper session)."""
     if p_other < p_base:
         return max(0.0, (e_other - e_base) / (p_base - p_other))
-    return 0.0 if e_other < e_base else None
+    return 0.0 if e_other < e_base and p_other == p_base else None
 
 
 def idle_break_even_lines(names: list[str], reports: list[Report]) -> list[str]:

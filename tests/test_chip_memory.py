@@ -263,6 +263,8 @@ def test_idle_break_even_between_a_volatile_and_a_non_volatile_chip():
     assert idle_break_even(1.0, 2e-3, 0.5, 1e-3) == 0.0  # lower from the start
     assert idle_break_even(1.0, 1e-3, 3.0, 2e-3) is None  # never
     assert idle_break_even(1.0, 1e-3, 3.0, 1e-3) is None
+    assert idle_break_even(3.0, 1e-3, 1.0, 2e-3) is None  # cheaper session, higher idle power: not in the long run
+    assert idle_break_even(3.0, 1e-3, 1.0, 1e-3) == 0.0
 
 
 def test_compare_reports_the_idle_break_even(tmp_path):
@@ -277,6 +279,10 @@ def test_compare_reports_the_idle_break_even(tmp_path):
     lines = idle_break_even_lines(["sram", "mram"], [report(1.0, 2e-3), report(3.0, 1e-3)])
     assert len(lines) == 1
     assert lines[0].startswith("mram vs sram, training session + idle: lower once idle longer than")
+    # a cheaper session on a chip that idles at a higher power (SRAM beside the array): lower only for a while
+    lines = idle_break_even_lines(["mram", "hybrid"], [report(3.0, 1e-3), report(1.0, 2e-3)])
+    assert lines == ["hybrid vs mram, training session + idle: lower while idle less than 2 ks, then higher "
+                     "(its idle power is higher)"]
 
 
 def test_traffic_is_reported_per_tensor_and_per_layer(mobilenet_methods):

@@ -340,3 +340,18 @@ def test_hybrid_placement_writes_no_non_volatile_cell_for_a_retrained_layer():
     assert hybrid["sram"]["static_power_w"] > 0
     assert len(single) == 1
     assert single[0]["cell_writes_train"] > 0
+
+
+@pytest.mark.slow
+def test_each_methods_cost_only_change_fraction_is_measured_by_its_functional_run():
+    """The change fractions the methods configs give each method are what that method's functional run on tiny
+    digits measures (seed 0; the tolerance covers floating-point order across machines)."""
+    from imcsim.api import run
+    from imcsim.config import load_config
+
+    given = load_config("configs/methods_mobilenetv2_224_cost.yaml").config.workload.cost_only.activity
+    assert set(given.weight_change_by_method) == set(METHODS.names_for("continual_learning"))
+    for method, fraction in given.weight_change_by_method.items():
+        report = run(load_config("configs/methods_digits_tiny.yaml",
+                                 [f"workload.method={method}", "workload.baselines=[]"]))
+        assert report.tables["activity"]["weight_change_fraction"] == pytest.approx(fraction, abs=0.01), method
