@@ -24,7 +24,7 @@ SLOW_CONFIGS = {  # real-size end-to-end runs (20-50 s for Flan-T5-large; the CN
     # the hybrid chip also runs in-process at 64 x 64 in tests/test_chip.py)
     "reram_lora_flan_t5_large_cost", "reram_lorafusion_flan_t5_large_cost", "sas_mram_vgg8_cifar10_cost",
     "sas_mram_resnet18_repnet_cost", "sas_mram_sram_hybrid_repnet_cost", "methods_resnet18_224_cost",
-    "methods_mobilenetv2_224_hybrid_cost"}
+    "methods_mobilenetv2_224_hybrid_cost", "methods_digits_tiny"}  # the last: the main config's scenario again
 RUN_CONFIGS = [pytest.param(c, marks=pytest.mark.slow) if c.stem in SLOW_CONFIGS else c for c in CONFIGS]
 MAIN_CONFIG = ROOT / "configs" / "sas_mram_repnet.yaml"
 GOLDEN = ROOT / "tests" / "golden"

@@ -355,3 +355,21 @@ def test_each_methods_cost_only_change_fraction_is_measured_by_its_functional_ru
         report = run(load_config("configs/methods_digits_tiny.yaml",
                                  [f"workload.method={method}", "workload.baselines=[]"]))
         assert report.tables["activity"]["weight_change_fraction"] == pytest.approx(fraction, abs=0.01), method
+
+
+def test_gradient_filtered_training_really_trains_on_the_macro():
+    """One epoch of the first task, the last two convolutions filtered on the SAS-MRAM macro: the task is learned
+    well above chance (5 classes: 20 %), and the filtered layers were written back."""
+    from imcsim.api import run
+    from imcsim.config import load_config
+
+    report = run(load_config("configs/methods_digits_tiny.yaml", [
+        "workload.method=gradient_filter", "workload.baselines=[]", "workload.train.epochs=1",
+        "workload.tasks=[{name: digits_5_9, classes: [5, 6, 7, 8, 9]}]"]))
+    assert report.tables["accuracy_matrix"][0][0] > 0.5
+    layers = {row["module"]: row for row in report.tables["layers"]}
+    for name in ("backbone.b2.conv", "backbone.b3.conv"):  # filtered: their backward and write-back are counted
+        assert layers[name]["trainable"]
+        assert layers[name]["energy_weight_grad_j"] > 0
+        assert layers[name]["energy_update_j"] > 0
+    assert layers["backbone.b1.conv"]["energy_weight_grad_j"] == 0
