@@ -343,18 +343,20 @@ def test_hybrid_placement_writes_no_non_volatile_cell_for_a_retrained_layer():
 
 
 @pytest.mark.slow
-def test_each_methods_cost_only_change_fraction_is_measured_by_its_functional_run():
-    """The change fractions the methods configs give each method are what that method's functional run on tiny
+def test_each_methods_cost_only_statistics_are_measured_by_its_functional_run():
+    """The operand statistics the methods configs give each method are what that method's functional run on tiny
     digits measures (seed 0; the tolerance covers floating-point order across machines)."""
     from imcsim.api import run
     from imcsim.config import load_config
 
     given = load_config("configs/methods_mobilenetv2_224_cost.yaml").config.workload.cost_only.activity
-    assert set(given.weight_change_by_method) == set(METHODS.names_for("continual_learning"))
-    for method, fraction in given.weight_change_by_method.items():
+    assert set(given.by_method) == set(METHODS.names_for("continual_learning"))
+    for method, stats in given.by_method.items():
         report = run(load_config("configs/methods_digits_tiny.yaml",
                                  [f"workload.method={method}", "workload.baselines=[]"]))
-        assert report.tables["activity"]["weight_change_fraction"] == pytest.approx(fraction, abs=0.01), method
+        measured = report.tables["activity"]
+        for key, value in stats.model_dump(exclude_none=True).items():
+            assert measured[key] == pytest.approx(value, abs=0.01), (method, key)
 
 
 def test_gradient_filtered_training_really_trains_on_the_macro():
@@ -429,3 +431,16 @@ def test_gradient_filter_kept_input_saving_is_the_patch_ratio():
     gf = _mobilenet_step_memory("gradient_filter").kept_by_kind["gemm_input"] - head
     bp = _mobilenet_step_memory("gradient_filter", unfiltered).kept_by_kind["gemm_input"] - head
     assert gf / bp == pytest.approx(16 / 49, rel=1e-9)
+
+
+def test_a_method_takes_its_own_measured_activity_in_cost_only_runs():
+    from imcsim.config import load_config
+
+    activity = load_config("configs/methods_mobilenetv2_224_cost.yaml").config.workload.cost_only.activity
+    own = activity.for_method("mobiletl")
+    assert own.error_plane_density == activity.by_method["mobiletl"].error_plane_density
+    assert own.weight_std_lsb == activity.weight_std_lsb  # not measured per method: the activity's
+    last = activity.for_method("last_layer")  # no error planes of its own (no error passes its heads)
+    assert last.error_plane_density == activity.error_plane_density
+    assert last.forward_plane_density == activity.by_method["last_layer"].forward_plane_density
+    assert activity.for_method("lora") is activity

@@ -50,6 +50,28 @@ MAX_REPORT_BYTES = 256 * 2**20
 DIGITAL_PARAMS = "digital_params"  # the op that updates parameters kept only in the digital unit (BN, biases)
 
 
+def _densities(v: list[float] | None) -> list[float] | None:
+    bad = [p for p in v or () if not 0.0 <= p <= 1.0]
+    if bad:
+        raise ValueError(f"densities are probabilities in [0, 1] (got {bad})")
+    return v
+
+
+class MethodActivity(Params):
+    """One training method's own operand statistics (``activity.by_method.<method>``): any of the fields of
+    :class:`ActivityStats` it was measured with; the rest are the activity's."""
+
+    forward_plane_density: list[float] | None = Field(None, min_length=8, max_length=8)
+    error_plane_density: list[float] | None = Field(None, min_length=8, max_length=8)
+    weight_bit_density: float | None = Field(None, ge=0.0, le=1.0)
+    weight_change_fraction: float | None = Field(None, ge=0.0, le=1.0)
+
+    @field_validator("forward_plane_density", "error_plane_density")
+    @classmethod
+    def _probabilities(cls, v: list[float] | None) -> list[float] | None:
+        return _densities(v)
+
+
 class ActivityStats(Params):
     """Operand statistics of a training step. ``from_report: PATH`` (a functional run's report.json,
     relative to the working folder) fills every field not given from its ``tables.activity``."""
@@ -68,15 +90,15 @@ class ActivityStats(Params):
         description="change fraction per layer-name suffix (e.g. '.lora_B'); a trainable layer whose name ends "
                     "with a key takes that fraction (the longest matching key) instead of weight_change_fraction")
 
-    weight_change_by_method: dict[str, float] = Field(
+    by_method: dict[str, MethodActivity] = Field(
         default_factory=dict,
-        description="change fraction per training method, each measured by a functional run of that method; a "
-                    "method not named takes weight_change_fraction")
+        description="statistics per training method, each measured by a functional run of that method; a field "
+                    "a method does not give (or a method not named) takes the value above")
 
     def for_method(self, method: str) -> ActivityStats:
-        """These statistics with ``method``'s own change fraction, where one is given."""
-        v = self.weight_change_by_method.get(method)
-        return self if v is None else self.model_copy(update={"weight_change_fraction": v})
+        """These statistics with ``method``'s own measured values, where it has any."""
+        own = self.by_method.get(method)
+        return self if own is None else self.model_copy(update=own.model_dump(exclude_none=True))
 
     def change_fraction(self, layer: str) -> float:
         """The fraction of ``layer``'s INT8 weights that change per step."""
@@ -105,12 +127,9 @@ class ActivityStats(Params):
     @field_validator("forward_plane_density", "error_plane_density")
     @classmethod
     def _probabilities(cls, v: list[float]) -> list[float]:
-        bad = [p for p in v if not 0.0 <= p <= 1.0]
-        if bad:
-            raise ValueError(f"densities are probabilities in [0, 1] (got {bad})")
-        return v
+        return _densities(v)
 
-    @field_validator("weight_change_by_layer", "weight_change_by_method")
+    @field_validator("weight_change_by_layer")
     @classmethod
     def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
         bad = {k: p for k, p in v.items() if not 0.0 <= p <= 1.0}
