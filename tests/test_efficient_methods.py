@@ -444,3 +444,15 @@ def test_a_method_takes_its_own_measured_activity_in_cost_only_runs():
     assert last.error_plane_density == activity.error_plane_density
     assert last.forward_plane_density == activity.by_method["last_layer"].forward_plane_density
     assert activity.for_method("lora") is activity
+
+
+@pytest.mark.parametrize("method", ["mobiletl", "gradient_filter", "da2", "tinytl", "full"])
+def test_the_layer_graph_charges_every_kept_bit_the_memory_trace_counts(method):
+    """What the traffic model places (each layer's kept bits in the dataflow graph) adds up to the training
+    memory's kept activations, for the custom backward rules too (sign masks, pooled inputs, products)."""
+    with torch.device("meta"):
+        model = _model(method, MobileNetV2(in_channels=3).to("meta"), 64, _card(mobiletl=SimpleNamespace(blocks=5)))
+    x = torch.empty(2, 3, 64, 64, device="meta")
+    graph = trace_dataflow(model, lambda: model(x, "t"), samples=2)
+    mem = training_memory(model.parameters(), lambda: model(x, "t"), momentum=False)
+    assert sum(c.kept_bits for c in graph.calls) == mem.kept

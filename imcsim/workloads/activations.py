@@ -28,7 +28,7 @@ class _SignBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kind):
         mask = x > 0
-        note_kept("relu_mask", mask.numel(), bits=1)
+        note_kept("relu_mask", mask.numel(), bits=1, of=x)
         ctx.save_for_backward(mask)
         return FORWARD[kind](x.detach())
 

@@ -45,7 +45,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from imcsim.errors import DataError
-from imcsim.workloads.memory import MemoryBits, kept_for_backward
+from imcsim.workloads.memory import LISTENERS, MemoryBits, kept_for_backward
 
 Tag = frozenset[tuple[str, bool]]  # (producer layer, coupled)
 _EMPTY: Tag = frozenset()
@@ -200,6 +200,14 @@ class _Tracer(TorchFunctionMode):
     def owner(tag: Tag, order: dict[str, int]) -> str:
         return max(tag, key=lambda t: order.get(t[0], -1))[0]
 
+    def noted(self, kind: str, bits: int, of: torch.Tensor | None) -> None:
+        """A layer's own backward rule keeps ``bits`` for ``of`` (:func:`imcsim.workloads.memory.note_kept`): charged
+        to the latest layer ``of`` comes from (inside a mapped layer's call, that layer records its own)."""
+        tag = self.tag_of(of) if of is not None else _EMPTY
+        if tag and not self.inside:
+            owner = self.owner(tag, self.order)
+            self.kept[owner] = self.kept.get(owner, 0) + bits
+
     def count_kept(self, func, args, kwargs, out, tag: Tag) -> None:
         """Charge what a weight-free op keeps for backward to the latest layer its operands come from."""
         _, bits = kept_for_backward(func, args, kwargs, out, self.bits)
@@ -352,6 +360,7 @@ def trace_dataflow(model: nn.Module, run: Callable[[], object], samples: int) ->
             tracer.path.pop()
 
     _ACTIVE.append(tracer)
+    LISTENERS.append(tracer.noted)
     hooks = [torch.nn.modules.module.register_module_forward_pre_hook(enter),
              torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)]
     try:
@@ -359,6 +368,7 @@ def trace_dataflow(model: nn.Module, run: Callable[[], object], samples: int) ->
             run()
     finally:
         _ACTIVE.pop()
+        LISTENERS.remove(tracer.noted)
         for h in hooks:
             h.remove()
     seen: dict[str, LayerCall] = {}

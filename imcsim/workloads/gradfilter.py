@@ -29,6 +29,7 @@ from math import ceil
 import torch
 import torch.nn.functional as F
 
+from imcsim.circuits.bitplanes import int8_matmul
 from imcsim.workloads.memory import note_kept
 
 RADII = (2, 4, 7)
@@ -103,7 +104,7 @@ class _FilteredConv(torch.autograd.Function):
         y = F.conv2d(x, weight.detach(), None if bias is None else bias.detach(), stride, padding, dilation, groups)
         geo = _geometry(x, y, radius, stride, tuple(weight.shape[-2:]))
         x_sum = geo.pooled_input(x)
-        note_kept("gemm_input", x_sum.numel())
+        note_kept("gemm_input", x_sum.numel())  # (a dataflow trace charges it in traced_layer_call)
         ctx.geo, ctx.groups, ctx.has_bias = geo, groups, bias is not None
         ctx.save_for_backward(x_sum, weight)
         return y
@@ -165,14 +166,20 @@ class _IMCFilteredConv(torch.autograd.Function):
         for i, name in enumerate(module.stored_names()):
             g_i = g_q[:, i * cout_g:(i + 1) * cout_g].contiguous()
             if ctx.needs_input_grad[0]:
-                dx_int, rec = hw.macro.backward_input(g_i, name, samples=hw.samples)
-                hw.emit(rec, module.name)
+                if hw.account:
+                    dx_int, rec = hw.macro.backward_input(g_i, name, samples=hw.samples)
+                    hw.emit(rec, module.name)
+                else:  # the same INT8 arithmetic, uncounted
+                    dx_int = int8_matmul(g_i, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
                 gx_parts.append(dx_int.reshape(-1, cin_g, geo.taps).sum(-1))  # the taps' partial sums added
             if xs_q is not None:
                 x_i = xs_q[:, i * cin_g:(i + 1) * cin_g].cpu().contiguous()
-                dw_int, recs = hw.macro.weight_grad(x_i, g_i, name, samples=hw.samples)
-                for rec in recs:
-                    hw.emit(rec, module.name)
+                if hw.account:
+                    dw_int, recs = hw.macro.weight_grad(x_i, g_i, name, samples=hw.samples)
+                    for rec in recs:
+                        hw.emit(rec, module.name)
+                else:
+                    dw_int = int8_matmul(x_i.t().contiguous(), g_i)
                 gw_parts.append(dw_int.t())  # (C_out / g, C_in / g)
         grad_x = grad_w = None
         if gx_parts:

@@ -93,17 +93,24 @@ class TrainingMemory:
 
 
 _ACTIVE: list[_MemoryTracer] = []
+LISTENERS: list[Callable[[str, int, torch.Tensor | None], None]] = []
+"""Other traces in progress that want :func:`note_kept`'s records: called with (kind, bits, the tensor it comes
+from) (the layer dataflow trace charges them to the layer that tensor comes from)."""
 
 
-def note_kept(kind: str, elems: int, bits: int | None = None) -> None:
+def note_kept(kind: str, elems: int, bits: int | None = None, of: torch.Tensor | None = None) -> None:
     """Record, for a training-memory trace in progress, a tensor of ``elems`` elements a layer keeps for its
     backward pass by a rule of its own (at ``bits`` each, default the activation width): a custom backward
-    whose forward the tracer cannot read, such as a gradient filter's pooled input. No trace: nothing."""
+    whose forward the tracer cannot read, such as a gradient filter's pooled input or a sign backward's mask
+    (``of``: the activation it is kept for). No trace: nothing."""
+    width = MemoryBits().activation_bits if bits is None else bits
     if _ACTIVE:
         tracer = _ACTIVE[-1]
         kept = elems * (tracer.bits.activation_bits if bits is None else bits)
         tracer.kept[kind] = tracer.kept.get(kind, 0) + kept
         tracer.ops.append((kept, 0, 0, False, False))
+    for listener in LISTENERS:
+        listener(kind, elems * width, of)
 
 
 class _MemoryTracer(TorchFunctionMode):
