@@ -721,7 +721,7 @@ def macro_table(ctx: RunContext) -> list[dict[str, Any]]:
 
         def writes(c: CostResult, comp: str = comp) -> int:  # a non-volatile cell's pulses, an SRAM cell's bit writes
             return round(sum(n for (k, a), n in c.counts.items()
-                             if k == comp and (a.endswith("_pulse") or a.startswith("write"))))
+                             if k == comp and (a.endswith("_pulse") or a == "write_bit")))
 
         rows.append({"macro": name, "device": m.device.component, "stored_matrices": layers.get(name, 0),
                      "subarrays_used": m.subarrays_used, "area_m2": m.macro_area_m2(),

@@ -125,7 +125,8 @@ TRAIN_ROLE = "_imcsim_train"
 
 
 def mark(module: nn.Module, role: str) -> None:
-    """Mark a backbone layer as trained by the method: ``weight`` (a conv's weight), ``affine`` (a BN's scale and
+    """Mark a backbone layer as trained by the method: ``weight`` (a conv's or linear's weight and bias, if it has
+    one), ``affine`` (a BN's scale and
     shift, on its running statistics), ``shift`` (a BN's shift only) or ``full`` (a BN's scale and shift, on
     batch statistics)."""
     setattr(module, TRAIN_ROLE, role)
@@ -137,7 +138,7 @@ def marked(model: nn.Module) -> list[nn.Parameter]:
     for m in model.backbone.modules():
         role = getattr(m, TRAIN_ROLE, None)
         if role == "weight":
-            out.append(m.weight)
+            out += [p for p in (m.weight, getattr(m, "bias", None)) if p is not None]
         elif role == "shift":
             out.append(m.bias)
         elif role in ("affine", "full"):

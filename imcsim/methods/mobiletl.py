@@ -2,7 +2,7 @@
 Residual Blocks", AAAI 2023): the top ``mobiletl.blocks`` blocks of the backbone are fine-tuned, the rest
 frozen. In each fine-tuned block:
 
-* every convolution trains;
+* every convolution (and linear layer) trains, with its bias if it has one;
 * the inner normalisation layers (all but the block's last, e.g. after the expand and the depthwise conv of
   an inverted residual) train their shift only, with frozen scale and running statistics, so they keep no
   input for backward;
@@ -25,7 +25,7 @@ from torch import nn
 from imcsim.methods.base import FrozenBackbone, batch_statistics, mark, marked
 from imcsim.registry import METHODS
 from imcsim.workloads.activations import sign_backward_modules
-from imcsim.workloads.int8 import IMCConv2d
+from imcsim.workloads.int8 import IMCModule
 from imcsim.workloads.models import SideModuleError
 
 SHORTCUTS = ("downsample", "shortcut")
@@ -44,7 +44,7 @@ class MobileTL(FrozenBackbone):
             raise SideModuleError(f"the backbone has {len(blocks)} blocks (got blocks={n})", "mobiletl.blocks")
         for block in blocks[len(blocks) - n:]:
             for m in block.modules():
-                if isinstance(m, IMCConv2d):
+                if isinstance(m, IMCModule):  # convs, and the linears of a squeeze-excite or a classifier block
                     mark(m, "weight")
             norms = [m for name, m in block.named_modules() if isinstance(m, nn.BatchNorm2d)
                      and not any(part in name for part in SHORTCUTS)]

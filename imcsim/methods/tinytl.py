@@ -33,7 +33,7 @@ class TinyTL(FrozenBackbone):
         t = card.tinytl
         return Sides(residual_blocks(backbone, t.blocks, "tinytl.blocks"), None, t.kernel, {}, t.per_task,
                      SideOptions(image_first=False, expand=t.expand, small_kernel=False, block_stride=True,
-                                 groups=t.groups),
+                                 groups=t.groups, divisor=8),
                      {"repnet.side_blocks": "tinytl.blocks", "repnet.overrides": "tinytl.groups"})
 
     def trainable(self, model: nn.Module) -> Iterable[nn.Parameter]:

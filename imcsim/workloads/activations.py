@@ -28,7 +28,8 @@ class _SignBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kind):
         mask = x > 0
-        note_kept("relu_mask", mask.numel(), bits=1, of=x)
+        if x.requires_grad:
+            note_kept("relu_mask", mask.numel(), bits=1, of=x, live=(x.numel(), x.numel(), True, True))
         ctx.save_for_backward(mask)
         return FORWARD[kind](x.detach())
 

@@ -46,7 +46,7 @@ class FilterGeometry:
     kernel: tuple[int, int]
     in_hw: tuple[int, int]
     p: tuple[int, int]
-    x_pad: tuple[int, int]
+    x_pad: tuple[int, int]  # before the input; negative: the input is cropped there (a conv without padding)
     g_pad: tuple[int, int]
 
     @classmethod
@@ -65,9 +65,15 @@ class FilterGeometry:
     def taps(self) -> int:
         return self.kernel[0] * self.kernel[1]
 
+    def _input_pads(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) that bring the input to P r s pixels a side (negative: crop)."""
+        (ph, pw), (wh, ww), (th, tw) = self.p, self.window, self.x_pad
+        return (tw, pw * ww - self.in_hw[1] - tw, th, ph * wh - self.in_hw[0] - th)
+
     def pooled_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The input summed over each patch's (r s)^2 window (N, C_in, P_h, P_w)."""
-        return F.avg_pool2d(x, self.window, self.window, self.x_pad, divisor_override=1)
+        """The input summed over each patch's (r s)^2 window (N, C_in, P_h, P_w); zero-padded (or cropped, for a
+        conv with too little padding to centre the patches) to P r s pixels a side."""
+        return F.avg_pool2d(F.pad(x, self._input_pads()), self.window, self.window, divisor_override=1)
 
     def pooled_grad(self, grad_y: torch.Tensor) -> torch.Tensor:
         """The output gradient averaged over each r x r patch (N, C_out, P_h, P_w)."""
@@ -78,7 +84,7 @@ class FilterGeometry:
         n, c, ph, pw = grad_patches.shape
         wh, ww = self.window
         g = grad_patches.reshape(n, c, ph, 1, pw, 1).expand(n, c, ph, wh, pw, ww).reshape(n, c, ph * wh, pw * ww)
-        return g[..., self.x_pad[0]:self.x_pad[0] + self.in_hw[0], self.x_pad[1]:self.x_pad[1] + self.in_hw[1]]
+        return F.pad(g, tuple(-p for p in self._input_pads()))  # back to the input's pixels
 
 
 def _geometry(x: torch.Tensor, y: torch.Tensor, radius: int, stride: tuple[int, int], kernel: tuple[int, int]
@@ -104,7 +110,8 @@ class _FilteredConv(torch.autograd.Function):
         y = F.conv2d(x, weight.detach(), None if bias is None else bias.detach(), stride, padding, dilation, groups)
         geo = _geometry(x, y, radius, stride, tuple(weight.shape[-2:]))
         x_sum = geo.pooled_input(x)
-        note_kept("gemm_input", x_sum.numel())  # (a dataflow trace charges it in traced_layer_call)
+        if weight.requires_grad:  # (a dataflow trace charges it in traced_layer_call)
+            note_kept("gemm_input", x_sum.numel(), live=(x.numel(), y.numel(), x.requires_grad, True))
         ctx.geo, ctx.groups, ctx.has_bias = geo, groups, bias is not None
         ctx.save_for_backward(x_sum, weight)
         return y
@@ -197,13 +204,14 @@ def imc_filtered_conv(module, x: torch.Tensor) -> torch.Tensor:
 
 
 def filter_shapes(radius: int, stride: tuple[int, int], kernel: tuple[int, int], batch: int,
-                  in_hw: tuple[int, int], out_hw: tuple[int, int], cin: int, cout: int) -> dict[str, int]:
+                  in_hw: tuple[int, int], out_hw: tuple[int, int], cin: int, cout: int, input_grad: bool = True
+                  ) -> dict[str, int]:
     """Sizes of a filtered conv's backward pass: ``rows`` (patches: the backward GEMMs' M), ``taps``, the
     kept pooled input's elements, and the digital unit's elementary ops (sum-pooling the input forward;
-    averaging the output gradient and adding the taps' partial input gradients backward)."""
+    averaging the output gradient, and adding the taps' partial input gradients where ``input_grad``, backward)."""
     geo = FilterGeometry.of(radius, stride, kernel, in_hw, out_hw)
     rows = batch * geo.p[0] * geo.p[1]
     return {"rows": rows, "taps": geo.taps, "kept": rows * cin,
             "pool_adds": batch * cin * in_hw[0] * in_hw[1],
-            "grad_adds": batch * cout * out_hw[0] * out_hw[1] + rows * cin * (geo.taps - 1),
+            "grad_adds": batch * cout * out_hw[0] * out_hw[1] + (rows * cin * (geo.taps - 1) if input_grad else 0),
             "grad_muls": rows * cout}

@@ -190,12 +190,13 @@ class _IMCMatmul(torch.autograd.Function):
                     samples = hw.samples
                     hw.emit_counts(lambda: hw.macro.backward_input_counts(g_q, name, samples=samples), module.name)
             grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
-        if x_q is not None and not hw.account:
-            dw_int = int8_matmul(x_q.cpu().t().contiguous(), g_q)
-        elif x_q is not None:
-            dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, name, samples=hw.samples)
-            for rec in recs:
-                hw.emit(rec, module.name)
+        if x_q is not None:
+            if hw.account:
+                dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, name, samples=hw.samples)
+                for rec in recs:
+                    hw.emit(rec, module.name)
+            else:  # the same INT8 arithmetic, uncounted
+                dw_int = int8_matmul(x_q.cpu().t().contiguous(), g_q)
             grad_w = dw_int.to(grad_y.device, torch.float32) * (ctx.sx * sg)
         return grad_x, grad_w, None, None
 
@@ -370,7 +371,7 @@ class IMCConv2d(IMCModule):
         filtered = None
         if self.grad_filter:
             filtered = filter_shapes(self.grad_filter, self.strides, self.kernel, b, (h, w), (ho, wo), self.cin,
-                                     self.cout)
+                                     self.cout, bool(x.requires_grad))
         return traced_layer_call(self, x, lambda: self._forward(x), b * ho * wo,
                                  self.cin // g * self.kernel[0] * self.kernel[1], self.cout // g, g, filtered)
 

@@ -98,17 +98,19 @@ LISTENERS: list[Callable[[str, int, torch.Tensor | None], None]] = []
 from) (the layer dataflow trace charges them to the layer that tensor comes from)."""
 
 
-def note_kept(kind: str, elems: int, bits: int | None = None, of: torch.Tensor | None = None) -> None:
+def note_kept(kind: str, elems: int, bits: int | None = None, of: torch.Tensor | None = None,
+              live: tuple[int, int, bool, bool] = (0, 0, False, False)) -> None:
     """Record, for a training-memory trace in progress, a tensor of ``elems`` elements a layer keeps for its
     backward pass by a rule of its own (at ``bits`` each, default the activation width): a custom backward
     whose forward the tracer cannot read, such as a gradient filter's pooled input or a sign backward's mask
-    (``of``: the activation it is kept for). No trace: nothing."""
+    (``of``: the activation it is kept for). ``live``: the op's input and output elements and whether each
+    carries a gradient (its backward working set, which the tracer cannot see either). No trace: nothing."""
     width = MemoryBits().activation_bits if bits is None else bits
     if _ACTIVE:
         tracer = _ACTIVE[-1]
         kept = elems * (tracer.bits.activation_bits if bits is None else bits)
         tracer.kept[kind] = tracer.kept.get(kind, 0) + kept
-        tracer.ops.append((kept, 0, 0, False, False))
+        tracer.ops.append((kept, *live))
     for listener in LISTENERS:
         listener(kind, elems * width, of)
 

@@ -188,7 +188,8 @@ def residual_blocks(backbone: nn.Module, given: list[int | str] | None = None, k
                     ) -> list[int | str]:
     """``given`` connection points, or by default the blocks of the backbone's ``blocks`` list that hold two or
     more convolutions (its residual blocks: MBConvs, ResNet blocks; not the stem nor a final 1 x 1 conv), or
-    every block but the stem when none does. A backbone without a blocks list needs them given (``key``)."""
+    when none does every conv block but the stem (without linear layers: its output is a feature map). A
+    backbone without a blocks list needs them given (``key``)."""
     if given is not None:
         return list(given)
     blocks = getattr(backbone, "blocks", None)
@@ -196,7 +197,9 @@ def residual_blocks(backbone: nn.Module, given: list[int | str] | None = None, k
         raise SideModuleError("this backbone has no blocks list; name the blocks the modules go beside", key)
     convs = [sum(isinstance(m, IMCConv2d) for m in b.modules()) for b in blocks]
     chosen = [i for i, n in enumerate(convs) if n >= 2]
-    return chosen or list(range(1, len(blocks)))
+    maps = [i for i, b in enumerate(blocks)  # a block with a linear layer ends in a vector, not a feature map
+            if i > 0 and convs[i] and not any(isinstance(m, IMCLinear) for m in b.modules())]
+    return chosen or maps
 
 
 class SideModuleError(DataError):
@@ -279,7 +282,12 @@ def side_plan(backbone: nn.Module, points: list[int | str], image_size: int, in_
         else:
             cin, image_pool, read = in_shape[1], 0, in_shape[-1]
         ov = overrides.get(str(point), {})
-        planned = make_divisible(cin) if opt.expand is None else max(1, round(cin * opt.expand))
+        if opt.expand is None:
+            planned = make_divisible(cin)
+        elif opt.divisor > 1:  # TinyTL's make_divisible(int(C_in x expand), 8)
+            planned = make_divisible(int(cin * opt.expand), opt.divisor)
+        else:
+            planned = max(1, round(cin * opt.expand))
         mid = ov.get("width", width if width is not None else planned)
         k = ov.get("kernel", kernel if kernel is not None else (3 if read <= 7 and opt.small_kernel else 5))
         groups = ov.get("groups", opt.groups or (1 if first or cin % 2 or mid % 2 else 2))
@@ -287,7 +295,7 @@ def side_plan(backbone: nn.Module, points: list[int | str], image_size: int, in_
             raise SideModuleError(f"groups={groups} must divide the channels {cin} -> {mid} at {point!r}",
                                    "repnet.overrides")
         pool = 2 if read >= 2 else 1
-        stride = max(1, in_shape[-1] // max(1, out_shape[-1])) if opt.block_stride and not first else 1
+        stride = max(1, -(-in_shape[-1] // max(1, out_shape[-1]))) if opt.block_stride and not first else 1
         if pool > 1 and stride > 1 and read // pool < stride:  # too small a map for both: keep the pool only
             stride = 1
         specs.append(SideSpec(str(point), path, cin, out_shape[1], mid, k, groups, pool, image_pool, stride))
@@ -302,8 +310,9 @@ class SideOptions:
     others; ``expand``: channels inside a module are its input channels times this (None: Rep-Net's rounding
     up to a multiple of 8); ``small_kernel``: kernel 3 where the map read is 7 x 7 or smaller (else always 5);
     ``block_stride``: the k x k conv takes the block's stride (TinyTL); ``groups``: of every module's k x k
-    conv (None: 2 where the channels allow, 1 for a module reading the image); ``factory``: builds the module
-    from its :class:`SideSpec` and layer-name prefix (None: :class:`SideModule`).
+    conv (None: 2 where the channels allow, 1 for a module reading the image); ``divisor``: round the expanded
+    width up to a multiple of it (1: to the nearest integer); ``factory``: builds the module from its
+    :class:`SideSpec` and layer-name prefix (None: :class:`SideModule`).
     """
 
     image_first: bool = True
@@ -311,6 +320,7 @@ class SideOptions:
     small_kernel: bool = True
     block_stride: bool = False
     groups: int | None = None
+    divisor: int = 1
     factory: Callable[[SideSpec, str], nn.Module] | None = None
 
 
