@@ -76,7 +76,7 @@ def _loop_reference(x, w, gy, stride, groups, r):
     """The filter's gradients by explicit loops over patches (the formula of the paper's section 3, as the
     reference code pads: P = ceil(H_out / r) patches centred on the map, averages over the pixels inside;
     input windows of (r s)^2 pixels centred the same way, clipped to the input)."""
-    n, cin, h, wd = x.shape
+    n, _, h, wd = x.shape
     cout, cin_g, kh, kw = w.shape
     ho, wo = gy.shape[-2:]
     geo = FilterGeometry.of(r, (stride, stride), (kh, kw), (h, wd), (ho, wo))
@@ -307,16 +307,10 @@ def _run(config: str, *settings: str):
     from imcsim.api import run
     from imcsim.config import load_config
 
-    return run(load_config(config, ["workload.cost_only.image_size=64", *settings]))
+    return run(load_config(config, ["workload.cost_only.image_size=32", *settings]))
 
 
-def test_methods_table_compares_every_method_against_full_fine_tuning():
-    """Every method of the shipped table, at 64 px: each keeps fewer activations than full fine-tuning, the table
-    gives the ratios, and the methods that freeze the backbone's weights write only their own layers."""
-    report = _run("configs/methods_mobilenetv2_224_cost.yaml")
-    rows = {r["method"]: r for r in report.tables["methods"]}
-    assert set(rows) == {"repnet", "full", "last_layer", "bias_only", "repnet_bias", "tinytl", "da2", "da3",
-                         "gradient_filter", "mobiletl"}
+def _check_methods_table(rows: dict) -> None:
     assert rows["full"]["memory_kept_vs_full"] == 1.0
     for name, row in rows.items():
         kinds = sum(row[k] for k in ("memory_kept_gemm_inputs_bytes", "memory_kept_norm_inputs_bytes",
@@ -324,8 +318,28 @@ def test_methods_table_compares_every_method_against_full_fine_tuning():
         assert kinds == pytest.approx(row["memory_activations_kept_bytes"])
         if name != "full":
             assert row["memory_kept_vs_full"] < 0.5, name
-    assert rows["gradient_filter"]["memory_kept_gemm_inputs_bytes"] < rows["mobiletl"]["memory_kept_gemm_inputs_bytes"]
+    if "mobiletl" in rows:
+        assert (rows["gradient_filter"]["memory_kept_gemm_inputs_bytes"]
+                < rows["mobiletl"]["memory_kept_gemm_inputs_bytes"])
     assert rows["da3"]["memory_kept_other_bytes"] == 0 < rows["da2"]["memory_kept_other_bytes"]
+
+
+def test_methods_table_compares_methods_against_full_fine_tuning():
+    """Some methods of the shipped table (at 32 px; all of them: the slow case below): each keeps fewer
+    activations than full fine-tuning, the table gives the ratios, and its kept memory by kind adds up."""
+    report = _run("configs/methods_mobilenetv2_224_cost.yaml", "workload.baselines=[full, gradient_filter, da2, da3]")
+    rows = {r["method"]: r for r in report.tables["methods"]}
+    assert set(rows) == {"repnet", "full", "gradient_filter", "da2", "da3"}
+    _check_methods_table(rows)
+
+
+@pytest.mark.slow
+def test_methods_table_compares_every_method_against_full_fine_tuning():
+    report = _run("configs/methods_mobilenetv2_224_cost.yaml")
+    rows = {r["method"]: r for r in report.tables["methods"]}
+    assert set(rows) == {"repnet", "full", "last_layer", "bias_only", "repnet_bias", "tinytl", "da2", "da3",
+                         "gradient_filter", "mobiletl"}
+    _check_methods_table(rows)
 
 
 def test_hybrid_placement_writes_no_non_volatile_cell_for_a_retrained_layer():
