@@ -39,16 +39,15 @@ CONFIG = ROOT / "configs" / "sas_mram_repnet.yaml"
 def build(account: bool, loaded):
     from imcsim.api import build_hardware
     from imcsim.workloads.backbones import build_backbone
-    from imcsim.workloads.continual import _set_trainable, _train_mode, side_blocks, training_graph
+    from imcsim.workloads.continual import _set_trainable, _train_mode, repnet_model, training_graph
     from imcsim.workloads.data import make_task
     from imcsim.workloads.int8 import Hardware, imc_modules
-    from imcsim.workloads.models import RepNet
 
     card = loaded.config.workload
     torch.manual_seed(0)
     task = make_task("t", card.tasks[0].classes, "none", card.model.image_size, 0.25, np.random.default_rng(0))
-    model = RepNet(build_backbone(card.model.arch, 1, card.model.width), side_blocks(card),
-                   card.repnet.width, card.model.image_size, card.repnet.per_task)
+    model = repnet_model(card, build_backbone(card.model.arch, 1, card.model.width), card.model.image_size,
+                         per_task=True)
     model.add_head("t", task.n_classes)
     _set_trainable(model, card.method)
     x, y = task.x_train[: card.train.batch_size], task.y_train[: card.train.batch_size]

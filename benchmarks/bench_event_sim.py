@@ -44,13 +44,11 @@ def _best(fn, repeats: int) -> float:
 
 def torch_step_s(card, repeats: int) -> float:
     from imcsim.workloads.backbones import build_backbone
-    from imcsim.workloads.continual import _set_trainable, _train_mode, side_blocks
-    from imcsim.workloads.models import RepNet
+    from imcsim.workloads.continual import _set_trainable, _train_mode, repnet_model
 
     spec = card.cost_only
     torch.manual_seed(0)
-    model = RepNet(build_backbone(card.model.arch, spec.in_channels, card.model.width), side_blocks(card),
-                   card.repnet.width, spec.image_size)
+    model = repnet_model(card, build_backbone(card.model.arch, spec.in_channels, card.model.width), spec.image_size)
     task = card.tasks[0]
     model.add_head(task.name, len(task.classes))
     _set_trainable(model, card.method)

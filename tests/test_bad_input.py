@@ -173,6 +173,10 @@ def test_an_unknown_swept_key_names_its_axis(tmp_path, capsys):
      "52 convolutions"),
     (["workload.method=mobiletl", "workload.mobiletl.blocks=50"], "workload.mobiletl.blocks", "19 blocks"),
     (["workload.gradient_filter.radius=1"], "workload.gradient_filter.radius", ">= 2"),
+    (["workload.cost_only.activity.by_method={gradient_filtr: {weight_change_fraction: 0.1}}"],
+     "workload.cost_only.activity.by_method", "'gradient_filtr' is not a continual-learning method"),
+    (["workload.cost_only.activity.by_method.full.weight_bit_density=2"],
+     "workload.cost_only.activity.by_method.full.weight_bit_density", "<= 1"),
 ])
 def test_a_method_section_that_does_not_fit_the_backbone_names_its_key(capsys, settings, key, says):
     line = _refused(capsys, "run", COST, "--quiet", *(x for s in settings for x in ("--set", s)))

@@ -484,3 +484,43 @@ def test_peak_memory_holds_the_filtered_layers_backward_working_set():
     kept = 2 * 4 * 4 * 4 * 8  # pooled input: 2 images x 4 channels x 4 x 4 patches
     assert mem.kept == kept
     assert mem.peak_live_activations == kept + (2 * 8 * 64 + 2 * 4 * 64) * 8
+
+
+def test_filtered_conv_counts_the_same_gemms_functional_and_cost_only():
+    """One filtered grouped conv (3 x 3, stride 2, radius 2) trained on the macro and counted from its traced
+    shapes: the input- and weight-gradient GEMMs have the same rows (patches) and MACs both ways (functional runs
+    store each group's matrix on its own, cost-only steps the groups together, so only the shapes differ)."""
+    from imcsim.api import build_hardware
+    from imcsim.config import load_config
+    from imcsim.workloads.costonly import ActivityStats, cost_only_step
+    from imcsim.workloads.int8 import Hardware
+
+    loaded = load_config("configs/sas_mram_repnet.yaml")
+    torch.manual_seed(0)
+    conv = IMCConv2d(4, 6, 3, name="c", stride=2, groups=2)
+    conv.grad_filter = 2
+    x = torch.randn(2, 4, 9, 9, requires_grad=True)
+    with torch.device("meta"):
+        meta = copy.deepcopy(conv).to("meta")
+        xm = torch.empty(2, 4, 9, 9, device="meta", requires_grad=True)
+        graph = trace_dataflow(meta, lambda: meta(xm), samples=2)
+    hw = Hardware(macro=build_hardware(loaded).macro)
+    conv.deploy(hw)
+    conv(x).backward(torch.randn(2, 6, 5, 5))
+    stats = ActivityStats(forward_plane_density=[0.3] * 8, error_plane_density=[0.3] * 8, weight_bit_density=0.5,
+                          weight_change_fraction=0.1)
+    counted = cost_only_step(build_hardware(loaded).macro, graph, stats, 0, "t", 0).ops
+
+    def gemms(ops):
+        out = {}
+        for op in ops:
+            if op.phase in ("input_grad", "weight_grad") and op.kind != "transfer" and op.macs:
+                out.setdefault(op.phase + "_rows", set()).add(op.shape[0])
+                out[op.phase + "_macs"] = out.get(op.phase + "_macs", 0) + op.macs
+        return out
+
+    functional = gemms(hw.ops)
+    assert functional == gemms(counted)
+    assert functional["input_grad_rows"] == functional["weight_grad_rows"] == {2 * 3 * 3}  # 2 images x 3 x 3 patches
+    assert functional["input_grad_macs"] == 2 * 18 * (2 * 9) * 3  # groups x rows x (C_in/g x 9 taps) x C_out/g
+    assert functional["weight_grad_macs"] == 2 * 18 * 2 * 3  # K = C_in / g: one value per channel pair

@@ -58,18 +58,13 @@ class SignBackward(nn.Module):
         return activation(x, self.kind, True)
 
 
-def sign_backward_modules(module: nn.Module) -> int:
+def sign_backward_modules(module: nn.Module) -> None:
     """Give every ReLU, ReLU6 and hard-swish module inside ``module`` the sign backward (in place, including
-    the flag of the built-in blocks that call :func:`activation`); returns how many activations changed."""
-    changed = 0
-    for m in module.modules():
-        if hasattr(m, "sign_backward"):
-            m.sign_backward = True
-            changed += 1
+    the flag of the built-in blocks that call :func:`activation`)."""
     for parent in list(module.modules()):
+        if hasattr(parent, "sign_backward"):
+            parent.sign_backward = True
         for name, child in list(parent.named_children()):
             kind = _MODULES.get(type(child))
             if kind is not None:
                 setattr(parent, name, SignBackward(kind))
-                changed += 1
-    return changed

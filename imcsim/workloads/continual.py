@@ -240,6 +240,17 @@ class ContinualCard(Params):
                              f"must be {self.model.arch} block indices 0..{n - 1} or module names (got {bad})")
         return self
 
+    @model_validator(mode="after")
+    def _activity_methods_exist(self) -> ContinualCard:
+        """Statistics given for a method that is not one of this workload's would silently never be used."""
+        names = METHODS.names_for(KIND)
+        unknown = sorted(set(self.cost_only.activity.by_method) - set(names)) if self.cost_only else []
+        if unknown:
+            raise FieldError("cost_only.activity.by_method",
+                             f"{', '.join(map(repr, unknown))} is not a continual-learning method (valid: "
+                             f"{', '.join(names)})")
+        return self
+
     @field_validator("tasks")
     @classmethod
     def _unique_names(cls, tasks: list[TaskSpec]) -> list[TaskSpec]:

@@ -61,10 +61,14 @@ class MethodActivity(Params):
     """One training method's own operand statistics (``activity.by_method.<method>``): any of the fields of
     :class:`ActivityStats` it was measured with; the rest are the activity's."""
 
-    forward_plane_density: list[float] | None = Field(None, min_length=8, max_length=8)
-    error_plane_density: list[float] | None = Field(None, min_length=8, max_length=8)
-    weight_bit_density: float | None = Field(None, ge=0.0, le=1.0)
-    weight_change_fraction: float | None = Field(None, ge=0.0, le=1.0)
+    forward_plane_density: list[float] | None = Field(
+        None, min_length=8, max_length=8, description="probability that bit i (LSB first) of an INT8 activation is 1")
+    error_plane_density: list[float] | None = Field(
+        None, min_length=8, max_length=8, description="probability that bit i of an INT8 error is 1")
+    weight_bit_density: float | None = Field(None, ge=0.0, le=1.0,
+                                             description="probability that a stored weight bit is 1")
+    weight_change_fraction: float | None = Field(
+        None, ge=0.0, le=1.0, description="fraction of a trainable layer's INT8 weights that change per step")
 
     @field_validator("forward_plane_density", "error_plane_density")
     @classmethod

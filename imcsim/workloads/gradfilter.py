@@ -29,11 +29,7 @@ from math import ceil
 import torch
 import torch.nn.functional as F
 
-from imcsim.circuits.bitplanes import int8_matmul
 from imcsim.workloads.memory import note_kept
-
-RADII = (2, 4, 7)
-"""The patch radii of the paper's experiments (``filt_last{1..4}_r{2,4,7}`` configurations)."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +155,7 @@ class _IMCFilteredConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        from imcsim.workloads.int8 import quantize
+        from imcsim.workloads.int8 import input_grad_int, quantize, weight_grad_int
 
         module, geo = ctx.module, ctx.geo
         hw = module.hw
@@ -172,22 +168,11 @@ class _IMCFilteredConv(torch.autograd.Function):
         gx_parts, gw_parts = [], []
         for i, name in enumerate(module.stored_names()):
             g_i = g_q[:, i * cout_g:(i + 1) * cout_g].contiguous()
-            if ctx.needs_input_grad[0]:
-                if hw.account:
-                    dx_int, rec = hw.macro.backward_input(g_i, name, samples=hw.samples)
-                    hw.emit(rec, module.name)
-                else:  # the same INT8 arithmetic, uncounted
-                    dx_int = int8_matmul(g_i, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
-                gx_parts.append(dx_int.reshape(-1, cin_g, geo.taps).sum(-1))  # the taps' partial sums added
+            if ctx.needs_input_grad[0]:  # through the stored matrix, then the taps' partial sums added
+                gx_parts.append(input_grad_int(module, name, g_i).reshape(-1, cin_g, geo.taps).sum(-1))
             if xs_q is not None:
                 x_i = xs_q[:, i * cin_g:(i + 1) * cin_g].cpu().contiguous()
-                if hw.account:
-                    dw_int, recs = hw.macro.weight_grad(x_i, g_i, name, samples=hw.samples)
-                    for rec in recs:
-                        hw.emit(rec, module.name)
-                else:
-                    dw_int = int8_matmul(x_i.t().contiguous(), g_i)
-                gw_parts.append(dw_int.t())  # (C_out / g, C_in / g)
+                gw_parts.append(weight_grad_int(module, name, x_i, g_i).t())  # (C_out / g, C_in / g)
         grad_x = grad_w = None
         if gx_parts:
             patches = torch.cat(gx_parts, dim=1).to(grad_y.device, torch.float32) * (sg * module.w_scale)

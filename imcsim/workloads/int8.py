@@ -32,7 +32,7 @@ from torch import nn
 from imcsim.circuits.base import ArrayCircuit
 from imcsim.circuits.bitplanes import int8_matmul
 from imcsim.ops import OpRecord
-from imcsim.workloads.dataflow import traced_layer_call
+from imcsim.workloads.dataflow import active_tracer, traced_layer_call
 from imcsim.workloads.gradfilter import filter_shapes, filtered_conv2d, imc_filtered_conv
 
 QMAX = 127
@@ -181,24 +181,39 @@ class _IMCMatmul(torch.autograd.Function):
         g_q = g_q.cpu()
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            if hw.account and not hw.macro.exact:
-                dx_int, rec = hw.macro.backward_input(g_q, name, samples=hw.samples)
-                hw.emit(rec, module.name)
-            else:
-                dx_int = int8_matmul(g_q, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
-                if hw.account:
-                    samples = hw.samples
-                    hw.emit_counts(lambda: hw.macro.backward_input_counts(g_q, name, samples=samples), module.name)
-            grad_x = dx_int.to(grad_y.device, torch.float32) * (sg * module.w_scale)
+            grad_x = input_grad_int(module, name, g_q).to(grad_y.device, torch.float32) * (sg * module.w_scale)
         if x_q is not None:
-            if hw.account:
-                dw_int, recs = hw.macro.weight_grad(x_q.cpu(), g_q, name, samples=hw.samples)
-                for rec in recs:
-                    hw.emit(rec, module.name)
-            else:  # the same INT8 arithmetic, uncounted
-                dw_int = int8_matmul(x_q.cpu().t().contiguous(), g_q)
-            grad_w = dw_int.to(grad_y.device, torch.float32) * (ctx.sx * sg)
+            grad_w = weight_grad_int(module, name, x_q.cpu(), g_q).to(grad_y.device, torch.float32) * (ctx.sx * sg)
         return grad_x, grad_w, None, None
+
+
+def input_grad_int(module: IMCModule, name: str, g_q: torch.Tensor) -> torch.Tensor:
+    """``g @ W^T`` for the stored matrix ``name`` of ``module`` (INT8 error rows on the CPU), recorded as the
+    circuit counts it: an analog circuit computes and counts it; an exact one gives integer matmul's result
+    and counts it (in the background when the hardware has workers). Uncounted when the hardware does not
+    account."""
+    hw: Hardware = module.hw
+    if hw.account and not hw.macro.exact:
+        dx_int, rec = hw.macro.backward_input(g_q, name, samples=hw.samples)
+        hw.emit(rec, module.name)
+        return dx_int
+    dx_int = int8_matmul(g_q, torch.from_numpy(hw.macro.stored[name].values).t().contiguous())
+    if hw.account:
+        samples = hw.samples
+        hw.emit_counts(lambda: hw.macro.backward_input_counts(g_q, name, samples=samples), module.name)
+    return dx_int
+
+
+def weight_grad_int(module: IMCModule, name: str, x_q: torch.Tensor, g_q: torch.Tensor) -> torch.Tensor:
+    """``x^T @ g`` (K x N) for the stored matrix ``name`` of ``module``, in the circuit's weight-gradient
+    dataflow and recorded; uncounted when the hardware does not account."""
+    hw: Hardware = module.hw
+    if not hw.account:
+        return int8_matmul(x_q.t().contiguous(), g_q)
+    dw_int, recs = hw.macro.weight_grad(x_q, g_q, name, samples=hw.samples)
+    for rec in recs:
+        hw.emit(rec, module.name)
+    return dw_int
 
 
 class IMCModule(nn.Module):
@@ -369,7 +384,7 @@ class IMCConv2d(IMCModule):
         ho, wo = self.out_size(h, w)
         g = self.groups
         filtered = None
-        if self.grad_filter:
+        if self.grad_filter and active_tracer() is not None:  # only a trace records them
             filtered = filter_shapes(self.grad_filter, self.strides, self.kernel, b, (h, w), (ho, wo), self.cin,
                                      self.cout, bool(x.requires_grad))
         return traced_layer_call(self, x, lambda: self._forward(x), b * ho * wo,

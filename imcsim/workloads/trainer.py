@@ -238,6 +238,12 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[torch
         yield torch.from_numpy(order[start : start + batch_size])
 
 
+def clip_op(macro: ArrayCircuit, n: int, layer: str) -> OpRecord:
+    """Clipping the gradient of ``n`` trained values to a global norm, in the digital unit: the norm (a multiply
+    and an add per value) and the rescale (a multiply per value)."""
+    return macro.digital_elementwise({"fp32_mul": 2 * n, "fp32_add": n}, "update", layer)
+
+
 def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: torch.device,
                    progress: Progress | None = None, shared: dict | None = None) -> ContinualResult:
     """Train the scenario's task sequence on ``macro`` with its method; see the module docstring."""
@@ -290,6 +296,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
         n_small = sum(p.numel() for p in params if id(p) not in imc_weights)  # biases, BN, coefficients
         opt = torch.optim.SGD(params, lr=sched.lr, momentum=sched.momentum)
         clip = method.max_grad_norm(scenario.card)
+        n_trained = sum(p.numel() for p in params)
         steps = 0
         last_loss = float("nan")
         for _ in range(sched.epochs):
@@ -315,10 +322,8 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
                     hw.emit(rec, rec.module)
                 if n_small:
                     hw.emit(macro.update_digital(scenario.small_params_layer, n_small), scenario.small_params_layer)
-                if clip is not None:  # the norm (a multiply-add per value) and the rescale (a multiply per value)
-                    n = sum(p.numel() for p in params)
-                    hw.emit(macro.digital_elementwise({"fp32_mul": 2 * n, "fp32_add": n}, "update",
-                                                      scenario.small_params_layer), scenario.small_params_layer)
+                if clip is not None:
+                    hw.emit(clip_op(macro, n_trained, scenario.small_params_layer), scenario.small_params_layer)
                 last_loss = loss.item()
                 steps += 1
                 done += 1
@@ -373,10 +378,8 @@ def run_cost_only(scenario: Scenario, macro: ArrayCircuit, seed: int) -> Continu
     step = cost_only_step(macro, plan.graph, plan.activity, plan.digital_params, plan.task, seed,
                           digital_layers=plan.digital_layers, extra=extra)
     if scenario.method.max_grad_norm(scenario.card) is not None:  # as the functional step counts it
-        n = step.trainable_params
-        step.ops.append(macro.digital_elementwise({"fp32_mul": 2 * n, "fp32_add": n}, "update",
-                                                  scenario.small_params_layer).tagged(step=0, task=plan.task,
-                                                                                      module=scenario.small_params_layer))
+        layer = scenario.small_params_layer
+        step.ops.append(clip_op(macro, step.trainable_params, layer).tagged(step=0, task=plan.task, module=layer))
     return ContinualResult(
         ops=with_traffic(step.ops, {plan.task: plan.graph}, placements, macro), graphs={plan.task: plan.graph},
         placements=placements, task_names=[plan.task], accuracy=np.full((1, 1), np.nan),
