@@ -706,10 +706,11 @@ def traffic_table(ctx: RunContext) -> list[dict[str, Any]]:
 
 
 def macro_table(ctx: RunContext) -> list[dict[str, Any]]:
-    """Per macro of the chip (one row for a single macro): its device, the layers it holds and whether they train,
-    subarrays used, area (its arrays and periphery; the shared buffer and digital unit are the main macro's), static
-    power while training (its occupied arrays' leakage and their periphery's), and its cells' writes in training
-    (scaled to every step) and deployment (write pulses of a non-volatile cell, bit writes of an SRAM cell). A hybrid chip's cost of its second technology and the writes it saves read here."""
+    """Per macro of the chip (one row for a single macro): its device, how many stored matrices it holds, subarrays
+    used, area (its arrays and periphery; the shared buffer and digital unit are the main macro's), static power
+    while training (its occupied arrays' leakage and their periphery's), and its cells' writes in training (scaled
+    to every step) and deployment. A hybrid chip's cost of its second technology and the writes it saves read
+    here."""
     macro = ctx.macro
     others = getattr(macro, "others", {})
     home = getattr(macro, "macro_of", lambda _layer: "main")
@@ -718,16 +719,18 @@ def macro_table(ctx: RunContext) -> list[dict[str, Any]]:
     for name, m in (("main", getattr(macro, "main", macro)), *others.items()):
         comp = m.device.component if name == "main" else f"{name}.{m.device.component}"
         power = m.static_power_w(ctx.config.run.temperature_k)
-
-        def writes(c: CostResult, comp: str = comp) -> int:  # a non-volatile cell's pulses, an SRAM cell's bit writes
-            return round(sum(n for (k, a), n in c.counts.items()
-                             if k == comp and (a.endswith("_pulse") or a == "write_bit")))
-
         rows.append({"macro": name, "device": m.device.component, "stored_matrices": layers.get(name, 0),
                      "subarrays_used": m.subarrays_used, "area_m2": m.macro_area_m2(),
                      "static_power_w": power["array"] + power["periphery"],
-                     "cell_writes_train": writes(ctx.train), "cell_writes_deploy": writes(ctx.deploy)})
+                     "cell_writes_train": _cell_writes(ctx.train, comp),
+                     "cell_writes_deploy": _cell_writes(ctx.deploy, comp)})
     return rows
+
+
+def _cell_writes(c: CostResult, component: str) -> int:
+    """Writes of a macro's cells among the counted actions: a non-volatile cell's pulses, an SRAM cell's bit
+    writes."""
+    return round(sum(n for (k, a), n in c.counts.items() if k == component and (a.endswith("_pulse") or a == "write_bit")))
 
 
 def model_table(ctx: RunContext) -> dict[str, Any]:
