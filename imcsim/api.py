@@ -27,6 +27,7 @@ from imcsim.config import LoadedConfig
 from imcsim.cost import CostResult, cost, static_cost
 from imcsim.devices import MemoryDevice, build_device, device_warnings
 from imcsim.devices.errors import ErrorInjector
+from imcsim.environment import environment, pinned
 from imcsim.errors import InputError, PhysicsError
 from imcsim.metrics import RunContext, against_full, evaluate, method_row
 from imcsim.report import Report
@@ -159,9 +160,13 @@ def run(
     hw = hardware or build_hardware(loaded)
     dev = _check_run_options(loaded)
     check_capacity(loaded, hw)  # before any training: a workload that does not fit fails now, with its total
-    # The workloads seed torch's global generators; the caller's state (a notebook's) is put back after.
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if dev.type == "cuda" else []):
-        return _run(loaded, progress, hw, dev, trace_step)
+    # The workloads seed torch's global generators; the caller's state (a notebook's) is put back after, and so
+    # are its thread counts and deterministic-kernel flag.
+    threads = loaded.config.run.threads
+    with (torch.random.fork_rng(devices=[torch.cuda.current_device()] if dev.type == "cuda" else []),
+          pinned(threads, dev.type)):
+        report = _run(loaded, progress, hw, dev, trace_step)
+    return dataclasses.replace(report, environment=environment(threads, str(dev)))
 
 
 def _run(loaded: LoadedConfig, progress: Callable[[str, int, int], None] | None, hw: HardwareModel,

@@ -52,6 +52,7 @@ from imcsim import units
 from imcsim.circuits import CARD_KINDS as CIRCUIT_KINDS
 from imcsim.components.memory import TEMPERATURE_RANGE_K
 from imcsim.devices import CARD_KINDS as DEVICE_KINDS
+from imcsim.environment import available_cores
 from imcsim.errors import FieldError, InputError, UnknownKeyError, shorten
 from imcsim.models.sources import file_digest
 from imcsim.params import Params, TemperatureK, TimeS, field_dim
@@ -74,8 +75,13 @@ class RunOptions(Params):
         "functional", description="functional: real data and training; cost_only: shapes and activity statistics only"
     )
     torch_device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="where functional training runs (auto: CUDA when present; adaptation workloads train on the CPU)"
-    )
+        "cpu", description="where functional training runs (auto: CUDA when present; adaptation workloads train on "
+                           "the CPU). Another device trains with other kernels, so its accuracy and counts differ "
+                           "in the last digits: ask for it by name")
+    threads: int = Field(
+        1, ge=1, le=4096, description="threads of the run's arithmetic (torch, OpenMP, BLAS, numba). A functional "
+                                      "run's numbers depend on it (a sum over more threads adds in another order); "
+                                      "1 reproduces on any machine")
     temperature_k: TemperatureK = Field(
         300.0, alias="temperature", ge=TEMPERATURE_RANGE_K[0], le=TEMPERATURE_RANGE_K[1],
         description="junction temperature: sets the leakage of the arrays, the buffer and the logic (-40 to 125 C)")
@@ -86,6 +92,13 @@ class RunOptions(Params):
         3600.0, alias="train_time_per_day", gt=0.0, le=86400.0,
         description="duty cycle: time spent training per day; the rest of the day the chip holds its trained state "
                     "(energy_per_day_j)")
+
+    @model_validator(mode="after")
+    def _threads(self) -> RunOptions:
+        cores = available_cores()
+        if self.threads > cores:
+            raise FieldError("threads", f"this machine has {cores} core(s) (got {self.threads}); give 1..{cores}")
+        return self
 
 
 class ChipPlacement(Params):

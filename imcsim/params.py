@@ -64,8 +64,14 @@ PowerDensityWPerM2 = Annotated[float, _quantity(units.POWER_DENSITY)]  # e.g. '1
 
 
 class Params(BaseModel):
-    """Base of every card and config section: unknown keys are errors, values frozen."""
+    """Base of every card and config section: unknown keys are errors, values frozen.
+
+    A card reads its YAML keys (the aliases) and dumps them too, so whatever a card dumps, JSON or a
+    mapping, validates back to an equal card (the round trip the caches keyed by a card's JSON rely on).
+    Code that needs the attribute names asks for them with ``by_alias=False``.
+    """
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=False, strict=True, allow_inf_nan=False
+        extra="forbid", frozen=True, validate_by_name=False, validate_by_alias=True,
+        serialize_by_alias=True, strict=True, allow_inf_nan=False,
     )

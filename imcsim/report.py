@@ -6,7 +6,8 @@ kill at any instant leaves one complete report; only a folder imcsim wrote is
 ever replaced):
 
 * ``report.json``: schema version, imcsim version, config hash, seed, the
-  fully resolved config, metrics (SI) with their units (``metric_units``, from
+  environment that made it (Python and package versions, threads, device,
+  processor: :func:`imcsim.environment.environment`), the fully resolved config, metrics (SI) with their units (``metric_units``, from
   :data:`imcsim.metrics.REGISTRY`), cost breakdowns, tables (accuracy matrix,
   per task, per layer, device figures with their units, ...);
 * ``counts.csv``: component, action, phase group, count, energy (J);
@@ -53,6 +54,7 @@ class Report:
     costs: Mapping[str, CostResult]
     action_descriptions: Mapping[str, str] = field(default_factory=dict)
     tables: Mapping[str, Any] = field(default_factory=dict)
+    environment: Mapping[str, Any] = field(default_factory=dict)
     timeline: RunTimeline | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -62,6 +64,7 @@ class Report:
             "name": self.name,
             "config_hash": self.config_hash,
             "seed": self.seed,
+            "environment": dict(self.environment),
             "config": self.config,
             "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
             "metric_units": {k: unit_of(k) for k in self.metrics},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "imcsim"
 LAYERS = [
-    {"imcsim", "errors", "registry"},
+    {"imcsim", "errors", "registry", "environment"},
     {"units"},
     {"params", "files"},
     {"actions"},

@@ -139,5 +139,5 @@ def model_provenance(card: Any, mode: str) -> dict[str, Any]:
     the transformer's sizes as its preset or the card gives them)."""
     if getattr(card, "kind", "") == "lora_adaptation":
         spec = card.cost_only.model if mode == "cost_only" else card.model
-        return {"source": "zoo", "arch": spec.arch or "transformer", "kwargs": spec.model_dump(exclude={"arch"})}
+        return {"source": "zoo", "arch": spec.arch or "transformer", "kwargs": spec.model_dump(exclude={"arch"}, by_alias=False)}
     return provenance(card.model)

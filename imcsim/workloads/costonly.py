@@ -102,7 +102,7 @@ class ActivityStats(Params):
     def for_method(self, method: str) -> ActivityStats:
         """These statistics with ``method``'s own measured values, where it has any."""
         own = self.by_method.get(method)
-        return self if own is None else self.model_copy(update=own.model_dump(exclude_none=True))
+        return self if own is None else self.model_copy(update=own.model_dump(exclude_none=True, by_alias=False))
 
     def change_fraction(self, layer: str) -> float:
         """The fraction of ``layer``'s INT8 weights that change per step."""
