@@ -276,17 +276,15 @@ Compute = Callable[[RunContext], Any]
 
 @dataclass(frozen=True)
 class Metric:
-    """One registered metric. ``rel``/``abs_tol``: how far a rerun may drift from its golden value (0: exact;
-    training-dependent figures drift with floating-point order across machines). ``compute`` returns its value
-    from a run, or None where it does not apply (``when`` says where it does). ``label``: a short column
-    header; ``fraction``: shown as a percent; ``higher_is_better``: a figure of merit, not a cost."""
+    """One registered metric. ``compute`` returns its value from a run, or None where it does not apply
+    (``when`` says where it does). ``label``: a short column header; ``fraction``: shown as a percent;
+    ``higher_is_better``: a figure of merit, not a cost. How far a rerun may move from a golden value is the
+    golden's (:func:`golden_tolerance`), not the metric's."""
 
     name: str
     basis: str
     description: str
     compute: Compute
-    rel: float = 0.0
-    abs_tol: float = 0.0
     when: str = ""
     label: str = ""
     fraction: bool = False
@@ -301,17 +299,22 @@ class Metric:
     def header(self) -> str:
         return self.label or self.name
 
-    def matches(self, value: float, golden: float) -> bool:
-        """``value`` is within tolerance of ``golden`` (NaN matches NaN, infinity matches itself)."""
-        if isinstance(golden, float) and math.isnan(golden):
-            return isinstance(value, float) and math.isnan(value)
-        if golden in (math.inf, -math.inf) or value in (math.inf, -math.inf):
-            return value == golden
-        return math.isclose(value, golden, rel_tol=self.rel, abs_tol=self.abs_tol)
+
+EXACT = 1e-12
+"""Relative tolerance of a cost-only golden: counts x costs with no training, so a rerun on the same
+releases reproduces every figure to the last bits (1e-12 leaves room for a sum in another order only)."""
 
 
-TRAINED = dict(rel=0.05, abs_tol=1e-12)  # follows the training trajectory
-HOTTEST = dict(rel=0.15)  # set by one cell, the most written: one weight's trajectory (56 vs 61 writes seen)
+def within(value: float, golden: float, rel: float) -> bool:
+    """``value`` is within ``rel`` of ``golden`` (NaN matches NaN, infinity matches itself; a golden of 0
+    takes ``rel`` as an absolute tolerance)."""
+    if isinstance(golden, float) and math.isnan(golden):
+        return isinstance(value, float) and math.isnan(value)
+    if golden in (math.inf, -math.inf) or value in (math.inf, -math.inf):
+        return value == golden
+    return math.isclose(value, golden, rel_tol=rel, abs_tol=rel if golden == 0 else 0.0)
+
+
 FUNCTIONAL = "functional runs (cost-only runs train nothing)"
 MEMORY = "runs whose workload traces its training memory"
 
@@ -360,24 +363,24 @@ def _phase_metrics() -> list[Metric]:
         w = _PHASE_WORDS[p]
         out += [
             Metric(f"energy_train_{p}_j", "run", f"training energy of the {w} phase over the run",
-                   lambda c, p=p: c.phase_energy_j[p], **TRAINED),
+                   lambda c, p=p: c.phase_energy_j[p]),
             Metric(f"latency_train_{p}_s", "run", f"critical-path time in the {w} phase over the run (the four "
-                   "phases add up to latency_train_s)", lambda c, p=p: c.train.latency_s.get(p, 0.0), **TRAINED),
+                   "phases add up to latency_train_s)", lambda c, p=p: c.train.latency_s.get(p, 0.0)),
             Metric(f"latency_per_step_{p}_s", "step", f"critical-path time in the {w} phase per training step",
-                   lambda c, p=p: c.per_step(c.train.latency_s.get(p, 0.0)), **TRAINED),
+                   lambda c, p=p: c.per_step(c.train.latency_s.get(p, 0.0))),
         ]
     return out
 
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("accuracy_source", "run", "accuracy of the deployed model on its source (pretraining) task, 0..1",
-           _functional(lambda c: c.result.source_accuracy), abs_tol=0.1, when=FUNCTIONAL, label="source acc.",
+           _functional(lambda c: c.result.source_accuracy), when=FUNCTIONAL, label="source acc.",
            fraction=True, higher_is_better=True),
     Metric("accuracy_average", "run", "mean accuracy over every task after the last one, 0..1",
-           _functional(lambda c: c.result.average_accuracy), abs_tol=0.1, when=FUNCTIONAL, label="acc.",
+           _functional(lambda c: c.result.average_accuracy), when=FUNCTIONAL, label="acc.",
            fraction=True, higher_is_better=True),
     Metric("forgetting", "run", "mean drop of each earlier task's accuracy from just after it was learned, 0..1",
-           _functional(lambda c: c.result.forgetting), abs_tol=0.1, when=FUNCTIONAL, label="forget", fraction=True),
+           _functional(lambda c: c.result.forgetting), when=FUNCTIONAL, label="forget", fraction=True),
     Metric("trainable_params", "run", "parameters the method trains", lambda c: c.result.trainable_params,
            label="params"),
     Metric("memory_weights_bytes", "step", "training memory: weights (frozen at 8 bits, trainable at 32)",
@@ -401,155 +404,151 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
            _memory("memory_peak_bytes"), when=MEMORY, label="memory"),
     Metric("training_steps", "run", "training steps over every task", lambda c: round(c.steps)),
     Metric("energy_train_j", "run", "training energy over every task", lambda c: c.train.total_energy_j,
-           label="energy", **TRAINED),
-    Metric("energy_per_step_j", "step", "training energy per step", lambda c: c.per_step(c.train.total_energy_j),
-           **TRAINED),
+           label="energy"),
+    Metric("energy_per_step_j", "step", "training energy per step", lambda c: c.per_step(c.train.total_energy_j)),
     Metric("energy_deploy_j", "run", "energy of deploying the weights into the array",
-           lambda c: c.deploy.total_energy_j, **TRAINED),
+           lambda c: c.deploy.total_energy_j),
     *[Metric(f"energy_train_{level}_j", "run", f"training energy over the run at the {level} level ({what}; "
-             "the levels add up to energy_train_j)", lambda c, level=level: c.train_levels[level], **TRAINED)
+             "the levels add up to energy_train_j)", lambda c, level=level: c.train_levels[level])
       for level, what in LEVEL_WORDS.items()],
     Metric("power_static_w", "run", "static power while training: leakage of the occupied arrays (volatile cells), "
            "their peripheral logic, the buffer, and DRAM's background power, at run.temperature",
-           lambda c: c.static_power_w, **TRAINED),
+           lambda c: c.static_power_w),
     Metric("power_idle_w", "run", "power of holding the trained state between training sessions (volatile arrays, "
            "the buffer bits holding state, DRAM self refresh if it holds any; the rest power-gated)",
-           lambda c: c.idle_power_w, **TRAINED),
+           lambda c: c.idle_power_w),
     Metric("energy_per_day_j", "run", "energy of one day: run.train_time_per_day of training at the run's mean "
-           "power, the rest of the day at power_idle_w", lambda c: c.energy_per_day_j(), **TRAINED),
+           "power, the rest of the day at power_idle_w", lambda c: c.energy_per_day_j()),
     Metric("dram_traffic_per_step_bytes", "step", "bytes read from and written to DRAM per training step "
            "(input batch, spilled activations, master state in DRAM)",
-           lambda c: c.traffic_bits_per_step["dram"] / 8, label="DRAM/step", **TRAINED),
+           lambda c: c.traffic_bits_per_step["dram"] / 8, label="DRAM/step"),
     Metric("buffer_traffic_per_step_bytes", "step", "bytes read from and written to the global buffer per "
-           "training step", lambda c: c.traffic_bits_per_step["buffer"] / 8, **TRAINED),
+           "training step", lambda c: c.traffic_bits_per_step["buffer"] / 8),
     Metric("inter_macro_traffic_per_step_bytes", "step", "activations and errors per training step that pass "
            "between layers held in different macros of the chip (through the shared buffer)",
            lambda c: None if c.inter_macro_bits_per_step is None else c.inter_macro_bits_per_step / 8,
-           when="chips of several macros (chip.macros)", **TRAINED),
+           when="chips of several macros (chip.macros)"),
     Metric("memory_dram_state_bytes", "step", "training state placed in DRAM: spilled kept activations, master "
            "weights and optimizer state when they do not stay on chip",
            lambda c: c.placement.dram_state_bits / 8 if c.placement else None, when=MEMORY),
     Metric("memory_buffer_state_bytes", "step", "training state kept in the global buffer beside the working set",
            lambda c: c.placement.buffer_state_bits / 8 if c.placement else None, when=MEMORY),
     Metric("energy_program_j", "run", "energy of the training write-backs",
-           lambda c: cost(c.tally.program_counts, c.macro.actions, {}, c.t_cycle_s).total_energy_j * c.scale,
-           **TRAINED),
+           lambda c: cost(c.tally.program_counts, c.macro.actions, {}, c.t_cycle_s).total_energy_j * c.scale),
     Metric("macs_forward_per_step", "step", "multiply-accumulates of the forward pass per training step, as the "
            "circuits count them (every group of a grouped layer once, in the array and in the digital unit)",
-           lambda c: c.macs_per_step(("forward",)), **TRAINED),
+           lambda c: c.macs_per_step(("forward",))),
     Metric("macs_train_per_step", "step", "multiply-accumulates of a whole training step: forward, input-gradient "
-           "and weight-gradient GEMMs", lambda c: c.macs_per_step(GEMM_PHASES), **TRAINED),
+           "and weight-gradient GEMMs", lambda c: c.macs_per_step(GEMM_PHASES)),
     Metric("energy_per_mac_forward_j", "step", "forward-phase energy per forward MAC",
            lambda c: (c.per_step(c.phase_energy_j["forward"]) / c.macs_per_step(("forward",))
-                      if c.macs_per_step(("forward",)) else 0.0), **TRAINED),
+                      if c.macs_per_step(("forward",)) else 0.0)),
     Metric("energy_per_mac_train_j", "step", "training energy per step (every phase, write-backs included) per "
            "MAC of the step", lambda c: (c.per_step(c.train.total_energy_j) / c.macs_per_step(GEMM_PHASES)
-                                         if c.macs_per_step(GEMM_PHASES) else 0.0), **TRAINED),
+                                         if c.macs_per_step(GEMM_PHASES) else 0.0)),
     Metric("tops_per_watt_forward", "step", "forward MACs x 2 operations per forward-phase energy, in TOPS/W "
            "(10^12 operations per joule; 1 MAC = 2 operations)",
            lambda c: _tops_per_watt(c.macs_per_step(("forward",)), c.per_step(c.phase_energy_j["forward"])),
-           unit_override="TOPS/W", higher_is_better=True, **TRAINED),
+           unit_override="TOPS/W", higher_is_better=True),
     Metric("energy_per_mac_train_on_chip_j", "step", "training energy per step without DRAM (its transfers and "
            "background power) per MAC of the step",
            lambda c: (c.per_step(c.train.total_energy_j - c.train_levels["dram"] - c.dram_static_j)
-                      / c.macs_per_step(GEMM_PHASES) if c.macs_per_step(GEMM_PHASES) else 0.0), **TRAINED),
+                      / c.macs_per_step(GEMM_PHASES) if c.macs_per_step(GEMM_PHASES) else 0.0)),
     Metric("tops_per_watt_train_on_chip", "step", "training-step MACs x 2 operations per training energy per step "
            "without DRAM (its transfers and background power), in TOPS/W",
            lambda c: _tops_per_watt(c.macs_per_step(GEMM_PHASES),
                                     c.per_step(c.train.total_energy_j - c.train_levels["dram"] - c.dram_static_j)),
-           unit_override="TOPS/W", higher_is_better=True, **TRAINED),
+           unit_override="TOPS/W", higher_is_better=True),
     Metric("tops_per_watt_train", "step", "training-step MACs x 2 operations per training energy per step (every "
            "phase, write-backs included), in TOPS/W (1 MAC = 2 operations)",
            lambda c: _tops_per_watt(c.macs_per_step(GEMM_PHASES), c.per_step(c.train.total_energy_j)),
-           unit_override="TOPS/W", higher_is_better=True, **TRAINED),
+           unit_override="TOPS/W", higher_is_better=True),
     *[m for m in _phase_metrics() if m.name.startswith("energy_")],
     Metric("latency_train_s", "run", "scheduled training time over every task", lambda c: c.train.total_latency_s,
-           label="latency", **TRAINED),
+           label="latency"),
     Metric("latency_per_step_s", "step", "scheduled time per training step (the step's critical path)",
-           lambda c: c.per_step(c.train.total_latency_s), **TRAINED),
+           lambda c: c.per_step(c.train.total_latency_s)),
     *[m for m in _phase_metrics() if m.name.startswith("latency_")],
     Metric("latency_in_order_per_step_s", "step", "time per step with every op run one after another, its buffer "
            "transfers included (no overlap)",
-           lambda c: c.in_order_cycles * c.t_cycle_s / c.counted_steps if c.counted_steps else 0.0, **TRAINED),
-    Metric("latency_deploy_s", "run", "scheduled time of the deployment writes", lambda c: c.deploy.total_latency_s,
-           **TRAINED),
+           lambda c: c.in_order_cycles * c.t_cycle_s / c.counted_steps if c.counted_steps else 0.0),
+    Metric("latency_deploy_s", "run", "scheduled time of the deployment writes", lambda c: c.deploy.total_latency_s),
     Metric("latency_program_s", "run", "own duration of the training write-backs, before overlap",
-           lambda c: c.tally.program_cycles * c.t_cycle_s * c.scale, **TRAINED),
+           lambda c: c.tally.program_cycles * c.t_cycle_s * c.scale),
     Metric("utilization_array", "run", "busy fraction of the occupied subarrays over the training time",
-           _utilization("array"), fraction=True, **TRAINED),
+           _utilization("array"), fraction=True),
     Metric("utilization_digital", "run", "busy fraction of the digital unit over the training time",
-           _utilization("digital"), fraction=True, **TRAINED),
+           _utilization("digital"), fraction=True),
     Metric("utilization_buffer", "run", "busy fraction of the buffer ports over the training time",
-           _utilization("buffer"), fraction=True, **TRAINED),
+           _utilization("buffer"), fraction=True),
     Metric("utilization_write_drivers", "run", "busy fraction of the write drivers over the training time",
-           _utilization("write_drivers"), fraction=True, rel=0.1, abs_tol=1e-6),
+           _utilization("write_drivers"), fraction=True),
     Metric("utilization_dram", "run", "busy fraction of the DRAM channels over the training time (near 1: the "
-           "step is DRAM-bound)", _utilization("dram"), fraction=True, **TRAINED),
+           "step is DRAM-bound)", _utilization("dram"), fraction=True),
     Metric("utilization_scratch", "run", "busy fraction of the scratch subarrays (in-array weight gradient)",
-           _utilization("scratch"), fraction=True, when="circuit.dataflow.weight_grad=in_array", **TRAINED),
+           _utilization("scratch"), fraction=True, when="circuit.dataflow.weight_grad=in_array"),
     Metric("write_pulses", "run", "write pulses on the memory cells during training",
-           lambda c: _pulses(c.train, c.macro), label="pulses", **TRAINED),
-    Metric("write_pulses_deploy", "run", "write pulses of the deployment", lambda c: _pulses(c.deploy, c.macro),
-           **TRAINED),
+           lambda c: _pulses(c.train, c.macro), label="pulses"),
+    Metric("write_pulses_deploy", "run", "write pulses of the deployment", lambda c: _pulses(c.deploy, c.macro)),
     Metric("cells_ever_written", "run", "cells written at least once during training (each counted once)",
-           lambda c: c.write_stats.cells_ever_written, label="cells written", **TRAINED),
+           lambda c: c.write_stats.cells_ever_written, label="cells written"),
     Metric("writes_max_per_cell", "run", "writes of the most written cell over the run",
            lambda c: (c.write_stats.max_writes * c.scale if c.scale == 1.0
-                      else c.max_writes_per_step * c.steps), label="max w/cell", **HOTTEST),
+                      else c.max_writes_per_step * c.steps), label="max w/cell"),
     Metric("writes_mean_per_cell", "run", "mean writes per stored cell over the run",
-           lambda c: c.write_stats.mean_writes * c.scale, **TRAINED),
+           lambda c: c.write_stats.mean_writes * c.scale),
     Metric("reads_max_per_cell_per_step", "step", "reads of the most read stored cell per training step (its "
-           "barrier's read-stress wear enters lifetime_steps)", lambda c: c.max_reads_per_step(), rel=0.05),
+           "barrier's read-stress wear enters lifetime_steps)", lambda c: c.max_reads_per_step()),
     Metric("writes_max_per_cell_per_step", "step", "write rate of the most written cell per step",
-           lambda c: c.max_writes_per_step, **HOTTEST),
+           lambda c: c.max_writes_per_step),
     Metric("endurance_cycles", "hardware", "write endurance of the device's cells",
            lambda c: c.device.endurance_cycles),
     Metric("lifetime_steps", "run", "training steps until the most written cell reaches its endurance",
-           lambda c: c.lifetime_steps, higher_is_better=True, **HOTTEST),
+           lambda c: c.lifetime_steps, higher_is_better=True),
     Metric("lifetime_years", "run", "years of back-to-back training until the most written cell wears out",
            lambda c: c.lifetime_steps * c.per_step(c.train.total_latency_s) / SECONDS_PER_YEAR, label="lifetime y",
-           higher_is_better=True, **HOTTEST),
+           higher_is_better=True),
     Metric("lifetime_tasks", "run", "tasks until the most written cell wears out",
            lambda c: c.lifetime_steps / (c.steps / c.n_tasks) if c.n_tasks and c.steps else math.inf,
-           label="lifetime tasks", higher_is_better=True, **HOTTEST),
+           label="lifetime tasks", higher_is_better=True),
     *[Metric(f"error_flips_{mech}", "run", f"stored bits left wrong by {what} during the run (injected with a "
              "seeded generator from the device's rates at its operating point; functional runs with "
              "run.errors: inject)", lambda c, mech=mech: _flips(c, mech), when="functional runs with run.errors: "
-             "inject", abs_tol=2.0)
+             "inject")
       for mech, what in (("write", "failed write pulses"), ("half_select", "half-select disturbs of unselected cells"),
                          ("read_disturb", "read disturbs"),
                          ("retried", "write-verify-retry rewrites (cells read back wrong and rewritten)"))],
     Metric("cells_programmed", "run", "cells whose stored value changed, summed over the write-backs (a cell "
            "counts at every write-back that changes it)",
-           lambda c: sum(c.tally.programmed_by_task.values()) * c.scale, **TRAINED),
+           lambda c: sum(c.tally.programmed_by_task.values()) * c.scale),
     Metric("cells_programmed_per_step", "step", "cells programmed per training step",
-           lambda c: c.per_step(sum(c.tally.programmed_by_task.values()) * c.scale), **TRAINED),
+           lambda c: c.per_step(sum(c.tally.programmed_by_task.values()) * c.scale)),
     Metric("array_refreshes", "run", "times the array was re-verified because a task's accuracy after training fell "
            "below workload.refresh_below", _functional(lambda c: float(c.result.refreshes)),
            when=FUNCTIONAL),
     Metric("cells_programmed_per_task", "task", "cells programmed per task",
            lambda c: sum(c.tally.programmed_by_task.values()) * c.scale / c.n_tasks if c.n_tasks else 0.0,
-           label="cells prog./task", **TRAINED),
+           label="cells prog./task"),
     Metric("area_m2", "hardware", "chip area: the macro (cell arrays, peripherals, write drivers, the digital "
-           "unit) and the global buffer", lambda c: c.macro.area_m2(), rel=1e-9),
-    Metric("area_buffer_m2", "hardware", "area of the global buffer", lambda c: c.macro.buffer.area_m2, rel=1e-9),
+           "unit) and the global buffer", lambda c: c.macro.area_m2()),
+    Metric("area_buffer_m2", "hardware", "area of the global buffer", lambda c: c.macro.buffer.area_m2),
     Metric("subarrays_used", "hardware", "subarrays (crossbars) holding weights", lambda c: c.macro.subarrays_used),
     Metric("utilization_cells", "hardware", "fraction of the occupied subarrays' cells holding weights",
            lambda c: c.macro.utilization(), fraction=True),
-    Metric("cycle_time_s", "hardware", "clock period of the macro", lambda c: c.t_cycle_s, rel=1e-9),
+    Metric("cycle_time_s", "hardware", "clock period of the macro", lambda c: c.t_cycle_s),
     Metric("schedule_tasks", "schedule", "tile operations the event simulation scheduled",
-           lambda c: c.timeline.tasks_scheduled, **TRAINED),
+           lambda c: c.timeline.tasks_scheduled),
     Metric("schedule_events", "schedule", "events the event simulation processed",
-           lambda c: c.timeline.scheduler.events, **TRAINED),
+           lambda c: c.timeline.scheduler.events),
     Metric("schedules_simulated", "schedule", "step schedules simulated (the rest replayed by shape)",
            lambda c: c.timeline.scheduler.simulated),
     Metric("schedules_replayed", "schedule", "step schedules replayed from one of the same shape",
            lambda c: c.timeline.scheduler.replayed),
     Metric("analog_error_relative_rms", "run", "relative RMS error of the analog GEMMs against the exact "
-           "products (not measured, NaN, in cost-only runs)", _analog(lambda e: e.relative_rms), rel=0.1,
+           "products (not measured, NaN, in cost-only runs)", _analog(lambda e: e.relative_rms),
            when="analog circuits"),
     Metric("analog_error_max_abs", "run", "largest absolute error of an analog GEMM output (NaN in cost-only runs)",
-           _analog(lambda e: e.max_abs_error), rel=0.1, when="analog circuits"),
+           _analog(lambda e: e.max_abs_error), when="analog circuits"),
 )}
 
 RENAMED = {

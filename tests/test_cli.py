@@ -16,20 +16,21 @@ from pathlib import Path
 import pytest
 
 from imcsim.config import load_config
-from imcsim.metrics import REGISTRY
+from imcsim.metrics import REGISTRY, within
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-SLOW_CONFIGS = {  # real-size end-to-end runs (20-50 s for Flan-T5-large; the CNNs' capacity is checked by default;
-    # the hybrid chip also runs in-process at 64 x 64 in tests/test_chip.py)
-    "reram_lora_flan_t5_large_cost", "reram_lorafusion_flan_t5_large_cost", "sas_mram_vgg8_cifar10_cost",
-    "sas_mram_resnet18_repnet_cost", "sas_mram_sram_hybrid_repnet_cost", "methods_resnet18_224_cost",
-    "methods_mobilenetv2_224_hybrid_cost", "methods_digits_tiny"}  # the last: the main config's scenario again
-RUN_CONFIGS = [pytest.param(c, marks=pytest.mark.slow) if c.stem in SLOW_CONFIGS else c for c in CONFIGS]
+RUN_CONFIGS = CONFIGS  # every shipped config, at its smoke settings (tests/golden/regenerate.py)
 MAIN_CONFIG = ROOT / "configs" / "sas_mram_repnet.yaml"
 GOLDEN = ROOT / "tests" / "golden"
 sys.path.insert(0, str(GOLDEN))
-from regenerate import SMOKE_SETTINGS, derived_for, smoke_settings  # noqa: E402
+from regenerate import (  # noqa: E402
+    SMOKE_SETTINGS,
+    derived_for,
+    golden_comparable,
+    golden_tolerance,
+    smoke_settings,
+)
 
 
 def imcsim(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -66,7 +67,7 @@ def _metrics_from_json(metrics: dict) -> dict:
 def test_every_config_runs_from_the_cli_and_matches_its_golden(config, tmp_path):
     """One CLI run per shipped config (smoke settings): its files, and its figures against the golden file."""
     sets = [x for s in smoke_settings(config) for x in ("--set", s)]
-    res = imcsim("run", str(config), "--quiet", "--out", str(tmp_path / "out"), *sets)
+    res = cli("run", str(config), "--quiet", "--out", str(tmp_path / "out"), *sets)
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["config"]["name"] == config.stem
@@ -83,8 +84,6 @@ def test_every_config_runs_from_the_cli_and_matches_its_golden(config, tmp_path)
     assert derived["area_m2"] == pytest.approx(golden["derived"]["area_m2"], rel=1e-9)
     m, g = _metrics_from_json(report["metrics"]), golden["metrics"]
     assert m.keys() == g.keys()
-    for key, value in g.items():  # every registered metric, within its registered tolerance
-        assert REGISTRY[key].matches(m[key], value), (key, m[key], value)
     assert m["latency_per_step_s"] <= m["latency_in_order_per_step_s"] * (1 + 1e-9)
     phases = ("forward", "input_grad", "weight_grad", "update")  # the critical path split over the run
     assert sum(m[f"latency_train_{p}_s"] for p in phases) == pytest.approx(m["latency_train_s"], rel=1e-9)
@@ -95,6 +94,12 @@ def test_every_config_runs_from_the_cli_and_matches_its_golden(config, tmp_path)
     if "analog_error_relative_rms" in g:  # measured by functional runs; not measured (NaN) by cost-only runs
         cost_only = load_config(config).config.run.mode == "cost_only"
         assert math.isnan(m["analog_error_relative_rms"]) == math.isnan(g["analog_error_relative_rms"]) == cost_only
+    assert report["environment"]["threads"] == golden["environment"]["threads"] == 1
+    reason = golden_comparable(golden["environment"], report["environment"])
+    if reason:  # never a silent pass: the comparison is reported as skipped, with its reason
+        pytest.skip(reason)
+    for key, value in g.items():  # every registered metric: cost-only exactly, functional within its spread
+        assert within(m[key], value, golden_tolerance(golden, key)), (key, m[key], value, golden_tolerance(golden, key))
 
 
 def test_run_trace_writes_a_chrome_trace(tmp_path):
@@ -126,7 +131,7 @@ def test_readme_setup_commands_are_exact_and_ci_runs_the_test_command():
     assert blocks[0] == "pip install -e . && imcsim run configs/sas_mram_repnet.yaml"
     assert blocks[1] == "pip install -e '.[test]' && python -m pytest"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert blocks[1] in ci.splitlines()
+    assert blocks[1] in [line.strip() for line in ci.splitlines()]
 
 
 def test_readme_reference_commands(tmp_path):
