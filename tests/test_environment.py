@@ -140,3 +140,31 @@ def test_a_second_run_writes_the_same_bytes(config, sets, tmp_path):
 def test_every_shipped_config_reruns_byte_for_byte(config, tmp_path):
     first, second = _run_twice(str(config), smoke_settings(config), tmp_path)
     assert first == second
+
+
+def test_a_golden_from_another_torch_major_is_a_reported_skip_not_a_pass():
+    from regenerate import golden_comparable, golden_tolerance
+
+    env = environment(1, "cpu")
+    assert golden_comparable(env, env) is None
+    reason = golden_comparable({**env, "torch": "1.13.1"}, env)
+    assert "torch 1.13.1" in reason
+    assert "not comparable" in reason
+    cost_only = {"mode": "cost_only", "metrics": {"energy_train_j": 1.0}}
+    assert golden_tolerance(cost_only, "energy_train_j") == 1e-12
+    functional = {"mode": "functional", "tolerance_rel": {"energy_train_j": 0.0, "lifetime_years": 0.03}}
+    assert golden_tolerance(functional, "energy_train_j") == 1e-12  # never moved: compared exactly
+    assert golden_tolerance(functional, "lifetime_years") == 0.03
+
+
+def test_every_functional_golden_carries_its_measured_spread_and_the_environments_it_spans():
+    for path in sorted((ROOT / "tests" / "golden").glob("*.json")):
+        golden = json.loads(path.read_text())
+        assert set(golden["environment"]) == set(environment(1, "cpu")), path.name
+        if golden["mode"] == "functional":
+            assert golden["tolerance_rel"].keys() == golden["metrics"].keys(), path.name
+            spans = golden["tolerance_measured_over"]
+            assert len({json.dumps(s["environment"], sort_keys=True) for s in spans}) >= 2, path.name
+            assert all(s["threads"] == [1, 2, 4] for s in spans), path.name
+        else:
+            assert "tolerance_rel" not in golden, path.name
