@@ -134,6 +134,7 @@ def comparison_files(names: list[str], reports: list[Report]) -> dict[str, bytes
     series = [TaskSeries.of(n, r) for n, r in zip(names, reports, strict=True)]
     data = {
         "runs": names,
+        "environment": {n: dict(r.environment) for n, r in zip(names, reports, strict=True)},
         "metrics": {n: {k: r.metrics.get(k) for k in COMPARE_METRICS if k in r.metrics}
                     for n, r in zip(names, reports, strict=True)},
         "metric_units": {k: unit_of(k) for k in COMPARE_METRICS if any(k in r.metrics for r in reports)},

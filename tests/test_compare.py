@@ -63,6 +63,7 @@ def test_cli_compare_writes_table_plot_and_reports(tmp_path):
         assert cum["tasks"] == ["deploy", "a", "b"]
         assert cum["write_pulses"] == sorted(cum["write_pulses"])  # cumulative: never decreasing
         run_report = json.loads((out / name / "report.json").read_text())
+        assert data["environment"][name] == run_report["environment"]  # what made each run
         assert cum["energy_j"][-1] == pytest.approx(run_report["metrics"]["energy_deploy_j"]
                                                     + run_report["metrics"]["energy_train_j"], rel=1e-9)
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
