@@ -1,9 +1,9 @@
-"""The metrics registry: every figure a report carries, with its unit, basis, meaning, golden tolerance and the
-function that computes it from one run's :class:`RunContext`.
+"""The metrics registry: every figure a report carries, with its unit, basis, meaning and the function that
+computes it from one run's :class:`RunContext`.
 
 One list, read by the report (units in report.json, the console summary), the methods table, ``imcsim compare``
 and ``imcsim sweep`` (their columns and plots), and the golden tests (every registered metric against its
-tolerance). :func:`evaluate` computes every metric and the report's tables; :mod:`imcsim.api` only runs the
+golden, with :func:`within`: cost-only to :data:`EXACT`, functional within the spread stored in the golden). :func:`evaluate` computes every metric and the report's tables; :mod:`imcsim.api` only runs the
 pipeline (execute, tally, schedule, cost) that fills the context.
 
 Bases: ``run`` (a total over the whole run: every task, every step), ``step`` (per training step), ``task``
@@ -279,7 +279,7 @@ class Metric:
     """One registered metric. ``compute`` returns its value from a run, or None where it does not apply
     (``when`` says where it does). ``label``: a short column header; ``fraction``: shown as a percent;
     ``higher_is_better``: a figure of merit, not a cost. How far a rerun may move from a golden value is the
-    golden's (:func:`golden_tolerance`), not the metric's."""
+    golden's (measured, stored in the golden file), not the metric's."""
 
     name: str
     basis: str

@@ -20,7 +20,6 @@ from imcsim.metrics import REGISTRY, within
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-RUN_CONFIGS = CONFIGS  # every shipped config, at its smoke settings (tests/golden/regenerate.py)
 MAIN_CONFIG = ROOT / "configs" / "sas_mram_repnet.yaml"
 GOLDEN = ROOT / "tests" / "golden"
 sys.path.insert(0, str(GOLDEN))
@@ -63,7 +62,7 @@ def _metrics_from_json(metrics: dict) -> dict:
     return {k: math.nan if v is None else float(v) if v in ("inf", "-inf") else v for k, v in metrics.items()}
 
 
-@pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)  # every one, at its smoke settings
 def test_every_config_runs_from_the_cli_and_matches_its_golden(config, tmp_path):
     """One CLI run per shipped config (smoke settings): its files, and its figures against the golden file."""
     sets = [x for s in smoke_settings(config) for x in ("--set", s)]
