@@ -23,8 +23,9 @@ import torch
 from imcsim import REPORT_SCHEMA_VERSION, __version__
 from imcsim.chip import Chip, MacroFull, PlacementError, macros_of
 from imcsim.circuits import ArrayCircuit, CapacityError, MappingError, build_circuit
+from imcsim.components.power import corner_warnings
 from imcsim.config import LoadedConfig
-from imcsim.cost import CostResult, cost, static_cost
+from imcsim.cost import CostResult, cost, leakage_cost
 from imcsim.devices import MemoryDevice, build_device, device_warnings
 from imcsim.devices.errors import ErrorInjector
 from imcsim.environment import environment, pinned
@@ -32,6 +33,7 @@ from imcsim.errors import InputError, PhysicsError
 from imcsim.metrics import RunContext, against_full, evaluate, method_row
 from imcsim.report import Report
 from imcsim.sim import TRAINING_PHASES, tally_ops
+from imcsim.sim.gating import static_energy
 from imcsim.sim.timeline import schedule_run
 from imcsim.workloads.adaptation import array_layers as adaptation_layers
 from imcsim.workloads.adaptation import run_adaptation, run_adaptation_cost_only
@@ -66,11 +68,27 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
                                                                                                    dev))
     if others:
         macro = Chip(macro, others, cfg.chip.placement)
+    for key, message in circuit_warnings(cfg):
+        print(f"warning: {loaded.where(key)}: {key}: {message}", file=sys.stderr)
     _check_finite(loaded, "circuit", _built(loaded, "circuit", lambda: {
         **{f"{c}.{a}.{what}": v for (c, a), spec in macro.actions.items()
            for what, v in (("energy_j", spec.cost.energy_j), ("latency_s", spec.cost.latency_s))},
         "area_m2": macro.area_m2()}))
     return HardwareModel(device, macro)
+
+
+def circuit_warnings(cfg) -> list[tuple[str, str]]:
+    """(key, message) of each circuit card that mixes transistor corners, and of a chip whose macros are on
+    different corners."""
+    circuits = {"circuit": cfg.circuit, **{f"chip.macros.{n}.circuit": p["circuit"] for n, p in cfg.chip.macros.items()}}
+    out = [w for key, card in circuits.items() for w in corner_warnings(card.components, f"{key}.components")]
+    main = cfg.circuit.components.corner
+    for key, card in circuits.items():
+        other = card.components.corner
+        if other.name != main.name:
+            out.append((f"{key}.components.corner", f"{other.name} corner beside the main circuit's {main.name} "
+                        "(circuit.components.corner): the chip's macros are on different corners"))
+    return out
 
 
 def _warn(loaded: LoadedConfig, section: str, device: MemoryDevice) -> None:
@@ -209,9 +227,17 @@ def _measure(loaded: LoadedConfig, result: ContinualResult, hw: HardwareModel, t
     train = cost(tally.counts(TRAINING_PHASES), macro.actions,
                  {p: timeline.critical_by_phase.get(p, 0) for p in TRAINING_PHASES}, macro.t_cycle_s)
     deploy = cost(tally.counts(("deploy",)), macro.actions, {"deploy": timeline.deploy_cycles}, macro.t_cycle_s)
-    power = _built(loaded, "run", lambda: macro.static_power_w(cfg.run.temperature_k))
-    train += static_cost(power, timeline.total_cycles, macro.t_cycle_s)
-    deploy += static_cost(power, timeline.deploy_cycles, macro.t_cycle_s)
+    domains = _built(loaded, "run", lambda: macro.leakage_domains(cfg.run.temperature_k))
+    comps = macro.card.components
+    vdd = macro.card.technology.vdd_v
+    for idle, which in ((timeline.idle, "train"), (timeline.deploy_idle, "deploy")):
+        static = static_energy(domains, comps.dram, comps.power_gating, idle, macro.t_cycle_s, vdd)
+        timeline.static[which] = static
+        extra = leakage_cost(static.energy_j, idle.cycles, static.wakes)
+        if which == "train":
+            train += extra
+        else:
+            deploy += extra
     return RunContext(cfg, hw.device, macro, result, tally, timeline, train.scaled(result.step_scale), deploy)
 
 

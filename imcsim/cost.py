@@ -76,3 +76,11 @@ def static_cost(power_w: Mapping[str, float], cycles: int, t_cycle_s: float) -> 
     counts = {("leakage", part): cycles for part, p in power_w.items() if p > 0 and cycles}
     energy = {("leakage", part): p * cycles * t_cycle_s for part, p in power_w.items() if p > 0 and cycles}
     return CostResult(_frozen(counts), _frozen(energy), _frozen({}))
+
+
+def leakage_cost(energy_j: Mapping[str, float], cycles: int, wakes: int) -> CostResult:
+    """Static energy already integrated over ``cycles`` (by part, under power gating): actions ``("leakage",
+    part)`` counted once per cycle, and ``("leakage", "wake")`` once per wake-up of a gated block."""
+    counts = {("leakage", part): (wakes if part == "wake" else cycles) for part, e in energy_j.items() if e > 0}
+    energy = {("leakage", part): e for part, e in energy_j.items() if e > 0}
+    return CostResult(_frozen(counts), _frozen(energy), _frozen({}))

@@ -209,7 +209,23 @@ class RunContext:
 
     @cached_property
     def static_parts_w(self) -> dict[str, float]:
+        """Static power with every block powered, by part."""
         return self.macro.static_power_w(self.config.run.temperature_k)
+
+    @cached_property
+    def static_mean_w(self) -> dict[str, float]:
+        """Mean static power over the training time under power gating, by part (wake-ups included)."""
+        static = self.timeline.static.get("train")
+        seconds = self.timeline.total_cycles * self.t_cycle_s
+        if static is None or seconds <= 0:
+            return dict.fromkeys(self.static_parts_w, 0.0)
+        return {k: v / seconds for k, v in static.energy_j.items()}
+
+    @cached_property
+    def resources(self) -> list[dict[str, Any]]:
+        """Per resource group: busy share of the training time, energy by dynamic and static part, its share of
+        the training energy; ``sets_step_time`` marks the busiest group (the one the step waits for)."""
+        return resource_table(self)
 
     @cached_property
     def static_power_w(self) -> float:
@@ -344,7 +360,7 @@ LEVEL_WORDS = {
     "dram": "DRAM reads and writes",
     "interconnect": "on-chip wires between buffer and macro",
     "digital": "the digital unit's MACs, updates and elementwise work",
-    "leakage": "static power over the scheduled time, DRAM background included",
+    "leakage": "static power over the scheduled time under power gating, wake-ups and DRAM background included",
 }
 assert tuple(LEVEL_WORDS) == LEVELS
 
@@ -414,6 +430,14 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("power_static_w", "run", "static power while training: leakage of the occupied arrays (volatile cells), "
            "their peripheral logic, the buffer, and DRAM's background power, at run.temperature",
            lambda c: c.static_power_w),
+    Metric("power_static_mean_w", "run", "mean static power over the training time with idle blocks power-gated "
+           "and DRAM in power-down or self refresh between bursts (circuit.components.power_gating), wake-ups "
+           "included", lambda c: sum(c.static_mean_w.values())),
+    Metric("leakage_share_train", "run", "share of the training energy that is static (leakage, wake-ups, DRAM "
+           "background)", lambda c: c.train_levels["leakage"] / c.train.total_energy_j if c.train.total_energy_j
+           else 0.0, fraction=True, label="leakage"),
+    Metric("gating_wakeups", "run", "wake-ups of power-gated blocks over the training time",
+           lambda c: round(c.timeline.static["train"].wakes * c.scale) if "train" in c.timeline.static else 0),
     Metric("power_idle_w", "run", "power of holding the trained state between training sessions (volatile arrays, "
            "the buffer bits holding state, DRAM self refresh if it holds any; the rest power-gated)",
            lambda c: c.idle_power_w),
@@ -663,6 +687,7 @@ def tables(ctx: RunContext) -> dict[str, Any]:
         if ctx.config.run.mode == "functional" else {},
         "traffic": traffic_table(ctx),
         "macros": macro_table(ctx),
+        "resources": ctx.resources,
         "energy_levels": {p: ctx.energy_by_level(cost(ctx.tally.counts((p,)), macro.actions, {}, ctx.t_cycle_s)
                                                  .scaled(1.0 if p == "deploy" else ctx.scale))
                           for p in PHASES} | {"train": ctx.train_levels},
@@ -726,6 +751,49 @@ def macro_table(ctx: RunContext) -> list[dict[str, Any]]:
     return rows
 
 
+_STATIC_GROUP = {"periphery": "array", "array": "array", "digital": "digital", "write_drivers": "write_drivers",
+                 "buffer": "buffer", "dram": "dram"}
+
+
+def resource_table(ctx: RunContext) -> list[dict[str, Any]]:
+    """Per resource group of the schedule (the subarrays, the digital unit, the buffer, the write drivers, DRAM;
+    the wires have no resource): the share of the training time in which any of its units is busy, its dynamic
+    energy (the actions of its components), its static energy under power gating and with every block powered,
+    and its share of the training energy. The busiest group sets the step time (``sets_step_time``); a group
+    whose static energy exceeds its dynamic energy leaks more than it computes (``leaks_more_than_computes``)."""
+    idle = ctx.timeline.idle
+    static = ctx.timeline.static.get("train")
+    dynamic: dict[str, float] = {}
+    for (comp, _), e in ctx.train.energy_j.items():
+        level = ctx.macro.level(comp)
+        if level == "leakage":
+            continue
+        group = ("write_drivers" if comp.rsplit(".", 1)[-1] == "write_driver"
+                 else {"periphery": "array"}.get(level, level))
+        dynamic[group] = dynamic.get(group, 0.0) + e
+    gated: dict[str, float] = {}
+    ungated: dict[str, float] = {}
+    for domain, (e, e_on) in (static.by_domain.items() if static else ()):
+        g = _STATIC_GROUP[domain]
+        gated[g] = gated.get(g, 0.0) + e * ctx.scale
+        ungated[g] = ungated.get(g, 0.0) + e_on * ctx.scale
+    total = ctx.train.total_energy_j
+    groups = [g for g in ("array", "digital", "buffer", "write_drivers", "dram", "interconnect")
+              if g in dynamic or g in gated]
+    rows = []
+    for g in groups:
+        busy = idle.busy.get(g, 0) / idle.cycles if idle.cycles and g != "interconnect" else None
+        e = dynamic.get(g, 0.0) + gated.get(g, 0.0)
+        rows.append({"resource": g, "busy_share": busy, "energy_dynamic_j": dynamic.get(g, 0.0),
+                     "energy_static_j": gated.get(g, 0.0), "energy_static_ungated_j": ungated.get(g, 0.0),
+                     "energy_share": e / total if total else 0.0,
+                     "leaks_more_than_computes": gated.get(g, 0.0) > dynamic.get(g, 0.0)})
+    busiest = max((r for r in rows if r["busy_share"] is not None), key=lambda r: r["busy_share"], default=None)
+    for r in rows:
+        r["sets_step_time"] = r is busiest
+    return rows
+
+
 def _cell_writes(c: CostResult, component: str) -> int:
     """Writes of a macro's cells among the counted actions: a non-volatile cell's pulses, an SRAM cell's bit
     writes."""
@@ -760,7 +828,7 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
     times = dict(zip(result.task_names, result.task_times_s, strict=False)) if any(result.task_times_s) else {}
     for name, steps in zip(result.task_names, result.steps_per_task, strict=True):
         c = (cost(by_task[name], ctx.macro.actions, {"all": cycles.get(name, 0)}, ctx.t_cycle_s)
-             + static_cost(ctx.static_parts_w, cycles.get(name, 0), ctx.t_cycle_s)).scaled(share)
+             + static_cost(ctx.static_mean_w, cycles.get(name, 0), ctx.t_cycle_s)).scaled(share)
         labels = list(result.repeat_names) or ([name] if reps == 1 else [f"{name}#{i + 1}" for i in range(reps)])
         for label in labels:
             rows.append({"task": label, "steps": steps * share, "energy_j": c.total_energy_j,

@@ -61,6 +61,8 @@ CurrentDensityAPerM2 = Annotated[float, _quantity(units.CURRENT_DENSITY)]
 CurrentPerWidthAPerM = Annotated[float, _quantity(units.MAGNETIZATION)]  # A/m, e.g. '1 mA/um'
 CapacitancePerLengthFPerM = Annotated[float, _quantity(units.CAPACITANCE_PER_LENGTH)]  # e.g. '0.2 fF/um'
 PowerDensityWPerM2 = Annotated[float, _quantity(units.POWER_DENSITY)]  # e.g. '10 mW/mm^2'
+WidthPerAreaPerM = Annotated[float, _quantity(units.INVERSE_LENGTH)]  # e.g. '0.1 um/um^2'
+CapacitancePerAreaFPerM2 = Annotated[float, _quantity(units.CAPACITANCE_PER_AREA)]  # e.g. '1 fF/um^2'
 
 
 class Params(BaseModel):

@@ -123,6 +123,19 @@ def render_metric(name: str, value: float) -> str:
     return str(value)
 
 
+def bottleneck_line(resources: list[dict[str, Any]]) -> str:
+    """One line: the resource that sets the step time, its busy share, and any group that leaks more than it
+    computes (``tables.resources``)."""
+    busiest = next((r for r in resources if r.get("sets_step_time")), None)
+    if busiest is None:
+        return ""
+    leaky = [f"{r['resource']} ({format_si(r['energy_static_j'], 'J')} static against "
+             f"{format_si(r['energy_dynamic_j'], 'J')} dynamic)" for r in resources if r.get("leaks_more_than_computes")]
+    return (f"step time set by: {busiest['resource']} ({100 * busiest['busy_share']:.1f} % busy)"
+            + ("; leaks more than it computes: " + ", ".join(leaky) if leaky else "; no block leaks more than it "
+               "computes"))
+
+
 def render_summary(report: Report, console: Console | None = None) -> str:
     """Console summary in human units, rendered from the structured report."""
     buf = io.StringIO()
@@ -171,6 +184,9 @@ def render_summary(report: Report, console: Console | None = None) -> str:
             t.add_row(row["method"], *(render_metric(k, row[k]) if k in row else "" for k in SUMMARY_METHOD_COLUMNS),
                       *ratio)
         out.print(t)
+    line = bottleneck_line(report.tables.get("resources") or [])
+    if line:
+        out.print(line)
     train = report.costs.get("train")
     if train is not None and train.total_energy_j > 0:
         t = Table(title="training energy by component")

@@ -41,6 +41,8 @@ ENERGY_DENSITY: Dim = (1, -1, -2, 0, 0)  # J/m^3 (anisotropy constant)
 MAGNETIZATION: Dim = (0, -1, 0, 1, 0)  # A/m
 CAPACITANCE_PER_LENGTH: Dim = (-1, -3, 4, 2, 0)  # F/m (wire capacitance)
 POWER_DENSITY: Dim = (1, 0, -3, 0, 0)  # W/m^2 (leakage per area)
+INVERSE_LENGTH: Dim = (0, -1, 0, 0, 0)  # 1/m (transistor width per area of logic)
+CAPACITANCE_PER_AREA: Dim = (-1, -4, 4, 2, 0)  # F/m^2 (rail capacitance per area)
 
 DIM_NAMES: dict[Dim, str] = {
     DIMENSIONLESS: "a plain number",
@@ -63,6 +65,8 @@ DIM_NAMES: dict[Dim, str] = {
     MAGNETIZATION: "a magnetization (e.g. '1.1e6 A/m')",
     CAPACITANCE_PER_LENGTH: "a capacitance per length (e.g. '0.2 fF/um')",
     POWER_DENSITY: "a power per area (e.g. '10 mW/mm^2')",
+    INVERSE_LENGTH: "a width per area (e.g. '0.1 um/um^2')",
+    CAPACITANCE_PER_AREA: "a capacitance per area (e.g. '1 fF/um^2')",
 }
 
 DIM_SYMBOLS: dict[Dim, str] = {
@@ -85,6 +89,8 @@ DIM_SYMBOLS: dict[Dim, str] = {
     MAGNETIZATION: "A/m",
     CAPACITANCE_PER_LENGTH: "F/m",
     POWER_DENSITY: "W/m^2",
+    INVERSE_LENGTH: "1/m",
+    CAPACITANCE_PER_AREA: "F/m^2",
 }
 
 _BASE_UNITS: dict[str, tuple[float, Dim]] = {

@@ -144,9 +144,10 @@ def test_conversions_per_mac_follow_the_encoding_counted_by_hand(encoding):
     # every row, cycle and pass, in each of the 4 crossbars that hold the 4 slices (slice-major)
     assert rec.counts[("dac", "convert")] == 5 * 32 * 8 * passes * 4
     assert xb.stored["w"].col_tiles == 4
-    # an input cycle lasts the 10 ns cell read (12 cycles of 0.83 ns), longer than 8 conversions per ADC
-    assert xb.cycles_per_input == 12
-    assert rec.cycles == 5 * 8 * passes * 12
+    # an input cycle lasts the 128 conversions of the crossbar's one ADC (ISAAC: one per 128 columns), 128
+    # cycles of 0.83 ns, longer than the 10 ns cell read
+    assert xb.cycles_per_input == 128
+    assert rec.cycles == 5 * 8 * passes * 128
     dy = torch.tensor([[1, -1, 1]] * 5, dtype=torch.int8)
     _, rec_t = xb.backward_input(dy, "w")
     assert rec_t.counts[("adc", "convert")] == HAND_INPUT_GRAD[encoding]

@@ -249,6 +249,11 @@ class Chip:
     def area_m2(self) -> float:
         return self.main.area_m2() + sum(m.macro_area_m2() for m in self.others.values())
 
+    def leakage_domains(self, temperature_k: float, shared: bool = True) -> list:
+        """The main macro's blocks and shared blocks, and each further macro's subarrays."""
+        return [*self.main.leakage_domains(temperature_k, shared),
+                *(d for m in self.others.values() for d in m.leakage_domains(temperature_k, shared=False))]
+
     def static_power_w(self, temperature_k: float) -> dict[str, float]:
         out = dict(self.main.static_power_w(temperature_k))
         for m in self.others.values():

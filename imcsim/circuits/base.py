@@ -44,6 +44,7 @@ from imcsim.components.blocks import (
     partial_sum,
     shift_add,
 )
+from imcsim.components.power import PowerGatingCard, ProcessCornerCard
 from imcsim.devices.base import MemoryDevice
 from imcsim.ops import OpRecord
 from imcsim.params import Params
@@ -97,7 +98,9 @@ class SharedComponents(Params):
     global_buffer: chip.GlobalBufferCard = Field(description="on-chip SRAM holding activations, errors, master weights")
     dram: chip.DramCard = Field(description="off-chip DRAM")
     interconnect: chip.InterconnectCard = Field(description="wires between the buffer, the macro and the digital unit")
-    logic_leakage: chip.LogicLeakageCard = Field(description="static power of the peripheral logic per area")
+    logic_leakage: chip.LogicLeakageCard = Field(description="leaking transistor width per area of logic")
+    corner: ProcessCornerCard = Field(description="the chip's transistor corner: its logic leaks and runs at it")
+    power_gating: PowerGatingCard = Field(description="which idle blocks are power-gated, and what gating costs")
 
 
 LEVELS = ("array", "periphery", "buffer", "dram", "interconnect", "digital", "leakage")
@@ -105,6 +108,19 @@ LEVELS = ("array", "periphery", "buffer", "dram", "interconnect", "digital", "le
 operand registers, write drivers), the global buffer, DRAM, on-chip wires, the digital unit, static power."""
 _LEVEL_OF_ROLE = {"global_buffer": "buffer", "dram": "dram", "interconnect": "interconnect", "digital": "digital",
                   "leakage": "leakage"}
+
+
+@dataclass(frozen=True)
+class LeakDomain:
+    """A block that leaks while powered, in the power domain that may gate it
+    (:data:`imcsim.components.power.DOMAINS`)."""
+
+    domain: str
+    part: str  # the static part its energy is reported under: array, periphery or buffer
+    matrix: tuple[str, str] | None  # the stored matrix whose subarrays it is (None: a shared block)
+    power_w: float
+    area_m2: float
+    retentive: bool  # holds state while gated (retention voltage)
 
 
 def _compact(counts: np.ndarray) -> np.ndarray:
@@ -181,7 +197,7 @@ class ArrayCircuit:
             "global_buffer": chip.GlobalBuffer("global_buffer", c.global_buffer, tech),
             "dram": chip.Dram("dram", c.dram, tech),
             "interconnect": chip.Interconnect("interconnect", c.interconnect, tech),
-            "logic_leakage": chip.LogicLeakage("logic_leakage", c.logic_leakage, tech),
+            "logic_leakage": chip.LogicLeakage("logic_leakage", c.logic_leakage, tech, c.corner),
         }
 
     @property
@@ -232,20 +248,46 @@ class ArrayCircuit:
         return self.macro_area_m2() + self.buffer.area_m2
 
     def static_power_w(self, temperature_k: float) -> dict[str, float]:
-        """Static power while training, by part: the occupied cell arrays (volatile cells only), their
-        peripheral logic and the shared logic, the global buffer, and DRAM's background power."""
+        """Static power with every block powered, by part: the occupied cell arrays (volatile cells only), their
+        peripheral logic and the shared logic, the global buffer, and DRAM's active standby."""
+        out = {"array": 0.0, "periphery": 0.0, "buffer": 0.0}
+        for d in self.leakage_domains(temperature_k):
+            out[d.part] += d.power_w
+        out["dram"] = self.dram.card.background_power_w
+        return out
+
+    def _per_subarray(self, temperature_k: float) -> tuple[float, float, float]:
+        """(periphery area m^2, periphery static power W, volatile cells' leakage W) of one subarray."""
         a = self.card.array
         cells = a.rows * a.cols
-        used = self.subarrays_used
-        shared = self._shared_area_m2()
-        per_sub = max(0.0, (self.macro_area_m2() - shared) / a.n_subarrays - cells * self.device.area_per_bit_m2)
-        leak = self.blocks["logic_leakage"]
-        return {
-            "array": self._array_leakage_w(temperature_k),
-            "periphery": leak.power_w(per_sub * used + shared, temperature_k),
-            "buffer": self.buffer.leakage_w(temperature_k),
-            "dram": self.dram.card.background_power_w,
-        }
+        area = max(0.0, (self.macro_area_m2() - self._shared_area_m2()) / a.n_subarrays
+                   - cells * self.device.area_per_bit_m2)
+        scale = self.card.components.global_buffer.leakage_scale(temperature_k, "temperature")
+        return area, self.blocks["logic_leakage"].power_w(area, temperature_k), \
+            self.device.leakage_per_bit_w * cells * scale
+
+    def leakage_domains(self, temperature_k: float, shared: bool = True) -> list[LeakDomain]:
+        """Every block that leaks while training, in the power domain that gates it: per stored matrix its
+        subarrays' periphery (and volatile cells, which keep their state while gated), the digital unit, the
+        write drivers and the global buffer (``shared``: the chip's shared blocks)."""
+        area, periphery_w, cells_w = self._per_subarray(temperature_k)
+        cell_area = self.card.array.rows * self.card.array.cols * self.device.area_per_bit_m2
+        out = []
+        for key, s in self.matrices().items():
+            n = s.row_tiles * s.col_tiles
+            out.append(LeakDomain("periphery", "periphery", key, periphery_w * n, area * n, False))
+            if cells_w > 0:
+                out.append(LeakDomain("array", "array", key, cells_w * n, cell_area * n, True))
+        if shared:
+            leak = self.blocks["logic_leakage"]
+            digital = self.blocks["digital"].area_m2
+            drivers = self.write_driver_count * self.blocks["write_driver"].area_m2
+            gb = self.buffer
+            out += [LeakDomain("digital", "periphery", None, leak.power_w(digital, temperature_k), digital, False),
+                    LeakDomain("write_drivers", "periphery", None, leak.power_w(drivers, temperature_k), drivers,
+                               False),
+                    LeakDomain("buffer", "buffer", None, gb.leakage_w(temperature_k), gb.area_m2, True)]
+        return out
 
     def idle_power_w(self, temperature_k: float, buffer_bits: float, dram_bits: float) -> float:
         """Power of holding the trained state between training sessions: the occupied arrays if their cells are
@@ -259,9 +301,7 @@ class ArrayCircuit:
     def _array_leakage_w(self, temperature_k: float) -> float:
         """Leakage of the occupied cell arrays (zero for non-volatile cells); a volatile (6T) cell follows the
         buffer card's temperature law, the same cell's."""
-        a = self.card.array
-        scale = self.card.components.global_buffer.leakage_scale(temperature_k, "temperature")
-        return self.device.leakage_per_bit_w * a.rows * a.cols * self.subarrays_used * scale
+        return self._per_subarray(temperature_k)[2] * self.subarrays_used
 
     @property
     def macs_per_cycle(self) -> int:

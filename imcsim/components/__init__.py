@@ -32,6 +32,7 @@ from imcsim.components.memory import (
     LogicLeakage,
     LogicLeakageCard,
 )
+from imcsim.components.power import PowerGatingCard, ProcessCornerCard
 from imcsim.registry import COMPONENTS
 
 COMPONENTS.register("sense_amp", SenseAmpCard, SenseAmp, "sense amplifier: one column sensed per cycle")
@@ -48,6 +49,10 @@ COMPONENTS.register("interconnect", InterconnectCard, Interconnect,
                     "on-chip repeated wires: energy per bit per length, distance from the floorplan")
 COMPONENTS.register("logic_leakage", LogicLeakageCard, LogicLeakage,
                     "static power of logic per area, with its temperature dependence")
+COMPONENTS.register("process_corner", ProcessCornerCard, None,
+                    "transistor flavour of the chip (HP, LOP, LSTP, a library): supply, on and off current per width")
+COMPONENTS.register("power_gating", PowerGatingCard, None,
+                    "power gating of idle blocks: policy per domain, residual leakage, wake-up energy and time")
 COMPONENTS.register("dac", DacCard, Dac, "input DAC of an analog crossbar (binary-weighted per bit)")
 COMPONENTS.register("adc", AdcCard, Adc, "column/row ADC of an analog crossbar: energy per conversion vs resolution")
 COMPONENTS.register("digital_unit", DigitalUnitCard, DigitalUnit,

@@ -28,9 +28,9 @@ while training and self-refresh power while it holds data idle. Off chip: no nod
 C_wire vdd^2`` per bit per metre; the distance a bit travels between the macro, the buffer and the digital
 unit is set by the floorplan's area (see :meth:`Interconnect.placed`).
 
-**Logic leakage** (:class:`LogicLeakage`): static power per unit area of the peripheral logic (sense
-amplifiers, counters, adders, drivers, the digital unit) at a reference temperature, with its doubling
-temperature.
+**Logic leakage** (:class:`LogicLeakage`): the leaking transistor width per unit area of standard-cell logic
+(sense amplifiers, counters, adders, drivers, the digital unit); its static power is that width times the chip's
+process corner's off current at the run's temperature times the supply (:mod:`imcsim.components.power`).
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from imcsim.actions import ActionSpec
 from imcsim.components.base import Component, ComponentCard, CostPoint, Technology, node_ratio
-from imcsim.errors import PhysicsError
+from imcsim.components.power import TEMPERATURE_RANGE_K, ProcessCornerCard
+from imcsim.errors import FieldError, PhysicsError
 from imcsim.params import (
     CapacitanceF,
     CapacitancePerLengthFPerM,
@@ -51,19 +52,17 @@ from imcsim.params import (
     FrequencyHz,
     LengthM,
     Number,
-    PowerDensityWPerM2,
     PowerW,
     TemperatureK,
+    TimeS,
     VoltageV,
+    WidthPerAreaPerM,
 )
 
 BUFFER_NODE_RANGE_M = (16e-9, 90e-9)
 """Nodes over which the analytical SRAM model's inputs (6T cell in F^2, per-cell capacitances scaled linearly
 with feature size) are used: planar and FinFET 6T cells of 90 nm to 16 nm keep 120-200 F^2 (ITRS 2013 PIDS
 tables), outside which the cell and wire assumptions need a card of their own."""
-
-TEMPERATURE_RANGE_K = (233.15, 398.15)
-"""-40 to 125 C, the commercial-to-automotive junction range over which the leakage fits hold."""
 
 
 def leakage_factor(temperature_k: float, reference_k: float, doubling_k: float) -> float:
@@ -107,6 +106,8 @@ class GlobalBufferCard(_Leaky):
     node_m: LengthM = Field(alias="node", gt=1e-9, le=500e-9, description="node of the capacitances")
     vdd_v: VoltageV = Field(alias="vdd", gt=0.1, le=5.0, description="supply of the leakage figure")
     i_leak_a: CurrentA = Field(alias="i_leak", ge=0.0, le=1e-8, description="leakage current per cell")
+    flavour: str = Field(description="the transistor flavour of the cells' leakage figure (HP, LOP, LSTP or a "
+                         "library's name); a chip on another corner is warned about")
 
 
 class DramCard(ComponentCard):
@@ -121,9 +122,26 @@ class DramCard(ComponentCard):
     pins_per_channel: int = Field(ge=1, le=4096)
     channels: int = Field(ge=1, le=1024)
     background_power_w: PowerW = Field(alias="background_power", ge=0.0, le=100.0,
-                                       description="power of the powered-up, idle-between-accesses device")
+                                       description="power of the powered-up, idle-between-accesses device "
+                                       "(active standby)")
+    power_down_power_w: PowerW = Field(alias="power_down_power", ge=0.0, le=100.0,
+                                       description="power of the device in power-down between bursts")
+    power_down_exit_s: TimeS = Field(alias="power_down_exit", ge=0.0, le=1e-3,
+                                     description="time to leave power-down (tXP)")
     self_refresh_power_w: PowerW = Field(alias="self_refresh_power", ge=0.0, le=10.0,
                                          description="power of the device holding data in self refresh")
+    self_refresh_exit_s: TimeS = Field(alias="self_refresh_exit", ge=0.0, le=1e-3,
+                                       description="time to leave self refresh (tXSR), spent in active standby")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DramCard:
+        if self.power_down_power_w > self.background_power_w:
+            raise FieldError("power_down_power", f"power-down ({self.power_down_power_w:g} W) must draw no more "
+                             f"than active standby (background_power, {self.background_power_w:g} W)")
+        if self.self_refresh_power_w > self.background_power_w:
+            raise FieldError("self_refresh_power", f"self refresh ({self.self_refresh_power_w:g} W) must draw no "
+                             f"more than active standby (background_power, {self.background_power_w:g} W)")
+        return self
 
     @property
     def bits_per_s(self) -> float:
@@ -138,12 +156,10 @@ class InterconnectCard(ComponentCard):
     activity: Number = Field(0.5, gt=0.0, le=1.0, description="probability that a moved bit switches its wire")
 
 
-class LogicLeakageCard(_Leaky):
+class LogicLeakageCard(ComponentCard):
     kind: Literal["logic_leakage"]
-    density_w_per_m2: PowerDensityWPerM2 = Field(alias="density", ge=0.0, le=1e7,
-                                                 description="static power per area of logic")
-    node_m: LengthM = Field(alias="node", gt=1e-9, le=500e-9)
-    vdd_v: VoltageV = Field(alias="vdd", gt=0.1, le=5.0)
+    leaking_width_per_m2: WidthPerAreaPerM = Field(alias="leaking_width", gt=0.0, le=1e8,
+                                                   description="leaking transistor width per area of logic")
 
 
 class GlobalBuffer(Component):
@@ -230,15 +246,20 @@ class Interconnect(Component):
 
 
 class LogicLeakage(Component):
-    def __init__(self, role: str, card: LogicLeakageCard, tech: Technology):
+    """Static power of logic: leaking width x the corner's off current x the supply."""
+
+    def __init__(self, role: str, card: LogicLeakageCard, tech: Technology, corner: ProcessCornerCard):
         super().__init__(role, card, tech)
-        self.vdd_ratio = tech.vdd_v / card.vdd_v
-        node_ratio(card.node_m, tech, f"components.{role}.node")  # the density holds near its node only
+        corner.check(tech, "components.corner")
+        self.corner = corner
+        self.vdd_v = tech.vdd_v
+
+    def density_w_per_m2(self, temperature_k: float) -> float:
+        return self.card.leaking_width_per_m2 * self.corner.leakage_per_width_w(temperature_k, self.vdd_v)
 
     def power_w(self, area_m2: float, temperature_k: float) -> float:
-        """Static power of ``area_m2`` of logic (subthreshold current ~ vdd through DIBL: P ~ vdd^2, first order)."""
-        c = self.card
-        return area_m2 * c.density_w_per_m2 * c.leakage_scale(temperature_k, "temperature") * self.vdd_ratio ** 2
+        """Static power of ``area_m2`` of logic at ``temperature_k``."""
+        return area_m2 * self.density_w_per_m2(temperature_k)
 
     def actions(self) -> dict[str, ActionSpec]:
         return {}

@@ -17,6 +17,7 @@ import numpy as np
 from imcsim.circuits.base import ArrayCircuit
 from imcsim.ops import OpRecord
 from imcsim.sim.engine import Schedule
+from imcsim.sim.gating import IdleRecord, StaticEnergy
 from imcsim.sim.graph import ARRAY_PREFIX, MacroView
 from imcsim.sim.replay import Scheduler
 from imcsim.workloads.dataflow import LayerGraph
@@ -63,6 +64,9 @@ class RunTimeline:
     trace_step: int = 1  # the training step (1-based) whose schedule is kept for a trace
     traced: Schedule | None = None  # that step's schedule (the last step when the run has fewer)
     traced_index: int = 0  # its step number
+    idle: IdleRecord = field(default_factory=IdleRecord)  # idle intervals per resource over the training steps
+    deploy_idle: IdleRecord = field(default_factory=IdleRecord)  # the same over the deployment
+    static: dict[str, StaticEnergy] = field(default_factory=dict)  # "train", "deploy": static energy once costed
 
     @property
     def total_cycles(self) -> int:
@@ -83,6 +87,7 @@ class RunTimeline:
         self.in_order_cycles.append(in_order)
         self.critical_by_phase.update(sched.critical_by_phase)
         self.tasks_scheduled += len(sched.graph.tasks)
+        self.idle.add(sched, resource_group)
         sub = sched.graph.resources.subarrays
         for name, busy in sched.busy().items():
             self.busy_by_group[resource_group(name)] += busy * sub.get(name, 1)
@@ -126,7 +131,9 @@ def schedule_run(ops: Sequence[OpRecord], graphs: Mapping[str, LayerGraph], macr
                            trace_step=trace_step)
     deploy, steps = split_steps(ops)
     if deploy:
-        timeline.deploy_cycles = scheduler.schedule(deploy, None).makespan
+        sched = scheduler.schedule(deploy, None)
+        timeline.deploy_cycles = sched.makespan
+        timeline.deploy_idle.add(sched)
     for step_ops in steps.values():
         task = step_ops[0].task
         sched = scheduler.schedule(step_ops, graphs.get(task))
