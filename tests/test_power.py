@@ -271,3 +271,31 @@ def test_isaac_shares_one_adc_per_crossbar():
     circuit, _ = load_card("circuit", "reram_crossbar_isaac_32nm")
     assert circuit.analog.cols_per_adc == circuit.array.cols == 128
     assert circuit.components.adc.area_m2 == pytest.approx(0.0096e-6 / 8)
+
+
+# --- the read path ---------------------------------------------------------------------------
+
+
+def test_a_read_draws_its_rail_for_the_sense_window_only():
+    """E = v_supply (I_P + I_AP) t_sense: the shipped MRAM cards read from a 0.3 V rail for 0.7 ns of the
+    1.4 ns cycle, (0.9 x 1.4) / (0.3 x 0.7) = 6x below the core supply over the whole cycle."""
+    from imcsim.devices import build_device
+
+    card, _ = load_card("device", "sas_mram_4mtj_zhang_tcad2024")
+    old = card.model_copy(update={"read": card.read.model_copy(update={"v_supply_v": None, "t_sense_s": None})})
+    new_e = build_device(card).figures()["read_energy_per_bit"][0]
+    old_e = build_device(old).figures()["read_energy_per_bit"][0]
+    assert old_e / new_e == pytest.approx(0.9 * 1.4 / (0.3 * 0.7), rel=1e-9)
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("read.t_sense", "2 ns", "must fit in the read cycle"),
+    ("read.v_supply", "0.05 V", "must exceed"),
+    ("read.v_supply", "0.1001 V", "cannot hold"),
+])
+def test_a_read_path_that_cannot_work_is_refused(key, value, says, capsys):
+    code = main(["validate", str(MOBILENET), "--set", f"device.{key}={value}"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"device.{key}" in err
+    assert says in err

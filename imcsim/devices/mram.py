@@ -104,7 +104,7 @@ class _BitwiseMRAM(NonVolatileCell):
     def read_action(self) -> ActionSpec:
         rd = self.card.read
         e = self.mtj.read_energy_j(rd, self.card.transistor.vdd_v)  # the clamp holds v_read on the junction
-        return ActionSpec(ActionCost(e, rd.t_read_s), "one MTJ read: cell and reference branches from vdd", "read")
+        return ActionSpec(ActionCost(e, rd.t_read_s), "one MTJ read: cell and reference branches from the read rail", "read")
 
     def actions(self) -> dict[str, ActionSpec]:
         w = self.card.write
@@ -134,7 +134,7 @@ class _BitwiseMRAM(NonVolatileCell):
     def read_cycles(self) -> float:
         """Reads the barrier survives at the read voltage (its wear under read stress)."""
         rd = self.card.read
-        return barrier_cycles(self.card.wear, rd.v_read_v, rd.t_read_s)
+        return barrier_cycles(self.card.wear, rd.v_read_v, rd.sense_s)
 
     def error_rates(self) -> dict[str, float]:
         """Per-event error probabilities the functional run injects (see :mod:`imcsim.devices.errors`): a 0 -> 1
@@ -182,6 +182,7 @@ class STTMRAM(_BitwiseMRAM):
         check_supply(w.v_supply_v, w.i_write_a, v_ap / w.i_write_a + tr.on_resistance_ohm(w.i_write_a),
                      "write.v_supply")
         dev.mtj.check_read(card.read)
+        dev.mtj.check_read_rail(card.read, tr.on_resistance_ohm(w.i_write_a))
         return dev
 
     @property
@@ -236,6 +237,7 @@ class SOTMRAM(_BitwiseMRAM):
                                "the write never switches deterministically", key="write.i_write")
         check_supply(w.v_supply_v, w.i_write_a, dev.r_hm_ohm + tr.on_resistance_ohm(w.i_write_a), "write.v_supply")
         dev.mtj.check_read(card.read)
+        dev.mtj.check_read_rail(card.read, tr.on_resistance_ohm(w.i_write_a))
         return dev
 
     @property

@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from imcsim.devices.switching import (
     BOLTZMANN_J_PER_K,
@@ -46,7 +46,7 @@ from imcsim.devices.switching import (
     retention_time_s,
     thermal_switch_probability,
 )
-from imcsim.errors import PhysicsError
+from imcsim.errors import FieldError, PhysicsError
 from imcsim.params import (
     CurrentA,
     CurrentDensityAPerM2,
@@ -119,6 +119,33 @@ class ReadParams(Params):
         "auto", description="how the MTJs sharing one return line are read (SAS-MRAM; one-MTJ cells ignore it): "
                             "concurrent, one at a time, or groups laid across rows; auto picks concurrent where "
                             "every margin clears min_margin, else sequential")
+    v_supply_v: VoltageV | None = Field(
+        None, alias="v_supply", ge=0.05, le=3.3,
+        description="read rail the cell and reference currents are drawn from (a rail of its own, below the core "
+                    "supply; default: the transistor's vdd)")
+    t_sense_s: TimeS | None = Field(
+        None, alias="t_sense", ge=1e-12, le=1e-6,
+        description="time the read current flows, the sense amplifier's enable window within t_read (default: "
+                    "the whole t_read)")
+
+    @model_validator(mode="after")
+    def _window(self) -> ReadParams:
+        if self.t_sense_s is not None and self.t_sense_s > self.t_read_s:
+            raise FieldError("t_sense", f"the sense window ({self.t_sense_s:g} s) must fit in the read cycle "
+                             f"t_read ({self.t_read_s:g} s)")
+        if self.v_supply_v is not None and self.v_supply_v <= self.v_read_v:
+            raise FieldError("v_supply", f"the read rail ({self.v_supply_v:g} V) must exceed the voltage it holds "
+                             f"across the junction (v_read, {self.v_read_v:g} V)")
+        return self
+
+    @property
+    def sense_s(self) -> float:
+        """Time the read current flows."""
+        return self.t_sense_s if self.t_sense_s is not None else self.t_read_s
+
+    def rail_v(self, vdd_v: float) -> float:
+        """The rail a read draws from."""
+        return self.v_supply_v if self.v_supply_v is not None else vdd_v
 
 
 @dataclass(frozen=True)
@@ -234,9 +261,22 @@ class MTJ:
 
     def read_energy_j(self, read: ReadParams, vdd_v: float, r_series_ohm: float = 0.0) -> float:
         """Supply energy of one read, averaged over the P and AP states: the cell branch (mean current) and the
-        sense amplifier's reference branch (the mid-point current), both drawn from ``vdd``."""
+        sense amplifier's reference branch (the mid-point current), both drawn from the read rail (``vdd``
+        unless the card gives ``read.v_supply``) for the sense window (``read.t_sense``, else ``t_read``)."""
         i_p, i_ap = self.read_currents_a(read.v_read_v, r_series_ohm)
-        return vdd_v * (i_p + i_ap) * read.t_read_s
+        return read.rail_v(vdd_v) * (i_p + i_ap) * read.sense_s
+
+    def check_read_rail(self, read: ReadParams, r_on_ohm: float, key: str = "read.v_supply") -> None:
+        """The read rail holds ``v_read`` on the junction through the access transistor: it must exceed
+        ``v_read`` by the transistor's drop at the P-state read current."""
+        if read.v_supply_v is None:
+            return
+        i_p, _ = self.read_currents_a(read.v_read_v)
+        need = read.v_read_v + i_p * r_on_ohm
+        if read.v_supply_v < need:
+            raise PhysicsError(f"{read.v_supply_v:g} V cannot hold {read.v_read_v:g} V on the junction: the "
+                               f"{i_p * 1e6:.1f} uA read current drops {i_p * r_on_ohm:.3g} V across the access "
+                               f"transistor; the rail needs at least {need:.3g} V", key=key)
 
     def read_disturb_ratio(self, read: ReadParams, r_series_ohm: float = 0.0) -> float:
         """Read current over the critical current of the state the read polarity can disturb."""
@@ -248,7 +288,7 @@ class MTJ:
     def read_disturb_probability(self, read: ReadParams, r_series_ohm: float = 0.0) -> float:
         """Probability that one read flips a cell in the state its polarity destabilises (Neel-Brown, barrier
         Delta (1 - i)^n); a cell in the other state is stabilised and never flips."""
-        return float(thermal_switch_probability(self.read_disturb_ratio(read, r_series_ohm), read.t_read_s,
+        return float(thermal_switch_probability(self.read_disturb_ratio(read, r_series_ohm), read.sense_s,
                                                 self.delta, self.params.tau0_s, self.barrier_exponent))
 
     def check_read(self, read: ReadParams, r_series_ohm: float = 0.0) -> None:

@@ -167,6 +167,7 @@ class SASMRAM(NonVolatileCell):
                 f"{rd.min_margin_a * 1e6:.1f} uA the sense amplifier resolves; use read.scheme sequential or "
                 "across_rows", key="read.scheme")
         self.mtj.check_read_rule(rd)
+        self.mtj.check_read_rail(rd, self.card.transistor.on_resistance_ohm(self.i_transistor_a) + self.r_hm_ohm)
 
     # --- the line and the transistor -------------------------------------------
 
@@ -358,7 +359,7 @@ class SASMRAM(NonVolatileCell):
     def read_cycles(self) -> float:
         """Reads the barrier survives at the read voltage (its wear under read stress)."""
         rd = self.card.read
-        return barrier_cycles(self.card.wear, rd.v_read_v, rd.t_read_s)
+        return barrier_cycles(self.card.wear, rd.v_read_v, rd.sense_s)
 
     @property
     def area_per_bit_m2(self) -> float:
@@ -377,7 +378,7 @@ class SASMRAM(NonVolatileCell):
         return {
             "read": ActionSpec(
                 ActionCost(e_read, rd.t_read_s * self.read_passes),
-                f"one MTJ read ({self.scheme}): cell and reference branches from vdd", "read",
+                f"one MTJ read ({self.scheme}): cell and reference branches from the read rail", "read",
             ),
             "reset_pulse": ActionSpec(
                 ActionCost(self.e_reset_j, w.t_reset_s), "SOT reset of one group through the HM line", "write_pulse"
