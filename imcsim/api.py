@@ -30,6 +30,7 @@ from imcsim.devices import MemoryDevice, build_device, device_warnings
 from imcsim.devices.errors import ErrorInjector
 from imcsim.environment import environment, pinned
 from imcsim.errors import InputError, PhysicsError
+from imcsim.metrics import REGISTRY as METRICS
 from imcsim.metrics import RunContext, against_full, evaluate, method_row
 from imcsim.report import Report
 from imcsim.sim import TRAINING_PHASES, tally_ops
@@ -75,6 +76,34 @@ def build_hardware(loaded: LoadedConfig) -> HardwareModel:
            for what, v in (("energy_j", spec.cost.energy_j), ("latency_s", spec.cost.latency_s))},
         "area_m2": macro.area_m2()}))
     return HardwareModel(device, macro)
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One published figure against the simulated one."""
+
+    metric: str
+    published: float
+    simulated: float | None
+    tolerance: float
+    source: str
+    conditions: str
+
+    @property
+    def ratio(self) -> float | None:
+        return self.simulated / self.published if self.simulated is not None else None
+
+    @property
+    def within(self) -> bool:
+        r = self.ratio
+        return r is not None and 1.0 / self.tolerance <= r <= self.tolerance
+
+
+def check_targets(loaded: LoadedConfig, report: Report) -> list[TargetCheck]:
+    """Each of the config's ``targets`` against the report's figure."""
+    cfg = loaded.config
+    return [TargetCheck(name, t.value, report.metrics.get(name), t.tolerance, cfg.references[t.source],
+                        t.conditions) for name, t in cfg.targets.items()]
 
 
 def circuit_warnings(cfg) -> list[tuple[str, str]]:
@@ -134,6 +163,11 @@ def _check_run_options(loaded: LoadedConfig) -> torch.device:
                          "model's, not the arithmetic's); use auto or cpu", file=loaded.where("run.torch_device"),
                          key="run.torch_device")
     _check_task_times(loaded)
+    for name in loaded.config.targets:  # a target names a metric the report carries
+        if name not in METRICS:
+            raise InputError("is not a metric (a target names one of the registry's, e.g. "
+                             "tops_per_watt_macro_forward, tops_per_mm2_macro_forward)",
+                             file=loaded.where(f"targets.{name}"), key=f"targets.{name}")
     try:
         return torch_device(run_opts.torch_device)
     except InputError as err:

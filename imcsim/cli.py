@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a config and its cards without running")
     v.add_argument("config")
+    v.add_argument("--targets", action="store_true",
+                   help="also run the config and print its published targets against the simulated figures "
+                        "(configs/silicon/); exit 1 when one lies outside its tolerance")
     common(v)
 
     ls = sub.add_parser("list", help="list cards or configs with a one-line description")
@@ -276,7 +279,35 @@ def _cmd_validate(args) -> int:
     print(f"{args.config}: valid (config {loaded.config_hash}; cards: "
           + ", ".join(f"{k}={v}" for k, v in loaded.cards.items())
           + f"; the workload needs {capacity.needed} of {capacity.available} {capacity.unit})")
-    return EXIT_OK
+    if not args.targets:
+        return EXIT_OK
+    return _print_targets(loaded)
+
+
+def _print_targets(loaded) -> int:
+    """Run ``loaded`` and print each published target beside the simulated figure."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from imcsim.api import check_targets, run
+    from imcsim.metrics import REGISTRY
+
+    if not loaded.config.targets:
+        print(f"{loaded.path}: no targets (a reference design lists its published figures under targets)")
+        return EXIT_OK
+    rows = check_targets(loaded, run(loaded))
+    t = Table(title=f"{loaded.config.name}: published against simulated")
+    for col in ("metric", "published", "simulated", "ratio", "tolerance", "within", "source"):
+        t.add_column(col, justify="left" if col in ("metric", "source") else "right")
+    for r in rows:
+        unit = REGISTRY[r.metric].unit
+        t.add_row(r.metric, f"{r.published:.4g} {unit}", "-" if r.simulated is None else f"{r.simulated:.4g} {unit}",
+                  "-" if r.ratio is None else f"{r.ratio:.3g}", f"{r.tolerance:g}x", "yes" if r.within else "NO",
+                  r.source[:60])
+    Console(width=160).print(t)
+    for note in loaded.config.not_modelled:
+        print(f"not modelled: {note}")
+    return EXIT_OK if all(r.within for r in rows) else 1
 
 
 def _cmd_list(args) -> int:

@@ -159,6 +159,23 @@ def safe_name(name: str) -> str:
     return name
 
 
+TARGET_TOLERANCE_MAX = 2.0
+"""Loosest agreement a published target may ask for: a simulated figure within a factor of 2 of it."""
+
+
+class Target(Params):
+    """A published figure the config's run is held to (``targets.METRIC``): its value in the metric's unit, the
+    reference it comes from (a key of the config's ``references``), the factor within which the simulated figure
+    must land, and what the published figure was measured at."""
+
+    value: float = Field(gt=0.0, allow_inf_nan=False, description="the published figure, in the metric's unit")
+    source: str = Field(min_length=1, description="key of the config's references that publishes it")
+    tolerance: float = Field(ge=1.0, le=TARGET_TOLERANCE_MAX, description="the simulated figure must lie within "
+                             "[value / tolerance, value x tolerance]")
+    conditions: str = Field("", description="what the published figure was measured at (precision, supply, "
+                            "activity)")
+
+
 class RunConfig(Params):
     """A fully resolved, validated run config."""
 
@@ -172,6 +189,20 @@ class RunConfig(Params):
     workload: Any
     run: RunOptions = RunOptions()
     chip: ChipOptions = ChipOptions()
+    references: dict[str, str] = Field(default_factory=dict, description="sources the config cites, by key")
+    targets: dict[str, Target] = Field(default_factory=dict, description="published figures the run is held to, "
+                                       "by metric name (imcsim validate --targets)")
+    not_modelled: list[str] = Field(default_factory=list, description="what of the published design the config "
+                                    "does not model")
+
+    @model_validator(mode="after")
+    def _sourced(self) -> RunConfig:
+        for name, target in self.targets.items():
+            if target.source not in self.references:
+                raise FieldError(f"targets.{name}.source", f"{target.source!r} is not a key of the config's "
+                                 "references; a target must cite where it was published ("
+                                 + (", ".join(self.references) or "no references given") + ")")
+        return self
 
 
 @dataclass(frozen=True)

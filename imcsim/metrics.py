@@ -185,6 +185,20 @@ class RunContext:
         return out
 
     @cached_property
+    def forward_macro_j(self) -> float:
+        """Forward-phase energy of the cells and their periphery over the run."""
+        levels = self.energy_by_level(cost(self.tally.counts(("forward",)), self.macro.actions, {}, self.t_cycle_s))
+        return (levels["array"] + levels["periphery"]) * self.scale
+
+    def macro_throughput_density(self) -> float:
+        """TOPS per mm^2 of the macro's arrays and periphery over the forward phase."""
+        t = self.train.latency_s.get("forward", 0.0)
+        area = sum(m.array_area_m2() for m in macros_of(self.macro))
+        if t <= 0 or area <= 0:
+            return 0.0
+        return 2.0 * self.macs_per_step(("forward",)) * self.steps / t / (area * 1e6) / 1e12
+
+    @cached_property
     def train_levels(self) -> dict[str, float]:
         return self.energy_by_level(self.train)
 
@@ -474,6 +488,14 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
            "(10^12 operations per joule; 1 MAC = 2 operations)",
            lambda c: _tops_per_watt(c.macs_per_step(("forward",)), c.per_step(c.phase_energy_j["forward"])),
            unit_override="TOPS/W", higher_is_better=True),
+    Metric("tops_per_watt_macro_forward", "step", "forward MACs x 2 operations per forward energy of the macro "
+           "alone, its cells and their periphery (no buffer, DRAM, wires, digital unit or static power), in TOPS/W: "
+           "the figure a CIM macro paper reports", lambda c: _tops_per_watt(c.macs_per_step(("forward",)),
+                                                                          c.per_step(c.forward_macro_j)),
+           unit_override="TOPS/W", higher_is_better=True),
+    Metric("tops_per_mm2_macro_forward", "step", "forward operations per second of forward time per mm^2 of the "
+           "macro's arrays and periphery (no digital unit, write drivers or buffer), in TOPS/mm^2",
+           lambda c: c.macro_throughput_density(), unit_override="TOPS/mm^2", higher_is_better=True),
     Metric("energy_per_mac_train_on_chip_j", "step", "training energy per step without DRAM (its transfers and "
            "background power) per MAC of the step",
            lambda c: (c.per_step(c.train.total_energy_j - c.train_levels["dram"] - c.dram_static_j)

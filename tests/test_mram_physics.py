@@ -105,7 +105,7 @@ def test_the_jc0_area_route_is_the_documented_alternative():
     """ic0_model: jc0_area scales a measured J_c0 (Ikeda 2010: 3.9 MA/cm^2) by the area: the mean of the
     two directions' critical currents is J_c0 x area, split by the same asymmetry."""
     dev = _device(STT, "mtj.ic0_model=jc0_area", "mtj.jc0_stt=3.9e6A/cm^2", "write.i_write=400uA",
-                  "write.v_supply=2V", "mtj.v_breakdown=2V", "read.v_read=0.05V")
+                  "write.v_supply=1.8V", "mtj.v_breakdown=2V", "read.v_read=0.05V")
     m, p = dev.mtj, dev.mtj.params.polarization
     assert m.ic0_mean_a == pytest.approx(3.9e10 * m.area_m2)
     assert m.ic0_p_to_ap_a / m.ic0_ap_to_p_a == pytest.approx((1 + p * p) / (1 - p * p))
@@ -132,13 +132,20 @@ def test_read_energy_is_drawn_from_the_supply_with_the_reference_branch():
     assert dev.actions()["read"].cost.energy_j > dev.card.read.v_read_v * 0.5 * (i_p + i_ap) * t * 2
 
 
-def test_transistor_width_carries_the_current_within_its_drop():
+def test_transistor_width_carries_the_current_within_the_rails_headroom():
+    """The write transistor takes the drop the rail leaves it over the junction (or a smaller design drop):
+    a lower rail leaves less headroom and needs a wider transistor; a rail above the device's rating is refused."""
     dev = _device(STT)
-    tr, i = dev.card.transistor, dev.card.write.i_write_a
-    assert i * tr.on_resistance_ohm(i) <= tr.v_drop_v * (1 + 1e-12)
-    assert i <= tr.width_for_current_m(i) * tr.i_on_per_width_a_per_m
-    wider = _device(STT, "transistor.v_drop=0.15V", "write.v_supply=1.5V")
-    assert wider.area_per_bit_m2 > dev.area_per_bit_m2
+    tr, w = dev.card.transistor, dev.card.write
+    i = w.i_write_a
+    assert i * dev.r_transistor_ohm == pytest.approx(w.v_supply_v - dev.barrier_voltage_v, rel=1e-9)
+    assert i <= tr.width_for_current_m(i, dev.headroom_v) * tr.i_on_per_width_a_per_m
+    assert _device(STT, "write.v_supply=1.1V").area_per_bit_m2 > dev.area_per_bit_m2
+    assert _device(STT, "transistor.v_drop=0.1V").area_per_bit_m2 > dev.area_per_bit_m2
+    with pytest.raises(PhysicsError) as err:
+        _device(STT, "write.v_supply=2V")
+    assert err.value.key == "write.v_supply"
+    assert "I/O transistors" in err.value.message
 
 
 # --- operating points refused or reported -----------------------------------------------------
@@ -148,7 +155,7 @@ def test_transistor_width_carries_the_current_within_its_drop():
     (STT, ["write.i_write=80uA"], "write.i_write"),  # below the critical current
     (STT, ["write.i_write=400uA", "write.v_supply=3V"], "write.i_write"),  # the barrier breaks down
     (STT, ["write.v_supply=0.6V"], "write.v_supply"),  # the rail cannot drive the current
-    (STT, ["read.v_read=0.3V"], "read.v_read"),  # above the read-disturb rule
+    (STT, ["read.v_read=0.25V", "read.v_supply=0.9V"], "read.v_read"),  # above the read-disturb rule
     (SOT, ["write.i_write=90uA"], "write.i_write"),  # below the SOT critical current
     (SAS, ["heavy_metal.thickness=4nm", "heavy_metal.width=60nm"], "write.i_stt"),  # the returns switch a neighbour
     (SAS, ["write.i_set_sot=700uA"], "write.i_set_sot"),
@@ -188,7 +195,7 @@ def test_a_read_scheme_that_cannot_sense_is_refused_and_auto_falls_back():
     # the prototype-like narrow line with a 750 Ohm transistor: concurrent margins collapse toward the far MTJ
     narrow = ["heavy_metal.thickness=4nm", "heavy_metal.width=60nm", "write.i_set_sot=20uA", "write.i_stt=20uA",
               "write.i_reset=150uA", "write.t_set=2ns", "transistor.v_drop=0.15V", "read.v_read=0.15V",
-              "read.max_ic0_fraction=0.5"]
+              "read.max_ic0_fraction=0.5", "read.v_supply=0.9V"]
     with pytest.raises(PhysicsError) as err:
         _device(SAS, *narrow, "read.scheme=concurrent")
     assert err.value.key == "read.scheme"
@@ -262,7 +269,7 @@ def test_nvsim_sample_stt_cells_write_energy(r_on, i_write, t_write, published):
     dev = _device(STT, f"mtj.ra={r_on * area * 1e12:.6g}Ohm*um^2", "mtj.tmr=1.0", "mtj.v_half=5V",
                   "mtj.delta=20", f"write.i_write={i_write * 1e6:.6g}uA", f"write.t_write={t_write * 1e9:g}ns",
                   "write.v_supply=1.0V", "transistor.vdd=1.0V", "mtj.v_breakdown=1.5V",
-                  "read.max_ic0_fraction=0.9")
+                  "read.max_ic0_fraction=0.9", "read.v_supply=1.0V")
     assert dev.mtj.r_p_ohm == pytest.approx(r_on, rel=1e-5)
     assert dev.e_write_j == pytest.approx(published, rel=0.2)
 
@@ -416,7 +423,7 @@ def test_read_stress_enters_the_lifetime():
     dev = _device(STT)
     writes_only = _lifetime(0.5, dev, 0.0)
     assert writes_only == pytest.approx(dev.endurance_cycles / 0.5)
-    hard = _device(STT, "read.v_read=0.2V", "read.max_ic0_fraction=0.6", "wear.tddb_time=1s")
+    hard = _device(STT, "read.v_read=0.2V", "read.max_ic0_fraction=0.6", "wear.tddb_time=1s", "read.v_supply=0.9V")
     assert hard.read_cycles < dev.read_cycles
     both = _lifetime(0.5, hard, 2.4e5)
     assert both == pytest.approx(1 / (0.5 / hard.endurance_cycles + 2.4e5 / hard.read_cycles))
@@ -462,3 +469,25 @@ def test_thinned_write_errors_keep_each_direction_at_its_own_rate():
         expected = cells.sum() * p
         assert abs(failed - expected) < 4 * math.sqrt(expected)
     assert np.array_equal(got[ob == nb], nb[ob == nb])  # unchanged cells stay
+
+
+def test_sot_on_a_perpendicular_layer_needs_a_field_or_a_cited_field_free_mechanism():
+    """SOT alone does not switch a perpendicular free layer deterministically: the SOT card and the SAS reset
+    cite an embedded-magnet field-free mechanism (Garello et al., VLSI 2019); without it, or an in-plane field,
+    the operating point is refused."""
+    for name in (SOT, SAS):
+        with pytest.raises(PhysicsError) as err:
+            _device(name, "heavy_metal.field_free=null")
+        assert err.value.key == "heavy_metal.in_plane_field"
+        assert _device(name, "heavy_metal.field_free=null", "heavy_metal.in_plane_field=8e3A/m")
+        with pytest.raises(PhysicsError) as err:
+            _device(name, "heavy_metal.field_free=nowhere")
+        assert err.value.key == "heavy_metal.field_free"
+
+
+def test_a_rail_above_the_transistors_rating_is_refused():
+    """The SAS group's 1.8 V write rail needs its I/O transistor; a core device (0.9 V) on it is refused."""
+    with pytest.raises(PhysicsError) as err:
+        _device(SAS, "transistor.vdd=0.9V", "transistor.i_on_per_width=1785.8uA/um", "transistor.gate_length=28nm")
+    assert err.value.key == "write.v_supply"
+    assert "I/O" in err.value.message

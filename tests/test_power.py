@@ -282,7 +282,7 @@ def test_a_read_draws_its_rail_for_the_sense_window_only():
     from imcsim.devices import build_device
 
     card, _ = load_card("device", "sas_mram_4mtj_zhang_tcad2024")
-    old = card.model_copy(update={"read": card.read.model_copy(update={"v_supply_v": None, "t_sense_s": None})})
+    old = card.model_copy(update={"read": card.read.model_copy(update={"v_supply_v": 0.9, "t_sense_s": None})})
     new_e = build_device(card).figures()["read_energy_per_bit"][0]
     old_e = build_device(old).figures()["read_energy_per_bit"][0]
     assert old_e / new_e == pytest.approx(0.9 * 1.4 / (0.3 * 0.7), rel=1e-9)

@@ -243,6 +243,10 @@ class ArrayCircuit:
     def macro_area_m2(self) -> float:
         raise NotImplementedError
 
+    def array_area_m2(self) -> float:
+        """The macro's cell arrays with their periphery (no write drivers, digital unit or buffer)."""
+        return self.macro_area_m2() - self._shared_area_m2()
+
     def area_m2(self) -> float:
         """Chip area: the macro (cell arrays, peripherals, drivers, digital unit) and the global buffer."""
         return self.macro_area_m2() + self.buffer.area_m2
@@ -260,7 +264,7 @@ class ArrayCircuit:
         """(periphery area m^2, periphery static power W, volatile cells' leakage W) of one subarray."""
         a = self.card.array
         cells = a.rows * a.cols
-        area = max(0.0, (self.macro_area_m2() - self._shared_area_m2()) / a.n_subarrays
+        area = max(0.0, self.array_area_m2() / a.n_subarrays
                    - cells * self.device.area_per_bit_m2)
         scale = self.card.components.global_buffer.leakage_scale(temperature_k, "temperature")
         return area, self.blocks["logic_leakage"].power_w(area, temperature_k), \

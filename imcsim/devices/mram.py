@@ -26,7 +26,7 @@ from pydantic import Field
 from imcsim.actions import ActionCost, ActionSpec
 from imcsim.devices.base import NonVolatileCell, TransistorParams, WriteEvents, flipped_bits
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
-from imcsim.devices.sot import HeavyMetalParams, check_geometry, supply_energy_j
+from imcsim.devices.sot import HeavyMetalParams, check_geometry, check_sot_symmetry, supply_energy_j
 from imcsim.devices.switching import WritePath, sot_critical_current_a, sot_time_s
 from imcsim.devices.wear import WearParams, barrier_cycles, combined, line_cycles
 from imcsim.errors import PhysicsError
@@ -76,7 +76,7 @@ class SOTMRAMCard(_MRAMCardBase):
 def check_supply(v_supply: float, i_a: float, r_path_ohm: float, key: str) -> None:
     """A rail can drive ``i_a`` only through a path of at most ``v_supply / i_a``."""
     need = i_a * r_path_ohm
-    if need > v_supply:
+    if need > v_supply * (1.0 + 1e-9):  # a transistor sized to the headroom needs the rail exactly
         raise PhysicsError(f"{v_supply:g} V cannot drive {i_a * 1e6:.0f} uA through the {r_path_ohm:.0f} Ohm write path "
                            f"(it needs {need:.2f} V); raise it or lower the current", key=key)
 
@@ -179,11 +179,20 @@ class STTMRAM(_BitwiseMRAM):
                 raise PhysicsError(f"{w.i_write_a * 1e6:.0f} uA is below the {name} critical current {ic * 1e6:.0f} uA: "
                                    "the write never switches deterministically", key="write.i_write")
         v_ap = dev.mtj.check_barrier(w.i_write_a, "write.i_write")
-        check_supply(w.v_supply_v, w.i_write_a, v_ap / w.i_write_a + tr.on_resistance_ohm(w.i_write_a),
-                     "write.v_supply")
+        tr.check_rail(w.v_supply_v)
+        check_supply(w.v_supply_v, w.i_write_a, v_ap / w.i_write_a + dev.r_transistor_ohm, "write.v_supply")
         dev.mtj.check_read(card.read)
-        dev.mtj.check_read_rail(card.read, tr.on_resistance_ohm(w.i_write_a))
+        dev.mtj.check_read_rail(card.read, dev.r_transistor_ohm)
         return dev
+
+    @property
+    def headroom_v(self) -> float:
+        """What the write rail leaves the transistor: the rail less the junction's voltage (AP state)."""
+        return self.card.write.v_supply_v - self.barrier_voltage_v
+
+    @property
+    def r_transistor_ohm(self) -> float:
+        return self.card.transistor.on_resistance_ohm(self.card.write.i_write_a, self.headroom_v)
 
     @property
     def barrier_voltage_v(self) -> float:
@@ -211,7 +220,7 @@ class STTMRAM(_BitwiseMRAM):
 
     @property
     def area_per_bit_m2(self) -> float:
-        return self.card.transistor.area_for_current_m2(self.card.write.i_write_a)
+        return self.card.transistor.area_for_current_m2(self.card.write.i_write_a, self.headroom_v)
 
     def figures(self) -> dict[str, tuple[float, str]]:
         paths = self.write_paths()
@@ -219,7 +228,7 @@ class STTMRAM(_BitwiseMRAM):
         return {**self._common_figures(),
                 "write_error_rate_ap_to_p": (float(paths["p"].wer(w.i_write_a, w.t_write_s)), ""),
                 "barrier_voltage_write": (self.barrier_voltage_v, "V"),
-                "transistor_width": (self.card.transistor.width_for_current_m(w.i_write_a), "m")}
+                "transistor_width": (self.card.transistor.width_for_current_m(w.i_write_a, self.headroom_v), "m")}
 
 
 @dataclass(frozen=True)
@@ -232,13 +241,38 @@ class SOTMRAM(_BitwiseMRAM):
         dev = cls(card=card, mtj=MTJ.from_params(card.mtj, temperature_k), temperature_k=temperature_k)
         hm, w, tr = card.heavy_metal, card.write, card.transistor
         check_geometry(hm, card.mtj)
+        check_sot_symmetry(hm, card.mtj, "the SOT write", card.references)
         if w.i_write_a <= hm.ic0_a:
             raise PhysicsError(f"{w.i_write_a * 1e6:.0f} uA is below the SOT critical current {hm.ic0_a * 1e6:.0f} uA: "
                                "the write never switches deterministically", key="write.i_write")
-        check_supply(w.v_supply_v, w.i_write_a, dev.r_hm_ohm + tr.on_resistance_ohm(w.i_write_a), "write.v_supply")
+        tr.check_rail(w.v_supply_v)
+        check_supply(w.v_supply_v, w.i_write_a, dev.r_hm_ohm + dev.r_transistor_ohm, "write.v_supply")
         dev.mtj.check_read(card.read)
-        dev.mtj.check_read_rail(card.read, tr.on_resistance_ohm(w.i_write_a))
+        dev.mtj.check_read_rail(card.read, dev.r_read_transistor_ohm)
         return dev
+
+    @property
+    def headroom_v(self) -> float:
+        """What the write rail leaves the write transistor: the rail less the strip's drop."""
+        return self.card.write.v_supply_v - self.card.write.i_write_a * self.r_hm_ohm
+
+    @property
+    def r_transistor_ohm(self) -> float:
+        return self.card.transistor.on_resistance_ohm(self.card.write.i_write_a, self.headroom_v)
+
+    @property
+    def i_read_a(self) -> float:
+        return self.card.read.v_read_v / self.mtj.r_p_ohm
+
+    @property
+    def read_headroom_v(self) -> float:
+        """What the read rail leaves the read transistor over the junction's read voltage."""
+        rd = self.card.read
+        return rd.rail_v(self.card.transistor.vdd_v) - rd.v_read_v
+
+    @property
+    def r_read_transistor_ohm(self) -> float:
+        return self.card.transistor.on_resistance_ohm(self.i_read_a, self.read_headroom_v)
 
     @property
     def r_hm_ohm(self) -> float:
@@ -263,8 +297,8 @@ class SOTMRAM(_BitwiseMRAM):
     @property
     def area_per_bit_m2(self) -> float:
         tr = self.card.transistor
-        i_read = self.card.read.v_read_v / self.mtj.r_p_ohm
-        return tr.area_for_current_m2(self.card.write.i_write_a) + tr.area_for_current_m2(i_read)
+        return (tr.area_for_current_m2(self.card.write.i_write_a, self.headroom_v)
+                + tr.area_for_current_m2(self.i_read_a, self.read_headroom_v))
 
     def figures(self) -> dict[str, tuple[float, str]]:
         w, hm = self.card.write, self.card.heavy_metal

@@ -48,7 +48,7 @@ from imcsim.actions import ActionCost, ActionSpec
 from imcsim.devices.base import NonVolatileCell, TransistorParams, WriteEvents
 from imcsim.devices.mram import check_supply, finite, rate_warning
 from imcsim.devices.mtj import MTJ, MTJParams, ReadParams
-from imcsim.devices.sot import HeavyMetalParams, check_geometry, supply_energy_j
+from imcsim.devices.sot import HeavyMetalParams, check_geometry, check_sot_symmetry, supply_energy_j
 from imcsim.devices.switching import (
     WritePath,
     sot_critical_current_a,
@@ -133,6 +133,7 @@ class SASMRAM(NonVolatileCell):
     def _check_physics(self) -> None:
         c = self.card
         check_geometry(c.heavy_metal, c.mtj)
+        check_sot_symmetry(c.heavy_metal, c.mtj, "the reset", c.references)
         along = c.mtj.width_m if c.heavy_metal.assist == "collinear" else c.mtj.length_m
         if c.heavy_metal.pitch_m < along:
             raise PhysicsError(
@@ -152,8 +153,8 @@ class SASMRAM(NonVolatileCell):
                 f"SOT critical current of a {w.t_set_s * 1e9:g} ns pulse under the nearest MTJ, which then switches "
                 "unselected; lower write.i_set_sot or write.i_stt",
                 key="write.i_stt" if returns > w.i_set_sot_a else "write.i_set_sot")
-        check_supply(w.v_supply_v, w.i_reset_a, self.r_hm_ohm + tr.on_resistance_ohm(self.i_transistor_a),
-                     "write.v_supply")
+        tr.check_rail(w.v_supply_v)
+        check_supply(w.v_supply_v, w.i_reset_a, self.r_hm_ohm + self.r_transistor_ohm, "write.v_supply")
         check_supply(w.v_supply_v, w.i_stt_a, self.stt_path_voltage_v() / w.i_stt_a, "write.v_supply")
 
     def _check_read(self) -> None:
@@ -167,7 +168,7 @@ class SASMRAM(NonVolatileCell):
                 f"{rd.min_margin_a * 1e6:.1f} uA the sense amplifier resolves; use read.scheme sequential or "
                 "across_rows", key="read.scheme")
         self.mtj.check_read_rule(rd)
-        self.mtj.check_read_rail(rd, self.card.transistor.on_resistance_ohm(self.i_transistor_a) + self.r_hm_ohm)
+        self.mtj.check_read_rail(rd, self.r_transistor_ohm + self.r_hm_ohm)
 
     # --- the line and the transistor -------------------------------------------
 
@@ -182,17 +183,32 @@ class SASMRAM(NonVolatileCell):
         return max(w.i_reset_a, w.i_set_sot_a + w.n_mtj * w.i_stt_a)
 
     @property
+    def headroom_v(self) -> float:
+        """The drop the write rail leaves the transistor at its largest current: the smaller on resistance of
+        the reset path (the whole line) and the set path (the farthest MTJ's barrier and the line), times that
+        current."""
+        w = self.card.write
+        r_reset = (w.v_supply_v - w.i_reset_a * self.r_hm_ohm) / w.i_reset_a
+        i_set = w.i_set_sot_a + w.n_mtj * w.i_stt_a
+        r_set = (w.v_supply_v - self._stt_path_without_transistor_v()) / i_set
+        return min(r_reset, r_set) * self.i_transistor_a
+
+    @property
     def r_transistor_ohm(self) -> float:
-        return self.card.transistor.on_resistance_ohm(self.i_transistor_a)
+        return self.card.transistor.on_resistance_ohm(self.i_transistor_a, self.headroom_v)
+
+    def _stt_path_without_transistor_v(self) -> float:
+        w = self.card.write
+        v = self.mtj.ap_voltage_at_current(w.i_stt_a)
+        for j in range(w.n_mtj):  # segment j carries the SOT current and the STT currents of MTJs >= j
+            v += (w.i_set_sot_a + (w.n_mtj - j) * w.i_stt_a) * self.r_segment_ohm
+        return v
 
     def stt_path_voltage_v(self) -> float:
         """Rail voltage the STT current of the farthest MTJ needs with every MTJ selected: its barrier (AP
         state), the line back to the transistor carrying the others' returns, and the transistor."""
         w = self.card.write
-        v = self.mtj.ap_voltage_at_current(w.i_stt_a)
-        for j in range(w.n_mtj):  # segment j carries the SOT current and the STT currents of MTJs >= j
-            v += (w.i_set_sot_a + (w.n_mtj - j) * w.i_stt_a) * self.r_segment_ohm
-        return v + (w.i_set_sot_a + w.n_mtj * w.i_stt_a) * self.r_transistor_ohm
+        return self._stt_path_without_transistor_v() + (w.i_set_sot_a + w.n_mtj * w.i_stt_a) * self.r_transistor_ohm
 
     @property
     def half_select_line_current_a(self) -> float:
@@ -366,7 +382,7 @@ class SASMRAM(NonVolatileCell):
         """Group area (one write transistor + N MTJ sites on the strip) per bit."""
         c = self.card
         f = c.transistor.feature_size_m
-        tr = c.transistor.area_for_current_m2(self.i_transistor_a)
+        tr = c.transistor.area_for_current_m2(self.i_transistor_a, self.headroom_v)
         site = c.heavy_metal.pitch_m * (c.heavy_metal.width_m + 2.0 * f)
         return (tr + c.write.n_mtj * site) / c.write.n_mtj
 

@@ -22,6 +22,7 @@ from pydantic import Field
 from imcsim.errors import PhysicsError
 from imcsim.params import (
     CurrentDensityAPerM2,
+    CurrentPerWidthAPerM,
     LengthM,
     Number,
     Params,
@@ -48,6 +49,13 @@ class HeavyMetalParams(Params):
         "orthogonal",
         description="how SOT and STT torques combine: orthogonal (perpendicular free layer, type z) or collinear "
                     "(in-plane free layer with its easy axis across the strip, type y)")
+    in_plane_field_a_per_m: CurrentPerWidthAPerM | None = Field(
+        None, alias="in_plane_field", gt=0.0, le=1e7,
+        description="in-plane field along the current that breaks the symmetry of SOT switching of a perpendicular "
+                    "free layer (an external or embedded magnet)")
+    field_free: str | None = Field(
+        None, min_length=1, description="the reference of a field-free mechanism the design relies on instead of "
+                                        "an in-plane field (a key of the card's references)")
 
     def resistivity_at(self, temperature_k: float) -> float:
         rho = self.resistivity_ohm_m * (1.0 + self.tcr_per_k * (temperature_k - self.reference_temperature_k))
@@ -67,6 +75,20 @@ class HeavyMetalParams(Params):
 
     def current_density(self, i_a: float) -> float:
         return i_a / (self.width_m * self.thickness_m)
+
+
+def check_sot_symmetry(hm: HeavyMetalParams, mtj, what: str, references: dict[str, str]) -> None:
+    """SOT alone switches a perpendicular free layer deterministically only when something breaks the symmetry
+    (an in-plane field along the current, or a cited field-free mechanism); ``what`` is the write that relies
+    on it. An in-plane free layer (type y or x) needs neither."""
+    if mtj.anisotropy != "perpendicular" or hm.in_plane_field_a_per_m is not None:
+        return
+    if hm.field_free is None:
+        raise PhysicsError(f"{what} switches a perpendicular free layer by SOT alone, which is not deterministic "
+                           "without a symmetry-breaking in-plane field; give heavy_metal.in_plane_field, or cite a "
+                           "field-free mechanism in heavy_metal.field_free", key="heavy_metal.in_plane_field")
+    if hm.field_free not in references:
+        raise PhysicsError(f"{hm.field_free!r} is not a key of the card's references", key="heavy_metal.field_free")
 
 
 def check_geometry(hm: HeavyMetalParams, mtj) -> None:
