@@ -754,7 +754,8 @@ def traffic_table(ctx: RunContext) -> list[dict[str, Any]]:
 def macro_table(ctx: RunContext) -> list[dict[str, Any]]:
     """Per macro of the chip (one row for a single macro): its device, how many stored matrices it holds, subarrays
     used, area (its arrays and periphery; the shared buffer and digital unit are the main macro's), static power
-    while training (its occupied arrays' leakage and their periphery's), and its cells' writes in training (scaled
+    with every block powered (its occupied arrays' leakage, their periphery's and its write drivers'; the main
+    macro's also the digital unit's), and its cells' writes in training (scaled
     to every step) and deployment. A hybrid chip's cost of its second technology and the writes it saves read
     here."""
     macro = ctx.macro
@@ -764,10 +765,10 @@ def macro_table(ctx: RunContext) -> list[dict[str, Any]]:
     rows = []
     for name, m in (("main", getattr(macro, "main", macro)), *others.items()):
         comp = m.device.component if name == "main" else f"{name}.{m.device.component}"
-        power = m.static_power_w(ctx.config.run.temperature_k)
+        own = m.leakage_domains(ctx.config.run.temperature_k, shared=name == "main")
         rows.append({"macro": name, "device": m.device.component, "stored_matrices": layers.get(name, 0),
                      "subarrays_used": m.subarrays_used, "area_m2": m.macro_area_m2(),
-                     "static_power_w": power["array"] + power["periphery"],
+                     "static_power_w": sum(d.power_w for d in own if d.part in ("array", "periphery")),
                      "cell_writes_train": _cell_writes(ctx.train, comp),
                      "cell_writes_deploy": _cell_writes(ctx.deploy, comp)})
     return rows

@@ -299,3 +299,25 @@ def test_a_read_path_that_cannot_work_is_refused(key, value, says, capsys):
     assert code == 2, err
     assert f"device.{key}" in err
     assert says in err
+
+
+def test_every_macro_of_a_chip_leaks_in_its_own_domains():
+    """A hybrid chip's SRAM macro: its volatile cells keep their weights in retention while gated (retentive
+    domain), its periphery is gated like the main macro's; the powered-up static power is the domains' sum with
+    DRAM's standby."""
+    hybrid = ROOT / "configs" / "sas_mram_sram_hybrid_repnet_cost.yaml"
+    loaded = load_config(hybrid, overrides=["workload.cost_only.image_size=64"])
+    hw = build_hardware(loaded)
+    from imcsim.api import check_capacity
+
+    check_capacity(loaded, hw)
+    r = run(loaded, hardware=hw)
+    domains = hw.macro.leakage_domains(300.0)
+    cells = [d for d in domains if d.domain == "array"]
+    assert cells
+    assert all(d.retentive for d in cells)  # only the SRAM macro's cells leak, and they hold state
+    parts = hw.macro.static_power_w(300.0)
+    assert sum(parts.values()) == pytest.approx(sum(d.power_w for d in domains)
+                                                + hw.macro.dram.card.background_power_w, rel=1e-12)
+    rows = {row["resource"]: row for row in r.tables["resources"]}
+    assert rows["array"]["energy_static_j"] < rows["array"]["energy_static_ungated_j"]

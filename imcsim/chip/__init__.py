@@ -255,11 +255,12 @@ class Chip:
                 *(d for m in self.others.values() for d in m.leakage_domains(temperature_k, shared=False))]
 
     def static_power_w(self, temperature_k: float) -> dict[str, float]:
-        out = dict(self.main.static_power_w(temperature_k))
-        for m in self.others.values():
-            own = m.static_power_w(temperature_k)
-            out["array"] += own["array"]
-            out["periphery"] += own["periphery"]
+        """Every macro's blocks powered (a further macro's own: its subarrays and write drivers), the shared
+        digital unit and buffer once, and DRAM's standby."""
+        out = {"array": 0.0, "periphery": 0.0, "buffer": 0.0}
+        for d in self.leakage_domains(temperature_k):
+            out[d.part] += d.power_w
+        out["dram"] = self.main.dram.card.background_power_w
         return out
 
     def idle_power_w(self, temperature_k: float, buffer_bits: float, dram_bits: float) -> float:

@@ -272,24 +272,25 @@ class ArrayCircuit:
 
     def leakage_domains(self, temperature_k: float, shared: bool = True) -> list[LeakDomain]:
         """Every block that leaks while training, in the power domain that gates it: per stored matrix its
-        subarrays' periphery (and volatile cells, which keep their state while gated), the digital unit, the
-        write drivers and the global buffer (``shared``: the chip's shared blocks)."""
+        subarrays' periphery (and volatile cells, which keep their state while gated), the macro's write
+        drivers, and (``shared``: the macro that holds the chip's shared blocks) the digital unit and the
+        global buffer."""
         area, periphery_w, cells_w = self._per_subarray(temperature_k)
         cell_area = self.card.array.rows * self.card.array.cols * self.device.area_per_bit_m2
+        leak = self.blocks["logic_leakage"]
         out = []
         for key, s in self.matrices().items():
             n = s.row_tiles * s.col_tiles
             out.append(LeakDomain("periphery", "periphery", key, periphery_w * n, area * n, False))
             if cells_w > 0:
                 out.append(LeakDomain("array", "array", key, cells_w * n, cell_area * n, True))
+        drivers = self.write_driver_count * self.blocks["write_driver"].area_m2
+        out.append(LeakDomain("write_drivers", "periphery", None, leak.power_w(drivers, temperature_k), drivers,
+                              False))
         if shared:
-            leak = self.blocks["logic_leakage"]
             digital = self.blocks["digital"].area_m2
-            drivers = self.write_driver_count * self.blocks["write_driver"].area_m2
             gb = self.buffer
             out += [LeakDomain("digital", "periphery", None, leak.power_w(digital, temperature_k), digital, False),
-                    LeakDomain("write_drivers", "periphery", None, leak.power_w(drivers, temperature_k), drivers,
-                               False),
                     LeakDomain("buffer", "buffer", None, gb.leakage_w(temperature_k), gb.area_m2, True)]
         return out
 
