@@ -321,3 +321,25 @@ def test_every_macro_of_a_chip_leaks_in_its_own_domains():
                                                 + hw.macro.dram.card.background_power_w, rel=1e-12)
     rows = {row["resource"]: row for row in r.tables["resources"]}
     assert rows["array"]["energy_static_j"] < rows["array"]["energy_static_ungated_j"]
+
+
+def test_the_adder_cell_is_neurosims_nand_adder_with_its_validated_activity():
+    """NeuroSim V1.4 (Adder.cpp, Technology.cpp, formula.cpp; 32 nm PTM LP, 0.9 V): a full-adder bit switches
+    13 NAND2 input and 7 output capacitances, times the silicon-validated activity 0.15. The NAND2's 4F NMOS and
+    1.5 x 2F PMOS are widened to the 28 F cell height; its input capacitance is (C_ideal + C_overlap + C_fringe)
+    per width, its output the drains' junction, sidewall and gate-edge capacitances. The card holds that
+    energy within 1 % and nine NAND2 of 11.4 F x 28 F within 1 %."""
+    f, vdd = 32e-9, 0.9
+    c_gate = 8.375279e-10 * 1.2 + 6.856677e-10  # F/m: ideal gate + 20 % overlap + fringe
+    ratio = 1.5 * 2 * f / (1.5 * 2 * f + 4 * f)
+    wp = ratio * (28 * f - 3.5 * f - 3.6 * f)
+    wn = wp / ratio * (1 - ratio)
+    grade = 2.0  # 1 + vdd / built-in potential (0.9 V)
+    cj, csw, cdc = 1e-3 / grade ** 0.5, 2.5e-10 / grade ** 0.33, 0.5e-10 / grade ** 0.33
+    c_in = c_gate * (wn + wp)
+    c_out = 5.6 * f * wn * cj + 2.8 * f * wp * cj + (11.2 * f + wn) * csw + 5.6 * f * csw + (wn + wp) * cdc
+    energy = (13 * c_in + 7 * c_out) * vdd ** 2 * 0.15
+    card = load_card("circuit", "bitserial_macro_28nm")[0].components.adder_cell
+    assert card.card == "full_adder_neurosim_32nm"
+    assert card.energy_j == pytest.approx(energy, rel=0.01)
+    assert card.area_m2 == pytest.approx(9 * 11.4 * 28 * f * f, rel=0.01)
