@@ -31,6 +31,17 @@ def _card(name: str):
     return getattr(circuit.components, role)
 
 
+def _refused(capsys, key: str, value: str, says: str = "") -> None:
+    """``imcsim validate`` of the MobileNetV2 config with ``--set key=value`` exits 2 with one line naming the key."""
+    code = main(["validate", str(MOBILENET), "--set", f"{key}={value}"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert key in err
+    assert says in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
 # --- process corners -------------------------------------------------------------------------
 
 
@@ -63,19 +74,11 @@ def test_logic_leakage_reproduces_aladdins_register_at_the_hp_corner():
 
 
 def test_a_supply_far_from_the_corners_is_refused(tmp_path, capsys):
-    code = main(["validate", str(MOBILENET), "--set", "circuit.components.corner.vdd=3 V"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "circuit.components.corner.vdd" in err
-    assert "Traceback" not in err
+    _refused(capsys, "circuit.components.corner.vdd", "3 V", "nominal")
 
 
 def test_a_corner_the_library_does_not_hold_is_refused(capsys):
-    code = main(["validate", str(MOBILENET), "--set", "circuit.components.corner.card=corner_fast_3nm"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "circuit.components.corner.card" in err
-    assert "corner_fast_3nm" in err
+    _refused(capsys, "circuit.components.corner.card", "corner_fast_3nm", "corner_fast_3nm")
 
 
 def test_two_corners_on_one_chip_are_warned_about(capsys):
@@ -106,13 +109,7 @@ def test_the_shipped_circuits_are_on_one_low_power_corner(capsys):
     ("policy", "sometimes", "policy"),
 ])
 def test_bad_gating_is_refused_naming_the_key(key, value, says, capsys):
-    code = main(["validate", str(MOBILENET), "--set", f"circuit.components.power_gating.{key}={value}"])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert f"circuit.components.power_gating.{key}" in err
-    assert says in err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    _refused(capsys, f"circuit.components.power_gating.{key}", value, says)
 
 
 def test_wake_energy_and_threshold_follow_cacti_p():
@@ -207,10 +204,7 @@ def test_dram_states_follow_the_drampower_memspec():
 
 
 def test_a_power_down_above_standby_is_refused(capsys):
-    code = main(["validate", str(MOBILENET), "--set", "circuit.components.dram.power_down_power=1 W"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "circuit.components.dram.power_down_power" in err
+    _refused(capsys, "circuit.components.dram.power_down_power", "1 W", "active standby")
 
 
 # --- whole runs ------------------------------------------------------------------------------
@@ -294,11 +288,7 @@ def test_a_read_draws_its_rail_for_the_sense_window_only():
     ("read.v_supply", "0.1001 V", "cannot hold"),
 ])
 def test_a_read_path_that_cannot_work_is_refused(key, value, says, capsys):
-    code = main(["validate", str(MOBILENET), "--set", f"device.{key}={value}"])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert f"device.{key}" in err
-    assert says in err
+    _refused(capsys, f"device.{key}", value, says)
 
 
 def test_every_macro_of_a_chip_leaks_in_its_own_domains():

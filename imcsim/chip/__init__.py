@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from imcsim.actions import ActionTable
-from imcsim.circuits.base import ArrayCircuit, CapacityError
+from imcsim.circuits.base import ArrayCircuit, CapacityError, powered_static_w
 from imcsim.ops import OpRecord
 
 SHARED_ROLES = frozenset({"digital", "global_buffer", "dram", "interconnect", "logic_leakage"})
@@ -257,11 +257,7 @@ class Chip:
     def static_power_w(self, temperature_k: float) -> dict[str, float]:
         """Every macro's blocks powered (a further macro's own: its subarrays and write drivers), the shared
         digital unit and buffer once, and DRAM's standby."""
-        out = {"array": 0.0, "periphery": 0.0, "buffer": 0.0}
-        for d in self.leakage_domains(temperature_k):
-            out[d.part] += d.power_w
-        out["dram"] = self.main.dram.card.background_power_w
-        return out
+        return powered_static_w(self.leakage_domains(temperature_k), self.main.dram.card)
 
     def idle_power_w(self, temperature_k: float, buffer_bits: float, dram_bits: float) -> float:
         arrays = sum(m.idle_power_w(temperature_k, 0.0, 0.0) for m in self.others.values())  # volatile cells

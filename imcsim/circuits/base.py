@@ -123,6 +123,16 @@ class LeakDomain:
     retentive: bool  # holds state while gated (retention voltage)
 
 
+def powered_static_w(domains, dram: chip.DramCard) -> dict[str, float]:
+    """Static power by part (array, periphery, buffer) of leaking blocks with every one powered, and DRAM's
+    active standby."""
+    out = {"array": 0.0, "periphery": 0.0, "buffer": 0.0}
+    for d in domains:
+        out[d.part] += d.power_w
+    out["dram"] = dram.background_power_w
+    return out
+
+
 def _compact(counts: np.ndarray) -> np.ndarray:
     """Per-cell write counts in the smallest unsigned type that holds them (a run keeps one per write op)."""
     top = int(counts.max()) if counts.size else 0
@@ -254,11 +264,7 @@ class ArrayCircuit:
     def static_power_w(self, temperature_k: float) -> dict[str, float]:
         """Static power with every block powered, by part: the occupied cell arrays (volatile cells only), their
         peripheral logic and the shared logic, the global buffer, and DRAM's active standby."""
-        out = {"array": 0.0, "periphery": 0.0, "buffer": 0.0}
-        for d in self.leakage_domains(temperature_k):
-            out[d.part] += d.power_w
-        out["dram"] = self.dram.card.background_power_w
-        return out
+        return powered_static_w(self.leakage_domains(temperature_k), self.dram.card)
 
     def _per_subarray(self, temperature_k: float) -> tuple[float, float, float]:
         """(periphery area m^2, periphery static power W, volatile cells' leakage W) of one subarray."""

@@ -53,8 +53,6 @@ bound is this model's choice: the ITRS tables give each flavour at one supply.""
 TEMPERATURE_RANGE_K = (233.15, 398.15)
 """-40 to 125 C, the commercial-to-automotive junction range over which the leakage fits hold."""
 
-FLAVOURS = ("HP", "LOP", "LSTP", "library")
-
 Policy = Literal["never", "idle", "always"]
 
 DOMAINS = {
@@ -202,4 +200,5 @@ class PowerGatingCard(ComponentCard):
         return self.wake_time_s + wake_j / saved if saved > 0 else math.inf
 
 
-__all__ = ["DOMAINS", "FLAVOURS", "NOT_GATEABLE", "SUPPLY_RANGE", "TEMPERATURE_RANGE_K", "PowerGatingCard", "ProcessCornerCard", "corner_warnings"]
+__all__ = ["DOMAINS", "NOT_GATEABLE", "SUPPLY_RANGE", "TEMPERATURE_RANGE_K", "PowerGatingCard", "ProcessCornerCard",
+           "corner_warnings"]

@@ -10,7 +10,7 @@ step does not use is idle for the whole step; one the run never schedules is idl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,61 +24,57 @@ from imcsim.sim.graph import ARRAY_PREFIX, BUFFER, DIGITAL, DRAM, WRITE_DRIVERS
 _SHARED_RESOURCE = {"digital": DIGITAL, "write_drivers": WRITE_DRIVERS, "buffer": BUFFER}
 
 
+def _held(sched: Schedule, key: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The intervals in which each resource is held, keyed per resource by ``key[resource id]`` and sorted by
+    (key, start): (key, start, end, reach, first), ``reach`` the latest end so far within the key and ``first``
+    marking each key's first interval (empty intervals dropped)."""
+    c = sched.compiled
+    counts = np.diff(c.res_ptr)
+    k = key[c.res_id]
+    start = np.repeat(sched.start, counts).astype(np.int64)
+    end = np.repeat(sched.end, counts).astype(np.int64)
+    keep = end > start
+    k, start, end = k[keep], start[keep], end[keep]
+    order = np.lexsort((start, k))
+    k, start, end = k[order], start[order], end[order]
+    shift = k * (int(end.max(initial=0)) + 1)  # keys on disjoint ranges, so one running maximum serves all
+    reach = np.maximum.accumulate(end + shift) - shift
+    first = np.ones(len(k), dtype=bool)
+    first[1:] = k[1:] != k[:-1]
+    return k, start, end, reach, first
+
+
 def idle_gaps(sched: Schedule) -> dict[str, np.ndarray]:
     """Idle intervals (cycles) of every resource the schedule uses, the wrap-around gap included."""
     c = sched.compiled
     span = sched.makespan
-    counts = np.diff(c.res_ptr)
-    if not counts.size or span <= 0:
+    if not len(c.res_id) or span <= 0:
         return {}
-    res = c.res_id
-    start = np.repeat(sched.start, counts).astype(np.int64)
-    end = np.repeat(sched.end, counts).astype(np.int64)
-    keep = end > start
-    res, start, end = res[keep], start[keep], end[keep]
-    order = np.lexsort((start, res))
-    res, start, end = res[order], start[order], end[order]
-    shift = res.astype(np.int64) * (span + 1)  # groups on disjoint ranges, so one running maximum serves all
-    reach = np.maximum.accumulate(end + shift) - shift  # latest end so far within the resource
-    first = np.ones(len(res), dtype=bool)
-    first[1:] = res[1:] != res[:-1]
+    res, start, _, reach, first = _held(sched, np.arange(len(c.resources), dtype=np.int64))
     last = np.ones(len(res), dtype=bool)
-    last[:-1] = res[1:] != res[:-1]
+    last[:-1] = first[1:]
     gap = np.zeros(len(res), dtype=np.int64)
     gap[1:] = start[1:] - reach[:-1]
     inner = (~first) & (gap > 0)
-    out: dict[str, np.ndarray] = {}
     ids = res[first]
     wrap = start[first] + (span - reach[last])
-    inner_res = res[inner]
-    inner_gap = gap[inner]
-    bounds = np.searchsorted(inner_res, ids, side="left"), np.searchsorted(inner_res, ids, side="right")
+    inner_res, inner_gap = res[inner], gap[inner]
+    lo, hi = np.searchsorted(inner_res, ids, side="left"), np.searchsorted(inner_res, ids, side="right")
+    out: dict[str, np.ndarray] = {}
     for i, r in enumerate(ids):
-        g = inner_gap[bounds[0][i]:bounds[1][i]]
-        w = wrap[i]
-        out[c.resources[r]] = np.append(g, w) if w > 0 else g
+        g = inner_gap[lo[i]:hi[i]]
+        out[c.resources[r]] = np.append(g, wrap[i]) if wrap[i] > 0 else g
     return out
 
 
 def busy_union(sched: Schedule, group) -> dict[str, int]:
     """Cycles in which at least one resource of each group (``group(resource name) -> group``) is held."""
     c = sched.compiled
-    counts = np.diff(c.res_ptr)
-    if not counts.size:
+    if not len(c.res_id):
         return {}
     names = [group(r) for r in c.resources]
     index = {g: i for i, g in enumerate(dict.fromkeys(names))}
-    gid = np.array([index[g] for g in names], dtype=np.int64)[c.res_id]
-    start = np.repeat(sched.start, counts).astype(np.int64)
-    end = np.repeat(sched.end, counts).astype(np.int64)
-    keep = end > start
-    gid, start, end = gid[keep], start[keep], end[keep]
-    order = np.lexsort((start, gid))
-    gid, start, end = gid[order], start[order], end[order]
-    shift = gid * (int(end.max(initial=0)) + 1)
-    reach = np.maximum.accumulate(end + shift) - shift
-    first = np.ones(len(gid), dtype=bool)
-    first[1:] = gid[1:] != gid[:-1]
+    gid, start, _, reach, first = _held(sched, np.array([index[g] for g in names], dtype=np.int64))
     prev = np.zeros_like(reach)
     prev[1:] = reach[:-1]
     # the part of each interval the ones before it in its group did not cover
@@ -188,9 +184,4 @@ def dram_energy(card: DramCard, policy: str, gaps_s: np.ndarray, total_s: float)
     return p_on * busy + float(chosen.sum())
 
 
-def mean_power_w(energy: StaticEnergy, seconds: float) -> Mapping[str, float]:
-    return {k: v / seconds for k, v in energy.energy_j.items()} if seconds > 0 else dict.fromkeys(energy.energy_j,
-                                                                                                0.0)
-
-
-__all__ = ["IdleRecord", "StaticEnergy", "dram_energy", "idle_gaps", "mean_power_w", "static_energy"]
+__all__ = ["IdleRecord", "StaticEnergy", "busy_union", "dram_energy", "idle_gaps", "static_energy"]
