@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from imcsim.circuits.bitplanes import (
+    BOOTH_NONZERO,
     bit_planes,
     bitplane_matmul_reference,
+    booth_digit_density,
+    booth_digits,
     from_bit_planes,
     int8_matmul,
 )
@@ -62,6 +65,31 @@ def test_bit_planes_roundtrip(x):
     assert np.array_equal(from_bit_planes(bit_planes(x)), x)
 
 
+def test_booth_digits_rebuild_every_int8_and_mark_the_non_zero_ones():
+    """Radix-4 Booth: four digits in {-2..2} with sum d_i 4^i = x for all 256 values; the mask table marks exactly
+    the non-zero digits; -128 and 127 need all four."""
+    x = np.arange(-128, 128, dtype=np.int8)
+    d = booth_digits(x).astype(np.int64)
+    assert d.min() == -2
+    assert d.max() == 2
+    assert np.array_equal((d * 4 ** np.arange(4)[:, None]).sum(axis=0), x)
+    mask = BOOTH_NONZERO[x.view(np.uint8)]
+    assert np.array_equal(((mask[None, :] >> np.arange(4)[:, None]) & 1).astype(bool), d != 0)
+    assert BOOTH_NONZERO[0] == 0
+    assert BOOTH_NONZERO[np.int8(-1).view(np.uint8)] == 0b0001
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=8, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_booth_digit_density_is_the_exact_expectation(p):
+    """Each digit's non-zero probability under independent bits equals the exhaustive expectation over the 256
+    byte values weighted by their probabilities."""
+    bits = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(float)
+    prob = np.prod(np.where(bits == 1, p, 1.0 - np.asarray(p)), axis=1)
+    nonzero = booth_digits(np.arange(256, dtype=np.uint8).view(np.int8)) != 0  # (4, 256)
+    assert np.allclose(booth_digit_density(p), nonzero @ prob, atol=1e-12)
+
+
 def test_stream_activity_counts_ones_passes_cycles_and_hits():
     from imcsim.circuits.activity import stream_activity
 
@@ -102,7 +130,8 @@ def test_word_kernel_equals_byte_kernel(m, k, tile, density, rows_per_sense, lin
     u = (rng.integers(0, 256, (m, k)) * (rng.random((m, k)) < density)).astype(np.uint8)
     stored = rng.integers(0, 60, k)
     chunk = min(chunk, m)
-    ref = _activity_kernel(u, tile, rows_per_sense, lines, stored.astype(np.int64), skip, chunk, _SPREAD, _POPCOUNT)
+    ref = _activity_kernel(u, tile, rows_per_sense, lines, stored.astype(np.int64), skip, chunk, _SPREAD, _POPCOUNT,
+                           8)
     got = stream_activity(u, tile, rows_per_sense, lines, stored, skip, chunk_rows=chunk)
     assert np.array_equal(got[0], ref[0])
     assert got[1] == ref[1]

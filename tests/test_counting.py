@@ -71,6 +71,9 @@ SETTINGS = settings(max_examples=4, deadline=None, derandomize=True,
     ("macro", "transposable_read", ["circuit.dataflow.skip_zero_planes=false"]),
     ("macro", "transposable_read", ["circuit.dataflow.weight_reuse=latch", "circuit.dataflow.batch_tile=4"]),
     ("macro", "transposed_copy", ["circuit.dataflow.weight_reuse=latch", "circuit.array.rows_per_sense=4"]),
+    ("macro", "transposable_read", ["circuit.dataflow.input_encoding=booth_radix4"]),
+    ("macro", "transposed_copy", ["circuit.dataflow.weight_reuse=in_cell", "device.card=sram_6t_28nm",
+                                  "circuit.dataflow.input_encoding=booth_radix4", "circuit.array.rows_per_sense=4"]),
     ("crossbar", "transposable_read", []),
     ("crossbar", "digital", []),
 ])
@@ -87,7 +90,9 @@ def test_expected_counts_equal_measured_counts(kind, flow, extra, dx, de):
     # crossbar: conversions follow the sign passes (exact), reads the magnitude bits (taken as independent);
     # macro: reads follow the 1 bits (exact), shift-adds the passes that hold a 1 (stochastic)
     exact = EXACT if kind == "crossbar" else (EXACT - {("shift_add", "accumulate")}) | {dev}
-    if "circuit.dataflow.weight_reuse=latch" in extra:  # lines sensed once per vector tile that needs them
+    if "circuit.dataflow.weight_reuse=latch" in extra or "circuit.dataflow.input_encoding=booth_radix4" in extra:
+        # lines sensed once per vector tile that needs them; or driven by the non-zero Booth digits, whose
+        # expectation takes the bits as independent
         exact = exact - {dev, ("row_driver", "activate_row"), ("col_driver", "activate_col")}
     _, fwd = macro.forward(x, "w", samples=4)
     _agree(fwd, macro.expected_forward(M, K, N, 1, 4, _density(x), q, "w"), exact)
@@ -159,3 +164,43 @@ def test_weight_reuse_senses_each_line_once_per_vector_tile():
     a = latch.card.array
     assert latch.area_m2() - resense.area_m2() == pytest.approx(
         a.n_subarrays * a.rows * a.cols * latch.blocks["latch"].area_m2, rel=1e-9)
+
+
+def test_in_cell_compute_senses_nothing_and_booth_halves_the_passes():
+    """Digital SRAM CIM: with in_cell, no cell is read and no sense amplifier fires to compute; each AND result of
+    1 switches its cell's gate instead (as many as the column counters see) and the gates cost area per cell.
+    Radix-4 Booth on a dense operand: 4 digit passes instead of 8 plane passes, the lines driven by the non-zero
+    digits, the product exact either way; an MRAM cell cannot compute in its cell."""
+    rng = np.random.default_rng(2)
+    w = rng.integers(-100, 100, (K, N)).astype(np.int8)
+    x = torch.from_numpy(rng.integers(-127, 127, (M, K)).astype(np.int8))
+    sram = ["device.card=sram_6t_28nm", "circuit.array.rows_per_sense=4"]
+    ops = {}
+    for name, sets in {"read": [], "in_cell": ["circuit.dataflow.weight_reuse=in_cell"],
+                       "booth": ["circuit.dataflow.weight_reuse=in_cell",
+                                 "circuit.dataflow.input_encoding=booth_radix4"]}.items():
+        macro = _circuit("macro", [*sram, *sets])
+        macro.store("w", w)
+        y, op = macro.forward(x, "w", samples=4)
+        assert torch.equal(y, torch.from_numpy(x.numpy().astype(np.int64) @ w.astype(np.int64)).to(torch.int32))
+        ops[name] = (macro, op)
+    (plain, read), (cell, gated), (_, booth) = ops["read"], ops["in_cell"], ops["booth"]
+    assert read.counts[("sram_cell", "read")] > 0
+    assert read.counts[("sense_amp", "sense")] > 0
+    assert ("sram_cell", "read") not in gated.counts
+    assert ("sense_amp", "sense") not in gated.counts
+    assert gated.counts[("cell_gate", "evaluate")] == gated.counts[("column_counter", "increment")] \
+        == read.counts[("column_counter", "increment")]
+    a = cell.card.array
+    assert cell.area_m2() - plain.area_m2() == pytest.approx(
+        a.n_subarrays * a.rows * a.cols * cell.blocks["cell_gate"].area_m2, rel=1e-9)
+    from imcsim.circuits.bitplanes import BOOTH_NONZERO
+    digits = int(np.unpackbits(BOOTH_NONZERO[x.numpy().view(np.uint8)]).sum())
+    geom = plain.stream_geometry("forward", K, N)[0]
+    assert booth.counts[("row_driver", "activate_row")] == digits * geom.other_tiles
+    tiles = -(-K // a.rows)
+    assert booth.counts[("adder_tree", "combine")] == M * tiles * 4 * N  # 4 digits, every one non-zero somewhere
+    assert booth.counts[("adder_tree", "combine")] <= 0.51 * gated.counts[("adder_tree", "combine")]
+    assert booth.cycles < gated.cycles
+    with pytest.raises(Exception, match="latch cell"):
+        _circuit("macro", ["circuit.dataflow.weight_reuse=in_cell"])

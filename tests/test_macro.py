@@ -188,3 +188,26 @@ def test_popcount_tree_bit_adds():
     assert popcount_tree_bit_adds(2) == 1
     assert popcount_tree_bit_adds(4) == 2 * 1 + 1 * 2
     assert popcount_tree_bit_adds(8) == 4 + 2 * 2 + 1 * 3
+
+
+@pytest.mark.parametrize("rows_per_sense", [1, 4, 32])
+def test_a_column_sensing_several_rows_pays_a_popcount_tree_and_each_output_an_adder_tree(rows_per_sense):
+    """Area: a column that senses R rows per cycle holds a popcount tree of R inputs (popcount_tree_bit_adds(R)
+    full adders, none for R = 1) beside its counter; each output (8 columns) an adder tree of its combine's full
+    adders beside its accumulator; a popcount tree's full-adder operations per input stay under the two per
+    increment the energy counts."""
+    from imcsim.api import build_hardware
+    from imcsim.components.blocks import (
+        COUNTER_TOGGLES_PER_INCREMENT,
+        counter_bits,
+        popcount_tree_bit_adds,
+    )
+    from imcsim.config import load_config
+
+    macro = build_hardware(load_config(MAIN_CONFIG, [f"circuit.array.rows_per_sense={rows_per_sense}"])).macro
+    a, b = macro.card.array, macro.blocks
+    fa = b["shift_add"].area_m2 / 32 - b["input_buffer"].area_m2  # one full adder (the accumulator's bit less its register)
+    tree = popcount_tree_bit_adds(rows_per_sense) if rows_per_sense > 1 else 0
+    assert b["column_counter"].area_m2 == pytest.approx((counter_bits(a.rows) + tree) * fa, rel=1e-9)
+    assert b["adder_tree"].area_m2 == pytest.approx(7 * (counter_bits(a.rows) + 8) * fa, rel=1e-9)
+    assert tree / rows_per_sense < COUNTER_TOGGLES_PER_INCREMENT

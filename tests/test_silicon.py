@@ -18,10 +18,6 @@ SILICON = ROOT / "configs" / "silicon"
 # Known gaps: (design, metric) -> why the figure is still outside its tolerance. A pair listed here that lands
 # makes its test fail (strict xfail), so the entry is removed with the change that closes the gap.
 GAPS = {
-    ("tu_isscc2022_dcim_28nm", "tops_per_watt_macro_forward"):
-        "3.5x below: the macro takes one input bit per cycle (the silicon two, by Booth encoding) and counts a "
-        "column-counter increment per AND result of 1 and a 32-bit shift-add per plane, where the silicon sums a "
-        "bank's 32 rows in one adder tree",
     ("hung_jssc2023_reram_22nm", "tops_per_watt_macro_forward"):
         "8.9x below: the macro converts every column with an 8-bit SAR ADC where the silicon reads out in the "
         "time domain, without a conventional ADC",

@@ -38,12 +38,12 @@ def plane_ones(x_int8) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _tile_passes(counts, planes, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero):
-    """Book one vector's pass through tile ``t``: per plane, its 1 bits (``counts``) add to ``planes``, and a
-    plane holding a 1 (every plane when zero planes are not skipped) senses in ceil(ones / rows_per_sense)
-    cycles (at least one) per line; returns the passes counted."""
+def _tile_passes(counts, planes, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero, n_planes):
+    """Book one vector's pass through tile ``t``: per plane (the first ``n_planes``), its 1 bits (``counts``) add
+    to ``planes``, and a plane holding a 1 (every plane when zero planes are not skipped) senses in
+    ceil(ones / rows_per_sense) cycles (at least one) per line; returns the passes counted."""
     active = 0
-    for i in range(8):
+    for i in range(n_planes):
         c = counts[i]
         planes[i] += c
         if c > 0:
@@ -57,7 +57,7 @@ def _tile_passes(counts, planes, cycles, ch, t, rows_per_sense, lines_per_bit, s
 
 @numba.njit(cache=True, nogil=True)
 def _activity_kernel(u, tile_len, rows_per_sense, lines_per_bit, stored_ones, skip_zero, chunk_rows, spread,
-                     popcount):
+                     popcount, n_planes):
     m_count, k_count = u.shape
     n_tiles = (k_count + tile_len - 1) // tile_len
     n_chunks = max(1, (m_count + chunk_rows - 1) // chunk_rows)
@@ -81,7 +81,8 @@ def _activity_kernel(u, tile_len, rows_per_sense, lines_per_bit, stored_ones, sk
                     increments += popcount[v] * stored_ones[k]
                 for i in range(8):
                     counts[i] += (acc >> np.uint64(8 * i)) & np.uint64(255)
-            active += _tile_passes(counts, plane_ones, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero)
+            active += _tile_passes(counts, plane_ones, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero,
+                                   n_planes)
     return plane_ones, active, cycles, increments
 
 
@@ -92,7 +93,8 @@ _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 
 
 @numba.njit(cache=True, nogil=True)
-def _word_rows(w, r0, r1, ch, tile_words, rows_per_sense, lines_per_bit, stored_ones, skip_zero, cycles, planes):
+def _word_rows(w, r0, r1, ch, tile_words, rows_per_sense, lines_per_bit, stored_ones, skip_zero, cycles, planes,
+               n_planes):
     """Rows ``r0..r1`` (one chunk, ``ch``) of :func:`_activity_kernel_words`; returns (active passes, increments)."""
     kw = w.shape[1]
     n_tiles = (kw + tile_words - 1) // tile_words
@@ -134,7 +136,7 @@ def _word_rows(w, r0, r1, ch, tile_words, rows_per_sense, lines_per_bit, stored_
                 counts[5] += (a5 * lanes) >> top
                 counts[6] += (a6 * lanes) >> top
                 counts[7] += (a7 * lanes) >> top
-            active += _tile_passes(counts, planes, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero)
+            active += _tile_passes(counts, planes, cycles, ch, t, rows_per_sense, lines_per_bit, skip_zero, n_planes)
         if (m - r0) % 31 == 30 or m == r1 - 1:  # a lane holds at most 31 x 8 = 248
             for j in range(kw):
                 v = colpop[j]
@@ -148,7 +150,8 @@ def _word_rows(w, r0, r1, ch, tile_words, rows_per_sense, lines_per_bit, stored_
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _activity_kernel_words(w, tile_words, rows_per_sense, lines_per_bit, stored_ones, skip_zero, chunk_rows):
+def _activity_kernel_words(w, tile_words, rows_per_sense, lines_per_bit, stored_ones, skip_zero, chunk_rows,
+                           n_planes):
     """:func:`_activity_kernel` on the operand read as 64-bit words (8 elements each, tiles of whole words).
 
     Bit plane i of 8 elements is ``(word >> i) & 0x0101...``: adding those words
@@ -167,7 +170,7 @@ def _activity_kernel_words(w, tile_words, rows_per_sense, lines_per_bit, stored_
         r0 = ch * chunk_rows
         r1 = min(m_count, r0 + chunk_rows)
         a, inc = _word_rows(w, r0, r1, ch, tile_words, rows_per_sense, lines_per_bit, stored_ones, skip_zero,
-                            cycles, planes[ch])
+                            cycles, planes[ch], n_planes)
         active[ch] = a
         increments[ch] = inc
     plane_ones = np.zeros(8, dtype=np.int64)
@@ -178,8 +181,9 @@ def _activity_kernel_words(w, tile_words, rows_per_sense, lines_per_bit, stored_
 
 
 def stream_activity(x_u8: np.ndarray, tile_len: int, rows_per_sense: int, lines_per_bit: int,
-                    stored_ones: np.ndarray, skip_zero: bool, chunk_rows: int | None = None):
-    """See the module docstring. ``x_u8`` is the operand's bytes (int8 viewed as uint8).
+                    stored_ones: np.ndarray, skip_zero: bool, chunk_rows: int | None = None, n_planes: int = 8):
+    """See the module docstring. ``x_u8`` is the operand's bytes (int8 viewed as uint8), or any byte whose bit i
+    marks that line-driving digit i of the element is non-zero (Booth digits: ``n_planes`` 4).
 
     ``chunk_rows`` (default: all rows in one chunk) splits the vectors into chunks for the cycle counts.
     Tiles of a whole number of 8-byte words run on the word kernel, others on the byte kernel.
@@ -195,9 +199,9 @@ def stream_activity(x_u8: np.ndarray, tile_len: int, rows_per_sense: int, lines_
             u = padded
         words = u.view(np.uint64)
         return _activity_kernel_words(words, int(tile_len) // 8, int(rows_per_sense), int(lines_per_bit), ones,
-                                      bool(skip_zero), rows)
+                                      bool(skip_zero), rows, int(n_planes))
     return _activity_kernel(u, int(tile_len), int(rows_per_sense), int(lines_per_bit), ones, bool(skip_zero),
-                            rows, _SPREAD, _POPCOUNT)
+                            rows, _SPREAD, _POPCOUNT, int(n_planes))
 
 
 def popcount8(x_u8: np.ndarray) -> np.ndarray:

@@ -73,3 +73,33 @@ def bitplane_matmul_reference(a, b) -> np.ndarray:
             popcount = pa[i] @ pb[j]  # popcount over k of (a_i AND b_j)
             out += PLANE_SIGNS[i] * PLANE_SIGNS[j] * (1 << (i + j)) * popcount
     return out
+
+
+# Radix-4 Booth recoding of a two's-complement INT8 operand: x = sum_i d_i 4^i over four digits
+# d_i = -2 b_(2i+1) + b_(2i) + b_(2i-1) in {-2, ..., 2} (b_(-1) = 0). A digit is zero when its three bits are
+# alike, so a random operand drives a line on 3 of 4 digits instead of 4 of 8 bit planes.
+BOOTH_DIGITS = 4
+
+
+def booth_digits(x) -> np.ndarray:
+    """Radix-4 Booth digits of an int8 array: shape ``(4, *x.shape)``, digit 0 least significant."""
+    u = np.asarray(x, dtype=np.int8).view(np.uint8).astype(np.int16)
+    bit = [(u >> i) & 1 for i in range(N_BITS)]
+    below = [np.zeros_like(u), *bit[1:N_BITS - 1:2]]  # b_(2i-1)
+    return np.stack([-2 * bit[2 * i + 1] + bit[2 * i] + below[i] for i in range(BOOTH_DIGITS)]).astype(np.int8)
+
+
+BOOTH_NONZERO = np.array([sum(1 << i for i in range(BOOTH_DIGITS) if d[i] != 0)
+                          for d in booth_digits(np.arange(256, dtype=np.uint8).view(np.int8)).T], dtype=np.uint8)
+"""Byte value -> mask of its non-zero Booth digits (bit i set when digit i is non-zero)."""
+
+
+def booth_digit_density(density) -> list[float]:
+    """Probability that each Booth digit is non-zero, for independent bits set with probabilities
+    ``density[i]`` (LSB first): one minus the chance that the digit's three bits are alike."""
+    p = [0.0] + [float(v) for v in density]  # p[j + 1] is bit j's; bit -1 is never set
+    out = []
+    for i in range(BOOTH_DIGITS):
+        lo, mid, hi = p[2 * i], p[2 * i + 1], p[2 * i + 2]
+        out.append(1.0 - lo * mid * hi - (1.0 - lo) * (1.0 - mid) * (1.0 - hi))
+    return out

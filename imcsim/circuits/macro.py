@@ -55,9 +55,11 @@ from imcsim.circuits.bitplanes import N_BITS, bit_planes, int8_matmul
 from imcsim.circuits.stream import ACC_BITS, StreamGeometry, stream_op
 from imcsim.components import Component, Technology
 from imcsim.components.blocks import (
+    CellGate,
     Latch,
     LineDriver,
     LineDriverCard,
+    LogicGateCard,
     SenseAmp,
     SenseAmpCard,
     adder_tree,
@@ -80,11 +82,18 @@ class DataflowParams(Params):
         description="dy @ W^T by reading W along its columns, from a second stored copy of W^T "
                     "(twice the cells and writes), or in the digital unit",
     )
-    weight_reuse: Literal["resense", "latch"] = Field(
+    weight_reuse: Literal["resense", "latch", "in_cell"] = Field(
         "resense",
         description="resense: every active input bit re-senses its stored line; latch: each stored line is sensed "
                     "once into latches (one per cell of a subarray) per tile of batch_tile vectors that need it, "
-                    "and the vectors AND their input bits with the latches at the logic clock")
+                    "and the vectors AND their input bits with the latches at the logic clock; in_cell: a gate "
+                    "beside each cell ANDs the input bit with the cell's own storage node, so nothing is sensed to "
+                    "compute (digital SRAM CIM; needs a latch cell, an sram device, and components.cell_gate)")
+    input_encoding: Literal["binary", "booth_radix4"] = Field(
+        "binary",
+        description="how the streamed operand drives the lines: one two's-complement bit plane per pass (8 "
+                    "passes), or one radix-4 Booth digit per pass (4 passes of 2 input bits; a digit drives its "
+                    "line when non-zero, adding the weight shifted or negated, one bit wider in the adder tree)")
     batch_tile: int = Field(8, ge=1, le=1 << 16, description="vectors that reuse one latching of the weights (latch)")
     weight_grad: Literal["digital", "in_array"] = Field(
         "digital",
@@ -98,6 +107,8 @@ class MacroComponents(SharedComponents):
 
     sense_amp: SenseAmpCard
     line_driver: LineDriverCard = Field(description="row and bit-column lines: energy per cell on a line")
+    cell_gate: LogicGateCard | None = Field(
+        None, description="the gate beside each cell that in-cell compute uses (dataflow.weight_reuse: in_cell)")
 
 
 class BitSerialMacroCard(Params):
@@ -124,8 +135,19 @@ class BitSerialMacro(ArrayCircuit):
                 "bits per cell (use a 1-bit device card or an analog crossbar)",
                 key="kind",
             )
-        # a sense cycle is the slower of the clock and the cell read
-        super().__init__(card, device, max(1.0 / card.technology.clock_hz, device.actions()["read"].cost.latency_s))
+        if card.dataflow.weight_reuse == "in_cell":
+            if device.kind != "sram":
+                raise PhysicsError(
+                    f"in_cell computes with the cell's own storage node, which only a latch cell (an sram device) "
+                    f"holds as a logic level; a {device.kind} cell must be sensed (use resense or latch)",
+                    key="dataflow.weight_reuse")
+            if card.components.cell_gate is None:
+                raise PhysicsError("in_cell needs the gate beside each cell: name a logic_gate component card "
+                                   "(e.g. and_gate_zigzag_28nm)", key="components.cell_gate")
+            cycle = 1.0 / card.technology.clock_hz  # no cell is read to compute
+        else:  # a sense cycle is the slower of the clock and the cell read
+            cycle = max(1.0 / card.technology.clock_hz, device.actions()["read"].cost.latency_s)
+        super().__init__(card, device, cycle)
 
     def _build_blocks(self) -> dict[str, Component]:
         c, a, tech = self.card.components, self.card.array, self.card.technology
@@ -135,12 +157,23 @@ class BitSerialMacro(ArrayCircuit):
                                      "row line driven across a subarray"),
             "col_driver": LineDriver("col_driver", c.line_driver, tech, "activate_col", a.rows,
                                      "bit-column driven down a subarray"),
-            "column_counter": column_counter(c.adder_cell, tech, a.rows),
-            "adder_tree": adder_tree(c.adder_cell, tech, a.rows),
+            "column_counter": column_counter(c.adder_cell, tech, a.rows, a.rows_per_sense),
+            "adder_tree": adder_tree(c.adder_cell, tech, a.rows, extra_bits=int(self.booth)),
             "popcount_tree": popcount_tree(c.adder_cell, tech, a.cols),
             "latch": Latch("latch", c.register_bit, tech),
+            **({"cell_gate": CellGate("cell_gate", c.cell_gate, tech)} if c.cell_gate is not None else {}),
             **self._shared_blocks(c),
         }
+
+    @property
+    def booth(self) -> bool:
+        """The streamed operand drives the lines by radix-4 Booth digits (4 passes of 2 bits)."""
+        return self.card.dataflow.input_encoding == "booth_radix4"
+
+    @property
+    def in_cell(self) -> bool:
+        """Products are gated beside the cells, nothing sensed (digital SRAM CIM)."""
+        return self.card.dataflow.weight_reuse == "in_cell"
 
     @property
     def latched(self) -> bool:
@@ -164,14 +197,16 @@ class BitSerialMacro(ArrayCircuit):
         return placed
 
     def macro_area_m2(self) -> float:
-        """Macro area: cell arrays, per-column sense amplifiers and counters, an accumulator per 8 columns
-        (one output), write drivers and the digital unit."""
+        """Macro area: cell arrays, per-column sense amplifiers and counters, an adder tree and an accumulator per
+        8 columns (one output), write drivers and the digital unit."""
         a, b = self.card.array, self.blocks
         per_col = b["sense_amp"].area_m2 + b["column_counter"].area_m2
         per_sub = a.rows * a.cols * self.device.area_per_bit_m2 + a.cols * per_col \
-            + (a.cols // N_BITS) * b["shift_add"].area_m2
+            + (a.cols // N_BITS) * (b["shift_add"].area_m2 + b["adder_tree"].area_m2)
         if self.latched:  # a latch per cell of the subarray
             per_sub += a.rows * a.cols * b["latch"].area_m2
+        if self.in_cell:  # a gate per cell
+            per_sub += a.rows * a.cols * b["cell_gate"].area_m2
         return a.n_subarrays * per_sub + self._shared_area_m2()
 
     def store(self, name: str, w_int8: np.ndarray, groups: int = 1, rows: int | None = None) -> list[OpRecord]:
@@ -246,11 +281,11 @@ class BitSerialMacro(ArrayCircuit):
         a = self.card.array
         u8 = x.numpy().view(np.uint8)
         flow = self.card.dataflow
-        st = stream.measured(u8, geom, a.rows_per_sense, flow.skip_zero_planes, stored_ones, samples)
+        st = stream.measured(u8, geom, a.rows_per_sense, flow.skip_zero_planes, stored_ones, samples, self.booth)
         reuse = (stream.measured_reuse(u8, geom, a.rows_per_sense, flow.skip_zero_planes, flow.batch_tile)
                  if self.latched else None)
         rec = stream_op(geom, st, self.device.component, phase, name, region, macs=x.shape[0] * k * n, reuse=reuse,
-                        logic_ratio=self.logic_ratio)
+                        logic_ratio=self.logic_ratio, in_cell=self.in_cell)
         if self.errors is not None and s.scale == 1.0:
             self._read_disturb(s, rec.counts.get((self.device.component, "read"), 0))
         return rec
@@ -260,11 +295,12 @@ class BitSerialMacro(ArrayCircuit):
         geom, copies = self.stream_geometry(phase, k, n, groups, region)
         a = self.card.array
         flow = self.card.dataflow
-        st = stream.expected(m, geom, density, weight_bit_density, a.rows_per_sense, flow.skip_zero_planes, samples)
+        st = stream.expected(m, geom, density, weight_bit_density, a.rows_per_sense, flow.skip_zero_planes, samples,
+                             self.booth)
         reuse = (stream.expected_reuse(m, geom, density, a.rows_per_sense, flow.skip_zero_planes, flow.batch_tile)
                  if self.latched else None)
         return stream_op(geom, st, self.device.component, phase, layer, region, copies, macs=m * k * n * groups,
-                         reuse=reuse, logic_ratio=self.logic_ratio)
+                         reuse=reuse, logic_ratio=self.logic_ratio, in_cell=self.in_cell)
 
     def forward(self, x_int8: torch.Tensor, name: str, phase: str = "forward", count: bool = True,
                 samples: int = 1) -> tuple[torch.Tensor, OpRecord | None]:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
+from imcsim.circuits.activity import plane_ones as count_plane_ones
 from imcsim.circuits.activity import stream_activity
-from imcsim.circuits.bitplanes import N_BITS
+from imcsim.circuits.bitplanes import BOOTH_DIGITS, BOOTH_NONZERO, N_BITS, booth_digit_density
 from imcsim.components.blocks import ACC_BITS
 from imcsim.ops import OpRecord
 
@@ -66,16 +67,20 @@ class StreamStats:
 
 
 def measured(x_u8: np.ndarray, geom: StreamGeometry, rows_per_sense: int, skip_zero: bool, stored_ones: np.ndarray,
-             samples: int) -> StreamStats:
-    """The statistics of a real operand (bytes of an INT8 M x line_len matrix)."""
+             samples: int, booth: bool = False) -> StreamStats:
+    """The statistics of a real operand (bytes of an INT8 M x line_len matrix), applied one bit plane per pass or
+    (``booth``) one radix-4 Booth digit per pass: a non-zero digit drives its line, with the stored bits of the
+    weight (shifted or negated by the digit) as its AND results."""
     m = x_u8.shape[0]
-    plane_ones, active, cycles, increments = stream_activity(
-        x_u8, geom.tile_len, rows_per_sense, geom.lines_per_bit, stored_ones, skip_zero,
-        chunk_rows=math.ceil(m / max(1, samples)))
+    lines = BOOTH_NONZERO[x_u8] if booth else x_u8
+    driven, active, cycles, increments = stream_activity(
+        lines, geom.tile_len, rows_per_sense, geom.lines_per_bit, stored_ones, skip_zero,
+        chunk_rows=math.ceil(m / max(1, samples)), n_planes=BOOTH_DIGITS if booth else N_BITS)
     per_tile = cycles.sum(axis=0)
-    return StreamStats(vectors=m, ones=int(plane_ones.sum()), active_passes=int(active),
+    return StreamStats(vectors=m, ones=int(driven.sum()), active_passes=int(active),
                        sense_cycles=int(per_tile.sum()), slowest_tile_cycles=int(per_tile.max()) if per_tile.size else 0,
-                       chunk_cycles=cycles.max(axis=1), increments=int(increments), plane_ones=plane_ones)
+                       chunk_cycles=cycles.max(axis=1), increments=int(increments),
+                       plane_ones=count_plane_ones(x_u8) if booth else driven)
 
 
 def expected_ceil(length: int, p: float, rows_per_sense: int) -> float:
@@ -87,14 +92,17 @@ def expected_ceil(length: int, p: float, rows_per_sense: int) -> float:
 
 
 def expected(m: int, geom: StreamGeometry, density: list[float], weight_bit_density: float, rows_per_sense: int,
-             skip_zero: bool, samples: int) -> StreamStats:
+             skip_zero: bool, samples: int, booth: bool = False) -> StreamStats:
     """The expected statistics of M vectors whose bit ``i`` is set with probability ``density[i]``, against
-    stored bits set with probability ``weight_bit_density``.
+    stored bits set with probability ``weight_bit_density``; with ``booth`` the passes are the operand's radix-4
+    Booth digits, each non-zero with the probability :func:`booth_digit_density` gives.
 
     A tile of L lines spends E[ceil(Bin(L, p_i) / rows_per_sense)] sense cycles per line of plane i
     and is active with probability 1 - (1 - p_i)^L; when zero planes are not skipped, every pass is
     active and an all-zero plane still takes one cycle.
     """
+    if booth:
+        density = booth_digit_density(density)
     full, rest = divmod(geom.line_len, geom.tile_len)
     per_tile = []  # (expected cycles, tiles of that length): full tiles alike, then the rest
     active_per_vector = 0.0
@@ -176,13 +184,15 @@ def expected_reuse(m: int, geom: StreamGeometry, density: list[float], rows_per_
 
 def stream_op(geom: StreamGeometry, st: StreamStats, device_component: str, phase: str, layer: str,
               region: str = "weights", copies: int = 1, macs: int = 0, reuse: ReuseStats | None = None,
-              logic_ratio: float = 1.0) -> OpRecord:
+              logic_ratio: float = 1.0, in_cell: bool = False) -> OpRecord:
     """The op of streaming an operand with statistics ``st`` (``copies`` alike GEMMs, e.g. groups) that performs
     ``macs`` multiply-accumulates.
 
     With ``reuse`` (the weight-reuse dataflow) the stored lines are sensed into latches once per vector tile
     (``reuse``) and every active line of every vector reads the latches instead of the cells; the AND-and-count
-    passes then run at the logic clock, ``logic_ratio`` sense cycles each, after the latch fills.
+    passes then run at the logic clock, ``logic_ratio`` sense cycles each, after the latch fills. With
+    ``in_cell`` (a digital SRAM CIM array) no cell is sensed: each AND result of 1 switches the gate beside its
+    cell, which the cell's own storage node drives.
     """
     m = st.vectors
     lines = st.ones * geom.lines_per_bit
@@ -197,6 +207,9 @@ def stream_op(geom: StreamGeometry, st: StreamStats, device_component: str, phas
         ("input_buffer", "read_bit"): m * geom.line_len * N_BITS,
         ("output_buffer", "write_bit"): m * geom.n_out * ACC_BITS,
     }
+    if in_cell:
+        del counts[(device_component, "read")], counts[("sense_amp", "sense")]
+        counts[("cell_gate", "evaluate")] = st.increments
     slowest = st.slowest_tile_cycles
     chunk_cycles = np.asarray(st.chunk_cycles, dtype=float)
     if reuse is not None:

@@ -9,6 +9,7 @@ from imcsim.components.blocks import (
     Adc,
     AdcCard,
     Buffer,
+    CellGate,
     Dac,
     DacCard,
     DigitalUnit,
@@ -16,6 +17,7 @@ from imcsim.components.blocks import (
     FullAdderCard,
     LineDriver,
     LineDriverCard,
+    LogicGateCard,
     RegisterCard,
     SenseAmp,
     SenseAmpCard,
@@ -41,6 +43,8 @@ COMPONENTS.register("line_driver", LineDriverCard, LineDriver,
 COMPONENTS.register("full_adder", FullAdderCard, None,
                     "full-adder cell: builds column counters, the adder tree, shift-add, partial sums and popcounts")
 COMPONENTS.register("register", RegisterCard, Buffer, "register bit: input and output operand buffers")
+COMPONENTS.register("logic_gate", LogicGateCard, CellGate,
+                    "gate beside each cell of an in-cell-compute array: energy per evaluation, area per cell")
 COMPONENTS.register("write_driver", WriteDriverCard, WriteDriver, "write driver: overhead of one write pulse")
 COMPONENTS.register("global_buffer", GlobalBufferCard, GlobalBuffer,
                     "on-chip SRAM buffer: read/write energy per bit, leakage and area from an analytical SRAM model")

@@ -43,6 +43,13 @@ class RegisterCard(PointCard):
     kind: Literal["register"]
 
 
+class LogicGateCard(PointCard):
+    """A logic gate beside each cell (the AND of a digital SRAM CIM cell): energy per evaluation that switches it,
+    area per instance."""
+
+    kind: Literal["logic_gate"]
+
+
 class WriteDriverCard(PointCard):
     """Driver overhead of one write pulse (charging the write line)."""
 
@@ -124,15 +131,22 @@ class AdderLogic(Component):
         return {self.action: self.spec(self.energy_j * self.bit_adds, self.description)}
 
 
-def column_counter(card: FullAdderCard, tech: Technology, rows: int) -> AdderLogic:
-    bits = counter_bits(rows)
+def column_counter(card: FullAdderCard, tech: Technology, rows: int, rows_per_sense: int = 1) -> AdderLogic:
+    """A column's popcount counter. Sensing ``rows_per_sense`` R > 1 rows per cycle, the column first compresses
+    its R AND results in a popcount tree: its full adders add to the area; the energy stays two full-adder
+    operations per AND result of 1, which bounds the tree's popcount_tree_bit_adds(R) / R (< 2 for every R)
+    plus the counter's own toggles, both switching with the 1 inputs."""
+    bits = counter_bits(rows) + (popcount_tree_bit_adds(rows_per_sense) if rows_per_sense > 1 else 0)
     return AdderLogic("column_counter", card, tech, "increment", COUNTER_TOGGLES_PER_INCREMENT,
                       "a sensed AND result of 1 increments a column popcount counter", width_bits=bits)
 
 
-def adder_tree(card: FullAdderCard, tech: Technology, rows: int) -> AdderLogic:
-    return AdderLogic("adder_tree", card, tech, "combine", (N_BITS - 1) * (counter_bits(rows) + N_BITS),
-                      "8 weight-bit counts of one output combined with shifts")
+def adder_tree(card: FullAdderCard, tech: Technology, rows: int, extra_bits: int = 0) -> AdderLogic:
+    """One per output (8 bit-columns): its full adders are its area. ``extra_bits``: wider partial products (a
+    Booth digit's shifted or negated weight is one bit wider)."""
+    adds = (N_BITS - 1) * (counter_bits(rows) + N_BITS + extra_bits)
+    return AdderLogic("adder_tree", card, tech, "combine", adds, "8 weight-bit counts of one output combined with "
+                      "shifts", width_bits=adds)
 
 
 def shift_add(card: FullAdderCard, tech: Technology, register: RegisterCard) -> AdderLogic:
@@ -167,6 +181,14 @@ class Latch(Component):
     def actions(self) -> dict[str, ActionSpec]:
         return {"write_bit": self.spec(self.energy_j, "a sensed weight bit latched", kind="transfer"),
                 "read_bit": self.spec(self.energy_j, "a latched weight bit ANDed with an input bit", kind="transfer")}
+
+
+class CellGate(Component):
+    """The gate beside each cell of an in-cell-compute array (``dataflow.weight_reuse: in_cell``): the cell's
+    storage node holds one input and the input bit's row line the other, so a product needs no sensing."""
+
+    def actions(self) -> dict[str, ActionSpec]:
+        return {"evaluate": self.spec(self.energy_j, "an input bit of 1 ANDed with a stored 1 in the cell's gate")}
 
 
 class WriteDriver(Component):

@@ -43,6 +43,9 @@ class Tally:
     programmed_by_task: Counter = field(default_factory=Counter)
     program_counts: Counter = field(default_factory=Counter)
     program_cycles: int = 0
+    # the arrays' own GEMMs per phase: their MACs and cycles (tiles in parallel, ops one after another)
+    array_macs: Counter = field(default_factory=Counter)
+    array_cycles: Counter = field(default_factory=Counter)
     n_ops: int = 0
     _views: dict | None = field(default=None, init=False, repr=False)  # see :meth:`_view`
 
@@ -59,6 +62,9 @@ class Tally:
             acc[1] += op.cycles
             acc[2] += op_macs(op)
         self._views = None
+        if op.kind == "gemm":
+            self.array_macs[op.phase] += op_macs(op)
+            self.array_cycles[op.phase] += op.cycles
         self.module_of.setdefault(op.layer, module)
         if op.phase == "forward" and op.kind in ("gemm", "digital") and len(op.shape) == 3:
             self.shape_of.setdefault(module, op.shape)
