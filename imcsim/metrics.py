@@ -845,8 +845,9 @@ def model_table(ctx: RunContext) -> dict[str, Any]:
 
 
 def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
-    """Per task: steps, energy, scheduled time, write pulses and cells programmed (cost-only: the counted task
-    stands for ``task_repeats`` alike tasks, each a row)."""
+    """Per task: steps, energy, scheduled time, write pulses and cells programmed, and the method's own figures
+    of the task (functional; e.g. how far LoRAFusion's coefficients moved) (cost-only: the counted task stands
+    for ``task_repeats`` alike tasks, each a row)."""
     result, tally = ctx.result, ctx.tally
     cycles: dict[str, int] = {}
     for task, cyc in zip(ctx.timeline.step_task, ctx.timeline.step_cycles, strict=True):
@@ -856,6 +857,7 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
     rows = []
     by_task = tally.counts_by_task
     times = dict(zip(result.task_names, result.task_times_s, strict=False)) if any(result.task_times_s) else {}
+    figures = dict(zip(result.task_names, result.task_figures, strict=False))
     for name, steps in zip(result.task_names, result.steps_per_task, strict=True):
         c = (cost(by_task[name], ctx.macro.actions, {"all": cycles.get(name, 0)}, ctx.t_cycle_s)
              + static_cost(ctx.static_mean_w, cycles.get(name, 0), ctx.t_cycle_s)).scaled(share)
@@ -864,7 +866,7 @@ def per_task_table(ctx: RunContext) -> list[dict[str, Any]]:
             rows.append({"task": label, "steps": steps * share, "energy_j": c.total_energy_j,
                          "latency_s": c.total_latency_s, "write_pulses": _pulses(c, ctx.macro),
                          "cells_programmed": round(tally.programmed_by_task[name] * share),
-                         **({"time_s": times[name]} if name in times else {})})
+                         **({"time_s": times[name]} if name in times else {}), **figures.get(name, {})})
     return rows
 
 

@@ -196,7 +196,10 @@ def _adapted(method: str, **card):
 
     torch.manual_seed(0)
     impl = METHODS[method]
-    card = SimpleNamespace(adapters=SimpleNamespace(targets=["q", "v"], rank=2, pool_size=3), **card)
+    from imcsim.workloads.adaptation import LoRAFusionSpec
+
+    card = SimpleNamespace(adapters=SimpleNamespace(targets=["q", "v"], rank=2, pool_size=3),
+                           **{"lorafusion": LoRAFusionSpec(), **card})
     model = TinyTransformer(12, 8, 2, 1, 16, 6, 4)
     pool = []
     for _ in range(impl.pool_size(card)):
@@ -241,13 +244,24 @@ def test_lorafusion_keeps_coefficients_per_task_and_counts_its_fusion_digitally(
     state = impl.task_state(model)
     assert set(state) == {f"enc.0.attn.{p}.{k}" for p in "qv" for k in ("coef.w", "magnitude")}
     impl.start_task(model, adapters)
-    assert not adapters[0].coef.w.any()
-    assert torch.equal(adapters[1].magnitude, adapters[1].base.weight.norm(dim=1))
+    # the reference's Xavier draw over the pool_size x blocks matrix (3 x 1): b = sqrt(6 / 4)
+    w = adapters[0].coef.w
+    assert w.abs().min() > 0
+    assert w.abs().max() <= (6 / 4) ** 0.5
+    for a in adapters:  # magnitudes: the merged weight's row norms, so the task starts at W0 + dW
+        merged = a.base.weight + a.delta_weight()
+        torch.testing.assert_close(a.magnitude, merged.norm(dim=1))
+        torch.testing.assert_close(a.fused_weight(), merged)
     macro = build_hardware(load_config(ROOT / "configs" / "reram_lora.yaml")).macro
     ops = impl.step_ops(macro, adapters, rows=12, samples=2)
     assert {op.module for op in ops} == {"enc.0.attn.q", "enc.0.attn.v"}
     assert {op.kind for op in ops} == {"digital"}
-    assert {op.phase for op in ops} == {"forward", "input_grad"}
+    assert {op.phase for op in ops} == {"forward", "input_grad", "weight_grad"}
+    # the coefficient gradient through the merged adapters: rows x r x (k + d) outer products and N x r x (k + d)
+    # inner products per adapted linear (d = k = 8, r = 2, N = 3, 12 rows)
+    grad = [op for op in ops if op.phase == "weight_grad"]
+    assert {op.layer for op in grad} == {"enc.0.attn.q.coef_grad", "enc.0.attn.v.coef_grad"}
+    assert sum(op.counts[("digital", "mac_int8")] for op in grad) == 2 * (12 * 2 * 16 + 3 * 2 * 16)
 
 
 @pytest.mark.slow
@@ -357,3 +371,27 @@ def test_weibull_cells_make_the_weakest_cell_set_the_lifetime():
     weibull = report("reram_lora.yaml", "workload.train.epochs=1", "device.endurance_shape=2")
     assert weibull.metrics["lifetime_steps"] < alike.metrics["lifetime_steps"]
     assert weibull.metrics["write_pulses"] == alike.metrics["write_pulses"]  # the same run, only its wear-out differs
+
+
+def test_lorafusion_zero_coefficients_never_move_and_the_ablation_trains_magnitudes_only():
+    """At zero the merged update is bilinear in the coefficients, so their gradient is exactly zero (what
+    ``coefficient_init: zero`` means); from the reference's Xavier draw they get a gradient. With
+    ``train_coefficients: false`` only the magnitudes are trained parameters."""
+    import torch
+    import torch.nn.functional as F
+
+    from imcsim.workloads.adaptation import LoRAFusionSpec
+
+    x = torch.randint(0, 12, (4, 6), generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 1, 0])
+    grads = {}
+    for init in ("zero", "xavier_uniform"):
+        impl, _card, model, adapters = _adapted("lorafusion", lorafusion=LoRAFusionSpec(coefficient_init=init))
+        impl.start_task(model, adapters)
+        F.cross_entropy(model(x, "a"), y).backward()
+        grads[init] = adapters[0].coef.w.grad
+    assert torch.equal(grads["zero"], torch.zeros(3))
+    assert grads["xavier_uniform"].abs().min() > 0
+    impl, _card, model, adapters = _adapted("lorafusion", lorafusion=LoRAFusionSpec(train_coefficients=False))
+    trains = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")}
+    assert trains == {"enc.0.attn.q.magnitude", "enc.0.attn.v.magnitude"}

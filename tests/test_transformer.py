@@ -327,3 +327,70 @@ def test_lora_training_lowers_the_loss():
     assert acc > 0.85
     for p, value in before:  # the base (head included) is untouched
         torch.testing.assert_close(p.detach(), value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("detach", "merged"), [(True, True), (False, True), (True, False)])
+def test_lorafusion_coefficient_gradient_is_the_merged_adapters_formula(detach, merged):
+    """The coefficient gradient through the pool modules equals the reference formulation's, written by hand:
+    dL/dw_i = <dL/dA_l, A_i> + <dL/dB_l, B_i> with A_l = sum w_i A_i and B_l = sum w_i B_i taken as free tensors
+    (the norm a constant when detached, as PEFT's DoRA holds it, or differentiated), whether the backward runs
+    through the merged adapters or through every pool output."""
+    base = _model(1)
+    pool = _random_pool(base, 3, 2)
+    model = copy.deepcopy(base)
+    wrappers = attach_lorafusion(model, pool, ("q",), rank=2, alpha=3.0)
+    layer = wrappers[0]
+    layer.detach_norm, layer.merged_backward = detach, merged
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        layer.coef.w.copy_(torch.randn(3, generator=g))
+        layer.magnitude.mul_(1 + torch.rand(layer.magnitude.shape, generator=g))
+    x = torch.randn(7, D, generator=g)
+    target = torch.randn(7, D, generator=g)
+    x.requires_grad_(True)
+    ((layer(x) - target) ** 2).sum().backward()
+    got, got_x = layer.coef.w.grad.clone(), x.grad.clone()
+    x = x.detach()
+
+    w = layer.coef.w.detach()
+    a_i = [pool[i][layer.name][0] for i in range(3)]
+    b_i = [pool[i][layer.name][1] for i in range(3)]
+    a_l = sum(w[i] * a_i[i] for i in range(3)).requires_grad_(True)
+    b_l = sum(w[i] * b_i[i] for i in range(3)).requires_grad_(True)
+    merged = layer.base.weight.detach() + layer.scale * b_l @ a_l
+    norms = merged.norm(dim=1)
+    scale = layer.magnitude.detach() / (norms.detach() if detach else norms)
+    y = (x @ merged.T) * scale + layer.base.bias.detach()
+    ((y - target) ** 2).sum().backward()
+    want = torch.stack([(a_l.grad * a_i[i]).sum() + (b_l.grad * b_i[i]).sum() for i in range(3)])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    x.requires_grad_(True)  # the input gradient is the same either way
+    y = (x @ merged.detach().T) * scale.detach() + layer.base.bias.detach()
+    ((y - target) ** 2).sum().backward()
+    torch.testing.assert_close(got_x, x.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_lorafusion_merged_backward_keeps_what_one_lora_keeps():
+    """The memory trace: through every pool output, each adapted linear keeps N token x r outputs A_i x and N
+    token x d outputs B_i u (products with a trained coefficient); through the merged adapters it keeps x and u
+    (inputs of GEMMs whose merged weight trains) instead, as one LoRA would."""
+    from imcsim.workloads.memory import MemoryBits, training_memory
+
+    base = _model(1)
+    pool_size, rank = 3, 2
+    pool = _random_pool(base, pool_size, rank)
+    x = _tokens()
+    tokens = x.numel()
+    kept = {}
+    for merged in (True, False):
+        model = copy.deepcopy(base)
+        wrappers = attach_lorafusion(model, pool, ("q", "v"), rank=rank)
+        for w in wrappers:
+            w.merged_backward = merged
+        kept[merged] = (training_memory(model.parameters(), lambda model=model: model(x), momentum=True).kept_by_kind,
+                        len(wrappers))
+    (merged, n), (pooled, _) = kept[True], kept[False]
+    bits = MemoryBits().activation_bits
+    # merged: per adapted linear, x (d inputs) and u (r) as GEMM inputs; none of the pool outputs
+    assert merged["gemm_input"] - pooled.get("gemm_input", 0) == n * tokens * (D + rank) * bits
+    assert pooled["product_operand"] - merged["product_operand"] == n * pool_size * tokens * (rank + D) * bits

@@ -98,6 +98,11 @@ class Method:
         every task is tested with the state the model holds)."""
         return {}
 
+    def task_figures(self, model: nn.Module, adapters: list[nn.Module]) -> dict[str, float]:
+        """Figures of the method's trained state once a task is learned, added to its row of the per-task table
+        (default: none)."""
+        return {}
+
     def step_ops(self, macro: Any, adapters: list[nn.Module], rows: int, samples: int) -> list[OpRecord]:
         """Ops the method adds to every training step, each tagged with the layer it belongs to
         (``rows``: operand rows of the step, ``samples``: its batch)."""

@@ -19,12 +19,18 @@ from torch import nn
 from imcsim.methods.base import ADAPTATION, Method
 from imcsim.ops import OpRecord
 from imcsim.registry import METHODS
+from imcsim.workloads.adaptation import LoRAFusionSpec
 from imcsim.workloads.transformer import (
     LoRAFusionLinear,
     attach_lorafusion,
-    fusion_coefficients,
+    init_fusion_coefficients,
     lora_pool_from,
 )
+
+
+def _spec(layer: nn.Module) -> LoRAFusionSpec:
+    """The ``lorafusion`` card section a wrapper was attached with (the defaults for one made by hand)."""
+    return getattr(layer, "fusion", None) or LoRAFusionSpec()
 
 
 def _trained_key(key: str) -> bool:
@@ -40,18 +46,39 @@ class LoRAFusion(Method):
         return card.adapters.pool_size
 
     def attach(self, card: Any, model: nn.Module, pool: list) -> list[nn.Module]:
-        return attach_lorafusion(model, lora_pool_from(pool), card.adapters.targets, card.adapters.rank)
+        """The wrappers, each carrying the card's ``lorafusion`` section (coefficient init and training, norm)."""
+        wrappers = attach_lorafusion(model, lora_pool_from(pool), card.adapters.targets, card.adapters.rank)
+        for w in wrappers:
+            w.fusion = card.lorafusion
+            w.detach_norm = card.lorafusion.norm == "detached"
+            w.merged_backward = card.lorafusion.backward == "merged"
+        return wrappers
 
     def trainable(self, model: nn.Module) -> Iterable[nn.Parameter]:
-        return [p for m in model.modules() if isinstance(m, LoRAFusionLinear) for p in (m.coef.w, m.magnitude)]
+        """The magnitudes, and the coefficients unless ``lorafusion.train_coefficients`` is false."""
+        return [p for m in model.modules() if isinstance(m, LoRAFusionLinear)
+                for p in ((m.coef.w, m.magnitude) if _spec(m).train_coefficients else (m.magnitude,))]
 
     def start_task(self, model: nn.Module, adapters: list[nn.Module]) -> None:
-        """Coefficients zero and magnitudes the base row norms: the task starts from the base model."""
+        """Coefficients as ``lorafusion.coefficient_init`` sets them (the reference's Xavier draw from torch's
+        seeded generator, or zero) and magnitudes the row norms of the merged weight W0 + dW they give, so the
+        task starts at the base model plus the fused pool update."""
+        if not adapters:
+            return
+        init_fusion_coefficients(model, _spec(adapters[0]).coefficient_init)
         with torch.no_grad():
-            for c in fusion_coefficients(model):
-                c.w.zero_()
             for a in adapters:
-                a.magnitude.copy_(a.base.weight.norm(dim=1))
+                a.magnitude.copy_(a.row_norms())
+                a.coef.w_start = a.coef.w.detach().clone()
+
+    def task_figures(self, model: nn.Module, adapters: list[nn.Module]) -> dict[str, float]:
+        """How far the task moved its coefficients (mean |w - w_start| over every block's) and the largest |w|."""
+        coefs = {id(a.coef): a.coef for a in adapters if hasattr(a.coef, "w_start")}.values()
+        if not coefs:
+            return {}
+        moved = torch.cat([(c.w.detach() - c.w_start).abs() for c in coefs])
+        return {"coefficient_change_mean": float(moved.mean()),
+                "coefficient_max": float(torch.cat([c.w.detach().abs() for c in coefs]).max())}
 
     def task_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The task's coefficients and magnitudes, kept in SRAM."""
@@ -64,15 +91,23 @@ class LoRAFusion(Method):
 def fusion_ops(macro: Any, adapters: list[LoRAFusionLinear], rows: int, samples: int) -> list[OpRecord]:
     """LoRAFusion's digital work per step and adapted linear: combining the pool outputs with the
     coefficients (N x rows x (r + d)), forming B_l A_l and the row norms of W0 + dW (d x r x k and d x k),
-    each also in the backward pass."""
+    each also in the backward pass; and the coefficient gradient: through the merged adapters, the outer
+    products dL/dA_l and dL/dB_l (rows x r x (k + d)) and their inner products with each pool adapter
+    (N x r x (k + d)); through the pool outputs, each output's inner product with its gradient
+    (N x rows x (r + d))."""
     ops: list[OpRecord] = []
     for a in adapters:
         d, k = a.base.weight.shape
+        n, r = len(a.pool), a.rank
         for phase in ("forward", "input_grad"):
             ops += [rec.tagged(module=a.name) for rec in (
-                macro.digital_gemm(len(a.pool), rows, a.rank + d, phase=phase, layer=f"{a.name}.fusion",
-                                   samples=samples),
-                macro.digital_gemm(d, a.rank + 1, k, phase=phase, layer=f"{a.name}.norm", samples=samples))]
+                macro.digital_gemm(n, rows, r + d, phase=phase, layer=f"{a.name}.fusion", samples=samples),
+                macro.digital_gemm(d, r + 1, k, phase=phase, layer=f"{a.name}.norm", samples=samples))]
+        if not _spec(a).train_coefficients:
+            continue
+        grads = ((r, rows, k + d), (n, 1, r * (k + d))) if a.merged_backward else ((n, rows, r + d),)
+        ops += [macro.digital_gemm(*shape, phase="weight_grad", layer=f"{a.name}.coef_grad", samples=samples
+                                   ).tagged(module=a.name) for shape in grads]
     return ops
 
 

@@ -153,6 +153,29 @@ class AdapterSpec(Params):
         return v
 
 
+class LoRAFusionSpec(Params):
+    """LoRAFusion's trained state as its reference implementation sets it up (ASU-ESIC-FAN-Lab/LoRAFusion,
+    ``LoRAs/loraFusionLearner.py``: an N x blocks coefficient matrix, ``torch.nn.init.xavier_uniform_``, one
+    coefficient per pool adapter and transformer block) and as PEFT's DoRA normalises (the row norm detached)."""
+
+    coefficient_init: Literal["xavier_uniform", "zero"] = Field(
+        "xavier_uniform",
+        description="each task's coefficients: U(-b, b) with b = sqrt(6 / (pool_size + blocks)) over the pool_size x "
+                    "blocks matrix (the reference), or zero (the task starts at the base model; the merged update is "
+                    "bilinear in the coefficients, so at zero their gradient is zero and they never move)")
+    train_coefficients: bool = Field(
+        True, description="train the fusion coefficients (false: they stay at their initial values and only the "
+                          "magnitudes train, the magnitude-only ablation)")
+    norm: Literal["detached", "differentiated"] = Field(
+        "detached", description="the row norm ||W0 + dW|| as a constant in the backward pass (PEFT's DoRA, DoRA "
+                                "section 4.3) or differentiated")
+    backward: Literal["merged", "pool_outputs"] = Field(
+        "merged", description="the coefficient gradient through the merged adapters A_l = sum w_i A_i and B_l = "
+                              "sum w_i B_i, <dL/dA_l, A_i> + <dL/dB_l, B_i>, which keeps what one LoRA keeps (x and "
+                              "u = A_l x; the reference), or through every pool adapter's output, which keeps "
+                              "each A_i x and B_i u")
+
+
 class UpdatePolicySpec(Params):
     """When trained weights in ReRAM (LoRA's adapters; every projection under ``method: full``) are reprogrammed
     from their FP32 masters in the digital unit's SRAM.
@@ -192,6 +215,7 @@ class AdaptationCard(Params):
     references: dict[str, str] = Field(default_factory=dict)
     model: TransformerSpec = TransformerSpec()
     adapters: AdapterSpec = AdapterSpec()
+    lorafusion: LoRAFusionSpec = Field(LoRAFusionSpec(), description="LoRAFusion's coefficients and norm")
     method: AdaptMethod = "lora"
     adapter_memory: Literal["reram", "sram"] = Field("reram", description="where LoRA's A and B live")
     update_policy: UpdatePolicySpec = Field(UpdatePolicySpec(), description="when adapter weights in ReRAM are "

@@ -62,6 +62,7 @@ class ContinualResult:
     placements: dict[str, Placement] = field(default_factory=dict)  # per task: where its tensors live
     task_times_s: list[float] = field(default_factory=list)  # when each task trains, from deployment (functional)
     refreshes: int = 0  # times the array was re-verified because a task's accuracy fell below the threshold
+    task_figures: list[dict[str, float]] = field(default_factory=list)  # per task: the method's figures (functional)
 
     @property
     def average_accuracy(self) -> float:
@@ -277,6 +278,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
     total = sum(sched.epochs * -(-len(t.y_train) // sched.batch_size) for t in tasks)
     done = 0
     task_times: list[float] = []
+    figures: list[dict[str, float]] = []
     refreshes = 0
     for i, task in enumerate(tasks):
         hw.task = task.name
@@ -335,6 +337,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
                     m.sync(commit=True)  # the task's pending changes, before it is tested
         steps_per_task.append(steps)
         losses.append(last_loss)
+        figures.append(method.task_figures(model, adapters))
         saved[task.name] = method.task_state(model)
         hw.recording = False  # testing is not counted
         current = {k: v.detach().clone() for k, v in model.state_dict().items() if k in saved[task.name]}
@@ -365,6 +368,7 @@ def run_functional(scenario: Scenario, macro: ArrayCircuit, seed: int, device: t
         placements=placements,
         task_times_s=task_times,
         refreshes=refreshes,
+        task_figures=figures,
     )
 
 

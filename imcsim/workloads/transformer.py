@@ -257,12 +257,27 @@ class LoRALinear(nn.Module):
 
 
 class FusionCoefficients(nn.Module):
-    """The N fusion coefficients ``w`` of one transformer block (shared by its adapted linears; start at 0)."""
+    """The N fusion coefficients ``w`` of one transformer block (shared by its adapted linears; created at 0,
+    set per task by :func:`init_fusion_coefficients`)."""
 
     def __init__(self, pool_size: int, block: str):
         super().__init__()
         self.block = block
         self.w = nn.Parameter(torch.zeros(pool_size))
+
+
+def init_fusion_coefficients(model: nn.Module, init: str = "xavier_uniform",
+                             generator: torch.Generator | None = None) -> None:
+    """Set every block's coefficients as a task starts: ``xavier_uniform`` draws the pool_size x blocks matrix from
+    U(-b, b), b = sqrt(6 / (pool_size + blocks)), as the reference implementation does; ``zero`` zeroes them."""
+    coefs = fusion_coefficients(model)
+    with torch.no_grad():
+        for c in coefs:
+            if init == "zero":
+                c.w.zero_()
+            else:
+                bound = math.sqrt(6.0 / (c.w.numel() + len(coefs)))
+                c.w.copy_(torch.rand(c.w.shape, generator=generator, dtype=c.w.dtype) * (2 * bound) - bound)
 
 
 class PoolAdapter(nn.Module):
@@ -289,8 +304,19 @@ class LoRAFusionLinear(nn.Module):
     layer equals the base. The forward pass runs the GEMMs through the frozen
     pool modules (``u = sum_i w_i A_i(x)``, then ``sum_i w_i B_i(u)``) and the
     base, and rescales the sum by ``m / ||W0 + dW||`` computed explicitly from
-    the pool weights (gradients flow through the norm too).
+    the pool weights; with ``detach_norm`` (PEFT's DoRA) the norm is a constant
+    in the backward pass, otherwise gradients flow through it too.
+
+    The coefficient gradient (``merged_backward``, the reference's formulation):
+    the pool outputs are combined with the coefficients held constant, and a
+    term of value zero, ``x (sum_i (w_i - sg(w_i)) A_i)^T`` (and the same for B
+    on ``u``), carries dL/dw_i = <dL/dA_l, A_i> + <dL/dB_l, B_i>: the backward
+    keeps x and u, as one LoRA does, not every pool output. The input gradient
+    still runs through the pool modules (their crossbars), as in the forward pass.
     """
+
+    detach_norm = True
+    merged_backward = True
 
     def __init__(self, base: IMCLinear, adapters: Sequence[tuple[torch.Tensor, torch.Tensor]],
                  coefficients: FusionCoefficients, alpha: float | None = None):
@@ -332,13 +358,21 @@ class LoRAFusionLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x W'^T + b``, with the GEMMs on the base and the pool modules."""
         w = self.coef.w
-        u = sum(w[i] * p.A(x) for i, p in enumerate(self.pool))
-        delta = sum(w[i] * p.B(u) for i, p in enumerate(self.pool))
+        if self.merged_backward:
+            held, live = w.detach(), w - w.detach()  # live: zero, carrying the coefficients' gradient
+            u = sum(held[i] * p.A(x) for i, p in enumerate(self.pool))
+            u = u + F.linear(x.detach(), sum(live[i] * p.A.weight for i, p in enumerate(self.pool)))
+            delta = sum(held[i] * p.B(u) for i, p in enumerate(self.pool))
+            delta = delta + F.linear(u.detach(), sum(live[i] * p.B.weight for i, p in enumerate(self.pool)))
+        else:
+            u = sum(w[i] * p.A(x) for i, p in enumerate(self.pool))
+            delta = sum(w[i] * p.B(u) for i, p in enumerate(self.pool))
         bias = self.base.bias
         y = self.base(x)
         if bias is not None:
             y = y - bias
-        y = (y + self.scale * delta) * (self.magnitude / self.row_norms())
+        norms = self.row_norms()
+        y = (y + self.scale * delta) * (self.magnitude / (norms.detach() if self.detach_norm else norms))
         return y + bias if bias is not None else y
 
 
