@@ -30,9 +30,16 @@ CSV_PATH = ROOT / "tests" / "data" / "reram_nvsim_neurosim.csv"
 _TAG = re.compile(r"^(.*?)\s*\[([A-Za-z0-9_.\-]+)\]\s*$")
 
 
+NEUROSIM_STEP = 0.007874  # NeuroSim's online-learning step, 1/127 of the window: the hand-computed tests use it
+
+
 def make_card(**sections) -> ReRAMCard:
-    """The shipped card with fields replaced, e.g. ``make_card(programming={"max_pulses": 1})``."""
+    """The shipped card with fields replaced, e.g. ``make_card(programming={"max_pulses": 1})``; its pulse step is
+    NeuroSim's 128-state one unless ``programming.step`` is given (the card's own ``auto`` step is tested on
+    its own), and the relaxation fit applies in siemens as fitted unless ``relaxation.scale`` is given."""
     body, _ = _read_card(CARD_PATH, "device")
+    body["programming"] = {**body["programming"], "step": NEUROSIM_STEP}
+    body["relaxation"] = {**body["relaxation"], "scale": "absolute"}
     for section, fields in sections.items():
         body[section] = {**(body.get(section) or {}), **fields} if isinstance(fields, dict) else fields
     return ReRAMCard.model_validate(body)
@@ -327,3 +334,44 @@ def test_unprogrammable_cards_are_physics_errors(sections, key):
         make_device(**sections)
     assert err.value.key == key
     assert "\n" not in str(err.value)
+
+
+def test_the_shipped_step_is_sized_for_the_cells_levels():
+    """``step: auto``: the largest nominal step whose largest pulse under the card's nonlinear update moves at most
+    half the accept window (tolerance x spacing); a slightly larger one moves more. A 4-level cell programmed
+    with it takes a handful of pulses per random transition (NeuroSim's 128-state step takes 7x more) and lands
+    closer to its target."""
+    from imcsim.config import load_card
+    from imcsim.devices.reram import _largest_pulse, programming_step
+
+    card, _ = load_card("device", "reram_hfox_neurosim")
+    p = card.programming
+    assert p.step == "auto"
+    h = p.tolerance / (card.cell.levels - 1)
+    step = programming_step(card)
+    assert _largest_pulse(p, step) == pytest.approx(h, rel=1e-6)
+    assert _largest_pulse(p, step * 1.001) > h
+    assert step < h  # the LTD curve's first pulse is larger than the mean step
+    fixed = card.model_copy(update={"programming": p.model_copy(update={"algorithm": "fixed"})})
+    assert programming_step(fixed) == pytest.approx(h, rel=1e-9)
+    auto, synapse = ReRAM.from_card(card).figures(), make_device().figures()
+    assert auto["programming_step_of_range"][0] == pytest.approx(step)
+    assert auto["pulses_random_transition_mean"][0] * 5 < synapse["pulses_random_transition_mean"][0]
+    assert auto["write_energy_random_transition"][0] * 5 < synapse["write_energy_random_transition"][0]
+    assert auto["programmed_error_rms_per_spacing"][0] < synapse["programmed_error_rms_per_spacing"][0]
+
+
+def test_the_relaxation_fit_is_read_in_the_cards_window():
+    """Wan et al.'s spread, fitted on a 0-40 uS device, read at the same relative position of the card's 1-10 uS
+    window and scaled by the windows' ratio 9/40 (``relaxation.scale: window``); ``absolute`` applies it in uS."""
+    from imcsim.config import load_card
+
+    card, _ = load_card("device", "reram_hfox_neurosim")
+    assert card.relaxation.scale == "window"
+    window, absolute = ReRAM.from_card(card), make_device()
+    fit = card.relaxation.fits[0].sigma  # at 1 s, coefficients in S of x = G / 40 uS
+    at = lambda x: sum(c * x**i for i, c in enumerate(fit))  # noqa: E731
+    assert float(window.spread_siemens(10e-6, 1.0)) == pytest.approx(9 / 40 * at(1.0), rel=1e-9)
+    assert float(window.spread_siemens(1e-6, 1.0)) == pytest.approx(9 / 40 * at(0.0), rel=1e-9)
+    assert float(absolute.spread_siemens(10e-6, 1.0)) == pytest.approx(at(0.25), rel=1e-9)
+    assert float(window.spread_siemens(10e-6, 1.0)) / window.level_spacing_siemens < 0.1  # was 0.75 in uS

@@ -133,7 +133,10 @@ class ProgrammingParams(Params):
     algorithm: Literal["fixed", "nonlinear", "ispp"] = Field(
         "fixed", description="how a pulse's change depends on the cell: fixed step, NeuroSim's nonlinear "
                              "update, or incremental step pulses")
-    step: Number = Field(ge=1e-4, le=1.0, description="nominal conductance change per pulse / (g_max - g_min)")
+    step: Number | Literal["auto"] = Field(
+        "auto", description="nominal conductance change per pulse / (g_max - g_min), or auto: the largest step whose "
+                            "largest pulse under the update moves at most half the accept window (tolerance x "
+                            "level spacing), sized for the card's levels (see programming_step)")
     c2c_sigma: Number = Field(
         ge=0.0, le=1.0, description="cycle-to-cycle std of each pulse's change (see c2c_model)"
     )
@@ -189,6 +192,10 @@ class RelaxationParams(Params):
 
     g_fit_siemens: ConductanceS = Field(alias="g_fit", gt=1e-9, le=1e-2,
                                         description="conductance scale of the fit (and its upper end)")
+    scale: Literal["window", "absolute"] = Field(
+        "window", description="window: the fit, made on a device of window [0, g_fit], is read at the same relative "
+                              "position in this card's window and scaled by the windows' ratio; absolute: sigma(G) "
+                              "in siemens as fitted")
     fits: list[RelaxationFit] = Field(min_length=1, max_length=16, description="the fitted times, ascending")
     max_time_s: TimeS = Field(alias="max_time", ge=1e-3, le=1e9,
                               description="longest time the fit is used for (log-t extrapolation up to it)")
@@ -651,9 +658,14 @@ class ReRAM(NonVolatileCell):
         if t.size and float(t.max()) > rel.max_time_s:
             raise PhysicsError(f"{float(t.max()):.3g} s after programming is beyond the relaxation fit's range "
                                f"({rel.max_time_s:.3g} s)", key="relaxation.max_time")
-        x = np.clip(g / rel.g_fit_siemens, 0.0, 1.0)
+        c = self.card.cell
+        if rel.scale == "window":  # the same fraction of the window at the same place in it
+            x = np.clip((g - c.g_min_siemens) / self.g_range_siemens, 0.0, 1.0)
+            ratio = self.g_range_siemens / rel.g_fit_siemens
+        else:
+            x, ratio = np.clip(g / rel.g_fit_siemens, 0.0, 1.0), 1.0
         fits = rel.fits
-        curves = [np.clip(np.polyval(f.sigma[::-1], x), 0.0, None) for f in fits]
+        curves = [ratio * np.clip(np.polyval(f.sigma[::-1], x), 0.0, None) for f in fits]
         if len(fits) == 1:
             return np.broadcast_to(curves[0], np.broadcast_shapes(g.shape, t.shape)).copy()
         shape = np.broadcast_shapes(g.shape, t.shape)
@@ -876,6 +888,7 @@ class ReRAM(NonVolatileCell):
             "on_off_ratio": (c.g_max_siemens / c.g_min_siemens, ""),
             "bits_per_cell": (float(self.bits_per_cell), ""),
             "level_spacing": (self.level_spacing_siemens, "S"),
+            "programming_step_of_range": (programming_step(self.card), ""),
             "conductance_ratio_at_set_voltage": (self.iv_ratio(self.card.set_pulse.voltage_v,
                                                                self.card.set_pulse.voltage_v), ""),
             "set_pulse_energy_at_g_max": (self.set_pulse_energy_j(c.g_max_siemens), "J"),
@@ -925,6 +938,38 @@ class ReRAM(NonVolatileCell):
 # --- helpers ----------------------------------------------------------------------------
 
 
+def _largest_pulse(p: ProgrammingParams, step: float) -> float:
+    """The largest change one pulse makes, in units of the range: the nominal step, or under NeuroSim's nonlinear
+    update the first pulse from the window's end, larger than the mean step."""
+    largest = step
+    if p.algorithm == "nonlinear":
+        for label in (p.nonlinearity_ltp, p.nonlinearity_ltd):
+            a = nonlinearity_a(label) / step  # A in pulses
+            if a > 0.0:
+                largest = max(largest, -math.expm1(-1.0 / a) / -math.expm1(-1.0 / (step * a)))
+    return largest
+
+
+def programming_step(card: ReRAMCard) -> float:
+    """The nominal step of a pulse / range: the card's number, or for ``auto`` the largest step whose largest pulse
+    moves at most half the accept window, h = tolerance x spacing (a pulse sequence approaching a level then
+    cannot pass the window's centre by more than h, leaving the other half of the window to the pulse's noise;
+    the physics check refuses a step whose largest pulse exceeds the whole window, 2 h). Found by bisection
+    (the largest pulse grows with the step)."""
+    p = card.programming
+    if p.step != "auto":
+        return float(p.step)
+    h = p.tolerance / (card.cell.levels - 1)
+    lo, hi = 1e-6, h
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if _largest_pulse(p, mid) > h:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
 def _check_physics(card: ReRAMCard) -> None:
     """Cross-field checks that single-field constraints cannot express.
 
@@ -962,9 +1007,10 @@ def _check_physics(card: ReRAMCard) -> None:
             key="read.v_read",
         )
     p = card.programming
+    step = programming_step(card)
     spacing_frac = 1.0 / (c.levels - 1)  # spacing / range
     half_window = p.tolerance * spacing_frac  # in units of the range
-    sigma = p.c2c_sigma * (p.step if p.c2c_model == "relative" else 1.0)
+    sigma = p.c2c_sigma * (step if p.c2c_model == "relative" else 1.0)
     if sigma > 0.0:
         p_hit = math.erf(half_window / (sigma * math.sqrt(2.0)))
         ideal_fail = (1.0 - p_hit) ** p.max_pulses
@@ -975,16 +1021,11 @@ def _check_physics(card: ReRAMCard) -> None:
                 f"{100 * ideal_fail:.0f} % of writes (limit {100 * MAX_IDEAL_FAILURE:.0f} %)",
                 key="programming.tolerance",
             )
-    largest = p.step
-    if p.algorithm == "nonlinear":  # the first pulse from the window's end moves q B, more than the mean step
-        for label in (p.nonlinearity_ltp, p.nonlinearity_ltd):
-            a = nonlinearity_a(label) / p.step  # A in pulses
-            if a > 0.0:
-                largest = max(largest, -math.expm1(-1.0 / a) / -math.expm1(-1.0 / (p.step * a)))
+    largest = _largest_pulse(p, step)
     if largest > 2.0 * half_window:
         raise PhysicsError(
             f"must not exceed the accept window width 2 x tolerance x spacing = {2 * half_window:.3g} x range "
-            f"(got {p.step:.3g}, whose largest pulse under the {p.algorithm} update moves {largest:.3g} x range), "
+            f"(got {step:.3g}, whose largest pulse under the {p.algorithm} update moves {largest:.3g} x range), "
             "or pulses jump over the window",
             key="programming.step",
         )
@@ -1041,15 +1082,16 @@ def _program(dev: ReRAM, old_levels, new_levels, key: np.uint64, g_start, cells:
             *(np.empty(n, dtype=np.float64) for _ in range(5)))
     pulses, sets, failed, g_out, e_set, e_reset, e_verify, wear = outs
     rng_s = c.g_max_siemens - c.g_min_siemens
+    step = programming_step(card)
     sp, rp, rd = card.set_pulse, card.reset_pulse, card.read
     relative = p.c2c_model == "relative"
     params = (
         key, c.g_min_siemens, spacing,
         {"fixed": 0, "nonlinear": 1, "ispp": 2}[p.algorithm],
-        p.step * rng_s,
+        step * rng_s,
         p.c2c_sigma if relative else p.c2c_sigma * rng_s,
         relative,
-        nonlinearity_a(p.nonlinearity_ltp), nonlinearity_a(p.nonlinearity_ltd), 1.0 / p.step,
+        nonlinearity_a(p.nonlinearity_ltp), nonlinearity_a(p.nonlinearity_ltd), 1.0 / step,
         sp.voltage_v, sp.width_s, rp.voltage_v, rp.width_s,
         p.ispp_start or 0.0, p.ispp_increment or 0.0, p.volts_per_decade or 1.0,
         rd.v_read_v, math.log(card.iv.nonlinearity) if card.iv is not None else 0.0,
