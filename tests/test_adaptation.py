@@ -395,3 +395,22 @@ def test_lorafusion_zero_coefficients_never_move_and_the_ablation_trains_magnitu
     impl, _card, model, adapters = _adapted("lorafusion", lorafusion=LoRAFusionSpec(train_coefficients=False))
     trains = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")}
     assert trains == {"enc.0.attn.q.magnitude", "enc.0.attn.v.magnitude"}
+
+
+def test_a_stacked_pool_takes_fewer_crossbars_and_counts_the_same_in_both_modes():
+    """BERT-mini cost-only: the stacked pool takes a quarter of the separate pool's crossbars (each adapter's r
+    rows no longer take crossbars of their own) and costs less per step; a functional run of the stacked layout
+    reports its analog error."""
+    sep = cost_report("reram_lorafusion_bert_mini_cost.yaml")
+    st = cost_report("reram_lorafusion_bert_mini_cost.yaml", "workload.lorafusion.layout=stacked")
+
+    def pool(r):
+        return sum(x["subarrays"] for x in r.tables["layers"] if ".pool" in x["module"])
+
+    assert pool(st) * 4 == pool(sep)
+    assert st.metrics["energy_train_j"] < sep.metrics["energy_train_j"]
+    assert st.metrics["memory_activations_kept_bytes"] == pytest.approx(sep.metrics["memory_activations_kept_bytes"],
+                                                                      rel=1e-5)  # + the held coefficients
+    fun = report("reram_lorafusion.yaml", "workload.train.epochs=1", "workload.lorafusion.layout=stacked")
+    assert 0 < fun.metrics["analog_error_relative_rms"] < 1  # 0.50 here, as the separate layout (0.50)
+    assert {x["module"] for x in fun.tables["layers"]} >= {"enc.0.attn.q.pool.A", "enc.0.attn.q.pool.B"}

@@ -329,16 +329,19 @@ def test_lora_training_lowers_the_loss():
         torch.testing.assert_close(p.detach(), value, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(("detach", "merged"), [(True, True), (False, True), (True, False)])
-def test_lorafusion_coefficient_gradient_is_the_merged_adapters_formula(detach, merged):
+@pytest.mark.parametrize(("detach", "merged", "layout"), [(True, True, "separate"), (False, True, "separate"),
+                                                          (True, False, "separate"), (True, True, "stacked"),
+                                                          (False, False, "stacked")])
+def test_lorafusion_coefficient_gradient_is_the_merged_adapters_formula(detach, merged, layout):
     """The coefficient gradient through the pool modules equals the reference formulation's, written by hand:
     dL/dw_i = <dL/dA_l, A_i> + <dL/dB_l, B_i> with A_l = sum w_i A_i and B_l = sum w_i B_i taken as free tensors
     (the norm a constant when detached, as PEFT's DoRA holds it, or differentiated), whether the backward runs
-    through the merged adapters or through every pool output."""
+    through the merged adapters or through every pool output, with the pool stored adapter by adapter or
+    stacked."""
     base = _model(1)
     pool = _random_pool(base, 3, 2)
     model = copy.deepcopy(base)
-    wrappers = attach_lorafusion(model, pool, ("q",), rank=2, alpha=3.0)
+    wrappers = attach_lorafusion(model, pool, ("q",), rank=2, alpha=3.0, layout=layout)
     layer = wrappers[0]
     layer.detach_norm, layer.merged_backward = detach, merged
     g = torch.Generator().manual_seed(5)
@@ -394,3 +397,26 @@ def test_lorafusion_merged_backward_keeps_what_one_lora_keeps():
     # merged: per adapted linear, x (d inputs) and u (r) as GEMM inputs; none of the pool outputs
     assert merged["gemm_input"] - pooled.get("gemm_input", 0) == n * tokens * (D + rank) * bits
     assert pooled["product_operand"] - merged["product_operand"] == n * pool_size * tokens * (rank + D) * bits
+
+
+def test_a_stacked_pool_computes_the_same_layer_in_two_matrices():
+    """``layout: stacked``: [A_1; ...; A_N] (N r x k) and [B_1 ... B_N] (d x N r) as one pool module; in float the
+    layer equals the separate layout's (the same fused weight), and its parameters are the same values."""
+    base = _model(1)
+    pool = _random_pool(base, 3, 2)
+    out = {}
+    for layout in ("separate", "stacked"):
+        model = copy.deepcopy(base)
+        wrappers = attach_lorafusion(model, pool, ("q", "v"), rank=2, layout=layout)
+        with torch.no_grad():
+            for c in fusion_coefficients(model):
+                c.w.copy_(torch.tensor([0.3, -0.7, 1.1]))
+        out[layout] = (model(_tokens()), {m.name: tuple(m.weight.shape) for m in imc_modules(model)}, wrappers)
+    torch.testing.assert_close(out["stacked"][0], out["separate"][0], rtol=1e-5, atol=1e-6)
+    shapes = out["stacked"][1]
+    assert shapes["enc.0.attn.q.pool.A"] == (3 * 2, D)
+    assert shapes["enc.0.attn.q.pool.B"] == (D, 3 * 2)
+    assert "enc.0.attn.q.pool0.A" in out["separate"][1]
+    assert "enc.0.attn.q.pool0.A" not in shapes
+    for s, p in zip(out["stacked"][2], out["separate"][2], strict=True):
+        torch.testing.assert_close(s.delta_weight(), p.delta_weight())

@@ -47,7 +47,8 @@ class LoRAFusion(Method):
 
     def attach(self, card: Any, model: nn.Module, pool: list) -> list[nn.Module]:
         """The wrappers, each carrying the card's ``lorafusion`` section (coefficient init and training, norm)."""
-        wrappers = attach_lorafusion(model, lora_pool_from(pool), card.adapters.targets, card.adapters.rank)
+        wrappers = attach_lorafusion(model, lora_pool_from(pool), card.adapters.targets, card.adapters.rank,
+                                     layout=card.lorafusion.layout)
         for w in wrappers:
             w.fusion = card.lorafusion
             w.detach_norm = card.lorafusion.norm == "detached"
@@ -94,18 +95,21 @@ def fusion_ops(macro: Any, adapters: list[LoRAFusionLinear], rows: int, samples:
     each also in the backward pass; and the coefficient gradient: through the merged adapters, the outer
     products dL/dA_l and dL/dB_l (rows x r x (k + d)) and their inner products with each pool adapter
     (N x r x (k + d)); through the pool outputs, each output's inner product with its gradient
-    (N x rows x (r + d))."""
+    (N x rows x (r + d)). With the stacked layout the B side is summed in the array: the digital unit combines
+    the N parts of u and scales u by each coefficient (N x rows x 2r), and the pool-output gradient pairs each
+    B_i^T g of the stacked input gradient with u (N x rows x 2r)."""
     ops: list[OpRecord] = []
     for a in adapters:
         d, k = a.base.weight.shape
-        n, r = len(a.pool), a.rank
+        n, r = a.pool_size, a.rank
+        width = 2 * r if a.stacked else r + d
         for phase in ("forward", "input_grad"):
             ops += [rec.tagged(module=a.name) for rec in (
-                macro.digital_gemm(n, rows, r + d, phase=phase, layer=f"{a.name}.fusion", samples=samples),
+                macro.digital_gemm(n, rows, width, phase=phase, layer=f"{a.name}.fusion", samples=samples),
                 macro.digital_gemm(d, r + 1, k, phase=phase, layer=f"{a.name}.norm", samples=samples))]
         if not _spec(a).train_coefficients:
             continue
-        grads = ((r, rows, k + d), (n, 1, r * (k + d))) if a.merged_backward else ((n, rows, r + d),)
+        grads = ((r, rows, k + d), (n, 1, r * (k + d))) if a.merged_backward else ((n, rows, width),)
         ops += [macro.digital_gemm(*shape, phase="weight_grad", layer=f"{a.name}.coef_grad", samples=samples
                                    ).tagged(module=a.name) for shape in grads]
     return ops

@@ -169,6 +169,10 @@ class LoRAFusionSpec(Params):
     norm: Literal["detached", "differentiated"] = Field(
         "detached", description="the row norm ||W0 + dW|| as a constant in the backward pass (PEFT's DoRA, DoRA "
                                 "section 4.3) or differentiated")
+    layout: Literal["separate", "stacked"] = Field(
+        "separate", description="the pool in the array: each adapter's A and B as matrices of their own, or stacked "
+                                "([A_1; ...; A_N] and [B_1 ... B_N], stored once: one pass gives every A_i x, and "
+                                "the stacked B driven by [w_1 u; ...; w_N u] sums the fused update in one pass)")
     backward: Literal["merged", "pool_outputs"] = Field(
         "merged", description="the coefficient gradient through the merged adapters A_l = sum w_i A_i and B_l = "
                               "sum w_i B_i, <dL/dA_l, A_i> + <dL/dB_l, B_i>, which keeps what one LoRA keeps (x and "
@@ -464,7 +468,7 @@ def _adapted_model(card: AdaptationCard, m: TransformerSpec, heads: list[tuple[s
 def _part(name: str) -> str:
     if name.startswith("head."):
         return "heads"
-    return "adapters" if re.search(r"\.(lora_[AB]|pool\d+\.[AB])$", name) else "base model"
+    return "adapters" if re.search(r"\.(lora_[AB]|pool\d*\.[AB])$", name) else "base model"
 
 
 def array_layers(card: AdaptationCard, mode: str) -> list[ArrayLayer]:

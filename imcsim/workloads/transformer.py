@@ -313,13 +313,19 @@ class LoRAFusionLinear(nn.Module):
     on ``u``), carries dL/dw_i = <dL/dA_l, A_i> + <dL/dB_l, B_i>: the backward
     keeps x and u, as one LoRA does, not every pool output. The input gradient
     still runs through the pool modules (their crossbars), as in the forward pass.
+
+    ``layout``: ``separate`` stores each pool adapter's A and B as matrices of
+    their own (``{name}.pool{i}.A/B``); ``stacked`` stores [A_1; ...; A_N] (N r x k)
+    and [B_1 ... B_N] (d x N r) once (``{name}.pool.A/B``): one pass gives every
+    A_i x, and driving the stacked B with [w_1 u; ...; w_N u] sums the fused
+    update sum_i w_i B_i u in the array in one pass.
     """
 
     detach_norm = True
     merged_backward = True
 
     def __init__(self, base: IMCLinear, adapters: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 coefficients: FusionCoefficients, alpha: float | None = None):
+                 coefficients: FusionCoefficients, alpha: float | None = None, layout: str = "separate"):
         super().__init__()
         d, k = base.weight.shape
         rank = adapters[0][0].shape[0]
@@ -333,18 +339,48 @@ class LoRAFusionLinear(nn.Module):
         self.base = base
         self.rank = rank
         self.scale = (rank if alpha is None else alpha) / rank
-        self.pool = nn.ModuleList(
-            [PoolAdapter(a.detach(), b.detach(), f"{base.name}.pool{i}") for i, (a, b) in enumerate(adapters)]
-        )
+        if layout not in ("separate", "stacked"):
+            raise ValueError(f"{base.name}: layout must be separate or stacked (got {layout!r})")
+        self.stacked = layout == "stacked"
+        self.pool_size = len(adapters)
+        if self.stacked:
+            self.pool = nn.ModuleList([PoolAdapter(torch.cat([a.detach() for a, _ in adapters]),
+                                                   torch.cat([b.detach() for _, b in adapters], dim=1),
+                                                   f"{base.name}.pool")])
+        else:
+            self.pool = nn.ModuleList(
+                [PoolAdapter(a.detach(), b.detach(), f"{base.name}.pool{i}") for i, (a, b) in enumerate(adapters)])
         self.coef = coefficients
         self.magnitude = nn.Parameter(base.weight.detach().norm(dim=1).clone())
 
+    def merged(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``A_l = sum_i w_i A_i`` (r x k) and ``B_l = sum_i w_i B_i`` (d x r) for coefficients ``w``, from the
+        pool modules' weights (each product takes the weight first: a weight, not an activation, to the traces)."""
+        if not self.stacked:
+            return (sum(p.A.weight * w[i] for i, p in enumerate(self.pool)),
+                    sum(p.B.weight * w[i] for i, p in enumerate(self.pool)))
+        st, per = self.pool[0], w.repeat_interleave(self.rank)
+        return ((st.A.weight * per[:, None]).unflatten(0, (self.pool_size, self.rank)).sum(0),
+                (st.B.weight * per[None, :]).unflatten(1, (self.pool_size, self.rank)).sum(1))
+
     def delta_weight(self) -> torch.Tensor:
         """``dW = (alpha / r) B_l A_l`` (d x k) from the pool and the current coefficients."""
-        w = self.coef.w
-        a_l = sum(w[i] * p.A.weight for i, p in enumerate(self.pool))
-        b_l = sum(w[i] * p.B.weight for i, p in enumerate(self.pool))
+        a_l, b_l = self.merged(self.coef.w)
         return self.scale * (b_l @ a_l)
+
+    def _pool_a(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``u = sum_i w_i A_i(x)`` through the pool modules: each adapter's own A, or the stacked A (one pass
+        gives every A_i x)."""
+        if not self.stacked:
+            return sum(w[i] * p.A(x) for i, p in enumerate(self.pool))
+        return (self.pool[0].A(x).unflatten(-1, (self.pool_size, self.rank)) * w[:, None]).sum(-2)
+
+    def _pool_b(self, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``sum_i w_i B_i(u)`` through the pool modules: each adapter's own B, or the stacked B driven by
+        [w_1 u; ...; w_N u] (the sum formed in the array)."""
+        if not self.stacked:
+            return sum(w[i] * p.B(u) for i, p in enumerate(self.pool))
+        return self.pool[0].B((u.unsqueeze(-2) * w[:, None]).flatten(-2))
 
     def row_norms(self) -> torch.Tensor:
         """``||W0 + dW||`` per output unit (d values)."""
@@ -360,13 +396,12 @@ class LoRAFusionLinear(nn.Module):
         w = self.coef.w
         if self.merged_backward:
             held, live = w.detach(), w - w.detach()  # live: zero, carrying the coefficients' gradient
-            u = sum(held[i] * p.A(x) for i, p in enumerate(self.pool))
-            u = u + F.linear(x.detach(), sum(live[i] * p.A.weight for i, p in enumerate(self.pool)))
-            delta = sum(held[i] * p.B(u) for i, p in enumerate(self.pool))
-            delta = delta + F.linear(u.detach(), sum(live[i] * p.B.weight for i, p in enumerate(self.pool)))
+            a_live, b_live = self.merged(live)
+            u = self._pool_a(x, held) + F.linear(x.detach(), a_live)
+            delta = self._pool_b(u, held) + F.linear(u.detach(), b_live)
         else:
-            u = sum(w[i] * p.A(x) for i, p in enumerate(self.pool))
-            delta = sum(w[i] * p.B(u) for i, p in enumerate(self.pool))
+            u = self._pool_a(x, w)
+            delta = self._pool_b(u, w)
         bias = self.base.bias
         y = self.base(x)
         if bias is not None:
@@ -448,7 +483,7 @@ def lora_pool_from(models_or_states: Iterable[nn.Module | Mapping[str, tuple[tor
 
 def attach_lorafusion(model: nn.Module, pool: Sequence[Mapping[str, tuple[torch.Tensor, torch.Tensor]]],
                       targets: Sequence[str] = ("q", "v"), rank: int | None = None,
-                      alpha: float | None = None) -> list[LoRAFusionLinear]:
+                      alpha: float | None = None, layout: str = "separate") -> list[LoRAFusionLinear]:
     """Wrap the targeted projections with LoRAFusion over ``pool``; return the wrappers.
 
     ``pool[i][name]`` is adapter i's (A, B) for projection ``name``. Each block
@@ -472,7 +507,7 @@ def attach_lorafusion(model: nn.Module, pool: Sequence[Mapping[str, tuple[torch.
             raise ValueError(f"{proj.name}: pool rank differs from rank={rank}")
         if id(block) not in coefficients:
             coefficients[id(block)] = FusionCoefficients(len(pool), getattr(block, "name", ""))
-        wrapper = LoRAFusionLinear(proj, adapters, coefficients[id(block)], alpha)
+        wrapper = LoRAFusionLinear(proj, adapters, coefficients[id(block)], alpha, layout)
         setattr(parent, attr, wrapper)
         wrappers.append(wrapper)
     return wrappers
