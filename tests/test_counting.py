@@ -192,8 +192,9 @@ def test_in_cell_compute_senses_nothing_and_booth_halves_the_passes():
     assert gated.counts[("cell_gate", "evaluate")] == gated.counts[("column_counter", "increment")] \
         == read.counts[("column_counter", "increment")]
     a = cell.card.array
+    assert cell.gates_per_cell == 2  # the transposable read drives the cells from their columns too
     assert cell.area_m2() - plain.area_m2() == pytest.approx(
-        a.n_subarrays * a.rows * a.cols * cell.blocks["cell_gate"].area_m2, rel=1e-9)
+        2 * a.n_subarrays * a.rows * a.cols * cell.blocks["cell_gate"].area_m2, rel=1e-9)
     from imcsim.circuits.bitplanes import BOOTH_NONZERO
     digits = int(np.unpackbits(BOOTH_NONZERO[x.numpy().view(np.uint8)]).sum())
     geom = plain.stream_geometry("forward", K, N)[0]

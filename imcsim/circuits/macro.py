@@ -176,6 +176,12 @@ class BitSerialMacro(ArrayCircuit):
         return self.card.dataflow.weight_reuse == "in_cell"
 
     @property
+    def gates_per_cell(self) -> int:
+        """In-cell gates beside each cell: one ANDs the row's input bit; a transposable read drives the cells from
+        their columns too, which takes a second gate on the column line."""
+        return 2 if self.card.dataflow.input_grad == "transposable_read" else 1
+
+    @property
     def latched(self) -> bool:
         """The weight-reuse dataflow: stored lines latched once per vector tile."""
         return self.card.dataflow.weight_reuse == "latch"
@@ -205,8 +211,8 @@ class BitSerialMacro(ArrayCircuit):
             + (a.cols // N_BITS) * (b["shift_add"].area_m2 + b["adder_tree"].area_m2)
         if self.latched:  # a latch per cell of the subarray
             per_sub += a.rows * a.cols * b["latch"].area_m2
-        if self.in_cell:  # a gate per cell
-            per_sub += a.rows * a.cols * b["cell_gate"].area_m2
+        if self.in_cell:  # a gate per cell and direction the cell is driven from
+            per_sub += a.rows * a.cols * b["cell_gate"].area_m2 * self.gates_per_cell
         return a.n_subarrays * per_sub + self._shared_area_m2()
 
     def store(self, name: str, w_int8: np.ndarray, groups: int = 1, rows: int | None = None) -> list[OpRecord]:
