@@ -74,6 +74,7 @@ cells are split across threads.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -520,6 +521,7 @@ def _curve_deviation(a: float) -> float:
     return -math.expm1(-u / a) / norm - u
 
 
+@functools.lru_cache(maxsize=256)
 def nonlinearity_a(label: float) -> float:
     """NeuroSim's normalised A (A / P_max) of a nonlinearity label (0: a straight line, returned as 0).
 
@@ -959,7 +961,13 @@ def programming_step(card: ReRAMCard) -> float:
     p = card.programming
     if p.step != "auto":
         return float(p.step)
-    h = p.tolerance / (card.cell.levels - 1)
+    return _auto_step(p.algorithm, p.nonlinearity_ltp, p.nonlinearity_ltd, p.tolerance / (card.cell.levels - 1))
+
+
+@functools.lru_cache(maxsize=64)
+def _auto_step(algorithm: str, ltp: float, ltd: float, h: float) -> float:
+    """:func:`programming_step`'s bisection for an update (``algorithm`` and its two labels) and half-window ``h``."""
+    p = ProgrammingParams.model_construct(algorithm=algorithm, nonlinearity_ltp=ltp, nonlinearity_ltd=ltd)
     lo, hi = 1e-6, h
     for _ in range(80):
         mid = 0.5 * (lo + hi)
