@@ -182,3 +182,41 @@ def test_a_method_section_that_does_not_fit_the_backbone_names_its_key(capsys, s
     line = _refused(capsys, "run", COST, "--quiet", *(x for s in settings for x in ("--set", s)))
     assert f"{key}:" in line
     assert says in line
+
+
+@pytest.mark.parametrize(
+    ("sets", "key", "says"),
+    [
+        (["circuit.dataflow.weight_reuse=in_cell"], "circuit.dataflow.weight_reuse", "must be sensed"),
+        (["circuit.dataflow.input_encoding=booth"], "circuit.dataflow.input_encoding", "booth_radix4"),
+    ],
+)
+def test_in_cell_compute_and_booth_refusals_name_their_key(capsys, sets, key, says):
+    """In-cell compute on a cell that must be sensed (MRAM), or without the gate beside each cell, and an
+    unknown input encoding: exit 2, one line naming the key."""
+    line = _refused(capsys, "validate", MAIN, *[x for s in sets for x in ("--set", s)])
+    assert key in line, line
+    assert says in line, line
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("workload.lorafusion.coefficient_init=ones", "workload.lorafusion.coefficient_init"),
+     ("workload.lorafusion.layout=diagonal", "workload.lorafusion.layout"),
+     ("device.programming.step=autom", "device.programming.step"),
+     ("device.relaxation.scale=relative", "device.relaxation.scale")],
+)
+def test_lorafusion_and_reram_programming_options_refuse_unknown_values(capsys, override, key):
+    line = _refused(capsys, "validate", str(ROOT / "configs" / "reram_lorafusion_bert_mini_cost.yaml"), "--set",
+                    override)
+    assert key in line, line
+
+
+def test_in_cell_compute_without_a_gate_card_names_the_role(tmp_path, capsys):
+    """A circuit card of one's own that names no ``cell_gate``: in_cell is refused naming the role to add."""
+    card = (ROOT / "circuits" / "bitserial_macro_28nm.yaml").read_text()
+    (tmp_path / "mine.yaml").write_text("\n".join(x for x in card.splitlines() if "cell_gate" not in x))
+    line = _refused(capsys, "validate", MAIN, "--set", f"circuit.card={tmp_path / 'mine.yaml'}", "--set",
+                    "device.card=sram_6t_28nm", "--set", "circuit.dataflow.weight_reuse=in_cell")
+    assert "circuit.components.cell_gate" in line, line
+    assert "logic_gate" in line, line
