@@ -342,15 +342,15 @@ def test_the_shipped_step_is_sized_for_the_cells_levels():
     with it takes a handful of pulses per random transition (NeuroSim's 128-state step takes 7x more) and lands
     closer to its target."""
     from imcsim.config import load_card
-    from imcsim.devices.reram import _largest_pulse, programming_step
+    from imcsim.devices.reram import _curve_labels, _largest_pulse, programming_step
 
     card, _ = load_card("device", "reram_hfox_neurosim")
     p = card.programming
     assert p.step == "auto"
     h = p.tolerance / (card.cell.levels - 1)
     step = programming_step(card)
-    assert _largest_pulse(p, step) == pytest.approx(h, rel=1e-6)
-    assert _largest_pulse(p, step * 1.001) > h
+    assert _largest_pulse(_curve_labels(p), step) == pytest.approx(h, rel=1e-6)
+    assert _largest_pulse(_curve_labels(p), step * 1.001) > h
     assert step < h  # the LTD curve's first pulse is larger than the mean step
     fixed = card.model_copy(update={"programming": p.model_copy(update={"algorithm": "fixed"})})
     assert programming_step(fixed) == pytest.approx(h, rel=1e-9)
@@ -375,3 +375,13 @@ def test_the_relaxation_fit_is_read_in_the_cards_window():
     assert float(window.spread_siemens(1e-6, 1.0)) == pytest.approx(9 / 40 * at(0.0), rel=1e-9)
     assert float(absolute.spread_siemens(10e-6, 1.0)) == pytest.approx(at(0.25), rel=1e-9)
     assert float(window.spread_siemens(10e-6, 1.0)) / window.level_spacing_siemens < 0.1  # was 0.75 in uS
+
+
+def test_figures_depend_on_the_cards_numbers_not_its_wording():
+    """The Monte Carlo behind the pulse figures is seeded from the card's physical content: rewording its
+    description or a reference leaves every figure as it was; changing a number moves them."""
+    base = make_device().figures()
+    card = make_card()
+    reworded = card.model_copy(update={"description": "reworded", "references": {**card.references, "x": "y"}})
+    assert ReRAM.from_card(reworded).figures() == base
+    assert make_device(programming={"tolerance": 0.2}).figures() != base

@@ -503,8 +503,9 @@ class _ProgrammingStats:
 
 
 def _card_seed(card: ReRAMCard) -> int:
-    """A 64-bit seed derived from the card's content (so figures depend on the card only)."""
-    blob = card.model_dump_json(by_alias=True).encode()
+    """A 64-bit seed derived from the card's physical content (so figures depend on the card's numbers only, not on
+    its description or the wording of its references)."""
+    blob = card.model_dump_json(by_alias=True, exclude={"description", "references"}).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
 
 
@@ -940,15 +941,19 @@ class ReRAM(NonVolatileCell):
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _largest_pulse(p: ProgrammingParams, step: float) -> float:
-    """The largest change one pulse makes, in units of the range: the nominal step, or under NeuroSim's nonlinear
-    update the first pulse from the window's end, larger than the mean step."""
+def _curve_labels(p: ProgrammingParams) -> tuple[float, ...]:
+    """The nonlinearity labels that shape a pulse's change: NeuroSim's two under the nonlinear update, else none."""
+    return (p.nonlinearity_ltp, p.nonlinearity_ltd) if p.algorithm == "nonlinear" else ()
+
+
+def _largest_pulse(labels: tuple[float, ...], step: float) -> float:
+    """The largest change one pulse makes, in units of the range: the nominal step, or along a nonlinear update
+    curve (its ``labels``) the first pulse from the window's end, larger than the mean step."""
     largest = step
-    if p.algorithm == "nonlinear":
-        for label in (p.nonlinearity_ltp, p.nonlinearity_ltd):
-            a = nonlinearity_a(label) / step  # A in pulses
-            if a > 0.0:
-                largest = max(largest, -math.expm1(-1.0 / a) / -math.expm1(-1.0 / (step * a)))
+    for label in labels:
+        a = nonlinearity_a(label) / step  # A in pulses
+        if a > 0.0:
+            largest = max(largest, -math.expm1(-1.0 / a) / -math.expm1(-1.0 / (step * a)))
     return largest
 
 
@@ -961,17 +966,16 @@ def programming_step(card: ReRAMCard) -> float:
     p = card.programming
     if p.step != "auto":
         return float(p.step)
-    return _auto_step(p.algorithm, p.nonlinearity_ltp, p.nonlinearity_ltd, p.tolerance / (card.cell.levels - 1))
+    return _auto_step(_curve_labels(p), p.tolerance / (card.cell.levels - 1))
 
 
 @functools.lru_cache(maxsize=64)
-def _auto_step(algorithm: str, ltp: float, ltd: float, h: float) -> float:
-    """:func:`programming_step`'s bisection for an update (``algorithm`` and its two labels) and half-window ``h``."""
-    p = ProgrammingParams.model_construct(algorithm=algorithm, nonlinearity_ltp=ltp, nonlinearity_ltd=ltd)
+def _auto_step(labels: tuple[float, ...], h: float) -> float:
+    """:func:`programming_step`'s bisection for an update curve (its ``labels``) and half-window ``h``."""
     lo, hi = 1e-6, h
     for _ in range(80):
         mid = 0.5 * (lo + hi)
-        if _largest_pulse(p, mid) > h:
+        if _largest_pulse(labels, mid) > h:
             hi = mid
         else:
             lo = mid
@@ -1029,7 +1033,7 @@ def _check_physics(card: ReRAMCard) -> None:
                 f"{100 * ideal_fail:.0f} % of writes (limit {100 * MAX_IDEAL_FAILURE:.0f} %)",
                 key="programming.tolerance",
             )
-    largest = _largest_pulse(p, step)
+    largest = _largest_pulse(_curve_labels(p), step)
     if largest > 2.0 * half_window:
         raise PhysicsError(
             f"must not exceed the accept window width 2 x tolerance x spacing = {2 * half_window:.3g} x range "
